@@ -1,0 +1,305 @@
+"""Matbench-layout data: reading files, Matbench folds, splits, graph cache.
+
+A Matbench file is (gzipped) JSON in pandas "split" orientation::
+
+    {"index": [...ids...], "columns": ["structure", "<target>"], "data": [[structure_dict, value], ...]}
+
+Folds follow Matbench exactly: ``KFold(n_splits=5, shuffle=True,
+random_state=18012019)`` over the file's row order; fold k's test part is the
+test set. The validation set is carved from the training part with a seeded
+RNG, and ``fraction`` subsamples what remains for training, so the validation
+set does not change with ``fraction`` and runs at different fractions compare.
+
+Crystal graphs are built once with CHGNet's ``CrystalGraphConverter`` and
+cached on disk (chunks of rows, keyed by the data file's hash and the
+converter's settings). A structure that fails conversion is reported by its id
+and left out of every split: never replaced by another one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tui_ft.core.atomic import atomic_write
+from tui_ft.core.paths import Paths
+
+MATBENCH_SEED = 18012019
+N_FOLDS = 5
+CHUNK = 256
+KNOWN_SOURCES = ("demo", "matbench_mp_e_form")
+
+
+class DataError(Exception):
+    """A data file that cannot be used (with a message naming the file)."""
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        with _open_text(path) as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable Matbench JSON file ({exc})") from None
+    if not isinstance(obj, dict) or not {"index", "columns", "data"} <= obj.keys():
+        raise DataError(f"{path}: expected pandas 'split' JSON with keys index, columns, data")
+    if not isinstance(obj["columns"], list) or not isinstance(obj["data"], list):
+        raise DataError(f"{path}: 'columns' and 'data' must be lists")
+    if len(obj["index"]) != len(obj["data"]):
+        raise DataError(f"{path}: index has {len(obj['index'])} entries but data has {len(obj['data'])}")
+    return obj
+
+
+def resolve_source(source: str, paths: Paths | None = None) -> Path:
+    """Map a preset's ``data.source`` to a file path (building the demo data if needed)."""
+    paths = paths or Paths.default()
+    if source == "demo":
+        from tui_ft.core.demo import ensure_demo_dataset
+
+        return ensure_demo_dataset(paths)
+    if source == "matbench_mp_e_form":
+        return paths.data / "matbench_mp_e_form.json.gz"
+    p = Path(source).expanduser()
+    return p if p.is_absolute() else (Path.cwd() / p)
+
+
+def read_columns(path: Path | str) -> list[str]:
+    """The file's column names; ``ValueError`` if unreadable or empty (used by preset checks)."""
+    try:
+        obj = _load_json(Path(path))
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    if not obj["data"]:
+        raise ValueError(f"{path}: empty dataset (no rows)")
+    return [str(c) for c in obj["columns"]]
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Dataset:
+    """Rows of a Matbench file: ids, structures (pymatgen), targets."""
+
+    path: Path
+    target: str
+    ids: list[str]
+    structures: list[Any]
+    targets: np.ndarray
+    sha256: str
+    bad_rows: dict[int, str] = field(default_factory=dict)  # row -> reason (unparsable structure or target)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
+    """Read a Matbench-layout file. Rows whose structure or target cannot be parsed are
+    recorded in ``bad_rows`` by row (reported by id later), not silently dropped."""
+    from pymatgen.core import Structure
+
+    path = Path(path)
+    obj = _load_json(path)
+    cols = [str(c) for c in obj["columns"]]
+    if target not in cols:
+        raise DataError(f"{path}: no column {target!r} (columns: {', '.join(cols)})")
+    if not obj["data"]:
+        raise DataError(f"{path}: empty dataset (no rows)")
+    s_col = "structure" if "structure" in cols else None
+    if s_col is None:
+        raise DataError(f"{path}: no 'structure' column (columns: {', '.join(cols)})")
+    si, ti = cols.index(s_col), cols.index(target)
+    ids = [str(i) for i in obj["index"]]
+    structures: list[Any] = []
+    targets = np.full(len(ids), np.nan, dtype=np.float64)
+    bad: dict[int, str] = {}
+    for row, rec in enumerate(obj["data"]):
+        try:
+            sd = rec[si]
+            structures.append(Structure.from_dict(sd) if isinstance(sd, dict) else None)
+            if structures[-1] is None:
+                bad[row] = "structure is not a pymatgen Structure dict"
+        except Exception as exc:  # noqa: BLE001 - any parse failure is reported by id
+            structures.append(None)
+            bad[row] = f"unreadable structure ({type(exc).__name__}: {exc})"
+        try:
+            val = rec[ti]
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+                raise ValueError(f"target {val!r} is not a finite number")
+            targets[row] = float(val)
+        except (ValueError, IndexError, TypeError) as exc:
+            bad.setdefault(row, f"bad target ({exc})")
+    return Dataset(path, target, ids, structures, targets, file_sha256(path), bad)
+
+
+# ---------------------------------------------------------------- folds and splits
+
+
+def matbench_folds(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Matbench's 5 folds over row order: ``[(train_rows, test_rows), ...]``."""
+    from sklearn.model_selection import KFold
+
+    if n < N_FOLDS:
+        raise DataError(f"need at least {N_FOLDS} rows for {N_FOLDS} folds, got {n}")
+    kf = KFold(n_splits=N_FOLDS, shuffle=True, random_state=MATBENCH_SEED)
+    return [(np.asarray(tr), np.asarray(te)) for tr, te in kf.split(np.arange(n))]
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    excluded: tuple[int, ...] = ()
+
+    def check_disjoint(self) -> None:
+        a, b, c = set(self.train.tolist()), set(self.val.tolist()), set(self.test.tolist())
+        if a & b or a & c or b & c:
+            raise AssertionError("train, validation and test rows overlap")
+
+
+def make_splits(
+    n: int,
+    *,
+    fold: int,
+    fraction: float = 1.0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    test_limit: int = 0,
+    exclude: Sequence[int] = (),
+) -> Splits:
+    """Train/val/test rows for one Matbench fold.
+
+    The validation rows are ``round(val_fraction * len(train part))`` rows drawn
+    with ``seed``; ``fraction`` then keeps that share of the remaining training
+    rows (at least one). ``exclude`` rows (failed graph conversion) are removed
+    from every part after the folds are made, so the folds stay Matbench's.
+    """
+    if not 0 <= fold < N_FOLDS:
+        raise ValueError(f"fold must be 0..{N_FOLDS - 1}")
+    train_part, test = matbench_folds(n)[fold]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(train_part)
+    n_val = max(1, int(round(val_fraction * len(perm))))
+    val, rest = perm[:n_val], perm[n_val:]
+    n_train = max(1, int(round(fraction * len(rest))))
+    train = rest[:n_train]
+    bad = set(int(i) for i in exclude)
+    keep = lambda rows: np.array([int(r) for r in rows if int(r) not in bad], dtype=np.int64)  # noqa: E731
+    test = np.sort(test)
+    if test_limit:
+        test = test[:test_limit]
+    s = Splits(np.sort(keep(train)), np.sort(keep(val)), keep(test), tuple(sorted(bad)))
+    s.check_disjoint()
+    return s
+
+
+# ---------------------------------------------------------------- graph cache
+
+
+def converter_key(converter) -> str:
+    return (
+        f"ag{converter.atom_graph_cutoff}-bg{converter.bond_graph_cutoff}-"
+        f"{getattr(converter, 'algorithm', 'fast')}"
+    )
+
+
+class GraphCache:
+    """On-disk cache of CHGNet crystal graphs for one data file and converter.
+
+    Layout: ``<cache>/graphs/<sha256[:16]>-<converter key>/chunk-<k>.pt``; each
+    chunk maps row -> graph dict (tensors and plain values, so it loads with
+    ``weights_only=True``) and row -> failure message.
+    """
+
+    def __init__(self, dataset: Dataset, converter, paths: Paths | None = None):
+        self.dataset = dataset
+        self.converter = converter
+        paths = paths or Paths.default()
+        self.dir = paths.cache / "graphs" / f"{dataset.sha256[:16]}-{converter_key(converter)}"
+        self.hits = 0
+        self.built = 0
+
+    def _chunk_path(self, k: int) -> Path:
+        return self.dir / f"chunk-{k:05d}.pt"
+
+    def _load_chunk(self, k: int) -> dict[str, Any]:
+        import torch
+
+        p = self._chunk_path(k)
+        if p.is_file():
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+                if isinstance(obj, dict) and "graphs" in obj and "failed" in obj:
+                    return obj
+            except Exception:  # noqa: BLE001 - a corrupt cache chunk is rebuilt
+                pass
+        return {"graphs": {}, "failed": {}}
+
+    def get(
+        self, rows: Sequence[int], *, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[dict[int, Any], dict[int, str]]:
+        """Graphs for ``rows`` (building and caching missing ones) and failures ``{row: reason}``."""
+        import torch
+        from chgnet.graph.crystalgraph import CrystalGraph
+
+        by_chunk: dict[int, list[int]] = {}
+        for r in sorted(set(int(r) for r in rows)):
+            by_chunk.setdefault(r // CHUNK, []).append(r)
+        graphs: dict[int, Any] = {}
+        failed: dict[int, str] = {}
+        done = 0
+        total = sum(len(v) for v in by_chunk.values())
+        for k, chunk_rows in by_chunk.items():
+            chunk = self._load_chunk(k)
+            changed = False
+            for r in chunk_rows:
+                key = str(r)
+                if key in chunk["graphs"]:
+                    graphs[r] = CrystalGraph.from_dict(chunk["graphs"][key])
+                    self.hits += 1
+                elif key in chunk["failed"]:
+                    failed[r] = chunk["failed"][key]
+                    self.hits += 1
+                else:
+                    reason = self.dataset.bad_rows.get(r)
+                    g = None
+                    if reason is None:
+                        try:
+                            g = self.converter(self.dataset.structures[r], graph_id=str(r), mp_id=self.dataset.ids[r])
+                        except Exception as exc:  # noqa: BLE001 - reported by id
+                            reason = f"graph conversion failed ({type(exc).__name__}: {exc})"
+                    if g is None:
+                        chunk["failed"][key] = reason
+                        failed[r] = reason
+                    else:
+                        chunk["graphs"][key] = g.to_dict()
+                        graphs[r] = g
+                    self.built += 1
+                    changed = True
+                done += 1
+                if progress is not None and (done % 50 == 0 or done == total):
+                    progress(done, total)
+            if changed:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(self._chunk_path(k), lambda fh, c=chunk: torch.save(c, fh))
+        return graphs, failed

@@ -1,0 +1,762 @@
+"""The training engine: the one file where an epoch happens.
+
+``run_training(preset, ...)`` loads the data and the model (the pretrained
+CHGNet bundled with chgnet, or a library checkpoint), refits the AtomRef
+composition model on the training targets, logs epoch 0 (validation MAE
+before any update), trains, keeps ``best.pt``/``last.pt`` in the library and
+ends with the test MAE of the best-validation weights. Everything it has to
+say goes out as typed events through ``emit``.
+
+Two modes:
+
+* ``head``: the backbone is frozen, so its output (the per-atom features that
+  enter the readout) is computed once per structure, cached on disk, and only
+  the readout head (readout norm + MLP) and AtomRef are trained on it.
+* ``full``: everything trains; the backbone may have its own learning rate
+  and layer groups (embedding, interaction, readout) their own lr factors,
+  with optional progressive unfreezing from the top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tui_ft.core.data import Dataset, GraphCache, load_matbench, make_splits, resolve_source
+from tui_ft.core.events import (
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    Message,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+    RunStarted,
+)
+from tui_ft.core.library import Library, load_checkpoint, package_versions, save_checkpoint
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
+
+GROUPS = ("embedding", "interaction", "readout")
+_GROUP_MODULES = {
+    "embedding": (
+        "atom_embedding",
+        "bond_basis_expansion",
+        "bond_embedding",
+        "bond_weights_ag",
+        "bond_weights_bg",
+        "angle_basis_expansion",
+        "angle_embedding",
+    ),
+    "interaction": ("atom_conv_layers", "bond_conv_layers", "angle_layers"),
+    "readout": ("readout_norm", "mlp", "composition_model"),
+}
+
+
+class TrainingFailed(Exception):
+    """The run cannot go on (divergence, bad data); the message is for the user."""
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # finished | failed | interrupted
+    test_mae: float | None = None
+    best_val_mae: float | None = None
+    best_epoch: int | None = None
+    history: list[EpochEnd] = field(default_factory=list)
+    message: str = ""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingFailed("train.device = 'cuda' but no CUDA device is available")
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """chgnet prints banners on stdout; stdout is for data, so send them to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def load_pretrained(version: str):
+    from chgnet.model import CHGNet
+
+    with _quiet_stdout():
+        return CHGNet.load(model_name=version, use_device="cpu", verbose=False)
+
+
+def model_from_payload(payload: dict[str, Any]):
+    from chgnet.model import CHGNet
+
+    with _quiet_stdout():
+        model = CHGNet(**payload["model_args"])
+    model.load_state_dict(payload["model_state"])
+    return model
+
+
+def backbone_hash(model) -> str:
+    """Hash of every weight outside the readout: the key of the frozen-feature cache."""
+    h = hashlib.sha256()
+    readout = set(_GROUP_MODULES["readout"])
+    for name, t in sorted(model.state_dict().items()):
+        if name.split(".")[0] in readout:
+            continue
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def group_params(model) -> dict[str, list]:
+    out: dict[str, list] = {g: [] for g in GROUPS}
+    for g, names in _GROUP_MODULES.items():
+        for n in names:
+            mod = getattr(model, n, None)
+            if mod is None or not hasattr(mod, "parameters"):
+                continue
+            out[g].extend(mod.parameters())
+    return out
+
+
+def _loss_fn(name: str):
+    import torch.nn.functional as F
+
+    return {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}[name]
+
+
+# ---------------------------------------------------------------- head on cached features
+
+
+class FeatureSet:
+    """Frozen backbone output for a list of structures, ready for the readout head.
+
+    ``feats[i]`` is the per-atom feature matrix that enters ``readout_norm``;
+    ``comp[i]`` the composition vector AtomRef reads.
+    """
+
+    def __init__(self, feats: list, comp, n_atoms):
+        self.feats = feats
+        self.comp = comp
+        self.n_atoms = n_atoms
+
+    def batch(self, idx: Sequence[int], device: str):
+        import torch
+
+        xs = [self.feats[i] for i in idx]
+        owners = torch.repeat_interleave(torch.arange(len(xs)), torch.tensor([x.shape[0] for x in xs]))
+        return (
+            torch.cat(xs).to(device),
+            owners.to(device),
+            self.n_atoms[list(idx)].to(device),
+            self.comp[list(idx)].to(device),
+        )
+
+
+def supports_feature_head(model) -> bool:
+    return bool(getattr(model, "mlp_first", False)) and model.is_intensive
+
+
+def head_forward(model, x, owners, n_atoms, comp, *, with_comp: bool = True):
+    """The readout of CHGNet (mlp_first, intensive) applied to cached atom features."""
+    import torch
+
+    if model.readout_norm is not None:
+        x = model.readout_norm(x)
+    site = model.mlp(x).view(-1)
+    e = torch.zeros(n_atoms.shape[0], dtype=site.dtype, device=site.device).index_add(0, owners, site)
+    e = e / n_atoms
+    if with_comp and model.composition_model is not None:
+        e = e + model.composition_model._get_energy(comp)
+    return e
+
+
+def composition_matrix(graphs: Sequence[Any], n_elements: int = 94):
+    import torch
+
+    rows = []
+    for g in graphs:
+        c = torch.bincount(g.atomic_number.long() - 1, minlength=n_elements).float()
+        rows.append(c / g.atomic_number.shape[0])
+    return torch.stack(rows)
+
+
+def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str) -> list:
+    """Run the frozen backbone once; capture the per-atom input of the readout."""
+    import torch
+
+    captured: list = []
+    target = model.readout_norm if model.readout_norm is not None else model.mlp
+
+    def hook(_mod, inputs):
+        captured.append(inputs[0].detach().to("cpu"))
+
+    handle = target.register_forward_pre_hook(hook)
+    out: list = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(graphs), batch_size):
+                chunk = [g.to(device) for g in graphs[i : i + batch_size]]
+                captured.clear()
+                model(chunk, task="e")
+                sizes = [int(g.atomic_number.shape[0]) for g in chunk]
+                out.extend(torch.split(captured[0], sizes))
+    finally:
+        handle.remove()
+    return [t.clone() for t in out]
+
+
+class FeatureCache:
+    """Frozen-backbone features on disk, keyed by backbone weights, data file and row."""
+
+    def __init__(self, paths: Paths, bb_hash: str, data_sha: str):
+        self.path = paths.cache / "features" / f"{bb_hash[:16]}-{data_sha[:16]}.pt"
+        self.hits = 0
+
+    def get(self, model, rows: Sequence[int], graphs: dict[int, Any], batch_size: int, device: str) -> dict[int, Any]:
+        import torch
+
+        from tui_ft.core.atomic import atomic_write
+
+        store: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                store = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - corrupt cache is rebuilt
+                store = {}
+        missing = [r for r in rows if str(r) not in store]
+        self.hits = len(rows) - len(missing)
+        if missing:
+            feats = extract_features(model, [graphs[r] for r in missing], max(batch_size, 32), device)
+            for r, f in zip(missing, feats):
+                store[str(r)] = f
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, lambda fh: torch.save(store, fh))
+        return {r: store[str(r)] for r in rows}
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class RunContext:
+    preset: Preset
+    run_id: str
+    paths: Paths
+    emit: Callable[[Event], None]
+    plan: str | None = None
+    stage: int | None = None
+    resume: bool = False
+    init_override: str | None = None  # a resolved reference that replaces preset.model.init (plans)
+
+
+class Trainer:
+    """One run of one preset. ``run()`` never raises for training problems: it emits
+    ``run_failed`` / ``run_interrupted`` and returns the status."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.p = ctx.preset
+        self.paths = ctx.paths
+        self.lib = Library(ctx.paths)
+        self.ckpt_dir = ctx.paths.run_ckpt_dir(ctx.run_id)
+        self.log_dir = ctx.paths.run_log_dir(ctx.run_id)
+        self.history: list[EpochEnd] = []
+        self.best_val = math.inf
+        self.best_epoch = -1
+        self.epoch = 0
+        self.parent: str | None = None
+        self.model = None
+        self.optimizer = None
+        self.scheduler = None
+        self.data_sha = ""
+        self._last_saved_epoch = -1
+
+    # -- events
+    def emit(self, ev: Event) -> None:
+        self.ctx.emit(ev)
+
+    def say(self, text: str, level: str = "info") -> None:
+        self.emit(Message(self.ctx.run_id, text=text, level=level))
+
+    # -- entry point
+    def run(self) -> RunResult:
+        rid = self.ctx.run_id
+        t0 = time.time()
+        try:
+            return self._run(t0)
+        except (KeyboardInterrupt, Interrupted):
+            self._save_last_on_interrupt()
+            self.emit(RunInterrupted(rid, epoch=self.epoch, message="interrupted by the user; last.pt saved"))
+            return RunResult(rid, "interrupted", None, self._best_or_none(), self.best_epoch, self.history)
+        except TrainingFailed as exc:
+            self.emit(RunFailed(rid, message=str(exc), epoch=self.epoch))
+            return RunResult(rid, "failed", None, self._best_or_none(), self.best_epoch, self.history, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any crash becomes a run_failed event
+            msg = f"{type(exc).__name__}: {exc}"
+            self.emit(RunFailed(rid, message=msg, epoch=self.epoch))
+            raise
+
+    def _best_or_none(self) -> float | None:
+        return self.best_val if math.isfinite(self.best_val) else None
+
+    def _run(self, t0: float) -> RunResult:
+        import torch
+
+        p, rid = self.p, self.ctx.run_id
+        seed_everything(p.train.seed)
+        device = pick_device(p.train.device)
+        self.device = device
+
+        # ---- data
+        path = resolve_source(p.data.source, self.paths)
+        self.say(f"reading {path}")
+        ds = load_matbench(path, p.data.target)
+        self.data_sha = ds.sha256
+        splits = make_splits(
+            len(ds), fold=p.data.fold, fraction=p.data.fraction, val_fraction=p.data.val_fraction,
+            seed=p.data.seed, test_limit=p.data.test_limit,
+        )
+
+        # ---- model
+        resume_payload = None
+        if self.ctx.resume:
+            resume_payload = load_checkpoint(self.ckpt_dir / "last.pt")
+            model = model_from_payload(resume_payload)
+            self.parent = resume_payload["meta"].get("parent")
+        else:
+            init = self.ctx.init_override or p.model.init
+            if init:
+                info = self.lib.resolve_ref(init)
+                payload = load_checkpoint(info.path)
+                model = model_from_payload(payload)
+                self.parent = info.ref
+                self.say(f"starting from checkpoint {info.ref} (epoch {info.epoch}, val MAE {info.val_mae})")
+            else:
+                model = load_pretrained(p.model.pretrained)
+                self.say(f"starting from pretrained CHGNet {p.model.pretrained}")
+        model = model.to(device)
+        self.model = model
+
+        # ---- graphs (cached), failures reported by id and excluded everywhere
+        cache = GraphCache(ds, model.graph_converter, self.paths)
+        rows = np.concatenate([splits.train, splits.val, splits.test])
+        graphs, failed = cache.get(rows)
+        self.say(f"graphs: {cache.hits} from cache, {cache.built} built")
+        for r, why in sorted(failed.items()):
+            self.say(f"structure {ds.ids[r]} (row {r}) left out of every split: {why}", "warning")
+        if failed:
+            splits = make_splits(
+                len(ds), fold=p.data.fold, fraction=p.data.fraction, val_fraction=p.data.val_fraction,
+                seed=p.data.seed, test_limit=p.data.test_limit, exclude=list(failed),
+            )
+        if len(splits.train) == 0 or len(splits.val) == 0:
+            raise TrainingFailed("no training or validation structures left after graph conversion")
+        self.ds, self.splits, self.graphs = ds, splits, graphs
+        y = torch.tensor(ds.targets, dtype=torch.float32)
+        self.y = y
+
+        self.emit(
+            RunStarted(
+                rid, preset_name=p.name, preset=p.to_dict(), device=device, n_train=len(splits.train),
+                n_val=len(splits.val), n_test=len(splits.test), parent=self.parent, pid=os.getpid(),
+                plan=self.ctx.plan, stage=self.ctx.stage, epochs=p.train.epochs,
+                skipped=[ds.ids[r] for r in sorted(failed)],
+            )
+        )
+
+        # ---- head mode on cached frozen features
+        self.use_features = p.finetune.mode == "head" and supports_feature_head(model)
+        if self.use_features:
+            fc = FeatureCache(self.paths, backbone_hash(model), ds.sha256)
+            t = time.time()
+            feats = fc.get(model, [int(r) for r in rows if int(r) in graphs], graphs, p.train.batch_size, device)
+            self.say(f"frozen backbone features: {fc.hits} from cache, computed the rest in {time.time() - t:.1f}s")
+            self.fsets = {}
+            for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+                gl = [graphs[int(r)] for r in part]
+                self.fsets[name] = FeatureSet(
+                    [feats[int(r)] for r in part],
+                    composition_matrix(gl),
+                    torch.tensor([float(g.atomic_number.shape[0]) for g in gl]),
+                )
+
+        # ---- trainable parameters
+        self._setup_trainable()
+        start_epoch = 1
+        if resume_payload is not None:
+            ts = resume_payload.get("train_state", {})
+            self.best_val = float(ts.get("best_val", math.inf))
+            self.best_epoch = int(ts.get("best_epoch", -1))
+            self.epoch = int(resume_payload["meta"].get("epoch", 0))
+            start_epoch = self.epoch + 1
+            self.history = []
+            self._build_optimizer(self.epoch)
+            if resume_payload.get("optimizer_state") is not None:
+                self.optimizer.load_state_dict(resume_payload["optimizer_state"])
+            if self.scheduler is not None and resume_payload.get("scheduler_state") is not None:
+                self.scheduler.load_state_dict(resume_payload["scheduler_state"])
+            self._bad_epochs = int(ts.get("bad_epochs", 0))
+            self.say(f"resuming after epoch {self.epoch} (best val MAE {self.best_val:.4f} at epoch {self.best_epoch})")
+        else:
+            refit = p.finetune.refit_atomref
+            if refit:
+                self._refit_atomref()
+            self._build_optimizer(0)
+            self._bad_epochs = 0
+            # ---- epoch 0: validation before any update
+            t = time.time()
+            val0 = self._evaluate("val")
+            self._end_epoch(0, None, val0, time.time() - t, 0)
+
+        # ---- epochs
+        for epoch in range(start_epoch, p.train.epochs + 1):
+            self.epoch = epoch
+            self._apply_unfreeze(epoch)
+            t = time.time()
+            train_mae, n = self._train_epoch(epoch)
+            val = self._evaluate("val")
+            if self.scheduler is not None:
+                self.scheduler.step()
+            stop = self._end_epoch(epoch, train_mae, val, time.time() - t, n)
+            if stop:
+                self.say(f"early stopping: no improvement for {p.train.patience} epochs")
+                break
+        stopped_early = self.epoch < p.train.epochs
+
+        # ---- test with the best weights
+        best_payload = load_checkpoint(self.ckpt_dir / "best.pt")
+        self.model.load_state_dict(best_payload["model_state"])
+        preds = self._predict("test")
+        test_idx = self.splits.test
+        test_mae = float((preds - self.y[test_idx]).abs().mean()) if len(test_idx) else None
+        pred_path = self.log_dir / "test_predictions.csv"
+        with open(pred_path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "true", "pred"])
+            for r, pv in zip(test_idx.tolist(), preds.tolist()):
+                w.writerow([self.ds.ids[r], f"{float(self.ds.targets[r]):.6f}", f"{pv:.6f}"])
+        for kind in ("best", "last"):
+            f = self.ckpt_dir / f"{kind}.pt"
+            if f.is_file():
+                pl = best_payload if kind == "best" else load_checkpoint(f)
+                pl["meta"].update(test_mae=test_mae, finished=True, status="finished")
+                save_checkpoint(f, pl)
+        self.emit(
+            RunFinished(
+                rid, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
+                seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
+                stopped_early=stopped_early,
+            )
+        )
+        return RunResult(rid, "finished", test_mae, self.best_val, self.best_epoch, self.history)
+
+    # -- AtomRef
+    def _refit_atomref(self) -> None:
+        """Least-squares fit of the per-element offsets to (target - rest of the model)."""
+        import torch
+
+        comp_model = self.model.composition_model
+        if comp_model is None:
+            self.say("model has no AtomRef composition model; refit skipped", "warning")
+            return
+        tr = self.splits.train
+        with torch.no_grad():
+            if self.use_features:
+                x, o, n, c = self.fsets["train"].batch(range(len(tr)), self.device)
+                rest = head_forward(self.model, x, o, n, c, with_comp=False).cpu()
+            else:
+                total = self._predict("train")
+                comp = composition_matrix([self.graphs[int(r)] for r in tr]).to(self.device)
+                rest = total - comp_model._get_energy(comp).cpu()
+        resid = (self.y[tr] - rest).tolist()
+        graphs = [self.graphs[int(r)] for r in tr]
+        comp_model.fit(graphs, resid)
+        comp_model.to(self.device)
+        self.say(f"AtomRef refit by least squares on {len(tr)} training targets")
+
+    # -- parameters, optimizer, schedule
+    def _setup_trainable(self) -> None:
+        ft = self.p.finetune
+        groups = group_params(self.model)
+        for prm in self.model.parameters():
+            prm.requires_grad = False
+        if ft.mode == "head":
+            self.active = ["readout"]
+        elif ft.unfreeze_every:
+            self.active = ["readout"]
+        else:
+            self.active = list(GROUPS)
+        self.groups = groups
+        for g in self.active:
+            for prm in groups[g]:
+                prm.requires_grad = True
+
+    def _apply_unfreeze(self, epoch: int) -> None:
+        ft = self.p.finetune
+        if ft.mode != "full" or not ft.unfreeze_every:
+            return
+        n_open = min(len(GROUPS), 1 + (epoch - 1) // ft.unfreeze_every)
+        want = list(reversed(GROUPS))[:n_open]  # readout, interaction, embedding
+        if set(want) != set(self.active):
+            newly = [g for g in want if g not in self.active]
+            self.active = want
+            for g in newly:
+                for prm in self.groups[g]:
+                    prm.requires_grad = True
+            self.say(f"epoch {epoch}: unfroze {', '.join(newly)}")
+
+    def _group_lr(self, g: str) -> float:
+        ft, lr = self.p.finetune, self.p.optim.lr
+        base = lr if g == "readout" or ft.backbone_lr is None else ft.backbone_lr
+        return base * float(ft.lr_factors.get(g, 1.0))
+
+    def _build_optimizer(self, epoch: int) -> None:
+        import torch
+
+        o = self.p.optim
+        # every group that may ever train gets its param group now (frozen ones get no grads),
+        # so the optimizer state survives progressive unfreezing and resume.
+        possible = ["readout"] if self.p.finetune.mode == "head" else list(GROUPS)
+        param_groups = [
+            {"params": self.groups[g], "lr": self._group_lr(g), "name": g} for g in possible if self.groups[g]
+        ]
+        if o.optimizer == "adam":
+            opt = torch.optim.Adam(param_groups, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.optimizer == "adamw":
+            opt = torch.optim.AdamW(param_groups, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(param_groups, lr=o.lr, weight_decay=o.weight_decay, momentum=0.9)
+        self.optimizer = opt
+        self.scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.p.train.epochs))
+            if o.scheduler == "cosine"
+            else None
+        )
+
+    # -- passes
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        import torch
+
+        p = self.p
+        loss_fn = _loss_fn(p.train.loss)
+        tr = self.splits.train
+        gen = torch.Generator().manual_seed(p.train.seed * 100003 + epoch)
+        order = torch.randperm(len(tr), generator=gen).tolist()
+        bs = p.train.batch_size
+        self.model.train()
+        abs_err, n = 0.0, 0
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            target = self.y[tr[idx]].to(self.device)
+            if self.use_features:
+                x, o, na, c = self.fsets["train"].batch(idx, self.device)
+                pred = head_forward(self.model, x, o, na, c)
+            else:
+                batch = [self.graphs[int(tr[j])].to(self.device) for j in idx]
+                pred = self.model(batch, task="e")["e"]
+            loss = loss_fn(pred, target)
+            if not torch.isfinite(loss):
+                raise TrainingFailed(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
+                    f"(try a smaller optim.lr); the best checkpoint (epoch {self.best_epoch}) is kept"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            abs_err += float((pred.detach() - target).abs().sum())
+            n += len(idx)
+        return abs_err / max(n, 1), n
+
+    def _predict(self, part: str):
+        """Predictions for a split, in split order, none dropped."""
+        import torch
+
+        rows = getattr(self.splits, part)
+        self.model.eval()
+        out = []
+        bs = max(self.p.train.batch_size, 32)
+        with torch.no_grad():
+            if self.use_features:
+                fs = self.fsets[part]
+                for i in range(0, len(rows), bs):
+                    idx = list(range(i, min(i + bs, len(rows))))
+                    out.append(head_forward(self.model, *fs.batch(idx, self.device)).cpu())
+            else:
+                for i in range(0, len(rows), bs):
+                    batch = [self.graphs[int(r)].to(self.device) for r in rows[i : i + bs]]
+                    out.append(self.model(batch, task="e")["e"].detach().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _evaluate(self, part: str) -> float:
+        preds = self._predict(part)
+        mae = float((preds - self.y[getattr(self.splits, part)]).abs().mean())
+        if not math.isfinite(mae):
+            raise TrainingFailed(
+                f"{part} MAE became {mae} at epoch {self.epoch}: training diverged; "
+                f"the best checkpoint (epoch {self.best_epoch}) is kept"
+            )
+        return mae
+
+    # -- bookkeeping
+    def _end_epoch(self, epoch: int, train_mae: float | None, val: float, seconds: float, n: int) -> bool:
+        improved = val < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = val, epoch
+            self._bad_epochs = 0
+        else:
+            self._bad_epochs += 1
+        lr = float(self.optimizer.param_groups[-1]["lr"]) if self.optimizer else self.p.optim.lr
+        ev = EpochEnd(
+            self.ctx.run_id, epoch=epoch, train_mae=train_mae, val_mae=val, lr=lr, seconds=seconds,
+            best_val_mae=self.best_val, best_epoch=self.best_epoch, n_structures=n,
+        )
+        self.history.append(ev)
+        self.emit(ev)
+        if improved:
+            self._save("best", epoch, val)
+        self._save("last", epoch, val)
+        pat = self.p.train.patience
+        return bool(pat) and epoch > 0 and self._bad_epochs >= pat
+
+    def _meta(self, kind: str, epoch: int, val: float) -> dict[str, Any]:
+        return {
+            "run_id": self.ctx.run_id,
+            "kind": kind,
+            "preset_name": self.p.name,
+            "preset": self.p.to_dict(),
+            "parent": self.parent,
+            "epoch": epoch,
+            "val_mae": val,
+            "best_val_mae": self.best_val if math.isfinite(self.best_val) else None,
+            "test_mae": None,
+            "data_sha256": self.data_sha,
+            "data_source": self.p.data.source,
+            "mode": self.p.finetune.mode,
+            "versions": package_versions(),
+            "time": time.time(),
+            "device": getattr(self, "device", "?"),
+            "finished": False,
+            "status": "running",
+            "plan": self.ctx.plan,
+            "stage": self.ctx.stage,
+        }
+
+    def _save(self, kind: str, epoch: int, val: float) -> None:
+        payload: dict[str, Any] = {
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_args": dict(self.model.model_args),
+            "meta": self._meta(kind, epoch, val),
+        }
+        if kind == "last":
+            payload["optimizer_state"] = self.optimizer.state_dict() if self.optimizer else None
+            payload["scheduler_state"] = self.scheduler.state_dict() if self.scheduler else None
+            payload["train_state"] = {
+                "best_val": self.best_val,
+                "best_epoch": self.best_epoch,
+                "bad_epochs": self._bad_epochs,
+            }
+            self._last_saved_epoch = epoch
+        path = self.ckpt_dir / f"{kind}.pt"
+        save_checkpoint(path, payload)
+        self.emit(CheckpointSaved(self.ctx.run_id, kind=kind, path=str(path), epoch=epoch, val_mae=val))
+
+    def _save_last_on_interrupt(self) -> None:
+        """Ctrl-C: last.pt already holds the last completed epoch; if none was saved yet,
+        save the starting weights so the run can be resumed or inspected."""
+        if self.model is None or self._last_saved_epoch >= 0:
+            return
+        try:
+            self._save("last", 0, self.best_val if math.isfinite(self.best_val) else float("nan"))
+        except Exception:  # noqa: BLE001 - interrupt path must not raise
+            pass
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def write_run_files(paths: Paths, run_id: str, preset: Preset) -> None:
+    from tui_ft.core.atomic import atomic_write_text
+
+    d = paths.run_log_dir(run_id)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "preset.toml", dump_preset(preset))
+
+
+def run_training(
+    preset: Preset,
+    *,
+    run_id: str,
+    paths: Paths | None = None,
+    emit: Callable[[Event], None],
+    plan: str | None = None,
+    stage: int | None = None,
+    init_override: str | None = None,
+    resume: bool = False,
+) -> RunResult:
+    paths = paths or Paths.default()
+    if not resume:
+        write_run_files(paths, run_id, preset)
+    ctx = RunContext(preset, run_id, paths, emit, plan=plan, stage=stage, resume=resume, init_override=init_override)
+    return Trainer(ctx).run()
+
+
+def load_run_preset(paths: Paths, run_id: str) -> Preset:
+    from tui_ft.core.presets import load_preset
+
+    return load_preset(paths.run_log_dir(run_id) / "preset.toml")
+
+
+def evaluate_checkpoint(ckpt_path: Path | str, data_path: Path | str, target: str = "e_form", *, batch_size: int = 32, device: str = "auto", paths: Paths | None = None, progress=None) -> tuple[float, int, list[str]]:
+    """MAE of a checkpoint on every row of a Matbench-layout file: (mae, n, skipped ids)."""
+    import torch
+
+    paths = paths or Paths.default()
+    payload = load_checkpoint(ckpt_path)
+    dev = pick_device(device)
+    model = model_from_payload(payload).to(dev)
+    ds = load_matbench(data_path, target)
+    graphs, failed = GraphCache(ds, model.graph_converter, paths).get(range(len(ds)), progress=progress)
+    rows = [r for r in range(len(ds)) if r in graphs]
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = [graphs[r].to(dev) for r in rows[i : i + batch_size]]
+            preds.append(model(batch, task="e")["e"].cpu())
+    p = torch.cat(preds) if preds else torch.zeros(0)
+    y = torch.tensor(ds.targets[rows], dtype=torch.float32)
+    return float((p - y).abs().mean()), len(rows), [ds.ids[r] for r in sorted(failed)]

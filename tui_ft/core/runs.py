@@ -1,0 +1,148 @@
+"""Run folders under ``logs/``: ids, status summaries from their event streams."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui_ft.core.events import (
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    Message,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+    RunStarted,
+    read_events,
+)
+from tui_ft.core.paths import Paths
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def new_run_id(preset_name: str, paths: Paths) -> str:
+    """Create ``logs/<run_id>/`` exclusively and return the id (unique even for simultaneous starts)."""
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    base = _SAFE.sub("_", preset_name).strip("._-") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        run_id = f"{base}-{stamp}-{secrets.token_hex(2)}"
+        try:
+            os.mkdir(paths.logs / run_id)
+        except FileExistsError:
+            continue
+        return run_id
+    raise RuntimeError("could not allocate a run id")
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child counts as dead
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            if fh.read().split(") ", 1)[1].startswith("Z"):
+                return False
+    except (OSError, IndexError):
+        pass
+    return True
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    preset_name: str = "?"
+    status: str = "pending"  # pending | running | finished | failed | interrupted | crashed
+    epoch: int | None = None
+    epochs: int = 0
+    best_val_mae: float | None = None
+    best_epoch: int | None = None
+    test_mae: float | None = None
+    started: float | None = None
+    updated: float | None = None
+    device: str = "?"
+    parent: str | None = None
+    pid: int = 0
+    message: str = ""
+    plan: str | None = None
+    stage: int | None = None
+    history: list[EpochEnd] = field(default_factory=list)
+    predictions: str | None = None
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        end = self.updated if self.status not in ("running", "pending") else time.time()
+        return max(0.0, (end or self.started) - self.started)
+
+    def apply(self, ev: Event) -> None:
+        """Fold one event into the summary (the dashboard calls this as events arrive)."""
+        self.updated = ev.time
+        if isinstance(ev, RunStarted):
+            self.preset_name = ev.preset_name
+            self.status = "running"
+            self.started = ev.time
+            self.device = ev.device
+            self.parent = ev.parent
+            self.pid = ev.pid
+            self.epochs = ev.epochs
+            self.plan = ev.plan
+            self.stage = ev.stage
+        elif isinstance(ev, EpochEnd):
+            self.epoch = ev.epoch
+            self.best_val_mae = ev.best_val_mae
+            self.best_epoch = ev.best_epoch
+            self.history.append(ev)
+        elif isinstance(ev, RunFinished):
+            self.status = "finished"
+            self.test_mae = ev.test_mae
+            self.best_val_mae = ev.best_val_mae
+            self.best_epoch = ev.best_epoch
+            self.predictions = ev.predictions
+        elif isinstance(ev, RunFailed):
+            self.status = "failed"
+            self.message = ev.message
+        elif isinstance(ev, RunInterrupted):
+            self.status = "interrupted"
+            self.message = ev.message
+        elif isinstance(ev, Message) and ev.level in ("warning", "error"):
+            self.message = ev.text
+        elif isinstance(ev, CheckpointSaved):
+            pass
+
+    def check_alive(self) -> None:
+        """A run whose process is gone without a final event has crashed (killed, OOM, ...)."""
+        if self.status == "running" and self.pid and not pid_alive(self.pid):
+            self.status = "crashed"
+            if not self.message:
+                self.message = "the training process ended without a final event (killed or crashed)"
+
+
+def summarize(run_dir: Path, *, warn=None) -> RunSummary:
+    s = RunSummary(run_id=run_dir.name)
+    for ev in read_events(run_dir / "events.jsonl", warn=warn):
+        s.apply(ev)
+    s.check_alive()
+    return s
+
+
+def list_runs(paths: Paths | None = None, *, warn=None) -> list[RunSummary]:
+    """Every run folder under ``logs/``, newest first."""
+    paths = paths or Paths.default()
+    if not paths.logs.is_dir():
+        return []
+    out = [summarize(d, warn=warn) for d in paths.logs.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    out.sort(key=lambda s: (s.started or 0.0, s.run_id), reverse=True)
+    return out
