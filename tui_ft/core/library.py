@@ -110,13 +110,19 @@ def load_checkpoint(path: Path | str, *, map_location: str = "cpu") -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    import re
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch zip archive; truncated or another format)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"it references {m.group(1)}" if m else "it holds objects other than tensors and plain data"
         raise CheckpointError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain data "
-            f"(it could run code when unpickled); only weights_only checkpoints are accepted ({first})"
+            f"{path}: refused to load: {what}, which could run code when unpickled; "
+            "only plain-data (weights_only) checkpoints are accepted"
         ) from None
     except Exception as exc:  # truncated zip, not a torch file, ...
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
