@@ -183,9 +183,10 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
         try:
             result = run_training(preset, run_id=run_id, paths=paths, emit=emit, resume=resume)
         except KeyboardInterrupt:  # interrupted outside the training loop
-            from tui_ft.core.events import RunInterrupted
+            from tui_ft.core.events import EventWriter, RunInterrupted
 
-            emit(RunInterrupted(run_id, message="interrupted before training started"))
+            with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as w:
+                w.emit(RunInterrupted(run_id, message="interrupted before training started"))
             return EXIT_INTERRUPTED
         except Exception as exc:  # noqa: BLE001 - already recorded as run_failed
             _err(f"error: {type(exc).__name__}: {exc}")
@@ -219,7 +220,6 @@ class Printer:
 
     def __init__(self, plain: bool):
         self.plain = plain or not sys.stdout.isatty()
-        self.writers = []
         self.console = None
         self.status = None
         if not self.plain:
@@ -230,12 +230,8 @@ class Printer:
             self.status.start()
 
     def writer_for(self, run_id: str):
-        from tui_ft.core.events import EventWriter
-        from tui_ft.core.paths import Paths
-
-        w = EventWriter(Paths.default().run_log_dir(run_id) / "events.jsonl", echo=self.show)
-        self.writers.append(w)
-        return w.emit
+        """The display callback for a run (the engine itself writes events.jsonl)."""
+        return self.show
 
     def show(self, ev) -> None:
         from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished, RunInterrupted, RunStarted
@@ -281,8 +277,6 @@ class Printer:
     def close(self) -> None:
         if self.status is not None:
             self.status.stop()
-        for w in self.writers:
-            w.close()
 
 
 def make_printer(plain: bool) -> Printer:

@@ -721,17 +721,24 @@ def run_training(
     *,
     run_id: str,
     paths: Paths | None = None,
-    emit: Callable[[Event], None],
+    emit: Callable[[Event], None] | None = None,
     plan: str | None = None,
     stage: int | None = None,
     init_override: str | None = None,
     resume: bool = False,
 ) -> RunResult:
+    """Run one preset. Every event is appended to ``logs/<run_id>/events.jsonl`` and,
+    if given, passed to ``emit`` (the front end's display)."""
+    from tui_ft.core.events import EventWriter
+
     paths = paths or Paths.default()
     if not resume:
         write_run_files(paths, run_id, preset)
-    ctx = RunContext(preset, run_id, paths, emit, plan=plan, stage=stage, resume=resume, init_override=init_override)
-    return Trainer(ctx).run()
+    with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as writer:
+        ctx = RunContext(
+            preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume, init_override=init_override
+        )
+        return Trainer(ctx).run()
 
 
 def load_run_preset(paths: Paths, run_id: str) -> Preset:
