@@ -1,0 +1,45 @@
+"""Command-palette entries (ctrl+p): launch a preset, show a run, continue from a checkpoint."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Callable
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui_ft.tui.app import TuiFtApp
+
+
+class TuiFtCommands(Provider):
+    """Presets, runs and checkpoints by name."""
+
+    async def startup(self) -> None:
+        app: TuiFtApp = self.app  # type: ignore[assignment]
+        self.items: list[tuple[str, str, Callable[[], None]]] = []
+        for entry in app.preset_entries:
+            if entry.ok:
+                self.items.append(
+                    (f"Launch preset {entry.name}", f"start presets/{entry.path.name} now", partial(app.launch_entry, entry))
+                )
+                self.items.append(
+                    (f"Queue preset {entry.name}", "run it after the runs before it", partial(app.enqueue_entry, entry))
+                )
+        for st in sorted(app.runs.values(), key=lambda s: s.sort_key, reverse=True):
+            s = st.summary
+            self.items.append((f"Show run {s.run_id}", f"{s.status} · preset {s.preset_name}", partial(app.show_run, s.run_id)))
+        for c in app.checkpoints:
+            self.items.append(
+                (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val {c.val_mae})", partial(app.continue_from, c.ref))
+            )
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self.items:
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in self.items:
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)

@@ -1,0 +1,151 @@
+"""Start, signal and read the output of training processes.
+
+Training always runs in its own process (``python -m tui_ft run FILE --run-id
+ID --plain``) in its own session, so closing the dashboard never stops a run,
+and cancelling is a SIGINT to the process group (the run saves ``last.pt``,
+records ``run_interrupted`` and exits 130).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import Preset, check_resources, save_preset
+from tui_ft.core.runs import new_run_id, pid_alive
+
+LAUNCH_FILE = "launch.toml"
+STDERR_FILE = "stderr.log"
+
+
+@dataclass
+class LaunchedRun:
+    run_id: str
+    preset_name: str
+    preset_file: Path
+    stderr_path: Path
+    proc: subprocess.Popen = field(repr=False)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+
+def check_preset(preset: Preset, paths: Paths) -> None:
+    """The checks worth doing before a launch: the init checkpoint resolves and
+    the data file exists. Raises ``PresetError``. Reading the data file's columns
+    is left to the training process (it may take seconds for a large file; a
+    problem there ends the run with exit code 2 and its message in stderr.log)."""
+    from tui_ft.core.library import Library
+
+    lib = Library(paths)
+    source = preset.data.source
+    relative = source not in ("demo", "matbench_mp_e_form") and not Path(source).expanduser().is_absolute()
+    if relative and Path.cwd().resolve() != paths.root.resolve():
+        # check_resources resolves relative data paths against the current
+        # folder; the run starts in the project root, so check that ourselves
+        if not (paths.root / source).is_file():
+            raise preset.error("data.source", f"data file {source!r} not found (looked in {paths.root})")
+        if preset.model.init:
+            try:
+                lib.resolve_ref(preset.model.init)
+            except LookupError as exc:
+                raise preset.error("model.init", str(exc.args[0] if exc.args else exc)) from None
+        return
+    check_resources(preset, resolve_init=lib.resolve_ref)
+
+
+def launch(preset: Preset, paths: Paths, *, python: str | None = None) -> LaunchedRun:
+    """Allocate a run id, write the preset to ``logs/ID/launch.toml`` and start
+    the training process. Its stderr goes to ``logs/ID/stderr.log``."""
+    run_id = new_run_id(preset.name, paths)
+    run_dir = paths.run_log_dir(run_id)
+    preset_file = run_dir / LAUNCH_FILE
+    save_preset(preset, preset_file)
+    stderr_path = run_dir / STDERR_FILE
+    env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
+    env.pop("TEXTUAL", None)
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "tui_ft", "run", str(preset_file), "--run-id", run_id, "--plain"],
+            cwd=paths.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    return LaunchedRun(run_id, preset.name, preset_file, stderr_path, proc)
+
+
+def interrupt(pid: int, sig: int = signal.SIGINT) -> None:
+    """Send ``sig`` to a run: to its process group when it leads one (our own
+    launches), else to the process alone (a headless run started in a shell).
+    Raises ``ProcessLookupError`` when it is gone."""
+    if pid <= 0 or not pid_alive(pid):
+        raise ProcessLookupError(f"process {pid} is not running")
+    try:
+        leader = os.getpgid(pid) == pid
+    except OSError:
+        leader = False
+    if leader:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
+
+
+class TextTail:
+    """Read the lines appended to a text file since the last call."""
+
+    def __init__(self, path: Path, *, start_at_end: bool = False, max_first: int = 64 * 1024):
+        self.path = Path(path)
+        self._offset = 0
+        self._buf = b""
+        self._max_first = max_first
+        if start_at_end:
+            try:
+                self._offset = self.path.stat().st_size
+            except OSError:
+                pass
+
+    def poll(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self._offset:  # truncated or replaced
+                    self._offset, self._buf = 0, b""
+                if self._offset == 0 and size > self._max_first:
+                    self._offset = size - self._max_first  # a huge log: start near its end
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except OSError:
+            return []
+        if not chunk:
+            return []
+        self._offset += len(chunk)
+        data = self._buf + chunk
+        *complete, self._buf = data.split(b"\n")
+        return [c.decode("utf-8", errors="replace").rstrip("\r") for c in complete]
+
+
+def tail_lines(path: Path, n: int = 20, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``n`` non-empty lines of a text file ([] when it is missing)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = [ln.rstrip("\r") for ln in data.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return lines[-n:]

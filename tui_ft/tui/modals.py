@@ -1,0 +1,134 @@
+"""Modal screens: confirmation, help, text viewer, preset picker, error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Ask a yes/no question; dismiss with True for yes."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, *, yes: str = "Yes", no: str = "No", danger: bool = False) -> None:
+        super().__init__(classes="dialog-screen")
+        self.question = question
+        self.yes = yes
+        self.no = no
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.yes} (y)", id="yes", variant="error" if self.danger else "primary")
+                yield Button(f"{self.no} (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no" if self.danger else "#yes", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class TextScreen(ModalScreen[None]):
+    """Show text (an error, a preset as TOML) until escape."""
+
+    BINDINGS = [Binding("escape,q,enter", "close", "Close")]
+
+    def __init__(self, title: str, body: str, *, language: str | None = None, error: bool = False) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.body = body
+        self.language = language
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide" + (" error" if self.error else "")):
+            yield Label(self.title_text, classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                if self.language:
+                    yield Static(Syntax(self.body, self.language, theme="ansi_dark", word_wrap=True, background_color="default"))
+                else:
+                    yield Static(Text(self.body))
+            yield Label("escape: close", classes="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys, by tab."""
+
+    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
+
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        for i, (title, rows) in enumerate(self.sections):
+            if i:
+                text.append("\n")
+            text.append(f"{title}\n", style="bold underline")
+            for key, desc in rows:
+                text.append(f"  {key:<14}", style="bold cyan")
+                text.append(f"{desc}\n")
+        with Vertical(classes="dialog wide"):
+            yield Label("tui-ft keys", classes="dialog-title")
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(text, id="help-text")
+            yield Label("escape: close", classes="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class PresetPicker(ModalScreen["Path | None"]):
+    """Pick a preset to continue training from a checkpoint."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, ref: str, choices: list[tuple[Path, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.ref = ref
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(f"Continue from {self.ref}: pick a preset", classes="dialog-title")
+            yield Static(
+                "The run uses the preset with model.init set to this checkpoint "
+                "(data, mode, lr and epochs come from the preset).",
+                classes="dialog-text",
+            )
+            yield OptionList(*[Option(label, id=str(path)) for path, label in self.choices], id="picker")
+            yield Label("enter: launch   escape: cancel", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(Path(event.option.id) if event.option.id else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

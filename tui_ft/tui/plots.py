@@ -1,0 +1,187 @@
+"""Plot widgets: they draw what :mod:`tui_ft.tui.charts` computes.
+
+Each widget keeps its input data and rebuilds its plotext figure from it on
+:meth:`redraw` (called when the data change, and on resize so the number of
+points follows the widget's width).
+"""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from tui_ft.tui.charts import (
+    Predictions,
+    RunSeries,
+    bins_for_width,
+    curve_bounds,
+    error_histogram,
+    error_stats,
+    int_ticks,
+    learning_curves,
+    max_points_for_width,
+    nice_ticks,
+    parity_data,
+    short_id,
+)
+
+
+class _Plot(PlotextPlot):
+    DEFAULT_CSS = """
+    _Plot {
+        min-height: 6;
+    }
+    """
+
+    def on_mount(self) -> None:
+        # PlotextPlot's own on_mount (theme registration) runs too: Textual
+        # calls the handler of each class in the MRO
+        self.redraw()
+
+    def on_resize(self) -> None:
+        self.redraw()
+
+    @property
+    def plot_width(self) -> int:
+        return self.size.width or 80
+
+    def redraw(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _blank(self, title: str) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(title)
+        plt.xticks([])
+        plt.yticks([])
+        self.refresh()
+
+
+class CurvePlot(_Plot):
+    """Validation and training MAE against epoch for one run, plus overlays."""
+
+    log_scale: reactive[bool] = reactive(False)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.primary: RunSeries | None = None
+        self.overlays: list[RunSeries] = []
+        self.empty_text = "no run selected: launch a preset (l) or pick a run above"
+
+    @property
+    def data(self) -> dict[str, dict[str, list]]:
+        """What is plotted, per run id: ``epochs``, ``val``, ``train_epochs``, ``train``."""
+        out = {}
+        for s in ([self.primary] if self.primary else []) + self.overlays:
+            out[s.run_id] = {"epochs": list(s.epochs), "val": list(s.val), "train_epochs": list(s.train_epochs), "train": list(s.train)}
+        return out
+
+    def set_runs(self, primary: RunSeries | None, overlays: list[RunSeries] | None = None) -> None:
+        self.primary = primary
+        if overlays is not None:
+            self.overlays = overlays
+        self.redraw()
+
+    def watch_log_scale(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        curves = learning_curves(
+            self.primary, self.overlays, log=self.log_scale, max_points=max_points_for_width(self.plot_width)
+        )
+        if not curves:
+            if self.primary is not None:
+                self._blank(f"{short_id(self.primary.run_id, 40)}: waiting for epoch 0")
+            else:
+                self._blank(self.empty_text)
+            return
+        plt = self.plt
+        plt.clear_figure()
+        for c in curves:
+            plt.plot(c.xs, c.ys, label=c.label, color=c.color, marker=c.marker)
+        bounds = curve_bounds(curves)
+        if bounds is not None:
+            lo, hi = bounds
+            plt.xlim(lo, hi)
+            plt.xticks(int_ticks(int(lo), int(hi), max(2, self.plot_width // 10)))
+        title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
+        plt.title(title)
+        plt.xlabel("epoch")
+        plt.ylabel("log10 MAE (eV/atom)" if self.log_scale else "MAE (eV/atom)")
+        self.refresh()
+
+
+class ParityPlot(_Plot):
+    """Predicted against true formation energy on the test set, with y = x."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.run_id: str | None = None
+        self.predictions: Predictions | None = None
+        self.note = "the parity plot appears when a run finishes"
+
+    def set_predictions(self, run_id: str | None, predictions: Predictions | None, note: str = "") -> None:
+        self.run_id = run_id
+        self.predictions = predictions
+        self.note = note or "the parity plot appears when a run finishes"
+        self.redraw()
+
+    def redraw(self) -> None:
+        p = self.predictions
+        if not p:
+            self._blank(self.note)
+            return
+        xs, ys, (lo, hi) = parity_data(p.true, p.pred, max_points=max(200, self.plot_width * 20))
+        st = error_stats(p.true, p.pred)
+        plt = self.plt
+        plt.clear_figure()
+        plt.plot([lo, hi], [lo, hi], color=(150, 150, 150), marker="braille", label="y = x")
+        plt.scatter(xs, ys, color=(86, 180, 233), marker="•" if len(xs) <= 400 else "braille", label="test")
+        plt.xlim(lo, hi)
+        plt.ylim(lo, hi)
+        ticks, labels = nice_ticks(lo, hi, max(3, self.plot_width // 12))
+        plt.xticks(ticks, labels)
+        ticks, labels = nice_ticks(lo, hi, max(3, self.size.height // 4 or 5))
+        plt.yticks(ticks, labels)
+        title = f"{short_id(self.run_id or '', 36)}  n={st.n}  MAE {st.mae:.4f}" if st else "parity"
+        plt.title(title)
+        plt.xlabel("true (eV/atom)")
+        plt.ylabel("predicted")
+        self.refresh()
+
+
+class ErrorPlot(_Plot):
+    """Histogram of prediction errors (pred - true) on the test set."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.run_id: str | None = None
+        self.predictions: Predictions | None = None
+        self.note = "the error histogram appears when a run finishes"
+
+    def set_predictions(self, run_id: str | None, predictions: Predictions | None, note: str = "") -> None:
+        self.run_id = run_id
+        self.predictions = predictions
+        self.note = note or "the error histogram appears when a run finishes"
+        self.redraw()
+
+    def redraw(self) -> None:
+        p = self.predictions
+        if not p:
+            self._blank(self.note)
+            return
+        centres, counts, width = error_histogram(p.true, p.pred, bins_for_width(self.plot_width, len(p)))
+        st = error_stats(p.true, p.pred)
+        plt = self.plt
+        plt.clear_figure()
+        plt.bar(centres, counts, color=(230, 159, 0), width=0.9)
+        if centres:
+            half = width / 2
+            ticks, labels = nice_ticks(centres[0] - half, centres[-1] + half, max(3, self.plot_width // 12))
+            plt.xticks(ticks, labels)
+            plt.yticks(int_ticks(0, max(counts), max(2, (self.size.height or 20) // 4)))
+        if st:
+            plt.title(f"{short_id(self.run_id or '', 30)}  mean {st.mean:+.4f}  RMSE {st.rmse:.4f}  max {st.max_abs:.3f}")
+        plt.xlabel("pred - true (eV/atom)")
+        plt.ylabel("count")
+        self.refresh()

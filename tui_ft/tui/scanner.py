@@ -1,0 +1,223 @@
+"""What is on disk: preset files, run folders, checkpoints.
+
+:func:`scan` is called every couple of seconds from a thread worker; it only
+lists folders and compares cheap signatures (names, sizes, mtimes), and reads
+files only for what is new or changed. No Textual here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui_ft.core.library import CheckpointInfo, Library
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import Preset, PresetError, is_plan_text, load_preset
+from tui_ft.core.events import Event, read_events
+from tui_ft.core.runs import RunSummary
+
+# a run folder with no run_started yet counts as live while its files changed recently
+PENDING_LIVE_S = 300.0
+
+
+@dataclass
+class PresetEntry:
+    """One file in ``presets/``: the preset, or why it does not load."""
+
+    path: Path
+    text: str = ""
+    preset: Preset | None = None
+    errors: list[str] = field(default_factory=list)
+    error_line: int | None = None
+    is_plan: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def ok(self) -> bool:
+        return self.preset is not None
+
+    @property
+    def error(self) -> str:
+        """The first problem on one line ("" when the preset loads)."""
+        return self.errors[0].splitlines()[0] if self.errors else ""
+
+    @property
+    def mode(self) -> str:
+        if self.is_plan:
+            return "plan"
+        return self.preset.finetune.mode if self.preset else "error"
+
+    @property
+    def data_label(self) -> str:
+        p = self.preset
+        if p is None:
+            return ""
+        src = p.data.source
+        if src not in ("demo", "matbench_mp_e_form"):
+            src = Path(src).name
+            for ext in (".json.gz", ".json"):
+                if src.endswith(ext):
+                    src = src[: -len(ext)]
+        frac = "" if p.data.fraction == 1.0 else f" {100 * p.data.fraction:g}%"
+        return f"{src}{frac} f{p.data.fold}"
+
+    @property
+    def lr(self) -> str:
+        return f"{self.preset.optim.lr:.0e}" if self.preset else ""
+
+    @property
+    def epochs(self) -> str:
+        return str(self.preset.train.epochs) if self.preset else ""
+
+    @property
+    def init(self) -> str:
+        return self.preset.model.init if self.preset else ""
+
+
+def load_entry(path: Path) -> PresetEntry:
+    """Load one preset file; never raises."""
+    entry = PresetEntry(path)
+    try:
+        entry.text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        entry.errors = [f"{path}: cannot read: {exc.strerror or exc}"]
+        return entry
+    if is_plan_text(entry.text):
+        entry.is_plan = True
+        entry.errors = [f"{path.name} is a multi-stage plan: run it headless with `tui-ft --preset {path}`"]
+        return entry
+    try:
+        entry.preset = load_preset(path)
+    except PresetError as exc:
+        entry.errors = [str(e) for e in exc.errors] or [str(exc)]
+        entry.error_line = exc.errors[0].line if exc.errors else exc.line
+    except Exception as exc:  # noqa: BLE001 - a loader bug must not hide the other presets
+        entry.errors = [f"{path}: {type(exc).__name__}: {exc}"]
+    return entry
+
+
+def list_preset_files(paths: Paths) -> list[Path]:
+    try:
+        return sorted(p for p in paths.presets.iterdir() if p.suffix == ".toml" and p.is_file())
+    except OSError:
+        return []
+
+
+def presets_signature(paths: Paths) -> tuple:
+    sig = []
+    for p in list_preset_files(paths):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        sig.append((p.name, st.st_mtime_ns, st.st_size))
+    return tuple(sig)
+
+
+def load_presets(paths: Paths) -> list[PresetEntry]:
+    return [load_entry(p) for p in list_preset_files(paths)]
+
+
+def library_signature(paths: Paths) -> tuple:
+    root = paths.checkpoints
+    sig = []
+    try:
+        dirs = sorted(d for d in os.listdir(root) if not d.startswith("."))
+    except OSError:
+        return ()
+    for d in dirs:
+        for kind in ("best", "last"):
+            try:
+                st = os.stat(root / d / f"{kind}.json")
+            except OSError:
+                continue
+            sig.append((d, kind, st.st_mtime_ns))
+    return tuple(sig)
+
+
+def run_dirs(paths: Paths) -> list[str]:
+    try:
+        return sorted(d.name for d in os.scandir(paths.logs) if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return []
+
+
+def last_change(run_dir: Path) -> float:
+    """When the run folder or its events file last changed."""
+    times = []
+    for p in (run_dir, run_dir / "events.jsonl"):
+        try:
+            times.append(p.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=0.0)
+
+
+def is_live(summary: RunSummary, run_dir: Path, now: float | None = None) -> bool:
+    """Whether a run found on disk may still be writing events."""
+    if summary.status == "running":  # summarize() already checked its pid
+        return True
+    if summary.status == "pending":
+        now = time.time() if now is None else now
+        return now - last_change(run_dir) < PENDING_LIVE_S
+    return False
+
+
+@dataclass
+class FoundRun:
+    run_id: str
+    summary: RunSummary
+    live: bool
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class ScanResult:
+    new_runs: list[FoundRun] = field(default_factory=list)
+    gone_runs: list[str] = field(default_factory=list)
+    presets: list[PresetEntry] | None = None  # None: unchanged
+    presets_sig: tuple = ()
+    library: list[CheckpointInfo] | None = None  # None: unchanged
+    library_sig: tuple = ()
+    warnings: list[str] = field(default_factory=list)
+
+
+def scan(
+    paths: Paths,
+    known_runs: frozenset[str] | set[str] = frozenset(),
+    presets_sig: tuple | None = None,
+    library_sig: tuple | None = None,
+) -> ScanResult:
+    """New and removed run folders, and presets / checkpoints when their
+    signature differs from the one given (``None`` forces a reload)."""
+    res = ScanResult()
+    names = run_dirs(paths)
+    on_disk = set(names)
+    for name in names:
+        if name in known_runs:
+            continue
+        run_dir = paths.logs / name
+        events = read_events(run_dir / "events.jsonl", warn=res.warnings.append)
+        s = RunSummary(run_id=name)
+        for ev in events:
+            s.apply(ev)
+        s.check_alive()
+        res.new_runs.append(FoundRun(name, s, is_live(s, run_dir), events))
+    res.gone_runs = sorted(set(known_runs) - on_disk)
+
+    res.presets_sig = presets_signature(paths)
+    if presets_sig is None or res.presets_sig != presets_sig:
+        res.presets = load_presets(paths)
+    res.library_sig = library_signature(paths)
+    if library_sig is None or res.library_sig != library_sig:
+        res.library = Library(paths).list()
+    return res

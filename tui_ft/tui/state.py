@@ -1,0 +1,204 @@
+"""The dashboard's view of each run and of the launch queue (no Textual here)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui_ft.core.events import (
+    CheckpointSaved,
+    EpochEnd,
+    Event,
+    Message,
+    RunFailed,
+    RunFinished,
+    RunInterrupted,
+    RunStarted,
+)
+from tui_ft.core.runs import RunSummary
+from tui_ft.tui.launcher import LaunchedRun
+
+ACTIVE = ("pending", "running")
+# the headless printer's echo of a final event (already shown from the event itself)
+_ECHO = re.compile(r"^run \S+ (failed|interrupted): ")
+MAX_LOG = 2000
+
+
+@dataclass
+class LogLine:
+    text: str
+    level: str = "info"  # info | warning | error | epoch | done | stderr
+
+
+def fmt_mae(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def fmt_elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def event_line(ev: Event) -> LogLine | None:
+    """How an event reads in the log panel."""
+    if isinstance(ev, Message):
+        return LogLine(ev.text, ev.level if ev.level in ("warning", "error") else "info")
+    if isinstance(ev, RunStarted):
+        src = f" from {ev.parent}" if ev.parent else ""
+        return LogLine(
+            f"started: preset {ev.preset_name}, {ev.preset.get('finetune', {}).get('mode', '?')} mode on {ev.device}, "
+            f"train {ev.n_train} / val {ev.n_val} / test {ev.n_test}{src}",
+            "done",
+        )
+    if isinstance(ev, EpochEnd):
+        tr = "-" if ev.train_mae is None else f"{ev.train_mae:.4f}"
+        return LogLine(
+            f"epoch {ev.epoch:3d}  val {ev.val_mae:.4f}  train {tr}  lr {ev.lr:.1e}  {ev.seconds:.1f}s  "
+            f"best {ev.best_val_mae:.4f}@{ev.best_epoch}",
+            "epoch",
+        )
+    if isinstance(ev, CheckpointSaved):
+        return None  # one per epoch: too chatty for the log
+    if isinstance(ev, RunFinished):
+        tm = "n/a" if ev.test_mae is None else f"{ev.test_mae:.4f}"
+        return LogLine(f"finished: test MAE {tm} (best epoch {ev.best_epoch}, val {ev.best_val_mae:.4f})", "done")
+    if isinstance(ev, RunFailed):
+        return LogLine(f"failed: {ev.message}", "error")
+    if isinstance(ev, RunInterrupted):
+        return LogLine(f"interrupted: {ev.message}", "warning")
+    return None
+
+
+@dataclass
+class RunState:
+    """One run as the dashboard sees it: the core's summary plus what only the
+    dashboard knows (its process, if we started it; its log lines; overlay)."""
+
+    summary: RunSummary
+    launched: LaunchedRun | None = None
+    log: list[LogLine] = field(default_factory=list)
+    following: bool = False
+    returncode: int | None = None
+    overlay: bool = False
+    cancel_requested: bool = False
+    stderr_loaded: bool = False
+    _messages: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.summary.run_id
+
+    @property
+    def status(self) -> str:
+        return self.summary.status
+
+    @property
+    def active(self) -> bool:
+        return self.summary.status in ACTIVE
+
+    @property
+    def pid(self) -> int:
+        if self.launched is not None:
+            return self.launched.pid
+        return self.summary.pid
+
+    @property
+    def sort_key(self) -> tuple[float, str]:
+        started = self.summary.started
+        if started is None and self.launched is not None:
+            started = self.launched.started
+        return (started or 0.0, self.run_id)
+
+    def _add_log(self, line: LogLine) -> None:
+        self.log.append(line)
+        if len(self.log) > MAX_LOG:
+            del self.log[: len(self.log) - MAX_LOG]
+
+    def apply(self, events: list[Event]) -> list[LogLine]:
+        """Fold events in; return the log lines they add."""
+        added: list[LogLine] = []
+        for ev in events:
+            self.summary.apply(ev)
+            if isinstance(ev, Message):
+                self._messages.add(ev.text)
+                self._messages.add(f"[{ev.level}] {ev.text}")
+            line = event_line(ev)
+            if line is not None:
+                self._add_log(line)
+                added.append(line)
+        return added
+
+    def add_stderr(self, lines: list[str]) -> list[LogLine]:
+        """stderr lines that are not echoes of Message events (the run prints
+        each message to stderr too)."""
+        added: list[LogLine] = []
+        for ln in lines:
+            if not ln.strip() or ln in self._messages or _ECHO.match(ln):
+                continue
+            line = LogLine(ln, "stderr")
+            self._add_log(line)
+            added.append(line)
+        return added
+
+    def ended(self, returncode: int | None, stderr_tail: list[str]) -> None:
+        """The process is gone. Without a final event the run failed or crashed."""
+        self.returncode = returncode
+        self.following = False
+        s = self.summary
+        if s.status not in ACTIVE:
+            return
+        tail = [ln for ln in stderr_tail if ln.strip()]
+        last = tail[-1] if tail else ""
+        if returncode == 130:
+            s.status = "interrupted"
+            s.message = last or "interrupted"
+        elif returncode == 2:
+            s.status = "failed"
+            s.message = last or "the preset was rejected (exit code 2)"
+        elif returncode is None:
+            s.status = "crashed" if s.status == "running" else "failed"
+            s.message = s.message or last or "the training process ended without a final event"
+        else:
+            s.status = "crashed"
+            s.message = last or f"the training process exited with code {returncode} without a final event"
+        s.updated = time.time()
+        self._add_log(LogLine(f"{s.status}: {s.message}", "error"))
+
+
+@dataclass
+class QueueItem:
+    path: Path
+    name: str
+
+
+class LaunchQueue:
+    """Presets waiting to run one after another on one device."""
+
+    def __init__(self) -> None:
+        self.items: list[QueueItem] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, path: Path, name: str) -> None:
+        self.items.append(QueueItem(path, name))
+
+    def pop_if_idle(self, busy: bool) -> QueueItem | None:
+        """The next preset to start, if the device is free."""
+        if busy or not self.items:
+            return None
+        return self.items.pop(0)
+
+    def remove(self, index: int) -> QueueItem | None:
+        if 0 <= index < len(self.items):
+            return self.items.pop(index)
+        return None
+
+    def describe(self) -> str:
+        return ", ".join(i.name for i in self.items)
