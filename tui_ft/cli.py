@@ -181,7 +181,9 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
         from tui_ft.core.engine import run_training
 
         try:
-            result = run_training(preset, run_id=run_id, paths=paths, emit=emit, resume=resume)
+            result = run_training(
+                preset, run_id=run_id, paths=paths, emit=emit, resume=resume, on_batch=printer.on_batch
+            )
         except KeyboardInterrupt:  # interrupted outside the training loop
             from tui_ft.core.events import EventWriter, RunInterrupted
 
@@ -232,6 +234,10 @@ class Printer:
     def writer_for(self, run_id: str):
         """The display callback for a run (the engine itself writes events.jsonl)."""
         return self.show
+
+    def on_batch(self, epoch: int, done: int, total: int) -> None:
+        if self.status is not None:
+            self.status.update(f"epoch {epoch}: {done}/{total} structures")
 
     def show(self, ev) -> None:
         from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished, RunInterrupted, RunStarted

@@ -28,6 +28,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -48,6 +49,10 @@ from tui_ft.core.events import (
 from tui_ft.core.library import Library, load_checkpoint, package_versions, save_checkpoint
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
+
+# chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
+# harmless for energy-only training, and it would print on every run.
+warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 
 GROUPS = ("embedding", "interaction", "readout")
 _GROUP_MODULES = {
@@ -281,6 +286,7 @@ class RunContext:
     stage: int | None = None
     resume: bool = False
     init_override: str | None = None  # a resolved reference that replaces preset.model.init (plans)
+    on_batch: Callable[[int, int, int], None] | None = None  # (epoch, structures done, total): live display only
 
 
 class Trainer:
@@ -599,6 +605,8 @@ class Trainer:
             self.optimizer.step()
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
+            if self.ctx.on_batch is not None:
+                self.ctx.on_batch(epoch, n, len(order))
         return abs_err / max(n, 1), n
 
     def _predict(self, part: str):
@@ -726,6 +734,7 @@ def run_training(
     stage: int | None = None,
     init_override: str | None = None,
     resume: bool = False,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> RunResult:
     """Run one preset. Every event is appended to ``logs/<run_id>/events.jsonl`` and,
     if given, passed to ``emit`` (the front end's display)."""
@@ -736,7 +745,8 @@ def run_training(
         write_run_files(paths, run_id, preset)
     with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as writer:
         ctx = RunContext(
-            preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume, init_override=init_override
+            preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume,
+            init_override=init_override, on_batch=on_batch,
         )
         return Trainer(ctx).run()
 
