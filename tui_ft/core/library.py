@@ -118,7 +118,8 @@ def load_checkpoint(path: Path | str, *, map_location: str = "cpu") -> dict[str,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        # torch words it "Unsupported global: GLOBAL x" or "unsupported GLOBAL x whose module ..."
+        m = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f"it references {m.group(1)}" if m else "it holds objects other than tensors and plain data"
         raise CheckpointError(
             f"{path}: refused to load: {what}, which could run code when unpickled; "
