@@ -115,6 +115,8 @@ TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted"})
 
 def event_from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event; unknown extra keys are ignored so old readers survive new fields."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
     kind = d.get("type")
     cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
     if cls is None:
