@@ -130,6 +130,17 @@ def event_from_json(line: str) -> Event:
     return event_from_dict(json.loads(line))
 
 
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 class EventWriter:
     """Append events to a JSONL file, one flushed line each (readers may follow the file)."""
 
@@ -138,6 +149,10 @@ class EventWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         self._echo = echo
+        if _ends_mid_line(self.path):
+            # a crash left a torn last line: start a fresh one, or the next event is glued to it and lost
+            self._fh.write("\n")
+            self._fh.flush()
 
     def emit(self, event: Event) -> None:
         self._fh.write(event.to_json() + "\n")
