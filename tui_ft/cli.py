@@ -191,7 +191,8 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
                 w.emit(RunInterrupted(run_id, message="interrupted before training started"))
             return EXIT_INTERRUPTED
         except Exception as exc:  # noqa: BLE001 - already recorded as run_failed
-            _err(f"error: {type(exc).__name__}: {exc}")
+            if not printer.failed_shown:  # say it once: the run_failed line already named the error
+                _err(f"error: {type(exc).__name__}: {exc}")
             return EXIT_FAILED
     finally:
         printer.close()
@@ -222,6 +223,7 @@ class Printer:
 
     def __init__(self, plain: bool):
         self.plain = plain or not sys.stdout.isatty()
+        self.failed_shown = False
         self.console = None
         self.status = None
         if not self.plain:
@@ -268,6 +270,7 @@ class Printer:
                 f"{ev.n_test} test structures, {ev.seconds:.1f}s)  run {ev.run_id}"
             )
         elif isinstance(ev, RunFailed):
+            self.failed_shown = True
             _err(f"run {ev.run_id} failed: {ev.message}")
         elif isinstance(ev, RunInterrupted):
             _err(f"run {ev.run_id} interrupted: {ev.message}")
