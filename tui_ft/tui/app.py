@@ -107,7 +107,6 @@ class TuiFtApp(App):
         self._presets_sig: tuple | None = None
         self._library_sig: tuple | None = None
         self._launching = 0
-        self._select_next_launch = True
         self._predictions: dict[str, Predictions | str] = {}
         self._select_preset_after_scan: str | None = None
 
@@ -538,9 +537,8 @@ class TuiFtApp(App):
     def launch_preset(self, preset: Preset, *, select: bool = True) -> None:
         """Start ``preset`` in its own process (from a thread worker)."""
         self._launching += 1
-        self._select_next_launch = select
         self.run_worker(
-            partial(self._launch_blocking, preset),
+            partial(self._launch_blocking, preset, select),
             thread=True,
             group="launch",
             description=f"launch {preset.name}",
@@ -548,7 +546,7 @@ class TuiFtApp(App):
             exit_on_error=False,
         )
 
-    def _launch_blocking(self, preset: Preset) -> None:
+    def _launch_blocking(self, preset: Preset, select: bool) -> None:
         try:
             check_preset(preset, self.paths)
             launched = launch(preset, self.paths)
@@ -557,7 +555,7 @@ class TuiFtApp(App):
         except OSError as exc:
             self.post_message(LaunchFailed(f"cannot launch {preset.name}", f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(RunLaunched(launched))
+            self.post_message(RunLaunched(launched, select=select))
 
     def on_run_launched(self, message: RunLaunched) -> None:
         self._launching = max(0, self._launching - 1)
@@ -569,8 +567,12 @@ class TuiFtApp(App):
         self._follow(st)
         self.runs_pane.set_runs(list(self.runs.values()))
         self.notify(f"started {launched.run_id}", timeout=3)
-        if self._select_next_launch:
+        if message.select:
             self.show_run(launched.run_id)
+        elif self.active_tab != "runs":
+            # not looking at the runs: have the new run selected when they do
+            self.runs_pane.select(launched.run_id)
+            self.selected_run = launched.run_id
         self.refresh_bindings()
 
     def on_launch_failed(self, message: LaunchFailed) -> None:
@@ -627,7 +629,8 @@ class TuiFtApp(App):
             self.notify(f"queued preset {item.name} skipped: {exc}", severity="error", timeout=10)
             self._start_queued()
             return
-        self.launch_preset(preset, select=self.selected_run is None or self.active_tab != "runs")
+        # a queued launch must not pull the user away from the tab they are on
+        self.launch_preset(preset, select=False)
 
     def action_clear_queue(self) -> None:
         self.queue.items.clear()

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 class RunLaunched(Message):
     """A training process was started for ``run_id``."""
 
-    def __init__(self, launched: "LaunchedRun") -> None:
+    def __init__(self, launched: "LaunchedRun", *, select: bool = True) -> None:
         super().__init__()
         self.launched = launched
+        self.select = select  # show it in the runs tab (a queued launch does not switch tabs)
         self.run_id = launched.run_id
 
 

@@ -98,7 +98,8 @@ def load_entry(path: Path) -> PresetEntry:
     try:
         entry.preset = load_preset(path)
     except PresetError as exc:
-        entry.errors = [str(e) for e in exc.errors] or [str(exc)]
+        shown = f"presets/{path.name}"  # shorter than the absolute path, still unambiguous
+        entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
         entry.error_line = exc.errors[0].line if exc.errors else exc.line
     except Exception as exc:  # noqa: BLE001 - a loader bug must not hide the other presets
         entry.errors = [f"{path}: {type(exc).__name__}: {exc}"]

@@ -1,0 +1,514 @@
+"""The dashboard driven with Textual's pilot against the real training engine.
+
+Every run here is a real ``python -m tui_ft run`` process on the offline demo
+data (head mode, a few seconds each once the graph cache is warm). The
+session-wide cache folder is shared with the other test files when their
+``graph_cache_dir`` fixture exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Label
+
+from tui_ft.core.events import EpochEnd, RunStarted, read_events
+from tui_ft.core.library import Library
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import load_preset
+from tui_ft.tui.app import TuiFtApp
+from tui_ft.tui.form import PresetForm
+from tui_ft.tui.messages import RunEvents
+from tui_ft.tui.modals import ConfirmScreen, PresetPicker, TextScreen
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (120, 40)
+RUN_TIMEOUT = 240.0
+
+
+def long_preset(name: str, epochs: int = 400) -> str:
+    return f"""\
+[run]
+name = "{name}"
+description = "a long head-mode run on the demo data (cancelled by the test)"
+
+[data]
+source = "demo"
+
+[finetune]
+mode = "head"
+
+[optim]
+lr = 1e-4
+
+[train]
+epochs = {epochs}
+batch_size = 8
+device = "cpu"
+"""
+
+
+@pytest.fixture(scope="module")
+def cache_dir(request, tmp_path_factory) -> Path:
+    try:
+        return request.getfixturevalue("graph_cache_dir")
+    except pytest.FixtureLookupError:
+        return tmp_path_factory.mktemp("tui-ft-cache")
+
+
+def make_root(root: Path, presets: tuple[str, ...] = ("demo.toml",)) -> Path:
+    (root / "presets").mkdir(parents=True, exist_ok=True)
+    for name in presets:
+        shutil.copy(ROOT / "presets" / name, root / "presets" / name)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, cache_dir) -> Path:
+    """A fresh project root with presets/demo.toml; TUI_FT_HOME and cwd point at it."""
+    root = make_root(tmp_path / "project")
+    monkeypatch.setenv("TUI_FT_HOME", str(root))
+    monkeypatch.setenv("TUI_FT_CACHE", str(cache_dir))
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_home(tmp_path_factory, cache_dir) -> tuple[Path, str]:
+    """A project root holding one finished demo run, made headless once per module."""
+    root = make_root(tmp_path_factory.mktemp("finished") / "project")
+    env = {**os.environ, "TUI_FT_HOME": str(root), "TUI_FT_CACHE": str(cache_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui_ft", "run", "presets/demo.toml", "--plain"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_id,) = [d.name for d in (root / "logs").iterdir()]
+    return root, run_id
+
+
+@pytest.fixture
+def in_finished_home(finished_home, monkeypatch, cache_dir) -> tuple[Path, str]:
+    root, run_id = finished_home
+    monkeypatch.setenv("TUI_FT_HOME", str(root))
+    monkeypatch.setenv("TUI_FT_CACHE", str(cache_dir))
+    monkeypatch.chdir(root)
+    return root, run_id
+
+
+async def wait_for(pilot, cond, timeout: float = RUN_TIMEOUT, what: str = "condition", step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(step)
+
+
+async def started(pilot) -> TuiFtApp:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.scans >= 1, 20, "the first scan", 0.05)
+    await pilot.pause()
+    return app
+
+
+def select_row(table: DataTable, key: str) -> None:
+    table.move_cursor(row=table.get_row_index(key), animate=False)
+
+
+def the_new_run(app: TuiFtApp, before: set[str]) -> str | None:
+    new = [r for r, st in app.runs.items() if r not in before and st.launched is not None]
+    return new[0] if new else None
+
+
+# --------------------------------------------------------------------------- launch
+
+
+async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home):
+    seen: list[RunEvents] = []
+
+    def hook(msg):
+        if isinstance(msg, RunEvents):
+            seen.append(msg)
+
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await started(pilot)
+        select_row(app.query_one("#presets-table", DataTable), "demo.toml")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
+        run_id = the_new_run(app, set())
+        assert app.active_tab == "runs"
+        assert app.selected_run == run_id
+        st = app.runs[run_id]
+        await wait_for(pilot, lambda: not st.active and st.returncode is not None, what="the demo run to end")
+        assert st.status == "finished", st.summary.message
+        assert st.returncode == 0
+        epochs = load_preset(home / "presets" / "demo.toml").train.epochs
+
+        # the chart got the epochs as they came: several RunEvents carried EpochEnd
+        epoch_msgs = [m for m in seen if m.run_id == run_id and any(isinstance(e, EpochEnd) for e in m.events)]
+        assert epoch_msgs, "no epoch events reached the app"
+        data = app.curve.data[run_id]
+        assert data["epochs"] == list(range(epochs + 1))  # epoch 0 = before any update
+        assert data["train_epochs"] == list(range(1, epochs + 1))
+        assert all(v > 0 for v in data["val"])
+
+        # the runs table row
+        table = app.query_one("#runs-table", DataTable)
+        row = table.get_row(run_id)
+        assert "finished" in str(row[2]) and row[3] == f"{epochs}/{epochs}"
+
+        # parity + histogram after the run finished
+        await pilot.press("v")
+        await pilot.pause()
+        parity = app.query_one("#parity")
+        assert parity.predictions is not None and len(parity.predictions) > 0
+        assert app.query_one("#errors").predictions is parity.predictions
+
+        # the log panel shows the epochs and the end
+        assert any(ln.level == "epoch" for ln in st.log)
+        assert any(ln.text.startswith("finished") for ln in st.log)
+
+        # g toggles log10 without trouble
+        await pilot.press("v", "v", "g")
+        await pilot.pause()
+        assert app.curve.log_scale is True
+        await pilot.press("g")
+        await pilot.pause()
+
+        # its checkpoint is in the library tab
+        await pilot.press("k")
+        await wait_for(pilot, lambda: f"{run_id}@best" in app.library_pane.items, 20, "the checkpoint in the library")
+        ckpt_table = app.query_one("#ckpt-table", DataTable)
+        assert ckpt_table.get_row_index(f"{run_id}@best") >= 0
+        assert app.is_running
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+async def test_cancel_running_run_saves_last_checkpoint(home):
+    (home / "presets" / "long.toml").write_text(long_preset("long"), encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        select_row(app.query_one("#presets-table", DataTable), "long.toml")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
+        run_id = the_new_run(app, set())
+        st = app.runs[run_id]
+        await wait_for(pilot, lambda: st.summary.epoch is not None and st.summary.epoch >= 1, what="epoch 1")
+        assert st.status == "running"
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not st.active and st.returncode is not None, 120, "the run to stop")
+        assert st.status == "interrupted"
+        assert st.returncode == 130
+        assert (home / "checkpoints" / run_id / "last.pt").is_file()
+        assert st.summary.epoch < 400
+        events = read_events(home / "logs" / run_id / "events.jsonl")
+        assert events[-1].type == "run_interrupted"
+        assert app.is_running
+
+
+# --------------------------------------------------------------------------- attach
+
+
+async def test_attach_to_headless_run_and_cancel_it(home):
+    (home / "presets" / "long.toml").write_text(long_preset("headless"), encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        # a run started in another terminal while the dashboard is open
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tui_ft", "--preset", "presets/long.toml", "--plain"],
+            cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            await wait_for(pilot, lambda: any(r.startswith("headless-") for r in app.runs), 30, "the headless run to be listed")
+            run_id = next(r for r in app.runs if r.startswith("headless-"))
+            st = app.runs[run_id]
+            assert st.launched is None and st.following
+            await wait_for(pilot, lambda: (st.summary.epoch or 0) >= 1, what="live epochs of the attached run")
+            assert st.status == "running"
+            app.show_run(run_id)
+            await pilot.pause()
+            assert app.curve.data[run_id]["epochs"][0] == 0
+            await pilot.press("c", "y")
+            await wait_for(pilot, lambda: not st.active, 120, "the attached run to stop")
+            assert st.status == "interrupted"
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------- bad presets
+
+
+async def test_bad_preset_shows_its_error_and_the_app_keeps_running(home):
+    (home / "presets" / "broken.toml").write_text(long_preset("broken").replace("lr = 1e-4", 'lr = "fast"'), encoding="utf-8")
+    (home / "presets" / "not_toml.toml").write_text("[run\nname = 1\n", encoding="utf-8")
+    missing = long_preset("nodata").replace('source = "demo"', 'source = "nowhere/missing.json.gz"')
+    (home / "presets" / "nodata.toml").write_text(missing, encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        table = app.query_one("#presets-table", DataTable)
+        assert table.row_count == 4
+        entries = {e.key: e for e in app.preset_entries}
+        assert not entries["broken.toml"].ok and not entries["not_toml.toml"].ok
+
+        select_row(table, "broken.toml")
+        await pilot.pause()
+        status = str(app.query_one("#preset-status").render())
+        assert status.startswith("presets/broken.toml:12: optim.lr:") and "fast" in status
+        assert "\n" not in entries["broken.toml"].error
+
+        await pilot.press("l")  # launching it shows the errors instead
+        await pilot.pause()
+        assert isinstance(app.screen, TextScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+
+        select_row(table, "not_toml.toml")
+        await pilot.pause()
+        assert "toml" in str(app.query_one("#preset-status").render()).lower()
+
+        # loads, but its data file is missing: refused before a process starts
+        select_row(table, "nodata.toml")
+        await pilot.pause()
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 20, "the launch error")
+        assert "not found" in app.screen.body
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not any(st.launched for st in app.runs.values())
+        assert app.is_running and app.return_code is None
+
+        # a preset broken while the app runs is picked up by the rescan
+        (home / "presets" / "demo.toml").write_text("[run]\nname = 'demo'\n", encoding="utf-8")
+        await wait_for(pilot, lambda: not {e.key: e for e in app.preset_entries}["demo.toml"].ok, 10, "the rescan")
+        assert app.is_running
+
+
+# --------------------------------------------------------------------------- form
+
+
+async def test_preset_form_rejects_bad_lr_at_the_field_and_saves_a_valid_preset(home):
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        select_row(app.query_one("#presets-table", DataTable), "demo.toml")
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, PresetForm)
+
+        form.query_one("#f-name", Input).value = "demo_lr"
+        form.query_one("#f-lr", Input).value = "-1e-3"
+        await pilot.pause()
+        err = form.query_one("#e-lr", Label)
+        assert err.display and "-0.001" in str(err.render())
+        assert form.query_one("#f-lr", Input).has_class("-invalid")
+        assert not form.query_one("#e-name", Label).display
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form  # not saved
+        assert not (home / "presets" / "demo_lr.toml").exists()
+
+        form.query_one("#f-lr", Input).value = "not a number"
+        await pilot.pause()
+        assert "not a number" in str(form.query_one("#e-lr", Label).render())
+
+        # backbone lr is a full-mode option: refused at its field in head mode
+        form.query_one("#f-lr", Input).value = "2e-4"
+        form.query_one("#f-backbone_lr", Input).value = "1e-5"
+        await pilot.pause()
+        assert form.query_one("#e-backbone_lr", Label).display
+        assert not form.query_one("#e-lr", Label).display
+        form.query_one("#f-backbone_lr", Input).value = ""
+        form.query_one("#f-epochs", Input).value = "2"
+        form.query_one("#f-fraction", Input).value = "0.5"
+        await pilot.pause()
+        assert not form.errors
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is not form, 10, "the form to close")
+
+        saved = home / "presets" / "demo_lr.toml"
+        p = load_preset(saved)
+        assert p.name == "demo_lr" and p.optim.lr == 2e-4 and p.train.epochs == 2 and p.data.fraction == 0.5
+        await wait_for(pilot, lambda: "demo_lr.toml" in app.presets_pane.entries, 10, "the new preset listed")
+        assert app.presets_pane.selected.key == "demo_lr.toml"
+
+        # the name of an existing preset: asks before overwriting; "n" keeps the file
+        before = (home / "presets" / "demo.toml").read_text(encoding="utf-8")
+        select_row(app.query_one("#presets-table", DataTable), "demo.toml")
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#f-name", Input).value = "demo"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is form
+        assert (home / "presets" / "demo.toml").read_text(encoding="utf-8") == before
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.is_running
+
+
+# --------------------------------------------------------------------------- continue from a checkpoint
+
+
+async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
+    root, parent_run = in_finished_home
+    ref = f"{parent_run}@best"
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        before = set(app.runs)
+        await pilot.press("k")
+        await pilot.pause()
+        table = app.query_one("#ckpt-table", DataTable)
+        select_row(table, ref)
+        await pilot.pause()
+        table.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, PresetPicker)
+        # pick the demo preset
+        picker = app.screen.query_one("#picker")
+        idx = next(i for i in range(picker.option_count) if picker.get_option_at_index(i).id.endswith("demo.toml"))
+        picker.highlighted = idx
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: the_new_run(app, before) is not None, 30, "the launch")
+        child = the_new_run(app, before)
+        st = app.runs[child]
+        await wait_for(pilot, lambda: not st.active and st.returncode is not None, what="the child run to end")
+        assert st.status == "finished", st.summary.message
+        assert st.summary.parent == ref
+
+        started_ev = next(e for e in read_events(root / "logs" / child / "events.jsonl") if isinstance(e, RunStarted))
+        assert started_ev.parent == ref
+        assert started_ev.preset["model"]["init"] == ref
+        meta = json.loads((root / "checkpoints" / child / "best.json").read_text(encoding="utf-8"))
+        assert meta["parent"] == ref
+
+        # the library shows the lineage both ways
+        await pilot.press("k")
+        await wait_for(pilot, lambda: f"{child}@best" in app.library_pane.items, 20, "the child checkpoint")
+        lib = app.library_pane.library
+        chain = [c.ref for c in lib.lineage(app.library_pane.items[f"{child}@best"])]
+        assert chain[:2] == [f"{child}@best", ref]
+        assert f"{child}@best" in [c.ref for c in lib.children(parent_run)]
+        select_row(app.query_one("#ckpt-table", DataTable), f"{child}@best")
+        await pilot.pause()
+        detail = str(app.query_one("#ckpt-detail").render())
+        assert ref in detail
+
+        # p shows the preset stored in the checkpoint, with the init it used
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, TextScreen) and ref in app.screen.body
+        await pilot.press("escape")
+        await pilot.pause()
+
+
+async def test_delete_checkpoint_asks_first(in_finished_home, tmp_path):
+    root, run_id = in_finished_home
+    # work on a copy so the shared finished run stays intact for other tests
+    copy_id = run_id + "-copy"
+    shutil.copytree(root / "checkpoints" / run_id, root / "checkpoints" / copy_id)
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        select_row(app.query_one("#ckpt-table", DataTable), f"{copy_id}@best")
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert (root / "checkpoints" / copy_id / "best.pt").exists()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: f"{copy_id}@best" not in app.library_pane.items, 10, "the deleted checkpoint to vanish")
+        assert not (root / "checkpoints" / copy_id).exists()
+        assert Library(Paths(root)).get(run_id) is not None
+
+
+# --------------------------------------------------------------------------- queue, help, palette
+
+
+async def test_queue_runs_presets_one_after_another(home):
+    (home / "presets" / "q1.toml").write_text(long_preset("q1", epochs=1), encoding="utf-8")
+    (home / "presets" / "q2.toml").write_text(long_preset("q2", epochs=1), encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        table = app.query_one("#presets-table", DataTable)
+        select_row(table, "q1.toml")
+        await pilot.press("q")
+        select_row(table, "q2.toml")
+        await pilot.press("q")
+        await pilot.pause()
+        assert [i.name for i in app.queue.items] == ["q2"]  # q1 started at once
+        await wait_for(pilot, lambda: any(r.startswith("q1-") for r in app.runs), 30, "q1 to start")
+        q1 = next(r for r in app.runs if r.startswith("q1-"))
+        assert not any(r.startswith("q2-") for r in app.runs)
+        await wait_for(pilot, lambda: any(r.startswith("q2-") for r in app.runs), what="q2 to start after q1")
+        assert app.runs[q1].status == "finished"
+        q2 = next(r for r in app.runs if r.startswith("q2-"))
+        assert app.runs[q2].sort_key[0] >= app.runs[q1].summary.updated - 1
+        await wait_for(pilot, lambda: not app.runs[q2].active and app.runs[q2].returncode is not None, what="q2 to end")
+        assert app.runs[q2].status == "finished"
+        assert len(app.queue) == 0
+
+
+async def test_help_and_palette_commands(in_finished_home):
+    root, run_id = in_finished_home
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
+        text = str(app.screen.query_one("#help-text").render())
+        for key in ("l", "q", "c", "g", "enter / n", "d"):
+            assert key in text
+        await pilot.press("escape")
+        await pilot.pause()
+
+        from tui_ft.tui.commands import TuiFtCommands
+
+        provider = TuiFtCommands(app.screen)
+        await provider.startup()
+        titles = [t for t, _, _ in provider.items]
+        assert "Launch preset demo" in titles
+        assert f"Show run {run_id}" in titles
+        assert f"Continue from {run_id}@best" in titles
+        hits = [h async for h in provider.search("show run")]
+        assert hits
+        # "Show run" switches to the run
+        dict((t, cb) for t, _, cb in provider.items)[f"Show run {run_id}"]()
+        await pilot.pause()
+        assert app.active_tab == "runs" and app.selected_run == run_id
+        assert app.curve.data[run_id]["epochs"][0] == 0
