@@ -654,7 +654,10 @@ def run_plan(
     if old and old.get("status") == "running":
         pid = int(old.get("pid") or 0)
         if pid != os.getpid() and pid_alive(pid):
-            say(f"plan {plan.name}: already running in process {pid} ({state_path(plan.name, paths)}); not started")
+            say(
+                f"plan {plan.name}: already running in process {pid}; not started "
+                f"(if that process is not tui-ft, delete {state_path(plan.name, paths)})"
+            )
             return "stopped"
     keep, why = _resume_point(plan, old, paths)
     n = len(plan.stages)
@@ -733,7 +736,10 @@ def run_plan(
             rec = None if result.status == "finished" else rec
             if result.status != "finished":
                 status = result.status
-                say(f"plan {plan.name}: stage {st.number} {result.status}; the plan stops here")
+                say(
+                    f"plan {plan.name}: stage {st.number} {result.status}; the plan stops here "
+                    f"(run it again to start stage {st.number} afresh, keeping the stages before it)"
+                )
                 break
             prev_run = run_id
             if st.gate is not None:
