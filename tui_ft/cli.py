@@ -154,7 +154,7 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int
 
     printer = make_printer(plain)
     try:
-        status = run_plan(loaded, emit_factory=printer.writer_for, say=_err)
+        status = run_plan(loaded, emit_factory=printer.writer_for, say=_err, on_batch=printer.on_batch)
     except KeyboardInterrupt:
         status = "interrupted"
     finally:

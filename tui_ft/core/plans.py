@@ -36,7 +36,7 @@ Every stage is an ordinary run in the library (``logs/<run_id>/``,
 ``run_started`` event and checkpoint metadata, and its parent set to the
 checkpoint it started from.
 
-State and resume: ``logs/plans/<plan-name>/state.json`` (written atomically)
+State and resume: ``logs/.plans/<plan-name>/state.json`` (written atomically)
 records each stage's run id, status and metrics. Running a plan whose state
 shows an unfinished plan run (interrupted, failed, or killed) resumes it: the
 finished stages at the front are kept -- as long as their preset, after
@@ -541,7 +541,7 @@ def check_plan(plan: Plan, *, paths: Paths | None = None) -> None:
 
 def state_path(plan_name: str, paths: Paths | None = None) -> Path:
     paths = paths or Paths.default()
-    return paths.logs / "plans" / plan_name / "state.json"
+    return paths.logs / ".plans" / plan_name / "state.json"
 
 
 def read_state(plan_name: str, paths: Paths | None = None) -> dict[str, Any] | None:
