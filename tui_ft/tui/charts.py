@@ -219,7 +219,7 @@ def learning_curves(
 
     if primary is not None:
         add("val", primary.epochs, primary.val, colors[primary.run_id], "braille")
-        add("train", primary.train_epochs, primary.train, dim(colors[primary.run_id]), "dot")
+        add("train", primary.train_epochs, primary.train, dim(colors[primary.run_id], 0.55), "braille")
     for o in runs[1 if primary is not None else 0 :]:
         add(f"val {short_id(o.run_id, 22)}", o.epochs, o.val, colors[o.run_id], "braille")
     return curves

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
 from tui_ft.core.library import CheckpointInfo, Library
 from tui_ft.core.paths import Paths
-from tui_ft.tui.plots import CurvePlot, ErrorPlot, ParityPlot
+from tui_ft.tui.plots import CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
 
@@ -171,6 +171,45 @@ class PresetsPane(Vertical):
 # --------------------------------------------------------------------------- runs
 
 
+class RunLog(RichLog):
+    """The selected run's log. It keeps its lines and rewraps them when its
+    width changes (RichLog itself keeps lines wrapped at the old width)."""
+
+    MAX = 2000
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(markup=False, highlight=False, wrap=True, min_width=20, max_lines=self.MAX, auto_scroll=True, **kwargs)
+        self.lines_shown: list[LogLine] = []
+        self._wrapped_at = 0
+
+    def show(self, lines: list[LogLine]) -> None:
+        self.lines_shown = list(lines[-self.MAX :])
+        self._rewrite()
+
+    def add(self, lines: list[LogLine]) -> None:
+        self.lines_shown.extend(lines)
+        if len(self.lines_shown) > self.MAX:
+            del self.lines_shown[: len(self.lines_shown) - self.MAX]
+        for ln in lines:
+            self.write(Text(ln.text, style=LOG_STYLE.get(ln.level, "")))
+
+    def _rewrite(self) -> None:
+        self.clear()
+        for ln in self.lines_shown:
+            self.write(Text(ln.text, style=LOG_STYLE.get(ln.level, "")), scroll_end=False)
+        # scroll once the new lines are measured (the writes above only queue them)
+        self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
+    def on_resize(self) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._wrapped_at:
+            self._wrapped_at = width
+            self._rewrite()
+        else:  # taller or shorter: stay at the newest line
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
+
+
 class RunsPane(Vertical):
     """The runs table, the charts of the selected run and its log."""
 
@@ -180,19 +219,17 @@ class RunsPane(Vertical):
         with Horizontal(id="runs-bottom"):
             with TabbedContent(id="chart-tabs"):
                 with TabPane("Learning curve", id="tab-curve"):
-                    yield CurvePlot(id="curve")
+                    yield CurveChart(plot_id="curve")
                 with TabPane("Parity", id="tab-parity"):
                     yield ParityPlot(id="parity")
                 with TabPane("Errors", id="tab-errors"):
                     yield ErrorPlot(id="errors")
-            yield RichLog(
-                id="run-log", markup=False, highlight=False, wrap=True, min_width=20, max_lines=2000, auto_scroll=True
-            )
+            yield RunLog(id="run-log")
 
     def on_mount(self) -> None:
         t = self.query_one("#runs-table", DataTable)
+        t.add_column("", key="overlay", width=1)
         for label, key in (
-            ("", "overlay"),
             ("run", "run"),
             ("status", "status"),
             ("epoch", "epoch"),
@@ -204,8 +241,7 @@ class RunsPane(Vertical):
         ):
             t.add_column(label, key=key)
         t.border_title = "runs"
-        log = self.query_one("#run-log", RichLog)
-        log.border_title = "log"
+        self.query_one(RunLog).border_title = "log"
         self.set_queue("")
 
     @property
@@ -258,7 +294,7 @@ class RunsPane(Vertical):
             return
         cols = ("overlay", "run", "status", "epoch", "best", "test", "elapsed", "preset", "device")
         for col, value in zip(cols, self.cells(st)):
-            t.update_cell(st.run_id, col, value)
+            t.update_cell(st.run_id, col, value, update_width=col in ("status", "epoch", "preset", "device"))
 
     def update_elapsed(self, st: RunState) -> None:
         try:
@@ -276,15 +312,12 @@ class RunsPane(Vertical):
 
     # -- log
     def show_log(self, run_id: str | None, lines: list[LogLine]) -> None:
-        log = self.query_one("#run-log", RichLog)
-        log.clear()
+        log = self.query_one(RunLog)
         log.border_title = f"log: {run_id}" if run_id else "log"
-        self.append_log(lines)
+        log.show(lines)
 
     def append_log(self, lines: list[LogLine]) -> None:
-        log = self.query_one("#run-log", RichLog)
-        for ln in lines:
-            log.write(Text(ln.text, style=LOG_STYLE.get(ln.level, "")))
+        self.query_one(RunLog).add(lines)
 
 
 # --------------------------------------------------------------------------- library
@@ -323,8 +356,9 @@ class LibraryPane(Vertical):
             ("epoch", "epoch"),
             ("val MAE", "val"),
             ("test MAE", "test"),
-            ("parent", "parent"),
+            ("run", "status"),
             ("saved", "time"),
+            ("parent", "parent"),
         ):
             t.add_column(label, key=key)
         t.border_title = "checkpoints/"
@@ -346,15 +380,16 @@ class LibraryPane(Vertical):
         self.library = _Snapshot(self.paths, items)
         t.clear()
         for c in items:
-            status = "" if c.finished else " (unfinished)"
+            status = "finished" if c.finished else str(c.meta.get("status") or "unfinished")
             t.add_row(
                 Text(c.ref, style="" if c.kind == "best" else "dim"),
                 c.preset_name,
                 "-" if c.epoch is None else str(c.epoch),
                 fmt_mae(c.val_mae),
-                fmt_mae(c.test_mae) + status,
-                c.parent or "-",
+                fmt_mae(c.test_mae),
+                Text(status, style=STATUS_STYLE.get(status, "yellow")),
                 fmt_time(c.created),
+                c.parent or "-",
                 key=c.ref,
             )
         t.border_title = f"checkpoints/ ({len(items)})"

@@ -7,10 +7,16 @@ points follows the widget's width).
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from tui_ft.tui.charts import (
+    Curve,
     Predictions,
     RunSeries,
     bins_for_width,
@@ -58,9 +64,18 @@ class _Plot(PlotextPlot):
 
 
 class CurvePlot(_Plot):
-    """Validation and training MAE against epoch for one run, plus overlays."""
+    """Validation and training MAE against epoch for one run, plus overlays.
+
+    The legend is not drawn by plotext (it would hide the first epochs in the
+    top-left corner); each redraw posts :class:`CurvePlot.Redrawn` with the
+    curves and :class:`CurveChart` shows them in a line below the plot."""
 
     log_scale: reactive[bool] = reactive(False)
+
+    class Redrawn(Message):
+        def __init__(self, curves: list[Curve]) -> None:
+            super().__init__()
+            self.curves = curves
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -89,6 +104,7 @@ class CurvePlot(_Plot):
         curves = learning_curves(
             self.primary, self.overlays, log=self.log_scale, max_points=max_points_for_width(self.plot_width)
         )
+        self.post_message(self.Redrawn(curves))
         if not curves:
             if self.primary is not None:
                 self._blank(f"{short_id(self.primary.run_id, 40)}: waiting for epoch 0")
@@ -98,7 +114,7 @@ class CurvePlot(_Plot):
         plt = self.plt
         plt.clear_figure()
         for c in curves:
-            plt.plot(c.xs, c.ys, label=c.label, color=c.color, marker=c.marker)
+            plt.plot(c.xs, c.ys, color=c.color, marker=c.marker)
         bounds = curve_bounds(curves)
         if bounds is not None:
             lo, hi = bounds
@@ -109,6 +125,46 @@ class CurvePlot(_Plot):
         plt.xlabel("epoch")
         plt.ylabel("log10 MAE (eV/atom)" if self.log_scale else "MAE (eV/atom)")
         self.refresh()
+
+
+def legend_text(curves: list[Curve]) -> Text:
+    text = Text(no_wrap=False)
+    for i, c in enumerate(curves):
+        if i:
+            text.append("   ")
+        r, g, b = c.color
+        text.append("━━ " if c.marker != "dot" else "•• ", style=f"bold rgb({r},{g},{b})")
+        text.append(c.label)
+    return text
+
+
+class CurveChart(Vertical):
+    """The learning-curve plot with its legend line."""
+
+    DEFAULT_CSS = """
+    CurveChart {
+        height: 1fr;
+    }
+    CurveChart > .curve-legend {
+        height: auto;
+        max-height: 3;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, *, plot_id: str = "curve", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.plot_id = plot_id
+
+    def compose(self) -> ComposeResult:
+        yield CurvePlot(id=self.plot_id)
+        yield Static("", classes="curve-legend")
+
+    def on_curve_plot_redrawn(self, message: CurvePlot.Redrawn) -> None:
+        message.stop()
+        legend = self.query_one(".curve-legend", Static)
+        legend.update(legend_text(message.curves))
+        legend.display = bool(message.curves)
 
 
 class ParityPlot(_Plot):
