@@ -170,6 +170,8 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
     from tui_ft.core.paths import Paths
     from tui_ft.core.runs import new_run_id
 
+    import tui_ft.core.engine  # noqa: F401 - the slow import (torch, chgnet) before the run folder exists
+
     paths = Paths.default()
     if run_id is None:
         run_id = new_run_id(preset.name, paths)

@@ -316,7 +316,7 @@ class Trainer:
         self.ctx.emit(ev)
 
     def say(self, text: str, level: str = "info") -> None:
-        self.emit(Message(self.ctx.run_id, text=text, level=level))
+        self.emit(Message(self.ctx.run_id, text=text, level=level, pid=os.getpid()))
 
     # -- entry point
     def run(self) -> RunResult:

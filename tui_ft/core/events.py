@@ -56,6 +56,7 @@ class Message(Event):
     type: ClassVar[str] = "message"
     text: str
     level: str = "info"
+    pid: int = 0  # the process that wrote it: a run that dies before run_started shows as crashed
 
 
 @dataclass

@@ -117,14 +117,17 @@ class RunSummary:
         elif isinstance(ev, RunInterrupted):
             self.status = "interrupted"
             self.message = ev.message
-        elif isinstance(ev, Message) and ev.level in ("warning", "error"):
-            self.message = ev.text
+        elif isinstance(ev, Message):
+            if self.status == "pending" and ev.pid:
+                self.pid = ev.pid  # started (loading data or model), no run_started yet
+            if ev.level in ("warning", "error"):
+                self.message = ev.text
         elif isinstance(ev, CheckpointSaved):
             pass
 
     def check_alive(self) -> None:
         """A run whose process is gone without a final event has crashed (killed, OOM, ...)."""
-        if self.status == "running" and self.pid and not pid_alive(self.pid):
+        if self.status in ("running", "pending") and self.pid and not pid_alive(self.pid):
             self.status = "crashed"
             if not self.message:
                 self.message = "the training process ended without a final event (killed or crashed)"
