@@ -162,7 +162,8 @@ async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home
         assert data["train_epochs"] == list(range(1, epochs + 1))
         assert all(v > 0 for v in data["val"])
 
-        # the runs table row
+        # the runs table row (table updates are batched every 0.2 s)
+        await pilot.pause(0.5)
         table = app.query_one("#runs-table", DataTable)
         row = table.get_row(run_id)
         assert "finished" in str(row[2]) and row[3] == f"{epochs}/{epochs}"

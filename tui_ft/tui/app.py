@@ -487,7 +487,7 @@ class TuiFtApp(App):
         if st is None:
             return
         st.overlay = not st.overlay
-        self.runs_pane.update_run(st)
+        self.runs_pane.update_run(st, now=True)
         self._update_curve()
 
     def action_toggle_log(self) -> None:
@@ -670,7 +670,7 @@ class TuiFtApp(App):
             self.notify(f"{run_id}: cannot signal process {st.pid}: {exc}", severity="error")
             return
         st.cancel_requested = True
-        self.runs_pane.update_run(st)
+        self.runs_pane.update_run(st, now=True)
         self.notify(f"interrupting {run_id}...", timeout=3)
 
     # ------------------------------------------------------------------ presets form

@@ -176,6 +176,7 @@ class RunLog(RichLog):
     width changes (RichLog itself keeps lines wrapped at the old width)."""
 
     MAX = 2000
+    ON_SWITCH = 300  # lines written when another run is selected (wrapping 2000 takes ~0.3 s)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(markup=False, highlight=False, wrap=True, min_width=20, max_lines=self.MAX, auto_scroll=True, **kwargs)
@@ -183,7 +184,9 @@ class RunLog(RichLog):
         self._wrapped_at = 0
 
     def show(self, lines: list[LogLine]) -> None:
-        self.lines_shown = list(lines[-self.MAX :])
+        self.lines_shown = list(lines[-self.ON_SWITCH :])
+        if len(lines) > self.ON_SWITCH:
+            self.lines_shown.insert(0, LogLine(f"({len(lines) - self.ON_SWITCH} earlier lines not shown)", "stderr"))
         self._rewrite()
 
     def add(self, lines: list[LogLine]) -> None:
@@ -210,8 +213,18 @@ class RunLog(RichLog):
 
 
 
+RUN_COLUMNS = ("overlay", "run", "status", "epoch", "best", "test", "elapsed", "preset", "device")
+FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
+
+
 class RunsPane(Vertical):
     """The runs table, the charts of the selected run and its log."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
+        self._dirty: dict[str, RunState] = {}
+        self._flush_timer = None
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -281,26 +294,48 @@ class RunsPane(Vertical):
         t = self.table
         key = _cursor_key(t)
         t.clear()
+        self._shown.clear()
+        self._dirty.clear()
         for st in sorted(states, key=lambda s: s.sort_key, reverse=True):
-            t.add_row(*self.cells(st), key=st.run_id)
+            cells = self.cells(st)
+            t.add_row(*cells, key=st.run_id)
+            self._shown[st.run_id] = [str(c) for c in cells]
         t.border_title = f"runs ({len(states)})"
         _restore_cursor(t, key)
 
-    def update_run(self, st: RunState) -> None:
-        t = self.table
-        try:
-            t.get_row_index(st.run_id)
-        except Exception:  # noqa: BLE001 - not in the table yet
-            return
-        cols = ("overlay", "run", "status", "epoch", "best", "test", "elapsed", "preset", "device")
-        for col, value in zip(cols, self.cells(st)):
-            t.update_cell(st.run_id, col, value, update_width=col in ("status", "epoch", "preset", "device"))
+    def update_run(self, st: RunState, *, now: bool = False) -> None:
+        """Show a run's new state: at once with ``now``, else within FLUSH_S
+        together with the other runs that changed meanwhile."""
+        self._dirty[st.run_id] = st
+        if now:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = self.set_timer(FLUSH_S, self.flush)
 
     def update_elapsed(self, st: RunState) -> None:
-        try:
-            self.table.update_cell(st.run_id, "elapsed", fmt_elapsed(st.summary.elapsed))
-        except Exception:  # noqa: BLE001 - not in the table
-            pass
+        self.update_run(st)
+
+    def flush(self) -> None:
+        self._flush_timer = None
+        dirty, self._dirty = self._dirty, {}
+        if not self.is_mounted:
+            return
+        t = self.table
+        for run_id, st in dirty.items():
+            shown = self._shown.get(run_id)
+            if shown is None:
+                continue  # not in the table (set_runs adds it)
+            for i, (col, value) in enumerate(zip(RUN_COLUMNS, self.cells(st))):
+                text = str(value)
+                if text == shown[i]:
+                    continue
+                shown[i] = text
+                # widening a column relayouts the screen: only when it must
+                try:
+                    wider = len(text) > t.columns[col].content_width
+                except (KeyError, AttributeError):
+                    wider = False
+                t.update_cell(run_id, col, value, update_width=wider)
 
     def select(self, run_id: str) -> None:
         _restore_cursor(self.table, run_id)

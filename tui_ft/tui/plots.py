@@ -44,14 +44,29 @@ class _Plot(PlotextPlot):
         # calls the handler of each class in the MRO
         self.redraw()
 
+    _stale = False
+
     def on_resize(self) -> None:
         self.redraw()
+
+    def on_show(self) -> None:
+        if self._stale:
+            self.redraw()
 
     @property
     def plot_width(self) -> int:
         return self.size.width or 80
 
-    def redraw(self) -> None:  # pragma: no cover - overridden
+    def redraw(self) -> None:
+        """Rebuild the figure from the widget's data, or, while it is not on
+        screen (another tab), when it is shown again."""
+        if not self.is_on_screen:
+            self._stale = True
+            return
+        self._stale = False
+        self._draw()
+
+    def _draw(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _blank(self, title: str) -> None:
@@ -100,7 +115,7 @@ class CurvePlot(_Plot):
     def watch_log_scale(self) -> None:
         self.redraw()
 
-    def redraw(self) -> None:
+    def _draw(self) -> None:
         curves = learning_curves(
             self.primary, self.overlays, log=self.log_scale, max_points=max_points_for_width(self.plot_width)
         )
@@ -182,7 +197,7 @@ class ParityPlot(_Plot):
         self.note = note or "the parity plot appears when a run finishes"
         self.redraw()
 
-    def redraw(self) -> None:
+    def _draw(self) -> None:
         p = self.predictions
         if not p:
             self._blank(self.note)
@@ -221,7 +236,7 @@ class ErrorPlot(_Plot):
         self.note = note or "the error histogram appears when a run finishes"
         self.redraw()
 
-    def redraw(self) -> None:
+    def _draw(self) -> None:
         p = self.predictions
         if not p:
             self._blank(self.note)

@@ -1,0 +1,206 @@
+"""Key-to-frame latency of the dashboard while runs stream events.
+
+Starts the app headless (Textual's pilot) in a temporary project with a few
+finished runs and LIVE_RUNS fake live runs, whose events a thread appends
+quickly (an epoch every EPOCH_EVERY_S seconds per run, like a very fast
+trainer). Then it presses the dashboard's keys and measures, per key press:
+
+  key -> frame : from pilot.press() to the next frame the app composes
+                 (App._display called with an update)
+  key -> idle  : from pilot.press() until pilot.pause() returns (all
+                 messages handled, the screen refreshed)
+
+and prints the median and 95th percentile of each, in milliseconds.
+
+    python bench/bench_tui_latency.py [--presses 200] [--epoch-every 0.01]
+
+Not a test: numbers depend on the machine (and on what else runs on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tui_ft.core.events import EpochEnd, EventWriter, Message, RunFinished, RunStarted
+
+DEMO = """\
+[run]
+name = "demo"
+
+[data]
+source = "demo"
+
+[finetune]
+mode = "head"
+
+[optim]
+lr = 1e-3
+
+[train]
+epochs = 3
+"""
+
+PRESET = {
+    "run": {"name": "bench", "description": ""},
+    "data": {"source": "demo", "target": "e_form", "fold": 0, "fraction": 1.0, "val_fraction": 0.1, "seed": 0, "test_limit": 0},
+    "model": {"pretrained": "0.3.0", "init": ""},
+    "finetune": {"mode": "head", "refit_atomref": True, "lr_factors": {}, "unfreeze_every": 0},
+    "optim": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "scheduler": "none"},
+    "train": {"epochs": 100000, "batch_size": 8, "patience": 0, "device": "cpu", "seed": 0, "loss": "mse"},
+}
+
+
+def write_finished(root: Path, run_id: str, epochs: int, t0: float) -> None:
+    with EventWriter(root / "logs" / run_id / "events.jsonl") as w:
+        w.emit(RunStarted(run_id, preset_name="bench", preset=PRESET, device="cpu", n_train=173, n_val=19, n_test=48, pid=0, epochs=epochs, time=t0))
+        for ep in range(epochs + 1):
+            v = 0.3 + 0.3 * math.exp(-ep / 20)
+            w.emit(EpochEnd(run_id, epoch=ep, train_mae=None if ep == 0 else v * 0.6, val_mae=v, lr=1e-3, seconds=1.0, best_val_mae=v, best_epoch=ep, time=t0 + ep))
+        w.emit(RunFinished(run_id, test_mae=0.31, best_epoch=epochs, best_val_mae=0.3, seconds=epochs, n_test=48, time=t0 + epochs + 1))
+
+
+class Streamer(threading.Thread):
+    """Append epoch events to the live runs until stopped."""
+
+    def __init__(self, root: Path, run_ids: list[str], every: float):
+        super().__init__(daemon=True)
+        self.root = root
+        self.run_ids = run_ids
+        self.every = every
+        self.stop = threading.Event()
+        self.epochs = 0
+
+    def run(self) -> None:
+        writers = []
+        for rid in self.run_ids:
+            w = EventWriter(self.root / "logs" / rid / "events.jsonl")
+            w.emit(RunStarted(rid, preset_name="bench", preset=PRESET, device="cpu", n_train=173, n_val=19, n_test=48, pid=os.getpid(), epochs=100000))
+            writers.append(w)
+        ep = 0
+        while not self.stop.is_set():
+            for rid, w in zip(self.run_ids, writers):
+                v = 0.3 + 0.3 * math.exp(-ep / 200) + 0.01 * math.sin(ep)
+                w.emit(EpochEnd(rid, epoch=ep, train_mae=None if ep == 0 else v * 0.6, val_mae=v, lr=1e-3, seconds=self.every, best_val_mae=v, best_epoch=ep))
+                if ep % 25 == 0:
+                    w.emit(Message(rid, text=f"checkpoint at epoch {ep}"))
+            ep += 1
+            self.epochs = ep
+            time.sleep(self.every)
+        for w in writers:
+            w.close()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, size: tuple[int, int]) -> dict:
+    from tui_ft.tui.app import TuiFtApp
+
+    app = TuiFtApp()
+    frames: list[float] = []
+    original = app._display
+
+    def display(screen, renderable):
+        if renderable is not None:
+            frames.append(time.perf_counter())
+        return original(screen, renderable)
+
+    app._display = display  # type: ignore[method-assign]
+    key_frame: list[float] = []
+    key_idle: list[float] = []
+    per_key: dict[str, list[float]] = {}
+    async with app.run_test(size=size) as pilot:
+        while app.scans < 1:
+            await pilot.pause(0.05)
+        streamer.start()
+        await pilot.pause(1.0)
+        app.show_run(live[0])  # the chart of a live run redraws on every batch of epochs
+        await pilot.pause(0.5)
+        # keys a user presses while watching: move in the runs table, overlay,
+        # log scale, next chart, switch tabs and back
+        cycle = ["down", "o", "up", "g", "v", "g", "v", "v", "down", "o", "up", "1", "2", "3", "2"]
+        for i in range(presses):
+            key = cycle[i % len(cycle)]
+            n_frames = len(frames)
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            await pilot.pause()
+            t1 = time.perf_counter()
+            key_idle.append((t1 - t0) * 1000)
+            # the first frame composed after the key press
+            after = [f for f in frames[n_frames:] if f >= t0]
+            while not after and time.perf_counter() - t0 < 1.0:
+                await asyncio.sleep(0.001)
+                after = [f for f in frames[n_frames:] if f >= t0]
+            if after:
+                key_frame.append((after[0] - t0) * 1000)
+                per_key.setdefault(key, []).append(key_frame[-1])
+            await asyncio.sleep(0.02)  # a human does not press 1000 keys a second
+        streamer.stop.set()
+        epochs_seen = max(len(app.runs[r].summary.history) for r in live)
+    return {
+        "key_frame": key_frame,
+        "key_idle": key_idle,
+        "per_key": per_key,
+        "epochs_written": streamer.epochs,
+        "epochs_seen": epochs_seen,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presses", type=int, default=200)
+    ap.add_argument("--epoch-every", type=float, default=0.01, help="seconds between epochs of each live run")
+    ap.add_argument("--live", type=int, default=2, help="live runs streaming at once")
+    ap.add_argument("--finished", type=int, default=20, help="finished runs in the history (500 epochs each)")
+    ap.add_argument("--size", default="120x40")
+    args = ap.parse_args()
+    w, h = (int(x) for x in args.size.split("x"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        (root / "presets").mkdir(parents=True)
+        (root / "presets" / "demo.toml").write_text(DEMO, encoding="utf-8")
+        t0 = time.time() - 86400
+        for i in range(args.finished):
+            write_finished(root, f"bench-finished-{i:03d}", 500, t0 + i * 600)
+        live = [f"bench-live-{i}" for i in range(args.live)]
+        os.environ["TUI_FT_HOME"] = str(root)
+        os.chdir(root)
+        streamer = Streamer(root, live, args.epoch_every)
+        res = asyncio.run(bench(root, args.presses, live, streamer, (w, h)))
+
+    print(f"tui-ft key-to-frame latency ({platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {w}x{h})")
+    print(
+        f"  {args.live} live runs, an epoch every {args.epoch_every * 1000:.0f} ms each "
+        f"({res['epochs_written']} epochs written per run, {res['epochs_seen']} followed), "
+        f"{args.finished} finished runs of 500 epochs"
+    )
+    for name, label in (("key_frame", "key -> frame"), ("key_idle", "key -> idle ")):
+        xs = res[name]
+        if not xs:
+            print(f"  {label}: no samples")
+            continue
+        print(f"  {label}: median {statistics.median(xs):6.1f} ms   p95 {pct(xs, 0.95):6.1f} ms   max {max(xs):6.1f} ms   (n={len(xs)})")
+    print("  key -> frame by key (median ms): " + "  ".join(
+        f"{k} {statistics.median(v):.0f}" for k, v in sorted(res["per_key"].items())
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
