@@ -513,3 +513,73 @@ async def test_help_and_palette_commands(in_finished_home):
         await pilot.pause()
         assert app.active_tab == "runs" and app.selected_run == run_id
         assert app.curve.data[run_id]["epochs"][0] == 0
+
+
+# --------------------------------------------------------------------------- failures
+
+
+async def test_killed_run_shows_as_crashed_and_quit_asks_while_runs_train(home):
+    import signal
+
+    (home / "presets" / "long.toml").write_text(long_preset("long"), encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        select_row(app.query_one("#presets-table", DataTable), "long.toml")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
+        st = app.runs[the_new_run(app, set())]
+        await wait_for(pilot, lambda: (st.summary.epoch or 0) >= 1, what="epoch 1")
+
+        # ctrl+q while our run trains: asked first, "n" stays
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "keep running" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running
+
+        os.killpg(st.pid, signal.SIGKILL)  # the OOM killer, say
+        await wait_for(pilot, lambda: not st.active, 30, "the crash to be noticed")
+        assert st.status == "crashed"
+        assert "SIGKILL" in st.summary.message
+        assert st.returncode == -signal.SIGKILL
+        assert app.is_running
+
+
+async def test_worker_error_opens_a_modal_and_the_app_keeps_running(home, monkeypatch):
+    import tui_ft.tui.app as app_mod
+
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def broken_scan(*args, **kwargs):
+            raise OSError("disk on fire")
+
+        original = app_mod.scan
+        monkeypatch.setattr(app_mod, "scan", broken_scan)
+        app.request_scan(force=True)
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 10, "the error modal")
+        assert "disk on fire" in app.screen.body
+        await pilot.press("escape")
+        monkeypatch.setattr(app_mod, "scan", original)
+        app.request_scan(force=True)
+        await pilot.pause(0.5)
+        assert app.is_running and app.return_code is None
+
+
+async def test_space_toggles_overlay(in_finished_home):
+    root, run_id = in_finished_home
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        app.runs_pane.select(run_id)
+        await pilot.press("space")
+        await pilot.pause()
+        assert app.runs[run_id].overlay
+        await pilot.press("o")
+        await pilot.pause()
+        assert not app.runs[run_id].overlay

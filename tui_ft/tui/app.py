@@ -11,6 +11,7 @@ update the state and hand it to the panes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -59,6 +60,19 @@ TAB_OF_ACTION = {
     "show_ckpt_preset": "library",
     "delete_ckpt": "library",
 }
+
+
+def needs_ui(method):
+    """Skip a handler once the app is closing (its widgets are gone; a worker's
+    last message may still arrive)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._closing or self._closed or not self.query("#runs-pane"):
+            return None
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class TuiFtApp(App):
@@ -222,6 +236,28 @@ class TuiFtApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.help_sections()))
 
+    async def action_quit(self) -> None:
+        """Quit; say first that our runs keep training without the dashboard."""
+        ours = [st for st in self.runs.values() if st.active and st.launched is not None and st.launched.poll() is None]
+        if not ours:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        names = ", ".join(st.run_id for st in ours[:3]) + (" ..." if len(ours) > 3 else "")
+        self.push_screen(
+            ConfirmScreen(
+                f"{len(ours)} run(s) still training: {names}.\nThey keep running in the background; "
+                "open tui-ft again to follow them, or cancel them first. Quit now?",
+                yes="Quit",
+                no="Stay",
+            ),
+            answered,
+        )
+
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help: keys", "Show the keys of each tab", self.action_help)
@@ -241,6 +277,7 @@ class TuiFtApp(App):
         result = scan(self.paths, known, presets_sig, library_sig)
         self.post_message(ScanDone(result))
 
+    @needs_ui
     def on_scan_done(self, message: ScanDone) -> None:
         res: ScanResult = message.result
         changed = False
@@ -352,6 +389,7 @@ class TuiFtApp(App):
                 return
             await asyncio.sleep(POLL_S)
 
+    @needs_ui
     def on_run_events(self, message: RunEvents) -> None:
         st = self.runs.get(message.run_id)
         if st is None:
@@ -380,6 +418,7 @@ class TuiFtApp(App):
         if before != st.status:
             self.refresh_bindings()
 
+    @needs_ui
     def on_run_output(self, message: RunOutput) -> None:
         st = self.runs.get(message.run_id)
         if st is None:
@@ -388,6 +427,7 @@ class TuiFtApp(App):
         if added and message.run_id == self.selected_run:
             self.runs_pane.append_log(added)
 
+    @needs_ui
     def on_run_ended(self, message: RunEnded) -> None:
         st = self.runs.get(message.run_id)
         if st is None:
@@ -403,12 +443,14 @@ class TuiFtApp(App):
         self.refresh_bindings()
         self._start_queued()
 
+    @needs_ui
     def on_follow_warning(self, message: FollowWarning) -> None:
         self.notify(message.text, severity="warning", timeout=6)
         st = self.runs.get(message.run_id)
         if message.stopped and st is not None:
             st.following = False
 
+    @needs_ui
     def _tick(self) -> None:
         for st in self.runs.values():
             if st.active:
@@ -420,6 +462,7 @@ class TuiFtApp(App):
     def _run_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.selected_run = event.row_key.value if event.row_key else None
 
+    @needs_ui
     def watch_selected_run(self, run_id: str | None) -> None:
         st = self.runs.get(run_id or "")
         if st is not None and not st.launched and not st.stderr_loaded:
@@ -557,6 +600,7 @@ class TuiFtApp(App):
         else:
             self.post_message(RunLaunched(launched, select=select))
 
+    @needs_ui
     def on_run_launched(self, message: RunLaunched) -> None:
         self._launching = max(0, self._launching - 1)
         launched = message.launched
@@ -575,6 +619,7 @@ class TuiFtApp(App):
             self.selected_run = launched.run_id
         self.refresh_bindings()
 
+    @needs_ui
     def on_launch_failed(self, message: LaunchFailed) -> None:
         self._launching = max(0, self._launching - 1)
         self.push_screen(TextScreen(message.title, message.text, error=True))

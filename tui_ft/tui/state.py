@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,13 @@ class RunState:
         elif returncode is None:
             s.status = "crashed" if s.status == "running" else "failed"
             s.message = s.message or last or "the training process ended without a final event"
+        elif returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            s.status = "crashed"
+            s.message = f"the training process was killed by {name} (out of memory? killed by hand?)"
         else:
             s.status = "crashed"
             s.message = last or f"the training process exited with code {returncode} without a final event"
