@@ -384,7 +384,7 @@ class TuiFtApp(App):
                 drain()
                 self.post_message(RunEnded(run_id, None, tail_lines(run_dir / STDERR_FILE, 8)))
                 return
-            elif not pid and time.monotonic() - last_change > PENDING_LIVE_S and self._launching == 0:
+            elif not pid and time.monotonic() - last_change > PENDING_LIVE_S:
                 self.post_message(RunEnded(run_id, None, tail_lines(run_dir / STDERR_FILE, 8)))
                 return
             await asyncio.sleep(POLL_S)
@@ -608,6 +608,8 @@ class TuiFtApp(App):
         if st is None:
             st = self.runs[launched.run_id] = RunState(RunSummary(run_id=launched.run_id, preset_name=launched.preset_name))
         st.launched = launched
+        if st.summary.preset_name == "?":
+            st.summary.preset_name = launched.preset_name
         self._follow(st)
         self.runs_pane.set_runs(list(self.runs.values()))
         self.notify(f"started {launched.run_id}", timeout=3)
