@@ -54,6 +54,13 @@ from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
 # harmless for energy-only training, and it would print on every run.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 
+# OpenMP worker threads that spin while they wait for work make CPU training several
+# times slower as soon as another process shares the cores (bench/bench_throughput.py,
+# BENCHMARKS.md); waiting passively costs nothing measurable. libgomp reads this when
+# torch is first imported, so it only applies if that is still to come.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 GROUPS = ("embedding", "interaction", "readout")
 _GROUP_MODULES = {
     "embedding": (
