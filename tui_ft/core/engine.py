@@ -109,6 +109,24 @@ def pick_device(name: str) -> str:
     return name
 
 
+def configure_cpu(device: str) -> None:
+    """Process-wide CPU settings for a run.
+
+    ``TUI_FT_THREADS=N`` sets torch's intra-op threads (default: torch's choice).
+    Denormal floats are flushed to zero: CHGNet's backward pass produces subnormal
+    values, whose arithmetic is slow on x86 CPUs; flushing made a full-mode training
+    pass about 1.3x faster with identical predictions (BENCHMARKS.md). ``run()`` turns
+    flushing off again (torch's default) when the run ends.
+    """
+    import torch
+
+    n = os.environ.get("TUI_FT_THREADS", "").strip()
+    if n.isdigit() and int(n) > 0:
+        torch.set_num_threads(int(n))
+    if device == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -342,6 +360,9 @@ class Trainer:
             msg = f"{type(exc).__name__}: {exc}"
             self.emit(RunFailed(rid, message=msg, epoch=self.epoch))
             raise
+        finally:
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_flush_denormal(False)
 
     def _best_or_none(self) -> float | None:
         return self.best_val if math.isfinite(self.best_val) else None
@@ -353,6 +374,7 @@ class Trainer:
         seed_everything(p.train.seed)
         device = pick_device(p.train.device)
         self.device = device
+        configure_cpu(device)
 
         # ---- data
         path = resolve_source(p.data.source, self.paths)
