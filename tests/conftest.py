@@ -1,0 +1,150 @@
+"""Shared fixtures.
+
+``project``
+    A fresh project root under ``tmp_path`` with the shipped ``presets/`` copied
+    in; ``TUI_FT_HOME`` points at it, the working directory is it, and
+    ``TUI_FT_CACHE`` points at one cache folder shared by the whole session, so
+    crystal graphs and frozen-backbone features are built once per session.
+    Subprocesses started in a test inherit the environment (with
+    ``OMP_NUM_THREADS=1``: one torch thread each).
+
+``graph_cache_dir``
+    That session-wide cache folder.
+
+``demo_preset``
+    ``demo_preset(name, **settings)`` writes a small head-mode preset on the
+    demo data into ``<project>/presets/<name>.toml`` and returns its path
+    (``preset_text``: the text maker itself, for module-scoped fixtures).
+
+``tui_ft_cli``
+    ``tui_ft_cli(*args, **kw)`` runs the real CLI (``python -m tui_ft ...``) in
+    a subprocess in the current directory and returns the CompletedProcess.
+
+``fault_report``
+    A session Counter; fault tests add what they tried (presets, kills,
+    checkpoints verified) and the totals are printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_REPORT = pytest.StashKey[collections.Counter]()
+
+
+def pytest_configure(config):
+    config.stash[_REPORT] = collections.Counter()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+    counts = config.stash.get(_REPORT, None)
+    if counts:
+        terminalreporter.write_sep("-", "fault tests")
+        for key in sorted(counts):
+            terminalreporter.write_line(f"{key}: {counts[key]}")
+
+
+@pytest.fixture(scope="session")
+def fault_report(pytestconfig) -> collections.Counter:
+    return pytestconfig.stash[_REPORT]
+
+
+@pytest.fixture(scope="session")
+def graph_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tui-ft-cache")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, graph_cache_dir) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "presets", root / "presets")
+    monkeypatch.setenv("TUI_FT_HOME", str(root))
+    monkeypatch.setenv("TUI_FT_CACHE", str(graph_cache_dir))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    # subprocesses: one torch thread (tiny head-mode batches gain nothing from more, and
+    # on a busy 2-core machine spinning threads make runs about twice as slow)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(root)
+    # cli.main installs a SIGTERM handler when it runs a preset in-process
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield root
+    signal.signal(signal.SIGTERM, sigterm)
+
+
+def demo_preset_text(
+    name: str,
+    *,
+    source: str = "demo",
+    epochs: int = 6,
+    batch_size: int = 8,
+    patience: int = 0,
+    seed: int = 0,
+    lr: float = 1e-3,
+) -> str:
+    return f"""\
+[run]
+name = "{name}"
+description = "fault tests: head mode on the synthetic demo data"
+
+[data]
+source = "{source}"
+target = "e_form"
+fold = 0
+fraction = 1.0
+
+[finetune]
+mode = "head"
+refit_atomref = true
+
+[optim]
+optimizer = "adam"
+lr = {lr!r}
+
+[train]
+epochs = {epochs}
+batch_size = {batch_size}
+patience = {patience}
+seed = {seed}
+device = "cpu"
+"""
+
+
+@pytest.fixture(scope="session")
+def preset_text():
+    """``demo_preset_text`` for fixtures wider than a test (which cannot use ``project``)."""
+    return demo_preset_text
+
+
+@pytest.fixture
+def demo_preset(project):
+    def make(name: str = "faults", **kw) -> Path:
+        path = project / "presets" / f"{name}.toml"
+        path.write_text(demo_preset_text(name, **kw), encoding="utf-8")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def tui_ft_cli():
+    def run(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tui_ft", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **kw.pop("env", {})},
+            **kw,
+        )
+
+    return run
