@@ -1,9 +1,10 @@
 """Key-to-frame latency of the dashboard while runs stream events.
 
-Starts the app headless (Textual's pilot) in a temporary project with a few
-finished runs and LIVE_RUNS fake live runs, whose events a thread appends
-quickly (an epoch every EPOCH_EVERY_S seconds per run, like a very fast
-trainer). Then it presses the dashboard's keys and measures, per key press:
+Starts the app headless (Textual's pilot) in a temporary project with
+finished runs and --live fake live runs, whose events another process
+appends quickly (an epoch every --epoch-every seconds per run, like a very
+fast trainer; the dashboard follows them as it follows a headless run).
+Then it presses the dashboard's keys and measures, per key press:
 
   key -> frame : from pilot.press() to the next frame the app composes
                  (App._display called with an update)
@@ -27,7 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
+import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -69,35 +70,44 @@ def write_finished(root: Path, run_id: str, epochs: int, t0: float) -> None:
         w.emit(RunFinished(run_id, test_mae=0.31, best_epoch=epochs, best_val_mae=0.3, seconds=epochs, n_test=48, time=t0 + epochs + 1))
 
 
-class Streamer(threading.Thread):
-    """Append epoch events to the live runs until stopped."""
+def stream(root: Path, run_ids: list[str], every: float, stop, epochs) -> None:
+    """Append epoch events to the live runs until ``stop`` is set (in its own
+    process, so its CPU time does not count as the dashboard's)."""
+    writers = []
+    for rid in run_ids:
+        w = EventWriter(root / "logs" / rid / "events.jsonl")
+        w.emit(RunStarted(rid, preset_name="bench", preset=PRESET, device="cpu", n_train=173, n_val=19, n_test=48, pid=os.getpid(), epochs=100000))
+        writers.append(w)
+    ep = 0
+    while not stop.is_set():
+        for rid, w in zip(run_ids, writers):
+            v = 0.3 + 0.3 * math.exp(-ep / 200) + 0.01 * math.sin(ep)
+            w.emit(EpochEnd(rid, epoch=ep, train_mae=None if ep == 0 else v * 0.6, val_mae=v, lr=1e-3, seconds=every, best_val_mae=v, best_epoch=ep))
+            if ep % 25 == 0:
+                w.emit(Message(rid, text=f"checkpoint at epoch {ep}"))
+        ep += 1
+        epochs.value = ep
+        time.sleep(every)
+    for w in writers:
+        w.close()
 
+
+class Streamer:
     def __init__(self, root: Path, run_ids: list[str], every: float):
-        super().__init__(daemon=True)
-        self.root = root
-        self.run_ids = run_ids
-        self.every = every
-        self.stop = threading.Event()
-        self.epochs = 0
+        self.stop = mp.Event()
+        self._epochs = mp.Value("i", 0)
+        self.proc = mp.Process(target=stream, args=(root, run_ids, every, self.stop, self._epochs), daemon=True)
 
-    def run(self) -> None:
-        writers = []
-        for rid in self.run_ids:
-            w = EventWriter(self.root / "logs" / rid / "events.jsonl")
-            w.emit(RunStarted(rid, preset_name="bench", preset=PRESET, device="cpu", n_train=173, n_val=19, n_test=48, pid=os.getpid(), epochs=100000))
-            writers.append(w)
-        ep = 0
-        while not self.stop.is_set():
-            for rid, w in zip(self.run_ids, writers):
-                v = 0.3 + 0.3 * math.exp(-ep / 200) + 0.01 * math.sin(ep)
-                w.emit(EpochEnd(rid, epoch=ep, train_mae=None if ep == 0 else v * 0.6, val_mae=v, lr=1e-3, seconds=self.every, best_val_mae=v, best_epoch=ep))
-                if ep % 25 == 0:
-                    w.emit(Message(rid, text=f"checkpoint at epoch {ep}"))
-            ep += 1
-            self.epochs = ep
-            time.sleep(self.every)
-        for w in writers:
-            w.close()
+    def start(self) -> None:
+        self.proc.start()
+
+    @property
+    def epochs(self) -> int:
+        return self._epochs.value
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.proc.join(10)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -123,12 +133,13 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
     key_frame: list[float] = []
     key_idle: list[float] = []
     per_key: dict[str, list[float]] = {}
+    per_key_idle: dict[str, list[float]] = {}
     async with app.run_test(size=size) as pilot:
         while app.scans < 1:
             await pilot.pause(0.05)
         streamer.start()
         await pilot.pause(1.0)
-        app.show_run(live[0])  # the chart of a live run redraws on every batch of epochs
+        app.show_run(live[0] if live else sorted(app.runs)[0])  # a live run's chart redraws on each batch
         await pilot.pause(0.5)
         # keys a user presses while watching: move in the runs table, overlay,
         # log scale, next chart, switch tabs and back
@@ -141,6 +152,7 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
             await pilot.pause()
             t1 = time.perf_counter()
             key_idle.append((t1 - t0) * 1000)
+            per_key_idle.setdefault(key, []).append(key_idle[-1])
             # the first frame composed after the key press
             after = [f for f in frames[n_frames:] if f >= t0]
             while not after and time.perf_counter() - t0 < 1.0:
@@ -150,12 +162,13 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
                 key_frame.append((after[0] - t0) * 1000)
                 per_key.setdefault(key, []).append(key_frame[-1])
             await asyncio.sleep(0.02)  # a human does not press 1000 keys a second
-        streamer.stop.set()
-        epochs_seen = max(len(app.runs[r].summary.history) for r in live)
+        streamer.finish()
+        epochs_seen = max((len(app.runs[r].summary.history) for r in live), default=0)
     return {
         "key_frame": key_frame,
         "key_idle": key_idle,
         "per_key": per_key,
+        "per_key_idle": per_key_idle,
         "epochs_written": streamer.epochs,
         "epochs_seen": epochs_seen,
     }
@@ -196,9 +209,10 @@ def main() -> int:
             print(f"  {label}: no samples")
             continue
         print(f"  {label}: median {statistics.median(xs):6.1f} ms   p95 {pct(xs, 0.95):6.1f} ms   max {max(xs):6.1f} ms   (n={len(xs)})")
-    print("  key -> frame by key (median ms): " + "  ".join(
-        f"{k} {statistics.median(v):.0f}" for k, v in sorted(res["per_key"].items())
-    ))
+    for name, label in (("per_key", "frame"), ("per_key_idle", "idle ")):
+        print(f"  key -> {label} by key (median ms): " + "  ".join(
+            f"{k} {statistics.median(v):.0f}" for k, v in sorted(res[name].items())
+        ))
     return 0
 
 

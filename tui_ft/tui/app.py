@@ -123,6 +123,7 @@ class TuiFtApp(App):
         self._launching = 0
         self._predictions: dict[str, Predictions | str] = {}
         self._select_preset_after_scan: str | None = None
+        self._cancel_enabled = False
 
     # ------------------------------------------------------------------ layout
 
@@ -416,7 +417,7 @@ class TuiFtApp(App):
             elif ev.type == "run_failed":
                 self.notify(f"{message.run_id}: {st.summary.message}", title="run failed", severity="error", timeout=10)
         if before != st.status:
-            self.refresh_bindings()
+            self._refresh_cancel_key()
 
     @needs_ui
     def on_run_output(self, message: RunOutput) -> None:
@@ -440,7 +441,7 @@ class TuiFtApp(App):
             self.runs_pane.append_log(st.log[n_log:])
         if was_active and not st.active:
             self.notify(f"{message.run_id}: {st.summary.message}", title=f"run {st.status}", severity="error", timeout=10)
-        self.refresh_bindings()
+        self._refresh_cancel_key()
         self._start_queued()
 
     @needs_ui
@@ -475,7 +476,16 @@ class TuiFtApp(App):
         self.runs_pane.show_log(run_id, st.log if st else [])
         self._update_curve()
         self._update_predictions()
-        self.refresh_bindings()
+        self._refresh_cancel_key()
+
+    def _refresh_cancel_key(self) -> None:
+        """Dim or light "c Cancel run" in the footer when that changes (a footer
+        refresh rebuilds its keys and relayouts the screen: not on every move)."""
+        st = self.runs.get(self.selected_run or "")
+        can = st is not None and st.active
+        if can != self._cancel_enabled:
+            self._cancel_enabled = can
+            self.refresh_bindings()
 
     def watch_log_scale(self, value: bool) -> None:
         try:
@@ -619,7 +629,7 @@ class TuiFtApp(App):
             # not looking at the runs: have the new run selected when they do
             self.runs_pane.select(launched.run_id)
             self.selected_run = launched.run_id
-        self.refresh_bindings()
+        self._refresh_cancel_key()
 
     @needs_ui
     def on_launch_failed(self, message: LaunchFailed) -> None:
@@ -663,7 +673,6 @@ class TuiFtApp(App):
 
     def _show_queue(self) -> None:
         self.runs_pane.set_queue(self.queue.describe())
-        self.refresh_bindings()
 
     def _start_queued(self) -> None:
         item = self.queue.pop_if_idle(self.device_busy)

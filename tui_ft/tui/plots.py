@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from tui_ft.tui.charts import (
@@ -153,17 +153,29 @@ def legend_text(curves: list[Curve]) -> Text:
     return text
 
 
+class Legend(Widget):
+    """One line of coloured labels. Not a Static: Static.update() relayouts the
+    whole screen, and the legend changes with every selected run."""
+
+    DEFAULT_CSS = """
+    Legend {
+        height: 1;
+        padding: 0 1;
+    }
+    """
+
+    text: reactive[Text] = reactive(Text, layout=False)
+
+    def render(self) -> Text:
+        return self.text
+
+
 class CurveChart(Vertical):
     """The learning-curve plot with its legend line."""
 
     DEFAULT_CSS = """
     CurveChart {
         height: 1fr;
-    }
-    CurveChart > .curve-legend {
-        height: auto;
-        max-height: 3;
-        padding: 0 1;
     }
     """
 
@@ -173,13 +185,11 @@ class CurveChart(Vertical):
 
     def compose(self) -> ComposeResult:
         yield CurvePlot(id=self.plot_id)
-        yield Static("", classes="curve-legend")
+        yield Legend(classes="curve-legend")
 
     def on_curve_plot_redrawn(self, message: CurvePlot.Redrawn) -> None:
         message.stop()
-        legend = self.query_one(".curve-legend", Static)
-        legend.update(legend_text(message.curves))
-        legend.display = bool(message.curves)
+        self.query_one(Legend).text = legend_text(message.curves)
 
 
 class ParityPlot(_Plot):
