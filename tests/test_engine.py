@@ -160,3 +160,16 @@ def test_progressive_unfreezing_and_lr_factors(proj):
     assert any("epoch 2: unfroze interaction" in x for x in texts)
     assert t.active == ["readout", "interaction"]
     assert set(GROUPS) == {"embedding", "interaction", "readout"}
+
+
+def test_run_removes_temp_files_left_by_a_killed_writer(proj):
+    p = demo(**{"train.epochs": 1})
+    rid = new_run_id(p.name, proj)
+    d = proj.run_ckpt_dir(rid)
+    d.mkdir(parents=True)
+    stale = d / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    res = run_training(p, run_id=rid, paths=proj, emit=None)
+    assert res.status == "finished"
+    assert not stale.exists()
+    assert sorted(f.name for f in d.iterdir()) == ["best.json", "best.pt", "last.json", "last.pt"]

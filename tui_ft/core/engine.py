@@ -386,6 +386,10 @@ class Trainer:
             seed=p.data.seed, test_limit=p.data.test_limit,
         )
 
+        # ---- temp files left by a process killed mid-write (only this run writes here)
+        for stale in self.ckpt_dir.glob(".*.tmp") if self.ckpt_dir.is_dir() else ():
+            stale.unlink(missing_ok=True)
+
         # ---- model
         resume_payload = None
         if self.ctx.resume:
