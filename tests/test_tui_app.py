@@ -1,7 +1,8 @@
 """The dashboard driven with Textual's pilot against the real training engine.
 
 Every run here is a real ``python -m tui_ft run`` process on the offline demo
-data (head mode, a few seconds each once the graph cache is warm). The
+data (head mode, a few seconds each once the graph cache is warm); those
+tests are marked ``slow``. The
 session-wide cache folder is shared with the other test files when their
 ``graph_cache_dir`` fixture exists.
 """
@@ -27,8 +28,6 @@ from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.messages import RunEvents
 from tui_ft.tui.modals import ConfirmScreen, PresetPicker, TextScreen
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (120, 40)
@@ -132,6 +131,7 @@ def the_new_run(app: TuiFtApp, before: set[str]) -> str | None:
 # --------------------------------------------------------------------------- launch
 
 
+@pytest.mark.slow
 async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home):
     seen: list[RunEvents] = []
 
@@ -197,6 +197,7 @@ async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home
 # --------------------------------------------------------------------------- cancel
 
 
+@pytest.mark.slow
 async def test_cancel_running_run_saves_last_checkpoint(home):
     (home / "presets" / "long.toml").write_text(long_preset("long"), encoding="utf-8")
     app = TuiFtApp()
@@ -226,6 +227,7 @@ async def test_cancel_running_run_saves_last_checkpoint(home):
 # --------------------------------------------------------------------------- attach
 
 
+@pytest.mark.slow
 async def test_attach_to_headless_run_and_cancel_it(home):
     (home / "presets" / "long.toml").write_text(long_preset("headless"), encoding="utf-8")
     app = TuiFtApp()
@@ -377,6 +379,7 @@ async def test_preset_form_rejects_bad_lr_at_the_field_and_saves_a_valid_preset(
 # --------------------------------------------------------------------------- continue from a checkpoint
 
 
+@pytest.mark.slow
 async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
     root, parent_run = in_finished_home
     ref = f"{parent_run}@best"
@@ -431,6 +434,7 @@ async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
         await pilot.pause()
 
 
+@pytest.mark.slow
 async def test_delete_checkpoint_asks_first(in_finished_home, tmp_path):
     root, run_id = in_finished_home
     # work on a copy so the shared finished run stays intact for other tests
@@ -459,6 +463,7 @@ async def test_delete_checkpoint_asks_first(in_finished_home, tmp_path):
 # --------------------------------------------------------------------------- queue, help, palette
 
 
+@pytest.mark.slow
 async def test_queue_runs_presets_one_after_another(home):
     (home / "presets" / "q1.toml").write_text(long_preset("q1", epochs=1), encoding="utf-8")
     (home / "presets" / "q2.toml").write_text(long_preset("q2", epochs=1), encoding="utf-8")
@@ -484,6 +489,7 @@ async def test_queue_runs_presets_one_after_another(home):
         assert len(app.queue) == 0
 
 
+@pytest.mark.slow
 async def test_help_and_palette_commands(in_finished_home):
     root, run_id = in_finished_home
     app = TuiFtApp()
@@ -518,6 +524,7 @@ async def test_help_and_palette_commands(in_finished_home):
 # --------------------------------------------------------------------------- failures
 
 
+@pytest.mark.slow
 async def test_killed_run_shows_as_crashed_and_quit_asks_while_runs_train(home):
     import signal
 
@@ -569,6 +576,7 @@ async def test_worker_error_opens_a_modal_and_the_app_keeps_running(home, monkey
         assert app.is_running and app.return_code is None
 
 
+@pytest.mark.slow
 async def test_space_toggles_overlay(in_finished_home):
     root, run_id = in_finished_home
     app = TuiFtApp()

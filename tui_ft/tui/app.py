@@ -209,7 +209,7 @@ class TuiFtApp(App):
                 "Presets",
                 [
                     ("l", "launch the selected preset now"),
-                    ("q", "queue it: queued presets run one after another"),
+                    ("q", "queue it: queued presets start one by one, when no run is training"),
                     ("n", "new preset from the selected one (form)"),
                 ],
             ),
