@@ -223,6 +223,19 @@ def converter_key(converter) -> str:
     )
 
 
+def energy_only(graph):
+    """Detach the lattice and coordinates that chgnet's converter marks ``requires_grad``.
+
+    They only matter for forces and stress; for energy targets they make every
+    backward pass also differentiate through the geometry. Predictions are
+    identical; a full-mode training pass on 96 dev structures took 7.4-7.6 s
+    instead of 8.0-9.0 s (one run, same process, alternated).
+    """
+    graph.lattice = graph.lattice.detach()
+    graph.atom_frac_coord = graph.atom_frac_coord.detach()
+    return graph
+
+
 class GraphCache:
     """On-disk cache of CHGNet crystal graphs for one data file and converter.
 
@@ -275,7 +288,7 @@ class GraphCache:
             for r in chunk_rows:
                 key = str(r)
                 if key in chunk["graphs"]:
-                    graphs[r] = CrystalGraph.from_dict(chunk["graphs"][key])
+                    graphs[r] = energy_only(CrystalGraph.from_dict(chunk["graphs"][key]))
                     self.hits += 1
                 elif key in chunk["failed"]:
                     failed[r] = chunk["failed"][key]
@@ -293,7 +306,7 @@ class GraphCache:
                         failed[r] = reason
                     else:
                         chunk["graphs"][key] = g.to_dict()
-                        graphs[r] = g
+                        graphs[r] = energy_only(g)
                     self.built += 1
                     changed = True
                 done += 1
