@@ -2,6 +2,9 @@
 
     nice python bench/bench_throughput.py                  # head and full mode, N=400, 3 rounds
     nice python bench/bench_throughput.py --modes full --n 96 --rounds 2
+    nice python bench/bench_throughput.py --modes full --chgnet-threads match   # same process settings on both sides
+    git archive OLD tui_ft | tar -x -C /tmp/old && \
+      nice python bench/bench_throughput.py --modes full --compare-src /tmp/old   # before/after of an engine change
 
 What runs (each side in its own process, so thread settings do not leak from one
 to the other; the parent alternates them A/B/C, A/B/C, ... one at a time, the
@@ -38,8 +41,15 @@ C  (full mode) the pure model: forward + backward of the same CHGNet on the
    beforehand (the basis expansion is then outside the timed region and the
    learnable basis frequencies get no gradient, so this is a lower bound).
 
+The chgnet process runs with torch's defaults, as a notebook does; the tui-ft
+process with the engine's settings (``OMP_WAIT_POLICY=PASSIVE`` unless set, denormal
+floats flushed on the CPU). ``--chgnet-threads match`` gives the chgnet process the
+same settings, so that only the two pipelines differ.
+
 Reported: structures per second for train, val and the whole epoch
-(N / (train + val)), the median over rounds, and tui-ft / chgnet ratios.
+(N / (train + val)), the median over rounds, and tui-ft / chgnet ratios. On a
+shared machine other processes come and go within seconds: read the per-round
+numbers too.
 """
 
 from __future__ import annotations
