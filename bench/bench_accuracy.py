@@ -61,6 +61,10 @@ from common import (  # noqa: E402
     warn_if_not_niced,
 )
 
+# Import the engine before anything imports torch, as the CLI does: the engine then sets
+# OMP_WAIT_POLICY=PASSIVE for torch's OpenMP threads (see BENCHMARKS.md).
+import tui_ft.core.engine  # noqa: E402,F401
+
 ROW_NAMES = (
     "zero-shot",
     "atomref",
