@@ -9,6 +9,7 @@ session-wide cache folder is shared with the other test files when their
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -119,6 +120,24 @@ async def started(pilot) -> TuiFtApp:
     return app
 
 
+async def close_with(pilot, *keys: str, timeout: float = 20.0) -> None:
+    """Press keys that dismiss the modal on top, then wait for it to be gone.
+
+    Not ``pilot.press``: it waits for every widget of the screen that was on
+    top to answer, and a dismissed modal's widgets may be removed before they
+    do (a 30 s WaitForScreenTimeout on a loaded machine)."""
+    app = pilot.app
+    modal = app.screen
+    for key in keys:
+        app.simulate_key(key)
+    deadline = time.monotonic() + timeout
+    while app.screen is modal:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{type(modal).__name__} did not close after {keys}")
+        await asyncio.sleep(0.02)
+    await pilot.pause()
+
+
 def select_row(table: DataTable, key: str) -> None:
     table.move_cursor(row=table.get_row_index(key), animate=False)
 
@@ -210,13 +229,15 @@ async def test_cancel_running_run_saves_last_checkpoint(home):
         st = app.runs[run_id]
         await wait_for(pilot, lambda: st.summary.epoch is not None and st.summary.epoch >= 1, what="epoch 1")
         assert st.status == "running"
+        assert app.selected_run == run_id
         await pilot.press("c")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
+        assert isinstance(app.screen, ConfirmScreen), (app.screen, st.status, app.selected_run)
+        await close_with(pilot, "y")
         await wait_for(pilot, lambda: not st.active and st.returncode is not None, 120, "the run to stop")
-        assert st.status == "interrupted"
-        assert st.returncode == 130
+        why = (st.status, st.returncode, st.summary.message, (home / "logs" / run_id / "stderr.log").read_text()[-1500:])
+        assert st.status == "interrupted", why
+        assert st.returncode == 130, why
         assert (home / "checkpoints" / run_id / "last.pt").is_file()
         assert st.summary.epoch < 400
         events = read_events(home / "logs" / run_id / "events.jsonl")
@@ -248,7 +269,9 @@ async def test_attach_to_headless_run_and_cancel_it(home):
             app.show_run(run_id)
             await pilot.pause()
             assert app.curve.data[run_id]["epochs"][0] == 0
-            await pilot.press("c", "y")
+            await pilot.press("c")
+            await pilot.pause()
+            await close_with(pilot, "y")
             await wait_for(pilot, lambda: not st.active, 120, "the attached run to stop")
             assert st.status == "interrupted"
             assert proc.wait(timeout=60) == 130
@@ -283,7 +306,7 @@ async def test_bad_preset_shows_its_error_and_the_app_keeps_running(home):
         await pilot.press("l")  # launching it shows the errors instead
         await pilot.pause()
         assert isinstance(app.screen, TextScreen)
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         await pilot.pause()
 
         select_row(table, "not_toml.toml")
@@ -296,7 +319,7 @@ async def test_bad_preset_shows_its_error_and_the_app_keeps_running(home):
         await pilot.press("l")
         await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 20, "the launch error")
         assert "not found" in app.screen.body
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         await pilot.pause()
         assert not any(st.launched for st in app.runs.values())
         assert app.is_running and app.return_code is None
@@ -347,7 +370,7 @@ async def test_preset_form_rejects_bad_lr_at_the_field_and_saves_a_valid_preset(
         form.query_one("#f-fraction", Input).value = "0.5"
         await pilot.pause()
         assert not form.errors
-        await pilot.press("ctrl+s")
+        await close_with(pilot, "ctrl+s")
         await wait_for(pilot, lambda: app.screen is not form, 10, "the form to close")
 
         saved = home / "presets" / "demo_lr.toml"
@@ -367,11 +390,11 @@ async def test_preset_form_rejects_bad_lr_at_the_field_and_saves_a_valid_preset(
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")
+        await close_with(pilot, "n")
         await pilot.pause()
         assert app.screen is form
         assert (home / "presets" / "demo.toml").read_text(encoding="utf-8") == before
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         await pilot.pause()
         assert app.is_running
 
@@ -400,7 +423,7 @@ async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
         picker = app.screen.query_one("#picker")
         idx = next(i for i in range(picker.option_count) if picker.get_option_at_index(i).id.endswith("demo.toml"))
         picker.highlighted = idx
-        await pilot.press("enter")
+        await close_with(pilot, "enter")
         await wait_for(pilot, lambda: the_new_run(app, before) is not None, 30, "the launch")
         child = the_new_run(app, before)
         st = app.runs[child]
@@ -430,7 +453,7 @@ async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
         await pilot.press("p")
         await pilot.pause()
         assert isinstance(app.screen, TextScreen) and ref in app.screen.body
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         await pilot.pause()
 
 
@@ -449,12 +472,12 @@ async def test_delete_checkpoint_asks_first(in_finished_home, tmp_path):
         await pilot.press("d")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")
+        await close_with(pilot, "n")
         await pilot.pause()
         assert (root / "checkpoints" / copy_id / "best.pt").exists()
         await pilot.press("d")
         await pilot.pause()
-        await pilot.press("y")
+        await close_with(pilot, "y")
         await wait_for(pilot, lambda: f"{copy_id}@best" not in app.library_pane.items, 10, "the deleted checkpoint to vanish")
         assert not (root / "checkpoints" / copy_id).exists()
         assert Library(Paths(root)).get(run_id) is not None
@@ -501,7 +524,7 @@ async def test_help_and_palette_commands(in_finished_home):
         text = str(app.screen.query_one("#help-text").render())
         for key in ("l", "q", "c", "g", "enter / n", "d"):
             assert key in text
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         await pilot.pause()
 
         from tui_ft.tui.commands import TuiFtCommands
@@ -542,7 +565,7 @@ async def test_killed_run_shows_as_crashed_and_quit_asks_while_runs_train(home):
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen) and "keep running" in app.screen.question
-        await pilot.press("n")
+        await close_with(pilot, "n")
         await pilot.pause()
         assert app.is_running
 
@@ -569,7 +592,7 @@ async def test_worker_error_opens_a_modal_and_the_app_keeps_running(home, monkey
         app.request_scan(force=True)
         await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 10, "the error modal")
         assert "disk on fire" in app.screen.body
-        await pilot.press("escape")
+        await close_with(pilot, "escape")
         monkeypatch.setattr(app_mod, "scan", original)
         app.request_scan(force=True)
         await pilot.pause(0.5)
@@ -591,3 +614,48 @@ async def test_space_toggles_overlay(in_finished_home):
         await pilot.press("o")
         await pilot.pause()
         assert not app.runs[run_id].overlay
+
+
+# --------------------------------------------------------------------------- plans
+
+TINY_PLAN = """\
+[plan]
+name = "tiny"
+description = "demo head-only, then one more epoch from its best checkpoint"
+
+[[stage]]
+preset = "presets/demo.toml"
+
+[[stage]]
+preset = "presets/demo.toml"
+init = "previous@best"
+[stage.set]
+"train.epochs" = 1
+"""
+
+
+@pytest.mark.slow
+async def test_launch_plan_follows_each_stage(home):
+    (home / "presets" / "tiny.toml").write_text(TINY_PLAN, encoding="utf-8")
+    (home / "presets" / "bad_plan.toml").write_text(TINY_PLAN.replace("presets/demo.toml", "presets/nope.toml"), encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        entries = {e.key: e for e in app.preset_entries}
+        assert entries["tiny.toml"].is_plan and entries["tiny.toml"].ok
+        assert entries["bad_plan.toml"].is_plan and not entries["bad_plan.toml"].ok
+        assert "nope.toml" in entries["bad_plan.toml"].error
+
+        select_row(app.query_one("#presets-table", DataTable), "tiny.toml")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: len(app.plans) == 1, 30, "the plan to start")
+        assert app.active_tab == "runs"
+        plan = app.plans[0]
+        await wait_for(pilot, lambda: plan.poll() is not None, what="the plan to end")
+        assert plan.poll() == 0, (plan.stderr_path.read_text(encoding="utf-8"))[-2000:]
+        await wait_for(pilot, lambda: len(app.runs) == 2 and not any(st.active for st in app.runs.values()), 30, "both stages")
+        stages = sorted(app.runs.values(), key=lambda st: st.summary.stage or 0)
+        assert [st.summary.stage for st in stages] == [1, 2]
+        assert all(st.status == "finished" and st.summary.plan == "tiny" for st in stages)
+        assert stages[1].summary.parent == f"{stages[0].run_id}@best"
+        assert len(stages[1].summary.history) == 2  # epochs 0 and 1

@@ -35,8 +35,27 @@ from tui_ft.core.runs import RunSummary, pid_alive
 from tui_ft.tui.charts import Predictions, PredictionsError, read_predictions, series_from_history
 from tui_ft.tui.commands import TuiFtCommands
 from tui_ft.tui.form import PresetForm
-from tui_ft.tui.launcher import STDERR_FILE, TextTail, check_preset, interrupt, launch, tail_lines
-from tui_ft.tui.messages import FollowWarning, LaunchFailed, RunEnded, RunEvents, RunLaunched, RunOutput, ScanDone
+from tui_ft.tui.launcher import (
+    STDERR_FILE,
+    LaunchedPlan,
+    TextTail,
+    check_plan_file,
+    check_preset,
+    interrupt,
+    launch,
+    launch_plan,
+    tail_lines,
+)
+from tui_ft.tui.messages import (
+    FollowWarning,
+    LaunchFailed,
+    PlanLaunched,
+    RunEnded,
+    RunEvents,
+    RunLaunched,
+    RunOutput,
+    ScanDone,
+)
 from tui_ft.tui.modals import ConfirmScreen, HelpScreen, PresetPicker, TextScreen
 from tui_ft.tui.panes import LibraryPane, PresetsPane, RunsPane
 from tui_ft.tui.plots import CurvePlot, ErrorPlot, ParityPlot
@@ -114,6 +133,7 @@ class TuiFtApp(App):
         super().__init__()
         self.paths = paths or Paths.default()
         self.runs: dict[str, RunState] = {}
+        self.plans: list[LaunchedPlan] = []  # plan processes started here (their stages are in runs)
         self.queue = LaunchQueue()
         self.preset_entries: list[PresetEntry] = []
         self.checkpoints: list[CheckpointInfo] = []
@@ -184,6 +204,7 @@ class TuiFtApp(App):
         return True
 
     @on(TabbedContent.TabActivated, "#main-tabs")
+    @needs_ui
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         target = {"presets": "#presets-table", "runs": "#runs-table", "library": "#ckpt-table"}.get(event.pane.id or "")
         if target:
@@ -240,7 +261,8 @@ class TuiFtApp(App):
     async def action_quit(self) -> None:
         """Quit; say first that our runs keep training without the dashboard."""
         ours = [st for st in self.runs.values() if st.active and st.launched is not None and st.launched.poll() is None]
-        if not ours:
+        plans = [lp for lp in self.plans if lp.poll() is None]
+        if not ours and not plans:
             self.exit()
             return
 
@@ -248,10 +270,11 @@ class TuiFtApp(App):
             if yes:
                 self.exit()
 
-        names = ", ".join(st.run_id for st in ours[:3]) + (" ..." if len(ours) > 3 else "")
+        busy = [st.run_id for st in ours] + [f"plan {lp.name}" for lp in plans]
+        names = ", ".join(busy[:3]) + (" ..." if len(busy) > 3 else "")
         self.push_screen(
             ConfirmScreen(
-                f"{len(ours)} run(s) still training: {names}.\nThey keep running in the background; "
+                f"{len(busy)} run(s) still training: {names}.\nThey keep running in the background; "
                 "open tui-ft again to follow them, or cancel them first. Quit now?",
                 yes="Quit",
                 no="Stay",
@@ -456,6 +479,24 @@ class TuiFtApp(App):
         for st in self.runs.values():
             if st.active:
                 self.runs_pane.update_elapsed(st)
+        for lp in self.plans:
+            rc = lp.poll()
+            if rc is None or lp.reported:
+                continue
+            lp.reported = True
+            if rc == 0:
+                self.notify(f"plan {lp.name} finished", title="plan finished", timeout=6)
+            else:
+                tail = tail_lines(lp.stderr_path, 3)
+                what = {130: "was interrupted", 2: "was rejected"}.get(rc, f"ended with exit code {rc}")
+                self.notify(
+                    f"plan {lp.name} {what}" + (f": {tail[-1]}" if tail else ""),
+                    title="plan ended",
+                    severity="warning" if rc == 130 else "error",
+                    timeout=10,
+                )
+            self.request_scan()
+            self._start_queued()
 
     # ------------------------------------------------------------------ selection and charts
 
@@ -578,6 +619,9 @@ class TuiFtApp(App):
             self.launch_entry(entry)
 
     def launch_entry(self, entry: PresetEntry) -> None:
+        if entry.is_plan:
+            self.launch_plan(entry.path)
+            return
         # reload: the file may have changed since the last scan
         try:
             preset = load_preset(entry.path)
@@ -611,6 +655,38 @@ class TuiFtApp(App):
             self.post_message(RunLaunched(launched, select=select))
 
     @needs_ui
+    def launch_plan(self, path: Path, *, select: bool = True) -> None:
+        """Start a multi-stage plan in its own process (from a thread worker)."""
+        self._launching += 1
+        self.run_worker(
+            partial(self._launch_plan_blocking, path, select),
+            thread=True,
+            group="launch",
+            description=f"launch plan {path.stem}",
+            exclusive=False,
+            exit_on_error=False,
+        )
+
+    def _launch_plan_blocking(self, path: Path, select: bool) -> None:
+        try:
+            check_plan_file(path, self.paths)
+            launched = launch_plan(path, self.paths)
+        except PresetError as exc:
+            self.post_message(LaunchFailed(f"cannot launch plan {path.name}", str(exc)))
+        except OSError as exc:
+            self.post_message(LaunchFailed(f"cannot launch plan {path.name}", f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(PlanLaunched(launched, select=select))
+
+    @needs_ui
+    def on_plan_launched(self, message: PlanLaunched) -> None:
+        self._launching = max(0, self._launching - 1)
+        self.plans.append(message.launched)
+        self.notify(f"started plan {message.launched.name}: its stages appear in Runs as they start", timeout=5)
+        if message.select:
+            self.action_show_tab("runs")
+        self.request_scan()
+
     def on_run_launched(self, message: RunLaunched) -> None:
         self._launching = max(0, self._launching - 1)
         launched = message.launched
@@ -653,6 +729,8 @@ class TuiFtApp(App):
     def device_busy(self) -> bool:
         if self._launching:
             return True
+        if any(lp.poll() is None for lp in self.plans):
+            return True
         for st in self.runs.values():
             if st.launched is not None and st.launched.poll() is None:
                 return True
@@ -679,6 +757,9 @@ class TuiFtApp(App):
         if item is None:
             return
         self._show_queue()
+        if next((e.is_plan for e in self.preset_entries if e.path == item.path), False):
+            self.launch_plan(item.path, select=False)
+            return
         try:
             preset = load_preset(item.path)
         except PresetError as exc:
@@ -733,7 +814,10 @@ class TuiFtApp(App):
 
     def action_new_preset(self) -> None:
         entry = self._selected_entry()
-        if entry is None or entry.preset is None:
+        if entry is None:
+            return
+        if entry.preset is None:
+            self.notify("the form makes a preset from a preset; select one (this is a plan)", severity="warning")
             return
         refs = sorted({c.ref for c in self.checkpoints} | {f"{c.preset_name}@best" for c in self.checkpoints if c.finished})
         lib = Library(self.paths)
@@ -766,7 +850,7 @@ class TuiFtApp(App):
 
     def continue_from(self, ref: str) -> None:
         """Pick a preset and launch it with ``model.init = ref``."""
-        ok = [e for e in self.preset_entries if e.ok]
+        ok = [e for e in self.preset_entries if e.ok and e.preset is not None]
         if not ok:
             self.notify("no valid preset in presets/ to continue with", severity="error")
             return

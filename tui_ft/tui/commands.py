@@ -19,11 +19,12 @@ class TuiFtCommands(Provider):
         self.items: list[tuple[str, str, Callable[[], None]]] = []
         for entry in app.preset_entries:
             if entry.ok:
+                kind = "plan" if entry.is_plan else "preset"
                 self.items.append(
-                    (f"Launch preset {entry.name}", f"start presets/{entry.path.name} now", partial(app.launch_entry, entry))
+                    (f"Launch {kind} {entry.name}", f"start presets/{entry.path.name} now", partial(app.launch_entry, entry))
                 )
                 self.items.append(
-                    (f"Queue preset {entry.name}", "run it after the runs before it", partial(app.enqueue_entry, entry))
+                    (f"Queue {kind} {entry.name}", "start it when no run is training", partial(app.enqueue_entry, entry))
                 )
         for st in sorted(app.runs.values(), key=lambda s: s.sort_key, reverse=True):
             s = st.summary

@@ -88,6 +88,55 @@ def launch(preset: Preset, paths: Paths, *, python: str | None = None) -> Launch
     return LaunchedRun(run_id, preset.name, preset_file, stderr_path, proc)
 
 
+@dataclass
+class LaunchedPlan:
+    """A multi-stage plan started by the dashboard; its stages are ordinary
+    runs under ``logs/`` that the dashboard finds and follows like any other."""
+
+    name: str
+    path: Path
+    stderr_path: Path
+    proc: subprocess.Popen = field(repr=False)
+    started: float = field(default_factory=time.time)
+    reported: bool = False
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+
+def check_plan_file(path: Path, paths: Paths):
+    """Load and check a plan (stage presets, data files, init checkpoints).
+    Raises ``PresetError``. Its stage files are relative to the project root,
+    so without the root as the current folder that is left to the run."""
+    from tui_ft.core.plans import check_plan, load_plan
+
+    if Path.cwd().resolve() != paths.root.resolve():
+        return None
+    plan = load_plan(path)
+    check_plan(plan, paths=paths)
+    return plan
+
+
+def launch_plan(path: Path, paths: Paths, *, python: str | None = None) -> LaunchedPlan:
+    """Start ``tui-ft run PLAN`` in its own session; stderr to ``logs/.plans/``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    err_dir = paths.logs / ".plans"
+    err_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = err_dir / f"{path.stem}-{stamp}.stderr.log"
+    env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "tui_ft", "run", str(path), "--plain"],
+            cwd=paths.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    return LaunchedPlan(path.stem, path, stderr_path, proc)
+
+
 def interrupt(pid: int, sig: int = signal.SIGINT) -> None:
     """Send ``sig`` to a run: to its process group when it leads one (our own
     launches), else to the process alone (a headless run started in a shell).

@@ -27,6 +27,15 @@ class RunLaunched(Message):
         self.run_id = launched.run_id
 
 
+class PlanLaunched(Message):
+    """A multi-stage plan process was started."""
+
+    def __init__(self, launched, *, select: bool = True) -> None:
+        super().__init__()
+        self.launched = launched  # tui_ft.tui.launcher.LaunchedPlan
+        self.select = select
+
+
 class LaunchFailed(Message):
     """A preset could not be launched (bad preset, missing checkpoint, OS error)."""
 

@@ -108,14 +108,16 @@ class PresetsPane(Vertical):
         self.entries = {e.key: e for e in entries}
         t.clear()
         for e in entries:
-            if e.ok:
+            if e.is_plan and e.ok:
+                t.add_row(e.name, Text("plan", style="cyan"), e.data_label, "", "", "", key=e.key)
+            elif e.ok:
                 t.add_row(e.name, e.mode, e.data_label, e.lr, e.epochs, e.init or "-", key=e.key)
             else:
-                style = "yellow" if e.is_plan else "red"
+                style = "red"
                 t.add_row(
                     Text(e.name, style=style),
-                    Text(e.mode, style=style),
-                    Text(e.error.split(": ", 1)[-1] if not e.is_plan else "multi-stage plan", style=style),
+                    Text(e.mode if not e.is_plan else "plan", style=style),
+                    Text(e.error.split(": ", 1)[-1], style=style),
                     "",
                     "",
                     "",
@@ -139,7 +141,14 @@ class PresetsPane(Vertical):
             box.border_title = "TOML"
             return
         box.border_title = str(Path("presets") / entry.path.name)
-        if entry.ok:
+        if entry.ok and entry.is_plan:
+            plan = entry.plan
+            text = Text()
+            text.append(f"plan: l runs its {entry.data_label} in order, each one a run in Runs\n", style="cyan")
+            text.append(getattr(plan, "description", "") or "")
+            status.update(text)
+            status.remove_class("error")
+        elif entry.ok:
             p = entry.preset
             text = Text()
             text.append(p.run.description or p.name)
@@ -148,8 +157,8 @@ class PresetsPane(Vertical):
             status.update(text)
             status.remove_class("error")
         else:
-            status.update(Text(entry.error, style="yellow" if entry.is_plan else "bold red"))
-            status.set_class(not entry.is_plan, "error")
+            status.update(Text(entry.error, style="bold red"))
+            status.add_class("error")
         lines = {entry.error_line} if entry.error_line else set()
         view.update(
             Syntax(

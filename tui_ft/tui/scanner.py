@@ -32,6 +32,7 @@ class PresetEntry:
     errors: list[str] = field(default_factory=list)
     error_line: int | None = None
     is_plan: bool = False
+    plan: object | None = None  # tui_ft.core.plans.Plan, when the plan file was validated
 
     @property
     def key(self) -> str:
@@ -43,7 +44,8 @@ class PresetEntry:
 
     @property
     def ok(self) -> bool:
-        return self.preset is not None
+        """Launchable: a valid preset, or a plan without known problems."""
+        return self.preset is not None or (self.is_plan and not self.errors)
 
     @property
     def error(self) -> str:
@@ -58,6 +60,9 @@ class PresetEntry:
 
     @property
     def data_label(self) -> str:
+        if self.is_plan:
+            stages = getattr(self.plan, "stages", None)
+            return f"{len(stages)} stages" if stages else "stages"
         p = self.preset
         if p is None:
             return ""
@@ -93,7 +98,18 @@ def load_entry(path: Path) -> PresetEntry:
         return entry
     if is_plan_text(entry.text):
         entry.is_plan = True
-        entry.errors = [f"{path.name} is a multi-stage plan: run it headless with `tui-ft --preset {path}`"]
+        if Path.cwd().resolve() != path.parent.parent.resolve():
+            return entry  # its stage files are relative to the project root: validated by the run itself
+        try:
+            from tui_ft.core.plans import load_plan
+
+            entry.plan = load_plan(path)
+        except PresetError as exc:
+            shown = f"presets/{path.name}"
+            entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
+            entry.error_line = exc.errors[0].line if exc.errors else exc.line
+        except Exception as exc:  # noqa: BLE001 - a loader bug must not hide the other presets
+            entry.errors = [f"{path}: {type(exc).__name__}: {exc}"]
         return entry
     try:
         entry.preset = load_preset(path)
