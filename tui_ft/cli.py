@@ -111,6 +111,9 @@ def _install_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # a process started in the background by a non-interactive shell inherits an
+    # ignored SIGINT; a run must still stop cleanly on Ctrl-C / the dashboard's cancel
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def load_and_check(path: str):
