@@ -659,3 +659,11 @@ async def test_launch_plan_follows_each_stage(home):
         assert all(st.status == "finished" and st.summary.plan == "tiny" for st in stages)
         assert stages[1].summary.parent == f"{stages[0].run_id}@best"
         assert len(stages[1].summary.history) == 2  # epochs 0 and 1
+        # the plan is drawn as one continuous curve with the stage boundary marked
+        app.selected_run = stages[1].run_id
+        app._update_curve()
+        await pilot.pause()
+        curve = app.curve
+        assert curve.boundaries == [3]
+        (joined,) = curve.data.values()
+        assert joined["epochs"] == [0, 1, 2, 3, 3, 4]

@@ -168,3 +168,18 @@ def test_bins_for_width():
     assert bins_for_width(200, 100000) == 60
     assert bins_for_width(0, 0) == 5
     assert not math.isnan(bins_for_width(80, 48))
+
+
+def test_chain_stages_joins_a_plan_into_one_curve():
+    from tui_ft.tui.charts import RunSeries, chain_stages
+
+    s1 = RunSeries("a", epochs=[0, 1, 2, 3], val=[0.5, 0.4, 0.3, 0.35], train_epochs=[1, 2, 3], train=[0.6, 0.5, 0.4])
+    s2 = RunSeries("b", epochs=[0, 1, 2], val=[0.3, 0.25, 0.2], train_epochs=[1, 2], train=[0.3, 0.2])
+    joined, bounds = chain_stages([s1, s2])
+    assert bounds == [3]
+    assert joined.run_id == "b"
+    assert joined.epochs == [0, 1, 2, 3, 3, 4, 5]
+    assert joined.val == [0.5, 0.4, 0.3, 0.35, 0.3, 0.25, 0.2]
+    assert joined.train_epochs == [1, 2, 3, 4, 5]
+    single, none = chain_stages([s1])
+    assert single.epochs == s1.epochs and none == []

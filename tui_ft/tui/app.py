@@ -32,7 +32,7 @@ from tui_ft.core.library import CheckpointInfo, Library
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, PresetError, dump_preset, load_preset, preset_from_dict
 from tui_ft.core.runs import RunSummary, pid_alive
-from tui_ft.tui.charts import Predictions, PredictionsError, read_predictions, series_from_history
+from tui_ft.tui.charts import Predictions, PredictionsError, chain_stages, read_predictions, series_from_history
 from tui_ft.tui.commands import TuiFtCommands
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.launcher import (
@@ -534,15 +534,34 @@ class TuiFtApp(App):
         except Exception:  # noqa: BLE001 - before compose
             pass
 
+    def _plan_chain(self, st: RunState) -> list[RunState]:
+        """The earlier stages of the plan ``st`` belongs to, followed by ``st``
+        (parent links between stages of the same plan), oldest first."""
+        chain = [st]
+        seen = {st.run_id}
+        cur = st
+        while cur.summary.plan and (cur.summary.stage or 1) > 1 and cur.summary.parent:
+            prev = self.runs.get(cur.summary.parent.split("@")[0])
+            if prev is None or prev.run_id in seen or prev.summary.plan != cur.summary.plan:
+                break
+            chain.append(prev)
+            seen.add(prev.run_id)
+            cur = prev
+        return chain[::-1]
+
     def _update_curve(self) -> None:
         st = self.runs.get(self.selected_run or "")
-        primary = series_from_history(st.run_id, st.summary.history) if st else None
+        primary = None
+        bounds: list[float] = []
+        if st is not None:
+            stages = [series_from_history(s.run_id, s.summary.history) for s in self._plan_chain(st)]
+            primary, bounds = chain_stages(stages)
         overlays = [
             series_from_history(o.run_id, o.summary.history)
             for o in sorted(self.runs.values(), key=lambda s: s.run_id)
             if o.overlay and (st is None or o.run_id != st.run_id)
         ]
-        self.curve.set_runs(primary, overlays)
+        self.curve.set_runs(primary, overlays, boundaries=bounds)
 
     def predictions_path(self, st: RunState) -> Path:
         p = st.summary.predictions

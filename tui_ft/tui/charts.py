@@ -351,3 +351,28 @@ def bins_for_width(width: int, n: int) -> int:
     by_width = max(5, (max(0, width) - 12) // 2)
     by_n = max(5, int(math.sqrt(max(1, n)) * 2))
     return max(5, min(60, by_width, by_n))
+
+
+def chain_stages(stages: Sequence[RunSeries]) -> tuple[RunSeries, list[float]]:
+    """Join the stages of a plan into one continuous curve.
+
+    Stage k's epoch ``e`` is drawn at ``x = (last x of stage k-1) + e``, so its
+    epoch 0 (the previous stage's best weights, evaluated before any update)
+    sits on the boundary. Returns the joined series, named after the last
+    stage, and the x of each boundary between stages.
+    """
+    if not stages:
+        raise ValueError("no stages")
+    out = RunSeries(stages[-1].run_id)
+    bounds: list[float] = []
+    offset = 0
+    for k, s in enumerate(stages):
+        if k:
+            bounds.append(offset)
+        out.epochs.extend(offset + e for e in s.epochs)
+        out.val.extend(s.val)
+        out.train_epochs.extend(offset + e for e in s.train_epochs)
+        out.train.extend(s.train)
+        last = max([*s.epochs, *s.train_epochs], default=0)
+        offset += last
+    return out, bounds

@@ -96,6 +96,7 @@ class CurvePlot(_Plot):
         super().__init__(**kwargs)
         self.primary: RunSeries | None = None
         self.overlays: list[RunSeries] = []
+        self.boundaries: list[float] = []
         self.empty_text = "no run selected: launch a preset (l) or pick a run above"
 
     @property
@@ -106,8 +107,12 @@ class CurvePlot(_Plot):
             out[s.run_id] = {"epochs": list(s.epochs), "val": list(s.val), "train_epochs": list(s.train_epochs), "train": list(s.train)}
         return out
 
-    def set_runs(self, primary: RunSeries | None, overlays: list[RunSeries] | None = None) -> None:
+    def set_runs(
+        self, primary: RunSeries | None, overlays: list[RunSeries] | None = None, *, boundaries: list[float] | None = None
+    ) -> None:
+        """``boundaries``: x positions where a plan's next stage starts (marked with a vertical line)."""
         self.primary = primary
+        self.boundaries = list(boundaries or [])
         if overlays is not None:
             self.overlays = overlays
         self.redraw()
@@ -130,12 +135,16 @@ class CurvePlot(_Plot):
         plt.clear_figure()
         for c in curves:
             plt.plot(c.xs, c.ys, color=c.color, marker=c.marker)
+        for x in self.boundaries:  # plan stage boundaries
+            plt.vline(x, "gray")
         bounds = curve_bounds(curves)
         if bounds is not None:
             lo, hi = bounds
             plt.xlim(lo, hi)
             plt.xticks(int_ticks(int(lo), int(hi), max(2, self.plot_width // 10)))
         title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
+        if self.boundaries:
+            title += f" (plan: {len(self.boundaries) + 1} stages)"
         plt.title(title)
         plt.xlabel("epoch")
         plt.ylabel("log10 MAE (eV/atom)" if self.log_scale else "MAE (eV/atom)")
