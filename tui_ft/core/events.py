@@ -179,18 +179,26 @@ def parse_lines(lines: Iterator[str] | list[str], *, source: str = "events.jsonl
     """Decode lines; a truncated or garbled line is skipped with a warning, never raised."""
     out: list[Event] = []
     for n, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(event_from_json(line))
-        except (ValueError, TypeError) as exc:
-            msg = f"{source}:{n}: skipped unreadable event line ({exc})"
-            if warn is not None:
-                warn(msg)
-            else:
-                warnings.warn(msg, stacklevel=2)
+        ev = _parse_line(line, f"{source}:{n}", warn)
+        if ev is not None:
+            out.append(ev)
     return out
+
+
+def _parse_line(line: str, where: str, warn) -> Event | None:
+    """One event from one line; ``None`` for a blank line or (with a warning) a garbled one."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        return event_from_json(line)
+    except (ValueError, TypeError) as exc:
+        msg = f"{where}: skipped unreadable event line ({exc})"
+        if warn is not None:
+            warn(msg)
+        else:
+            warnings.warn(msg, stacklevel=3)
+        return None
 
 
 def read_events(path: Path | str, *, warn=None) -> list[Event]:
@@ -231,15 +239,7 @@ class EventFollower:
         events: list[Event] = []
         for raw in complete:
             self._lineno += 1
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
-                continue
-            try:
-                events.append(event_from_json(line))
-            except (ValueError, TypeError) as exc:
-                msg = f"{self.path}:{self._lineno}: skipped unreadable event line ({exc})"
-                if self._warn is not None:
-                    self._warn(msg)
-                else:
-                    warnings.warn(msg, stacklevel=2)
+            ev = _parse_line(raw.decode("utf-8", errors="replace"), f"{self.path}:{self._lineno}", self._warn)
+            if ev is not None:
+                events.append(ev)
         return events
