@@ -204,3 +204,25 @@ def test_dead_process_without_final_event_is_crashed(tmp_path):
         w.emit(ev)
     (s,) = list_runs(paths)
     assert s.status == "crashed" and math.isfinite(s.elapsed or 0.0)
+
+
+def test_ctrl_c_during_a_checkpoint_write_is_delivered_after_it(tmp_path):
+    import signal
+
+    path = tmp_path / "checkpoints" / "r" / "last.pt"
+    real_save = torch.save
+
+    def save_then_interrupted(obj, fh, *a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-save
+        real_save(obj, fh, *a, **k)
+
+    torch.save = save_then_interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, _payload("r", "last", "p", 0.5))
+    finally:
+        torch.save = real_save
+    # the interrupt waited for the write: both files are whole
+    assert load_checkpoint(path)["meta"]["val_mae"] == 0.5
+    assert (path.with_suffix(".json")).is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

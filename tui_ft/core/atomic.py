@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,3 +40,35 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C / SIGTERM until the block ends, then deliver them.
+
+    ``torch.save`` writes through a Python callback; a ``KeyboardInterrupt``
+    raised inside it comes back out of torch as a ``RuntimeError``, so a run
+    interrupted mid-save would be recorded as failed. Outside the main thread
+    (where handlers cannot be changed) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = {}
+    for s in signums:
+        try:
+            old[s] = signal.signal(s, lambda signum, frame: pending.append(signum))
+        except (ValueError, OSError):  # pragma: no cover - unsupported signal
+            pass
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for s in pending:
+            h = old.get(s)
+            if callable(h):
+                h(s, None)  # e.g. default_int_handler raises KeyboardInterrupt
+            elif h == signal.SIG_DFL:
+                os.kill(os.getpid(), s)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from tui_ft.core.atomic import atomic_write, atomic_write_json
+from tui_ft.core.atomic import atomic_write, atomic_write_json, deferred_signals
 from tui_ft.core.paths import Paths
 
 CHECKPOINT_FORMAT = "tui-ft-checkpoint/1"
@@ -97,8 +97,9 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
     path = Path(path)
     payload = dict(payload)
     payload["format"] = CHECKPOINT_FORMAT
-    atomic_write(path, lambda fh: torch.save(payload, fh))
-    atomic_write_json(path.with_suffix(".json"), payload["meta"])
+    with deferred_signals():
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+        atomic_write_json(path.with_suffix(".json"), payload["meta"])
 
 
 def load_checkpoint(path: Path | str, *, map_location: str = "cpu") -> dict[str, Any]:
