@@ -161,3 +161,38 @@ def test_dev_file_reads_as_matbench():
     assert len(ds) == 5000 and not ds.bad_rows
     s = make_splits(len(ds), fold=0, fraction=1.0, val_fraction=0.1)
     assert (len(s.train), len(s.val), len(s.test)) == (3600, 400, 1000)
+
+
+def test_graph_cache_packed_chunks_round_trip(tmp_path, demo_obj):
+    """Chunks are written packed (a few big tensors); what comes back equals what was
+    converted, also for a graph with an empty bond graph and after adding rows to a chunk."""
+    import torch
+    from chgnet.graph import CrystalGraphConverter
+    from pymatgen.core import Lattice, Structure
+
+    from tui_ft.core.data import PACKED
+
+    obj = {k: demo_obj[k] for k in ("index", "columns", "data")}
+    obj = json.loads(json.dumps(obj))
+    # bonds up to 6 A but none within the 3 A bond-graph cutoff: a 1-D empty bond_graph
+    obj["data"][4][0] = Structure(Lattice.cubic(4.0), ["Na"], [[0, 0, 0]]).as_dict()
+    ds = load_matbench(_write(tmp_path / "d.json", obj))
+    conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
+    fresh = {r: conv(ds.structures[r], graph_id=str(r), mp_id=ds.ids[r]).to_dict() for r in range(10)}
+    assert fresh[4]["bond_graph"].dim() == 1 and fresh[4]["bond_graph"].numel() == 0
+    paths = Paths(tmp_path)
+    GraphCache(ds, conv, paths).get(range(6))
+    GraphCache(ds, conv, paths).get(range(10))  # a packed chunk read back, four rows added, packed again
+    c = GraphCache(ds, conv, paths)
+    graphs, failed = c.get(range(10))
+    assert c.hits == 10 and not failed
+    (chunk_file,) = c.dir.glob("chunk-*.pt")
+    raw = torch.load(chunk_file, weights_only=True)
+    assert raw["format"] == PACKED and raw["graphs"] == {} and len(raw["rows"]) == 10
+    for r in range(10):
+        got = graphs[r].to_dict()
+        for k, v in fresh[r].items():
+            if isinstance(v, torch.Tensor):
+                assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v.detach()), (r, k)
+            else:
+                assert got[k] == v, (r, k)
