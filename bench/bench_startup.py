@@ -2,6 +2,7 @@
 
     nice python bench/bench_startup.py                 # everything, 3 repetitions (1 for the cold dev-data start)
     nice python bench/bench_startup.py --skip-dev      # without the dev-data preset
+    nice python bench/bench_startup.py --compare-src /tmp/old   # warm starts against another source tree
 
 What each number includes (wall clock from spawning a fresh ``python`` process,
 so interpreter start and every import are in):
@@ -77,9 +78,12 @@ def help_imports_torch() -> bool:
     return r.stdout.strip() == "True"
 
 
-def time_to_epoch0(preset_file: Path, home: Path, cache: Path, timeout: float = 1800) -> dict:
-    """Spawn the CLI, return {marker: seconds} until the epoch-0 line, then stop the run."""
+def time_to_epoch0(preset_file: Path, home: Path, cache: Path, timeout: float = 1800, src: str | None = None) -> dict:
+    """Spawn the CLI, return {marker: seconds} until the epoch-0 line, then stop the run.
+    ``src``: another tui-ft source tree, put first on PYTHONPATH (ahead of the editable install)."""
     env = dict(os.environ, TUI_FT_HOME=str(home), TUI_FT_CACHE=str(cache), NO_COLOR="1")
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(src).resolve())] + [p for p in [env.get("PYTHONPATH")] if p])
     home.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -163,6 +167,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dev-cold-reps", type=int, default=1, help="cold starts of the dev-data preset (default 1)")
     ap.add_argument("--skip-dev", action="store_true", help="skip the dev-data preset")
     ap.add_argument("--skip-dashboard", action="store_true")
+    ap.add_argument("--skip-help", action="store_true")
+    ap.add_argument("--compare-src", action="append", default=[], metavar="DIR",
+                    help="also time warm starts with another tui-ft source tree (e.g. `git archive` of an older "
+                         "commit), alternated with this one; repeatable")
     args = ap.parse_args(argv)
     warn_if_not_niced()
     work = Path(tempfile.mkdtemp(prefix="tui-ft-bench-startup-"))
@@ -171,9 +179,10 @@ def main(argv=None) -> int:
     print(f"scratch folder {work}")
     rows = []
 
-    h = time_help(args.reps)
-    rows.append(["`tui-ft --help`", "-", fmt_s(median(h)), str([round(x, 2) for x in h]),
-                 f"imports torch: {'yes' if help_imports_torch() else 'no'}"])
+    if not args.skip_help:
+        h = time_help(args.reps)
+        rows.append(["`tui-ft --help`", "-", fmt_s(median(h)), str([round(x, 2) for x in h]),
+                     f"imports torch: {'yes' if help_imports_torch() else 'no'}"])
 
     presets = [("demo", PRESETS / "demo.toml", args.reps, args.reps)]
     if not args.skip_dev:
@@ -184,19 +193,25 @@ def main(argv=None) -> int:
         f = work / "head_finetune_freeze_dev.toml"
         f.write_text(dump_preset(p), encoding="utf-8")
         presets.append(("head_finetune_freeze (dev data)", f, args.dev_cold_reps, args.reps))
+    sides = [("", None)] + [(f" @ {Path(s).name}", s) for s in args.compare_src]
     for label, pfile, n_cold, n_warm in presets:
-        warm_home, warm_cache = work / f"{pfile.stem}-warm-home", work / f"{pfile.stem}-warm-cache"
-        time_to_epoch0(pfile, warm_home, warm_cache)  # fill the warm cache (not timed)
-        cold, warm = [], []
+        homes = {}
+        for tag, src in sides:  # fill each side's warm cache (not timed)
+            homes[tag] = (work / f"{pfile.stem}-warm{len(homes)}-home", work / f"{pfile.stem}-warm{len(homes)}-cache")
+            time_to_epoch0(pfile, *homes[tag], src=src)
+        cold, warm = [], {tag: [] for tag, _ in sides}
+        short = lambda d: {k: round(v, 2) for k, v in d.items()}  # noqa: E731
         for i in range(max(n_cold, n_warm)):
             if i < n_cold:
                 cold.append(time_to_epoch0(pfile, work / f"{pfile.stem}-cold{i}-home", work / f"{pfile.stem}-cold{i}-cache"))
             if i < n_warm:
-                warm.append(time_to_epoch0(pfile, warm_home, warm_cache))
-            short = lambda d: {k: round(v, 2) for k, v in d.items()}  # noqa: E731
-            print(f"[{label}] rep {i + 1}: cold {short(cold[-1]) if i < n_cold else '-'} warm {short(warm[-1])}",
-                  file=sys.stderr, flush=True)
-        for kind, runs in (("cold cache", cold), ("warm cache", warm)):
+                for tag, src in sides:
+                    warm[tag].append(time_to_epoch0(pfile, *homes[tag], src=src))
+            print(f"[{label}] rep {i + 1}: cold {short(cold[-1]) if i < n_cold else '-'} "
+                  + " ".join(f"warm{tag} {short(w[-1])}" for tag, w in warm.items() if w), file=sys.stderr, flush=True)
+        for kind, runs in [("cold cache", cold)] + [(f"warm cache{tag}", warm[tag]) for tag, _ in sides]:
+            if not runs:
+                continue
             e0 = [r["epoch 0"] for r in runs]
             phases = ", ".join(
                 f"{name} {fmt_s(median(r[name] for r in runs if name in r))}"

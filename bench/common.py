@@ -175,7 +175,7 @@ def git_head() -> str:
         return "?"
 
 
-def git_dirty(paths: Sequence[str] = ("tui_ft",)) -> bool:
+def git_dirty(paths: Sequence[str] = ("tui_ft/core", "bench")) -> bool:
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--", *paths], cwd=REPO, capture_output=True, text=True, check=True
