@@ -115,8 +115,11 @@ def configure_cpu(device: str) -> None:
     ``TUI_FT_THREADS=N`` sets torch's intra-op threads (default: torch's choice).
     Denormal floats are flushed to zero: CHGNet's backward pass produces subnormal
     values, whose arithmetic is slow on x86 CPUs; flushing made a full-mode training
-    pass about 1.3x faster with identical predictions (BENCHMARKS.md). ``run()`` turns
-    flushing off again (torch's default) when the run ends.
+    pass about 1.3x faster with identical predictions (BENCHMARKS.md). The setting is
+    per thread: torch's worker threads inherit it when they start after this call,
+    which in ``tui-ft`` runs and the dashboard's training processes they do (no
+    parallel work happens before it); threads started earlier keep theirs. ``run()``
+    turns it off again on the calling thread (torch's default) when the run ends.
     """
     import torch
 
