@@ -201,20 +201,28 @@ class CurveChart(Vertical):
         self.query_one(Legend).text = legend_text(message.curves)
 
 
-class ParityPlot(_Plot):
-    """Predicted against true formation energy on the test set, with y = x."""
+class _TestSetPlot(_Plot):
+    """A chart of one run's test-set predictions; ``default_note`` shows until there are some."""
+
+    default_note = ""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.run_id: str | None = None
         self.predictions: Predictions | None = None
-        self.note = "the parity plot appears when a run finishes"
+        self.note = self.default_note
 
     def set_predictions(self, run_id: str | None, predictions: Predictions | None, note: str = "") -> None:
         self.run_id = run_id
         self.predictions = predictions
-        self.note = note or "the parity plot appears when a run finishes"
+        self.note = note or self.default_note
         self.redraw()
+
+
+class ParityPlot(_TestSetPlot):
+    """Predicted against true formation energy on the test set, with y = x."""
+
+    default_note = "the parity plot appears when a run finishes"
 
     def _draw(self) -> None:
         p = self.predictions
@@ -240,20 +248,10 @@ class ParityPlot(_Plot):
         self.refresh()
 
 
-class ErrorPlot(_Plot):
+class ErrorPlot(_TestSetPlot):
     """Histogram of prediction errors (pred - true) on the test set."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.run_id: str | None = None
-        self.predictions: Predictions | None = None
-        self.note = "the error histogram appears when a run finishes"
-
-    def set_predictions(self, run_id: str | None, predictions: Predictions | None, note: str = "") -> None:
-        self.run_id = run_id
-        self.predictions = predictions
-        self.note = note or "the error histogram appears when a run finishes"
-        self.redraw()
+    default_note = "the error histogram appears when a run finishes"
 
     def _draw(self) -> None:
         p = self.predictions
