@@ -47,6 +47,7 @@ from tui_ft.core.events import (
     RunStarted,
 )
 from tui_ft.core.library import Library, load_checkpoint, package_versions, save_checkpoint
+from tui_ft.core.parallel import CpuDataParallel, plan_workers
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
 
@@ -338,6 +339,8 @@ class Trainer:
         self.scheduler = None
         self.data_sha = ""
         self._last_saved_epoch = -1
+        self.dp = None  # CpuDataParallel in full mode on the CPU (tui_ft.core.parallel)
+        self.cpu_workers = 1
 
     # -- events
     def emit(self, ev: Event) -> None:
@@ -364,6 +367,9 @@ class Trainer:
             self.emit(RunFailed(rid, message=msg, epoch=self.epoch))
             raise
         finally:
+            if self.dp is not None:
+                self.dp.close()
+                self.dp = None
             if "torch" in sys.modules:
                 sys.modules["torch"].set_flush_denormal(False)
 
@@ -455,6 +461,17 @@ class Trainer:
                     composition_matrix(gl),
                     torch.tensor([float(g.atomic_number.shape[0]) for g in gl]),
                 )
+
+        # ---- full mode on the CPU: each batch split across worker threads (tui_ft.core.parallel)
+        if not self.use_features:
+            try:
+                workers, threads = plan_workers(p.train.batch_size, device)
+            except ValueError as exc:
+                raise TrainingFailed(str(exc)) from None
+            if workers > 1:
+                self.dp = CpuDataParallel(model, workers, threads, flush_denormal=device == "cpu")
+                self.cpu_workers = workers
+                self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
 
         # ---- trainable parameters
         self._setup_trainable()
@@ -624,20 +641,24 @@ class Trainer:
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
             target = self.y[tr[idx]].to(self.device)
-            if self.use_features:
-                x, o, na, c = self.fsets["train"].batch(idx, self.device)
-                pred = head_forward(self.model, x, o, na, c)
+            if self.dp is not None:  # forward and backward split across threads; the batch's gradient
+                pred, loss = self.dp.train_step([self.graphs[int(tr[j])] for j in idx], target, p.train.loss)
             else:
-                batch = [self.graphs[int(tr[j])].to(self.device) for j in idx]
-                pred = self.model(batch, task="e")["e"]
-            loss = loss_fn(pred, target)
+                if self.use_features:
+                    x, o, na, c = self.fsets["train"].batch(idx, self.device)
+                    pred = head_forward(self.model, x, o, na, c)
+                else:
+                    batch = [self.graphs[int(tr[j])].to(self.device) for j in idx]
+                    pred = self.model(batch, task="e")["e"]
+                loss = loss_fn(pred, target)
             if not torch.isfinite(loss):
                 raise TrainingFailed(
                     f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
                     f"(try a smaller optim.lr); the best checkpoint (epoch {self.best_epoch}) is kept"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.dp is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
@@ -659,6 +680,9 @@ class Trainer:
                 for i in range(0, len(rows), bs):
                     idx = list(range(i, min(i + bs, len(rows))))
                     out.append(head_forward(self.model, *fs.batch(idx, self.device)).cpu())
+            elif self.dp is not None:
+                for i in range(0, len(rows), bs):
+                    out.append(self.dp.predict([self.graphs[int(r)] for r in rows[i : i + bs]]))
             else:
                 for i in range(0, len(rows), bs):
                     batch = [self.graphs[int(r)].to(self.device) for r in rows[i : i + bs]]
@@ -713,6 +737,7 @@ class Trainer:
             "versions": package_versions(),
             "time": time.time(),
             "device": getattr(self, "device", "?"),
+            "cpu_workers": self.cpu_workers,
             "finished": False,
             "status": "running",
             "plan": self.ctx.plan,
