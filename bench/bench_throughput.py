@@ -96,15 +96,26 @@ def _threads_info() -> str:
     import torch
 
     flushed = bool((torch.tensor([1e-39]) * 1.0 == 0).item())  # subnormal flushed to zero on this thread?
-    return (f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+    info = (f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
             f"flush denormal {'on' if flushed else 'off'}")
+    trainer = _LIVE.get("trainer")
+    dp = getattr(trainer, "dp", None)
+    if dp is not None:
+        info += f", cpu workers {dp.workers} x {dp.threads} thread(s)"
+    return info
+
+
+_LIVE: dict = {}  # the engine's Trainer of this process, for _threads_info
 
 
 # ---------------------------------------------------------------- A: tui-ft engine
 
 
-def tuift_worker(conn, mode: str, n: int, rounds: int, data: str, cache: str, vf: float, src: str | None) -> None:
+def tuift_worker(conn, mode: str, n: int, rounds: int, data: str, cache: str, vf: float, src: str | None,
+                 workers: str | None = None) -> None:
     setup_env(cache)
+    if workers:  # TUI_FT_CPU_WORKERS for this side (tui_ft.core.parallel)
+        os.environ["TUI_FT_CPU_WORKERS"] = workers
     if src:  # another source tree of tui-ft (e.g. the commit before a speed-up), ahead of the editable install
         sys.path.insert(0, str(Path(src).resolve()))
     from tui_ft.core import engine
@@ -133,6 +144,13 @@ def tuift_worker(conn, mode: str, n: int, rounds: int, data: str, cache: str, vf
             if part == "val":
                 times["val"] = time.perf_counter() - t
 
+    orig_init = engine.Trainer.__init__
+
+    def init(self, ctx):
+        orig_init(self, ctx)
+        _LIVE["trainer"] = self
+
+    engine.Trainer.__init__ = init
     engine.Trainer._train_epoch = timed_train
     engine.Trainer._evaluate = timed_eval
     base = "head_finetune_freeze" if mode == "head" else "full_finetune"
@@ -293,12 +311,16 @@ def run_mode(mode: str, args) -> dict:
     A (tui-ft, then each --compare-src tree), B (chgnet), C (pure model), one at a time."""
     ctx = mp.get_context("spawn")
     data, cache, vf = str(args.data), str(args.cache), args.val_fraction
-    sides = [("tui-ft", None)] + [(f"tui-ft@{Path(s).name}", s) for s in args.compare_src]
-    res: dict = {"A": {label: [] for label, _ in sides}, "A0": {}, "B": [], "C": []}
+    sides = [("tui-ft", None, None)]
+    if mode == "full":
+        sides = [("tui-ft" if w is None else f"tui-ft workers={w}", None, w) for w in args.workers] or sides
+    sides += [(f"tui-ft@{Path(s).name}", s, None) for s in args.compare_src]
+    res: dict = {"A": {label: [] for label, _, _ in sides}, "A0": {}, "B": [], "C": []}
     procs, pipes = [], {}
-    for label, src in sides:
+    for label, src, workers in sides:
         pa, ca = ctx.Pipe()
-        procs.append(ctx.Process(target=tuift_worker, args=(ca, mode, args.n, args.rounds, data, cache, vf, src)))
+        procs.append(ctx.Process(target=tuift_worker,
+                                 args=(ca, mode, args.n, args.rounds, data, cache, vf, src, workers)))
         procs[-1].start()
         a0 = pa.recv()  # set-up and epoch 0 (validation only) done; the engine now waits in its epoch_end event
         if "end" in a0:
@@ -323,7 +345,7 @@ def run_mode(mode: str, args) -> dict:
         pc.recv()
     for r in range(args.rounds):
         parts = []
-        for label, _ in sides:
+        for label, _, _ in sides:
             pipes[label].send("go")
             a = pipes[label].recv()
             if "end" in a:
@@ -340,7 +362,7 @@ def run_mode(mode: str, args) -> dict:
             res["C"].append(c)
             parts.append(f"model fwd+bwd {fmt_s(c['graphs'])} (prebuilt batches {fmt_s(c['built'])})")
         print(f"[{mode}] round {r + 1}: " + " | ".join(parts) + f"  load {loadavg()}", file=sys.stderr, flush=True)
-    for label, _ in sides:
+    for label, _, _ in sides:
         pipes[label].send("go")
         res.setdefault("end", {})[label] = pipes[label].recv()
     pb.send("stop")
@@ -353,8 +375,11 @@ def run_mode(mode: str, args) -> dict:
 
 def _env_of(threads: str) -> dict:
     """'torch threads N, OMP_WAIT_POLICY=X, flush denormal on|off' (the tui-ft process) -> the chgnet process."""
-    first, second, third = (x.strip() for x in threads.split(","))
+    first, second, third = (x.strip() for x in threads.split(",")[:3])
     env = {"TUI_FT_BENCH_THREADS": first.split()[-1]}
+    if "cpu workers" in threads:  # data-parallel tui-ft: chgnet gets as many threads as tui-ft has in all
+        w, t = threads.split("cpu workers", 1)[1].split("thread")[0].split("x")
+        env["TUI_FT_BENCH_THREADS"] = str(int(w) * int(t))
     pol = second.split("=", 1)[1]
     if pol != "(unset)":
         env["OMP_WAIT_POLICY"] = pol
@@ -417,7 +442,12 @@ def main(argv=None) -> int:
                     help="also time the engine of another tui-ft source tree (e.g. `git archive` of an older "
                          "commit), alternated with the others; repeatable")
     ap.add_argument("--no-model", action="store_true", help="skip the pure-model pass (C)")
+    ap.add_argument("--workers", default="",
+                    help="full mode: comma list of TUI_FT_CPU_WORKERS values, one tui-ft side each, alternated "
+                         "(e.g. 'auto,1': the default data-parallel engine and the engine without the split); "
+                         "'auto' leaves the variable unset")
     args = ap.parse_args(argv)
+    args.workers = list(dict.fromkeys(None if w.strip() == "auto" else w.strip() for w in args.workers.split(",") if w.strip()))
     args.data = require_dev_data(args.data)
     _, args.cache = setup_env(args.cache)
     warn_if_not_niced()
