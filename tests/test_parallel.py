@@ -103,6 +103,25 @@ def test_train_step_matches_one_pass_over_the_batch(project):
         dp.close()
 
 
+@pytest.mark.slow
+def test_feature_extraction_split_across_workers_matches_one_thread(project):
+    from tui_ft.core.data import energy_only, load_matbench
+    from tui_ft.core.demo import ensure_demo_dataset
+    from tui_ft.core.engine import extract_features
+
+    ds = load_matbench(ensure_demo_dataset(Paths.default()))
+    model = load_pretrained("0.3.0")
+    graphs = [energy_only(model.graph_converter(ds.structures[i], graph_id=str(i))) for i in range(0, 60, 5)]
+    threads = torch.get_num_threads()
+    serial = extract_features(model, graphs, batch_size=4, device="cpu")
+    split = extract_features(model, graphs, batch_size=4, device="cpu", workers=2, threads=1)
+    assert len(split) == len(serial) == len(graphs)
+    for g, a, b in zip(graphs, serial, split):
+        assert a.shape == b.shape == (int(g.atomic_number.shape[0]), a.shape[1])  # in input order
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.get_num_threads() == threads
+
+
 def _full_demo(**changes):
     p = load_preset(ROOT / "presets" / "demo.toml")
     ch = {"run.name": "dp", "finetune.mode": "full", "optim.lr": 1e-4, "train.epochs": 2, "train.batch_size": 8,

@@ -47,7 +47,7 @@ from tui_ft.core.events import (
     RunStarted,
 )
 from tui_ft.core.library import Library, load_checkpoint, package_versions, save_checkpoint
-from tui_ft.core.parallel import CpuDataParallel, plan_workers
+from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
 
@@ -247,8 +247,32 @@ def composition_matrix(graphs: Sequence[Any], n_elements: int = 94):
     return torch.stack(rows)
 
 
-def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str) -> list:
-    """Run the frozen backbone once; capture the per-atom input of the readout."""
+def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str, workers: int = 1,
+                     threads: int = 1) -> list:
+    """Run the frozen backbone once; capture the per-atom input of the readout.
+
+    With ``workers > 1`` on the CPU the structures are split into groups of similar
+    cost that run at the same time on replicas of the model (tui_ft.core.parallel);
+    a structure's features do not depend on the other structures of its batch.
+    """
+    if workers > 1 and device == "cpu" and len(graphs) > 1:
+        dp = CpuDataParallel(model, workers, threads)
+        try:
+            groups = split_batch(graphs, workers)
+            parts = dp.map_parts(
+                lambda rep, idx: _extract_serial(rep, [graphs[i] for i in idx], batch_size, device), groups
+            )
+        finally:
+            dp.close()
+        out: list = [None] * len(graphs)
+        for idx, feats in zip(groups, parts):
+            for i, f in zip(idx, feats):
+                out[i] = f
+        return out
+    return _extract_serial(model, graphs, batch_size, device)
+
+
+def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str) -> list:
     import torch
 
     captured: list = []
@@ -280,7 +304,8 @@ class FeatureCache:
         self.path = paths.cache / "features" / f"{bb_hash[:16]}-{data_sha[:16]}.pt"
         self.hits = 0
 
-    def get(self, model, rows: Sequence[int], graphs: dict[int, Any], batch_size: int, device: str) -> dict[int, Any]:
+    def get(self, model, rows: Sequence[int], graphs: dict[int, Any], batch_size: int, device: str,
+            workers: int = 1, threads: int = 1) -> dict[int, Any]:
         import torch
 
         from tui_ft.core.atomic import atomic_write
@@ -294,7 +319,7 @@ class FeatureCache:
         missing = [r for r in rows if str(r) not in store]
         self.hits = len(rows) - len(missing)
         if missing:
-            feats = extract_features(model, [graphs[r] for r in missing], max(batch_size, 32), device)
+            feats = extract_features(model, [graphs[r] for r in missing], max(batch_size, 32), device, workers, threads)
             for r, f in zip(missing, feats):
                 store[str(r)] = f
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,13 +471,24 @@ class Trainer:
             )
         )
 
+        # ---- CPU worker threads (tui_ft.core.parallel): full-mode batches, frozen-feature extraction
+        try:
+            workers, threads = plan_workers(p.train.batch_size, device)
+        except ValueError as exc:
+            raise TrainingFailed(str(exc)) from None
+
         # ---- head mode on cached frozen features
         self.use_features = p.finetune.mode == "head" and supports_feature_head(model)
         if self.use_features:
             fc = FeatureCache(self.paths, backbone_hash(model), ds.sha256)
             t = time.time()
-            feats = fc.get(model, [int(r) for r in rows if int(r) in graphs], graphs, p.train.batch_size, device)
-            self.say(f"frozen backbone features: {fc.hits} from cache, computed the rest in {time.time() - t:.1f}s")
+            fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
+            wanted = [int(r) for r in rows if int(r) in graphs]
+            feats = fc.get(model, wanted, graphs, p.train.batch_size, device, fw, ft)
+            computed = f"computed the rest in {time.time() - t:.1f}s"
+            if fw > 1 and fc.hits < len(wanted):
+                computed += f" on {fw} worker threads"
+            self.say(f"frozen backbone features: {fc.hits} from cache, {computed}")
             self.fsets = {}
             for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
                 gl = [graphs[int(r)] for r in part]
@@ -464,10 +500,6 @@ class Trainer:
 
         # ---- full mode on the CPU: each batch split across worker threads (tui_ft.core.parallel)
         if not self.use_features:
-            try:
-                workers, threads = plan_workers(p.train.batch_size, device)
-            except ValueError as exc:
-                raise TrainingFailed(str(exc)) from None
             if workers > 1:
                 self.dp = CpuDataParallel(model, workers, threads, flush_denormal=device == "cpu")
                 self.cpu_workers = workers

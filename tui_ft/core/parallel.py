@@ -190,6 +190,14 @@ class CpuDataParallel:
             out[idx] = f.result().to(out.dtype)
         return out
 
+    def map_parts(self, fn, groups: Sequence[Sequence[int]]) -> list:
+        """``[fn(replica_k, group_k) for k]`` run at the same time, one replica per group (synced first)."""
+        if len(groups) > len(self.replicas):
+            raise ValueError(f"{len(groups)} groups for {len(self.replicas)} replicas")
+        self.sync()
+        futures = [self.pool.submit(fn, self.replicas[k], g) for k, g in enumerate(groups)]
+        return [f.result() for f in futures]
+
     def close(self) -> None:
         import torch
 
