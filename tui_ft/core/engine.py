@@ -499,11 +499,10 @@ class Trainer:
                 )
 
         # ---- full mode on the CPU: each batch split across worker threads (tui_ft.core.parallel)
-        if not self.use_features:
-            if workers > 1:
-                self.dp = CpuDataParallel(model, workers, threads, flush_denormal=device == "cpu")
-                self.cpu_workers = workers
-                self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
+        if not self.use_features and workers > 1:
+            self.dp = CpuDataParallel(model, workers, threads, flush_denormal=device == "cpu")
+            self.cpu_workers = workers
+            self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
 
         # ---- trainable parameters
         self._setup_trainable()
@@ -674,7 +673,7 @@ class Trainer:
             idx = order[i : i + bs]
             target = self.y[tr[idx]].to(self.device)
             if self.dp is not None:  # forward and backward split across threads; the batch's gradient
-                pred, loss = self.dp.train_step([self.graphs[int(tr[j])] for j in idx], target, p.train.loss)
+                pred, loss = self.dp.train_step([self.graphs[int(tr[j])] for j in idx], target, loss_fn)
             else:
                 if self.use_features:
                     x, o, na, c = self.fsets["train"].batch(idx, self.device)

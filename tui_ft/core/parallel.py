@@ -8,14 +8,14 @@ took 2.8-3.3 s for a forward+backward pass over 96 dev structures, and 1 thread
 3.2-3.3 s; two processes with 1 thread each ran side by side at 3.8-4.3 s each,
 i.e. 1.45x the throughput. Splitting every batch into parts that run at the same
 time in threads, each with its own replica of the model and 1 intra-op thread,
-gave 1.4-1.8x per training pass in one process (BENCHMARKS.md).
+made the engine's training pass 1.48x faster (BENCHMARKS.md, run E).
 
 What it computes is the same as one pass over the whole batch: CHGNet treats
 every structure of a batch independently (layer norms are per row, no batch
 norm, no dropout in the pretrained model), so the predictions are the same, and
 with the loss summed per part and divided by the whole batch's size, the sum of
 the parts' gradients is the whole batch's gradient. Only the order of float
-additions differs (gradients agreed to a relative 1e-5 in ``tests/test_parallel.py``).
+additions differs (``tests/test_parallel.py`` checks every gradient to a relative 1e-4).
 The parts and the order in which their gradients are added are fixed by the
 batch, so a run is as reproducible as before for a given number of workers.
 
@@ -96,9 +96,11 @@ def _init_worker(threads: int, flush_denormal: bool) -> None:
 class CpuDataParallel:
     """Replicas of ``model`` driven by a thread pool; ``model`` itself is replica 0.
 
-    Call :meth:`sync` whenever the master's weights may have changed outside
-    :meth:`train_step` (a refit, a loaded state, unfreezing); :meth:`train_step`
-    and :meth:`predict` sync first anyway, which costs a copy of ~0.4M floats.
+    Every pass (:meth:`map_parts`, and through it :meth:`train_step` and
+    :meth:`predict`) first copies the master's weights, ``requires_grad`` flags,
+    buffers and train/eval mode into the other replicas (:meth:`sync`, ~0.4M
+    floats), so changes to the master (an optimizer step, a refit, a loaded
+    state, unfreezing) are always seen.
     """
 
     def __init__(self, model, workers: int, threads: int, *, flush_denormal: bool = True):
@@ -134,30 +136,27 @@ class CpuDataParallel:
                     rcm.fitted = cm.fitted
 
     # -- passes
-    def train_step(self, graphs: Sequence[Any], target, loss_name: str):
+    def train_step(self, graphs: Sequence[Any], target, loss_fn):
         """Forward and backward over ``graphs`` split across the replicas.
 
-        Leaves the whole batch's gradient in the master's ``.grad`` (set, not
-        accumulated) and returns ``(predictions in batch order, loss)``, both detached.
+        ``loss_fn(pred, target, reduction=...)`` is one of torch's functional
+        losses (the engine's ``_loss_fn``). Leaves the whole batch's gradient in
+        the master's ``.grad`` (set, not accumulated) and returns
+        ``(predictions in batch order, loss)``, both detached.
         """
         import torch
-        import torch.nn.functional as F
 
-        loss_fn = {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}[loss_name]
         n = len(graphs)
         groups = split_batch(graphs, self.workers)
-        self.sync()
 
-        def work(k: int, idx: list[int]):
-            rep = self.replicas[k]
+        def work(rep, idx: list[int]):
             rep.zero_grad(set_to_none=True)
             pred = rep([graphs[i] for i in idx], task="e")["e"]
             loss = loss_fn(pred, target[idx], reduction="sum") / n
             loss.backward()
             return pred.detach(), loss.detach()
 
-        futures = [self.pool.submit(work, k, idx) for k, idx in enumerate(groups)]
-        results = [f.result() for f in futures]
+        results = self.map_parts(work, groups)
         # master (replica 0) holds its part's gradient; add the others' in a fixed order
         for k in range(1, len(groups)):
             for dst, src in zip(self.model.parameters(), self.replicas[k].parameters(), strict=True):
@@ -169,7 +168,7 @@ class CpuDataParallel:
                     dst.grad.add_(src.grad)
         pred = torch.empty(n, dtype=results[0][0].dtype)
         for idx, (p, _) in zip(groups, results):
-            pred[idx] = p.to(pred.device)
+            pred[idx] = p
         loss = sum((lv for _, lv in results[1:]), results[0][1])
         return pred, loss
 
@@ -178,16 +177,14 @@ class CpuDataParallel:
         import torch
 
         groups = split_batch(graphs, self.workers)
-        self.sync()
 
-        def work(k: int, idx: list[int]):
-            with torch.no_grad():
-                return self.replicas[k]([graphs[i] for i in idx], task="e")["e"].detach()
+        def work(rep, idx: list[int]):
+            with torch.no_grad():  # grad mode is per thread: set here, in the worker
+                return rep([graphs[i] for i in idx], task="e")["e"].detach()
 
-        futures = [self.pool.submit(work, k, idx) for k, idx in enumerate(groups)]
         out = torch.empty(len(graphs))
-        for idx, f in zip(groups, futures):
-            out[idx] = f.result().to(out.dtype)
+        for idx, p in zip(groups, self.map_parts(work, groups)):
+            out[idx] = p.to(out.dtype)
         return out
 
     def map_parts(self, fn, groups: Sequence[Sequence[int]]) -> list:
