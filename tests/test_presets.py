@@ -125,7 +125,7 @@ def test_head_finetune_freeze_values():
     assert p.optim.lr == 1e-3
     assert p.train.epochs == 3
     assert p.train.batch_size == 8
-    assert p.model == ModelCfg("0.3.0", "")
+    assert p.model == ModelCfg(pretrained="0.3.0", init="")
 
 
 def test_full_finetune_values():
@@ -182,12 +182,12 @@ def test_demo_values():
 
 def test_defaults_filled():
     p = parse_preset(MINIMAL)
-    assert p.run == RunCfg("t", "")
-    assert p.data == DataCfg("demo", "e_form", 0, 1.0, 0.1, 0, 0)
-    assert p.model == ModelCfg("0.3.0", "")
-    assert p.finetune == FinetuneCfg("head", True, None, {}, 0)
-    assert p.optim == OptimCfg(1e-3, "adam", 0.0, "none")
-    assert p.train == TrainCfg(2, 16, 0, "auto", 0, "mse")
+    assert p.run == RunCfg(name="t", description="")
+    assert p.data == DataCfg(source="demo", target="e_form", fold=0, fraction=1.0, val_fraction=0.1, seed=0, test_limit=0)
+    assert p.model == ModelCfg(pretrained="0.3.0", init="")
+    assert p.finetune == FinetuneCfg(mode="head", refit_atomref=True, backbone_lr=None, lr_factors={}, unfreeze_every=0)
+    assert p.optim == OptimCfg(lr=1e-3, optimizer="adam", weight_decay=0.0, scheduler="none")
+    assert p.train == TrainCfg(epochs=2, batch_size=16, patience=0, device="auto", seed=0, loss="mse")
     assert p.path == "<string>"
 
 
@@ -342,7 +342,7 @@ def test_refit_atomref_default_depends_on_init():
 
 def test_pretrained_alone_is_fine():
     p = parse_preset(_edit(MINIMAL, "[finetune]", '[model]\npretrained = "r2scan"\ninit = ""\n\n[finetune]'))
-    assert p.model == ModelCfg("r2scan", "")
+    assert p.model == ModelCfg(pretrained="r2scan", init="")
     assert parse_preset(dump_preset(p)) == p
 
 
@@ -529,7 +529,7 @@ def test_with_changes_init_follows_defaults():
     assert p.finetune.refit_atomref is False  # was at its default, follows the new default
     assert "pretrained" not in p.to_dict()["model"]
     back = p.with_changes({"model.init": ""})
-    assert back.model == ModelCfg("0.3.0", "") and back.finetune.refit_atomref is True
+    assert back.model == ModelCfg(pretrained="0.3.0", init="") and back.finetune.refit_atomref is True
     kept = base.with_changes({"model.init": "run1@best", "finetune.refit_atomref": True})
     assert kept.finetune.refit_atomref is True
     custom = base.with_changes({"finetune.refit_atomref": False}).with_changes({"model.init": "x@last"})

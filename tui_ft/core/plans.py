@@ -56,13 +56,11 @@ This module does not import torch or textual at import time.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,18 +72,15 @@ from tui_ft.core.presets import (
     Preset,
     PresetError,
     PresetErrors,
+    check_field,
     check_name,
     check_resources,
     load_preset,
-    locate_lines,
     preset_from_dict,
     show_value,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from tui_ft.core.tomlfile import TomlFileError, locate_lines, parse_toml, read_text
+from tui_ft.core.tomlfile import line_of as _line_of
 
 __all__ = [
     "Gate",
@@ -200,15 +195,13 @@ def parse_gate(text: Any) -> Gate:
 # --------------------------------------------------------------------------- line locator
 
 
-def _plan_lines(text: str, n_stages: int) -> tuple[dict[str, int], list[dict[str, int]]]:
-    """Lines of the plan: the top-level map (``plan.name``, ...) and, per stage,
-    a map of stage-local keys (``""`` = the ``[[stage]]`` header, ``preset``,
-    ``run.name``, ``set.optim.lr``, ...)."""
-    top = locate_lines(text)
+def _plan_lines(text: str, top: dict[str, int], n_stages: int) -> list[dict[str, int]]:
+    """Per stage, a map of stage-local keys (``""`` = the ``[[stage]]`` header,
+    ``preset``, ``run.name``, ``set.optim.lr``, ...), from the plan's ``top`` map."""
     raw = text.splitlines()
     starts = [i for i, line in enumerate(raw) if _STAGE_HEADER.fullmatch(line)]
     if len(starts) != n_stages:  # stages written some other way: fall back to the first header
-        return top, [{"": top["stage"]} if "stage" in top else {} for _ in range(n_stages)]
+        return [{"": top["stage"]} if "stage" in top else {} for _ in range(n_stages)]
     out: list[dict[str, int]] = []
     for k, start in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(raw)
@@ -220,17 +213,12 @@ def _plan_lines(text: str, n_stages: int) -> tuple[dict[str, int], list[dict[str
             elif key.startswith("stage."):
                 local[key[len("stage.") :]] = line + start
         out.append(local)
-    return top, out
+    return out
 
 
 def _line(lines: dict[str, int], key: str) -> int | None:
-    parts = key.split(".") if key else []
-    while parts:
-        k = ".".join(parts)
-        if k in lines:
-            return lines[k]
-        parts.pop()
-    return lines.get("")
+    """The key's line in a plan map; in a stage map, the stage header's line when the key is absent."""
+    return _line_of(lines, key, lines.get(""))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -259,8 +247,7 @@ def _find_preset_file(name: str) -> Path | None:
 
 def _with_changes(preset: Preset, changes: dict[str, Any]) -> Preset:
     """``Preset.with_changes`` that keeps the source file and line map of ``preset``."""
-    new = preset.with_changes(changes)
-    return dataclasses.replace(new, path=preset.path, lines=dict(preset.lines))
+    return preset.with_changes(changes).located(preset.path, preset.lines)
 
 
 def _check_set(sec_key: str, value: Any) -> str | None:
@@ -275,10 +262,9 @@ def _check_set(sec_key: str, value: Any) -> str | None:
         if parts[:2] != ["finetune", "lr_factors"]:
             return f"{parts[0]}.{parts[1]} is not a table"
         return None  # group and value are checked by the preset schema
-    spec = SECTIONS[parts[0]][parts[1]]
     try:
-        spec.check(value)
-    except Exception as exc:  # noqa: BLE001 - the schema's own message
+        check_field(sec_key, value)
+    except ValueError as exc:
         return str(exc)
     return None
 
@@ -326,8 +312,8 @@ def _build_stage(
                 init = v
         else:
             try:
-                init = SECTIONS["model"]["init"].check(v)
-            except Exception as exc:  # noqa: BLE001 - the schema's own message
+                init = check_field("model.init", v)
+            except ValueError as exc:
                 err("init", str(exc))
 
     # overrides
@@ -409,14 +395,12 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        from tui_ft.core.presets import _toml_error
-
-        raise _toml_error(path, text, exc) from None
+        data, top = parse_toml(text, path)
+    except TomlFileError as exc:
+        raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
     raw_stages = data.get("stage")
     n = len(raw_stages) if isinstance(raw_stages, list) else 0
-    top, stage_lines = _plan_lines(text, n)
+    stage_lines = _plan_lines(text, top, n)
     errors: list[PresetError] = []
 
     def err(key: str, msg: str) -> None:
@@ -441,7 +425,7 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
         else:
             try:
                 name = check_name(plan_t["name"])
-            except Exception as exc:  # noqa: BLE001 - the schema's own message
+            except ValueError as exc:
                 err("plan.name", str(exc))
         d = plan_t.get("description", "")
         if not isinstance(d, str):
@@ -473,14 +457,9 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a plan file. Raises PresetError / PresetErrors naming the file and line."""
     name = os.fspath(path)
     try:
-        raw = Path(name).read_bytes()
-    except OSError as exc:
-        raise PresetError(name, None, "plan", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PresetError(name, line, "toml", "file is not valid UTF-8 text") from None
+        text = read_text(name, "plan")
+    except TomlFileError as exc:
+        raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
     return parse_plan(text, name)
 
 
