@@ -643,3 +643,53 @@ def test_nan_never_sneaks_in():
         p.with_changes({"optim.lr": math.nan})
     with pytest.raises(PresetErrors):
         p.with_changes({"data.fraction": "nan"})
+
+
+# --------------------------------------------------------------------------- schema on pydantic
+
+
+def test_cuda_device_index_accepted():
+    for device in ("cuda", "cuda:0", "cuda:3"):
+        p = parse_preset(_edit(MINIMAL, "epochs = 2", f'epochs = 2\ndevice = "{device}"'))
+        assert p.train.device == device
+    for device in ("cuda:-1", "cuda:", "cuda:01", "CUDA:0"):
+        with pytest.raises(PresetError) as info:
+            parse_preset(_edit(MINIMAL, "epochs = 2", f'epochs = 2\ndevice = "{device}"'))
+        assert info.value.field == "train.device"
+
+
+def test_new_bounds():
+    ok = parse_preset(_edit(MINIMAL, "epochs = 2", "epochs = 2\nseed = 4294967295"))
+    assert ok.train.seed == 2**32 - 1
+    assert parse_preset(_edit(MINIMAL, "lr = 1e-3", "lr = 1e-3\nweight_decay = 1")).optim.weight_decay == 1.0
+    demo_e_form = parse_preset(_edit(MINIMAL, 'source = "demo"', 'source = "demo"\ntarget = "e_form"'))
+    assert demo_e_form.data.target == "e_form"
+    other = parse_preset(_edit(MINIMAL, 'source = "demo"', 'source = "d.json"\ntarget = "band_gap"'))
+    assert other.data.target == "band_gap"  # other data files are checked by check_resources
+
+
+@pytest.mark.parametrize("stem", sorted(s for s, e in EXPECTED.items() if e["stage"] == "parse"))
+def test_messages_are_in_toml_words(stem):
+    with pytest.raises(PresetError) as info:
+        load_preset(f"tests/bad_presets/{stem}.toml")
+    text = str(info.value)
+    for jargon in ("Input should", "type=", "pydantic", "validation error", "[key]", "model_type", "Value error"):
+        assert jargon not in text, text
+
+
+def test_form_values_use_the_lax_schema():
+    base = load_preset("presets/head_finetune_freeze.toml")
+    p = base.with_changes({"finetune.refit_atomref": "yes", "data.fold": "3", "data.fraction": ".5"})
+    assert (p.finetune.refit_atomref, p.data.fold, p.data.fraction) == (True, 3, 0.5)
+    with pytest.raises(PresetErrors) as info:
+        base.with_changes({"train.epochs": "2.5"})
+    assert str(info.value) == '<form>: train.epochs: expected an integer from 1 to 10000, got "2.5"'
+
+
+def test_sections_are_the_schema():
+    """Every field is described once: the models give the sections, the dump and the keys."""
+    from tui_ft.core.presets import SECTIONS
+
+    p = parse_preset(MINIMAL)
+    full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5})
+    assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS

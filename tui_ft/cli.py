@@ -120,20 +120,21 @@ def load_and_check(path: str):
     """Load a preset or plan and check its files; print the problems and return None on error."""
     from tui_ft.core.data import read_columns
     from tui_ft.core.library import Library
-    from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, load_preset
+    from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, parse_preset
+    from tui_ft.core.tomlfile import TomlFileError, read_text
 
     try:
-        try:
-            text = open(path, encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        if text and is_plan_text(text):
-            from tui_ft.core.plans import check_plan, load_plan
+        try:  # read once: PATH may be a pipe, e.g. --preset <(...)
+            text = read_text(path, "preset")
+        except TomlFileError as exc:
+            raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
+        if is_plan_text(text):
+            from tui_ft.core.plans import check_plan, parse_plan
 
-            plan = load_plan(path)
+            plan = parse_plan(text, path)
             check_plan(plan)
             return plan
-        preset = load_preset(path)
+        preset = parse_preset(text, path)
         check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
         return preset
     except PresetErrors as exc:

@@ -570,8 +570,9 @@ def _message(err: dict[str, Any]) -> tuple[str, str]:
     value = err.get("input")
     if loc and loc[-1] == "[key]":  # a key of a table with fixed key names (lr_factors)
         field = ".".join(str(p) for p in loc[:-1])
-        found = _field_type(loc)
-        allowed = ", ".join(get_args(found[0])) if found and get_origin(found[0]) is Literal else ""
+        table = _field_type(loc[:-2])  # the dict; its key type lists the names
+        keys = _unpack(get_args(table[0])[0])[0] if table and get_origin(table[0]) is dict else None
+        allowed = ", ".join(get_args(keys)) if get_origin(keys) is Literal else ""
         return field, f"unknown group (allowed: {allowed})"
     field = ".".join(str(p) for p in loc)
     if kind == "missing":
