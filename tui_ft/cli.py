@@ -127,7 +127,7 @@ def load_and_check(path: str):
         try:  # read once: PATH may be a pipe, e.g. --preset <(...)
             text = read_text(path, "preset")
         except TomlFileError as exc:
-            raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
+            raise PresetError.from_toml(exc) from None
         if is_plan_text(text):
             from tui_ft.core.plans import check_plan, parse_plan
 

@@ -397,7 +397,7 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
     try:
         data, top = parse_toml(text, path)
     except TomlFileError as exc:
-        raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
+        raise PresetError.from_toml(exc) from None
     raw_stages = data.get("stage")
     n = len(raw_stages) if isinstance(raw_stages, list) else 0
     stage_lines = _plan_lines(text, top, n)
@@ -459,7 +459,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     try:
         text = read_text(name, "plan")
     except TomlFileError as exc:
-        raise PresetError(exc.file, exc.line, exc.field, exc.message) from None
+        raise PresetError.from_toml(exc) from None
     return parse_plan(text, name)
 
 

@@ -110,6 +110,11 @@ class PresetError(Exception):
         """All problems in this exception (just this one)."""
         return [self]
 
+    @classmethod
+    def from_toml(cls, exc: TomlFileError) -> "PresetError":
+        """The reader's error (unreadable file, bad bytes, TOML syntax) as a PresetError."""
+        return cls(exc.file, exc.line, exc.field, exc.message)
+
 
 class PresetErrors(PresetError):
     """Several problems at once. ``errors`` lists them; ``str()`` is one line each.
@@ -637,21 +642,19 @@ def coerce_form_value(field: str, value: Any) -> Any:
     ``""`` for a number or flag means "unset" (``None``). Anything that does not
     parse is returned unchanged, so the strict check reports it in TOML words.
     """
-    adapter = _adapter(field)
-    if adapter is None or not isinstance(value, str):
-        return value
-    tp, _ = _field_type(tuple(field.split("."))) or (str, [])
-    if tp is str or get_origin(tp) is Literal:
+    found = _field_type(tuple(field.split("."))) if field.count(".") == 1 else None
+    if found is None or not isinstance(value, str) or found[0] not in _LAX:
         return value
     s = value.strip()
-    if s == "" and tp in (int, float, bool):
+    if s == "":
         return None
-    try:
-        return adapter.validate_python(s, strict=False)
+    try:  # the type only: the range is checked by the strict schema, which names the value
+        return _LAX[found[0]].validate_python(s, strict=False)
     except ValidationError:
         return value
 
 
+_LAX = {tp: TypeAdapter(tp) for tp in (int, float, bool)}
 _coerce_form_value = coerce_form_value  # the name tui_ft.tui.form knew
 
 
@@ -687,17 +690,13 @@ def _build(d: Any, path: str, lines: dict[str, int]) -> Preset:
 # --------------------------------------------------------------------------- parsing
 
 
-def _toml_failure(exc: TomlFileError) -> PresetError:
-    return PresetError(exc.file, exc.line, exc.field, exc.message)
-
-
 def parse_preset(text: str, path: str = "<string>") -> Preset:
     """Parse and validate preset TOML text. Raises PresetError / PresetErrors."""
     path = os.fspath(path)
     try:
         data, lines = parse_toml(text, path)
     except TomlFileError as exc:
-        raise _toml_failure(exc) from None
+        raise PresetError.from_toml(exc) from None
     return _build(data, path, lines)
 
 
@@ -707,7 +706,7 @@ def load_preset(path: str | os.PathLike[str]) -> Preset:
     try:
         text = read_text(name, "preset")
     except TomlFileError as exc:
-        raise _toml_failure(exc) from None
+        raise PresetError.from_toml(exc) from None
     return parse_preset(text, name)
 
 
