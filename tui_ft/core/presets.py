@@ -8,6 +8,15 @@ for example::
 
     presets/x.toml:7: data.fold: expected an integer from 0 to 4, got 7
 
+The schema is the pydantic v2 models below (``RunCfg`` ... ``TrainCfg``): one
+line per field, its type, range and default. Files are validated strictly (no
+strings for numbers, no booleans for integers); strings typed into the form are
+first converted in pydantic's lax mode (:func:`coerce_form_value`). pydantic's
+error locations are the dotted keys; :func:`_message` rewords its errors in
+TOML terms and the line comes from :func:`tui_ft.core.tomlfile.locate_lines`.
+Rules between fields (head mode vs backbone options, ``init`` vs
+``pretrained``, the demo data's one target) are in :func:`_cross_field`.
+
 Checks that need the file system (the data file exists, the target column is
 in it, the ``init`` checkpoint exists) live in :func:`check_resources`, so
 that a preset can be parsed anywhere.
