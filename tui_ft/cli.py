@@ -154,7 +154,7 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int
     _install_sigterm()
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
-    from tui_ft.core.plans import run_plan
+    from tui_ft.core.plan_runner import run_plan
 
     printer = make_printer(plain)
     try:
