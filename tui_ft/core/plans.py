@@ -49,10 +49,9 @@ import json
 import math
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import (
