@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -47,6 +48,14 @@ def read_structure(path: Path | str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path.name}: no such file")
+    with warnings.catch_warnings():  # pymatgen's and ase's parser warnings: the reason goes into one line instead
+        warnings.simplefilter("ignore")
+        return _read_structure(path)
+
+
+def _read_structure(path: Path) -> Any:
+    from pymatgen.core import Structure
+
     try:
         s = Structure.from_file(path)
     except Exception as exc:  # noqa: BLE001 - fall back to ase, then report
