@@ -60,6 +60,7 @@ def load(path: Path | str, target: str = "energy", *, need_target: bool = True) 
                 keys = ", ".join(sorted(map(str, atoms.info))) or "none"
                 problem = problem or f"no {target!r} in atoms.info (keys: {keys})"
         except ValueError as exc:
-            problem = problem or str(exc)
+            if need_target:
+                problem = problem or str(exc)
         b.add(ident, structure, y, problem, where)
     return b.build(path, target, file_sha256(path), need_target=need_target)

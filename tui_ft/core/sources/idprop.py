@@ -98,7 +98,9 @@ def load(path: Path | str, target: str = "target", *, need_target: bool = True) 
         except ValueError as exc:
             if k == 0 and file is None:
                 continue  # a header line
-            y, problem = None, problem or str(exc)
+            y = None
+            if need_target:
+                problem = problem or str(exc)
         structure = None
         if file is not None:
             used.add(file)
