@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -315,3 +316,52 @@ def test_default_units():
     assert default_unit("last phdos peak", "matbench_phonons") == "cm^-1"
     assert default_unit("n", "matbench_dielectric") == ""
     assert default_unit("my_property", "mine.extxyz") == ""
+
+
+def test_make_source_splits_entry_point(demo_rows, tmp_path):
+    from tui_ft.core.sources import load_training_data, make_source_splits
+
+    ds, held = load_training_data(demo_rows["matbench"], "e_form")
+    assert held == 0
+    a = make_source_splits(len(ds), fold=2, exclude=[0])
+    b = make_splits(len(ds), fold=2, exclude=[0])
+    assert all(np.array_equal(getattr(a, p), getattr(b, p)) for p in ("train", "val", "test"))
+    r = make_source_splits(len(ds), split="random", test_fraction=0.25, seed=5, test_limit=4)
+    assert np.array_equal(r.test, random_split(len(ds), 0.25, 5).test[:4])
+    import ase.io
+
+    test_file = tmp_path / "held.extxyz"
+    frames = ase.io.read(demo_rows["xyz"], index=":")
+    ase.io.write(test_file, frames[:5], format="extxyz")
+    ase.io.write(tmp_path / "train.extxyz", frames[5:], format="extxyz")
+    ds, held = load_training_data(tmp_path / "train.extxyz", "e_form", test_path=test_file)
+    assert held == 5
+    s = make_source_splits(len(ds), n_held_out=held, split="random")
+    assert [ds.ids[i] for i in s.test] == [f.info["id"] for f in frames[:5]]
+    with pytest.raises(ValueError, match="unknown split"):
+        make_source_splits(len(ds), split="kfold")
+
+
+def test_graph_cache_reads_folder_and_concatenated_datasets(demo_rows, tmp_path):
+    """The engine's GraphCache works on these datasets: bad rows come back as failures with their reason."""
+    import shutil
+
+    from chgnet.graph import CrystalGraphConverter
+
+    from tui_ft.core.data import GraphCache
+    from tui_ft.core.paths import Paths
+
+    d = tmp_path / "f"
+    shutil.copytree(demo_rows["cif"], d)
+    victim = demo_rows["rows"][2][0]
+    (d / f"{victim}.cif").unlink()
+    conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3, verbose=False)
+    paths = Paths(tmp_path / "proj")
+    folder = load_source(d, "e_form")
+    graphs, failed = GraphCache(folder, conv, paths).get(range(6))
+    assert sorted(graphs) == [0, 1, 3, 4, 5] and list(failed) == [2] and "no structure file" in failed[2]
+    mb = load_source(demo_rows["matbench"], "e_form")
+    both = concat_datasets(folder, dataclasses.replace(mb, ids=[f"t{i}" for i in range(N)]))
+    graphs, failed = GraphCache(both, conv, paths).get([1, 2, N + 1])
+    assert sorted(graphs) == [1, N + 1] and list(failed) == [2]
+    assert int(graphs[N + 1].atomic_number.shape[0]) == len(demo_rows["rows"][1][1])

@@ -31,13 +31,14 @@ from typing import Iterable
 
 from tui_ft.core.data import Dataset, DataError
 from tui_ft.core.sources.common import RowBuilder, divide_by_atoms, hash_files, problems, read_structure, summary
-from tui_ft.core.sources.splits import concat_datasets, random_split, held_out_splits
+from tui_ft.core.sources.splits import SPLITS, concat_datasets, held_out_splits, make_source_splits, random_split
 
 FORMATS = ("matbench", "idprop", "ase", "csv", "structures")
 
 __all__ = [
-    "FORMATS", "DataError", "Dataset", "concat_datasets", "detect_format", "load_source", "load_structures",
-    "problems", "random_split", "summary", "held_out_splits",
+    "FORMATS", "SPLITS", "DataError", "Dataset", "concat_datasets", "detect_format", "held_out_splits",
+    "load_source", "load_structures", "load_training_data", "make_source_splits", "problems", "random_split",
+    "summary",
 ]
 
 
@@ -117,3 +118,17 @@ def load_structures(paths: Iterable[Path | str], target: str = "") -> Dataset:
     root = Path("/")
     base = paths[0] if len(paths) == 1 else Path.cwd()
     return b.build(base, target, hash_files(files, root), need_target=False)
+
+
+def load_training_data(
+    path: Path | str, target: str, *, format: str | None = None, per_atom: bool = False,
+    test_path: Path | str | None = None, test_format: str | None = None,
+) -> tuple[Dataset, int]:
+    """A run's data: ``(dataset, n_held_out)``. With ``test_path`` (``data.test_source``) the
+    test file's rows follow the training file's (:func:`concat_datasets`, ids checked disjoint)
+    and ``n_held_out`` is their number; pass it to :func:`make_source_splits`."""
+    ds = load_source(path, target, format=format, per_atom=per_atom)
+    if not test_path:
+        return ds, 0
+    test = load_source(test_path, target, format=test_format, per_atom=per_atom)
+    return concat_datasets(ds, test), len(test)

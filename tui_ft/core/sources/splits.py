@@ -106,3 +106,36 @@ def concat_datasets(train: Dataset, test: Dataset) -> Dataset:
                  np.concatenate([train.targets, test.targets]), sha, bad)
     ds.structures = _Concat(train, test, bad)
     return ds
+
+
+SPLITS = ("matbench", "random")
+
+
+def make_source_splits(
+    n: int, *, n_held_out: int = 0, split: str = "matbench", fold: int = 0, fraction: float = 1.0,
+    val_fraction: float = 0.1, seed: int = 0, test_limit: int = 0, test_fraction: float = 0.2,
+    exclude: Sequence[int] = (),
+) -> Splits:
+    """The one entry point for a run's splits over ``n`` rows.
+
+    ``n_held_out`` > 0: the last ``n_held_out`` rows are a separate test file
+    (:func:`concat_datasets`) and are the test set; otherwise ``split``
+    ``"matbench"`` (the default: ``data.make_splits``, fold ``fold``) or
+    ``"random"`` (:func:`random_split` with ``test_fraction``). ``test_limit``
+    keeps the first rows of the test set, as in ``make_splits``.
+    """
+    from tui_ft.core.data import make_splits
+
+    if n_held_out:
+        s = held_out_splits(n - n_held_out, n_held_out, val_fraction=val_fraction, fraction=fraction, seed=seed,
+                            exclude=exclude)
+    elif split == "matbench":
+        return make_splits(n, fold=fold, fraction=fraction, val_fraction=val_fraction, seed=seed,
+                           test_limit=test_limit, exclude=exclude)
+    elif split == "random":
+        s = random_split(n, test_fraction, seed, val_fraction=val_fraction, fraction=fraction, exclude=exclude)
+    else:
+        raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    if test_limit:
+        s = Splits(s.train, s.val, s.test[:test_limit], s.excluded)
+    return s
