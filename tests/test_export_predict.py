@@ -17,7 +17,8 @@ import torch
 from tui_ft.core.data import load_matbench, make_splits
 from tui_ft.core.export import ExportError, export_checkpoint, read_export_info
 from tui_ft.core.library import CheckpointError, load_checkpoint
-from tui_ft.core.predict import predict, write_csv
+from tui_ft.core.predict import own_test_rows, predict, write_csv
+from tui_ft.core.sources import load_source
 
 
 @pytest.fixture
@@ -91,6 +92,14 @@ def test_export_round_trip_and_predict(trained, project, tmp_path):
     assert [r.id for r in res.rows] == [files[0].name, files[2].name]
     assert [i for i, _ in res.failures] == [files[1].name] and "unreadable structure" in res.failures[0][1]
     assert not res.has_targets
+
+    # a single structure file: its name is the id
+    one = predict(trained, files[0], device="cpu")
+    assert [r.id for r in one.rows] == [files[0].name] and one.rows[0].prediction == pytest.approx(a[0], abs=1e-5)
+
+    # eval's default rows: the checkpoint's own test rows, only on its own data
+    assert own_test_rows(payload["meta"], ds) == [int(r) for r in test_rows]
+    assert own_test_rows(payload["meta"], load_source(cif, "e_form")) is None
 
     csv_path = write_csv(ours, tmp_path / "preds.csv")
     lines = csv_path.read_text().splitlines()

@@ -182,6 +182,28 @@ def predict(
     )
 
 
+def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> list[int] | None:
+    """The checkpoint's own test rows in ``ds`` (for ``eval``'s default), or ``None`` when ``ds``
+    is not the data the checkpoint was trained on (its ``data_sha256`` differs). With a separate
+    test file, ``ds`` and ``n_held_out`` are what ``sources.load_training_data`` returned.
+
+    The split is recomputed from the preset stored in the checkpoint's meta, with the
+    dataset's bad rows excluded (rows whose graphs failed are reported by ``predict``).
+    """
+    from tui_ft.core.sources import make_source_splits
+
+    if not meta.get("data_sha256") or meta.get("data_sha256") != ds.sha256:
+        return None
+    d = (meta.get("preset") or {}).get("data") or {}
+    s = make_source_splits(
+        len(ds), n_held_out=n_held_out, split=str(d.get("split") or "matbench"), fold=int(d.get("fold", 0)),
+        fraction=float(d.get("fraction", 1.0)), val_fraction=float(d.get("val_fraction", 0.1)),
+        seed=int(d.get("seed", 0)), test_limit=int(d.get("test_limit", 0)),
+        test_fraction=float(d.get("test_fraction", 0.2)), exclude=sorted(ds.bad_rows),
+    )
+    return [int(r) for r in s.test]
+
+
 def write_csv(result: PredictResult, path: Path | str) -> Path:
     """``id,prediction[,target,error]`` with the unit in a ``# unit: ...`` comment line, written atomically."""
     import csv
@@ -204,5 +226,5 @@ def write_csv(result: PredictResult, path: Path | str) -> Path:
     return Path(path)
 
 
-__all__ = ["DataError", "PredictResult", "PredictionRow", "convert_graphs", "load_model", "predict", "read_inputs",
+__all__ = ["DataError", "PredictResult", "PredictionRow", "convert_graphs", "load_model", "own_test_rows", "predict", "read_inputs",
            "write_csv"]

@@ -34,6 +34,8 @@ from tui_ft.core.sources.common import RowBuilder, divide_by_atoms, hash_files, 
 from tui_ft.core.sources.splits import SPLITS, concat_datasets, held_out_splits, make_source_splits, random_split
 
 FORMATS = ("matbench", "idprop", "ase", "csv", "structures")
+# single files read as one structure (pymatgen's names); everything else that is not JSON/CSV goes to ase
+STRUCTURE_SUFFIXES = (".cif", ".mcif", ".vasp", ".poscar", ".cssr", ".xsf", ".res", ".mcsqs")
 
 __all__ = [
     "FORMATS", "SPLITS", "DataError", "Dataset", "concat_datasets", "detect_format", "held_out_splits",
@@ -58,7 +60,8 @@ def _loader(fmt: str):
 
 def detect_format(path: Path | str) -> str:
     """The format of ``path`` from what it is: folder with ``id_prop.csv`` -> ``idprop``; other folder
-    -> ``structures``; ``*.json[.gz]`` -> ``matbench``; ``*.csv`` -> ``csv``; anything else -> ``ase``."""
+    -> ``structures``; ``*.json[.gz]`` -> ``matbench``; ``*.csv`` -> ``csv``; a single structure file
+    (``*.cif``, ``*.vasp``, ``POSCAR*``, ...) -> ``structures``; anything else -> ``ase``."""
     p = Path(path)
     if p.is_dir():
         return "idprop" if (p / "id_prop.csv").is_file() else "structures"
@@ -69,6 +72,8 @@ def detect_format(path: Path | str) -> str:
         return "matbench"
     if name.endswith(".csv"):
         return "csv"
+    if name.endswith(STRUCTURE_SUFFIXES) or "poscar" in name or "contcar" in name:
+        return "structures"
     return "ase"
 
 
