@@ -15,6 +15,7 @@ never race on one file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,9 +23,6 @@ import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Union, get_args, get_type_hints
-
-from pydantic import TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
 
 from tui_ft.core.atomic import atomic_write, atomic_write_json, deferred_signals
 from tui_ft.core.paths import Paths
@@ -84,10 +82,12 @@ class CheckpointMeta:
             return None
         known = {k: v for k, v in d.items() if k in _META_KEYS}
         extra = {k: v for k, v in d.items() if k not in _META_KEYS}
+        from pydantic import ValidationError
+
         problems: list[tuple[str, str]] = []
         while True:
             try:
-                fields_ = _META_ADAPTER.validate_python(known, strict=True)
+                fields_ = _meta_adapter().validate_python(known, strict=True)
                 break
             except ValidationError as exc:
                 bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"] and str(e["loc"][0]) in known}
@@ -128,12 +128,19 @@ def _on_disk_type(f: Any) -> Any:
     return args[0] if len(args) == 1 else Union[args]  # noqa: UP007 - built at run time
 
 
-_META_ADAPTER = TypeAdapter(
-    TypedDict(  # type: ignore[operator]
-        "CheckpointMetaOnDisk",
-        {f.name: NotRequired[_on_disk_type(f)] for f in fields(CheckpointMeta) if f.name in _META_KEYS},
+@functools.cache
+def _meta_adapter():
+    """The pydantic validator of a meta dict, built on first use: the dashboard imports
+    this module before its first frame, and pydantic plus the schema cost a few 100 ms."""
+    from pydantic import TypeAdapter
+    from typing_extensions import NotRequired, TypedDict
+
+    return TypeAdapter(
+        TypedDict(  # type: ignore[operator]
+            "CheckpointMetaOnDisk",
+            {f.name: NotRequired[_on_disk_type(f)] for f in fields(CheckpointMeta) if f.name in _META_KEYS},
+        )
     )
-)
 
 
 @dataclass(frozen=True)
