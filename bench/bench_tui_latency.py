@@ -259,6 +259,17 @@ def main() -> int:
         print(f"  key -> {label} by key (median ms): " + "  ".join(
             f"{k} {statistics.median(v):.0f}" for k, v in sorted(res[name].items())
         ))
+    # one row of BENCHMARKS.md's table (section 5); key -> frame: the key's own frames
+    kf, ki = res["key_frame"], res["key_idle"]
+    every = f"{args.epoch_every * 1000:.0f} ms" if args.epoch_every < 1 else f"{args.epoch_every:g} s"
+    cells = [f"{statistics.median(kf):.1f} ms", f"{pct(kf, 0.95):.1f} ms", f"{max(kf):.1f} ms"] if kf else ["-"] * 3
+    print()
+    print("| live runs stream | epochs followed | key → frame median | p95 | max | key → idle median | p95 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| an epoch every {every} each | {res['epochs_seen']} of {res['epochs_written']} per run | "
+          + " | ".join(cells) + f" | {statistics.median(ki):.1f} ms | {pct(ki, 0.95):.1f} ms |")
+    print(f"(key → frame: the {len(kf)} presses whose first frame came before any streamed event was applied; "
+          f"{len(res['key_frame_mixed'])} presses with a streamed event in between are reported above, apart)")
     return 0
 
 
