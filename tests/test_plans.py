@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from tui_ft.core.plans import (
     Gate,
-    Plan,
     check_plan,
     load_plan,
     parse_gate,
