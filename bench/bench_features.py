@@ -66,6 +66,12 @@ def main(argv=None) -> int:
     print(f"plain: median {mp:.2f} s ({len(graphs) / mp:.1f} structures/s), rounds {[round(x, 2) for x in times['plain']]}")
     print(f"split: median {ms:.2f} s ({len(graphs) / ms:.1f} structures/s), rounds {[round(x, 2) for x in times['split']]}")
     print(f"split speed vs plain: {mp / ms:.2f}x; largest feature difference {diff:.2e}; load after {loadavg()}")
+    print()  # the table as published in BENCHMARKS.md, section 3
+    print("| extraction | median | rounds (s) | structures/s |")
+    print("| --- | --- | --- | --- |")
+    for label, side, med in ((f"plain (one model, {torch.get_num_threads()} intra-op threads)", "plain", mp),
+                             (f"split ({workers} workers x {threads} thread)", "split", ms)):
+        print(f"| {label} | {med:.2f} s | {', '.join(f'{x:.2f}' for x in times[side])} | {len(graphs) / med:.1f} |")
     return 0
 
 

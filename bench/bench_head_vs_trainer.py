@@ -267,6 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio tui-ft / chgnet (median): epoch alone {chg_med / tui_med:.1f}x, with extraction amortised "
           f"over {AMORTISE_EPOCHS} epochs {chg_med / (tui_med + am):.1f}x   "
           f"[fastest epochs: {chg_best / tui_best:.1f}x, {chg_best / (tui_best + am):.1f}x]")
+
+    # the table as published in BENCHMARKS.md, section 4
+    def row(label: str, med: float, best: float) -> str:
+        return f"| {label} | {med:.2f} s | {n / med:.1f} | {best:.2f} s | {n / best:.1f} |"
+
+    print()
+    print(f"| {n} training structures / epoch | median epoch | structures/s | fastest epoch | structures/s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print(row("tui-ft, epoch alone (head on cached features)", tui_med, tui_best))
+    print(row(f"tui-ft, epoch + extraction ({tui_extract:.2f} s median) / {AMORTISE_EPOCHS} epochs", tui_med + am,
+              tui_best + am))
+    print(row("chgnet Trainer, frozen backbone", chg_med, chg_best))
+    print(f"| **ratio tui-ft / chgnet**, epoch alone | | **{chg_med / tui_med:.0f}x** | | {chg_best / tui_best:.0f}x |")
+    print(f"| **ratio**, extraction amortised over {AMORTISE_EPOCHS} epochs | | **{chg_med / (tui_med + am):.0f}x** | | "
+          f"{chg_best / (tui_best + am):.0f}x |")
     return 0
 
 

@@ -78,12 +78,31 @@ def help_imports_torch() -> bool:
     return r.stdout.strip() == "True"
 
 
+def _src_env(src: str | None, **extra: str) -> dict:
+    env = dict(os.environ, **extra)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(src).resolve())] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def check_imported_tree(src: str | None, cwd: Path) -> str:
+    """The tui_ft a side's ``python -m tui_ft`` imports (same interpreter, environment and folder);
+    with ``--compare-src`` it must come from that tree, as in ``bench_throughput.py``."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    code = "import tui_ft.core.engine as e; print(e.__file__)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_src_env(src), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"cannot import tui_ft{f' from {src}' if src else ''}:\n{r.stderr[-2000:]}")
+    path = Path(r.stdout.strip().splitlines()[-1]).resolve()
+    if src and not path.is_relative_to(Path(src).resolve()):
+        raise SystemExit(f"--compare-src {src}: imported {path} instead")
+    return str(path)
+
+
 def time_to_epoch0(preset_file: Path, home: Path, cache: Path, timeout: float = 1800, src: str | None = None) -> dict:
     """Spawn the CLI, return {marker: seconds} until the epoch-0 line, then stop the run.
     ``src``: another tui-ft source tree, put first on PYTHONPATH (ahead of the editable install)."""
-    env = dict(os.environ, TUI_FT_HOME=str(home), TUI_FT_CACHE=str(cache), NO_COLOR="1")
-    if src:
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(src).resolve())] + [p for p in [env.get("PYTHONPATH")] if p])
+    env = _src_env(src, TUI_FT_HOME=str(home), TUI_FT_CACHE=str(cache), NO_COLOR="1")
     home.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -194,6 +213,8 @@ def main(argv=None) -> int:
         f.write_text(dump_preset(p), encoding="utf-8")
         presets.append(("head_finetune_freeze (dev data)", f, args.dev_cold_reps, args.reps))
     sides = [("", None)] + [(f" @ {Path(s).name}", s) for s in args.compare_src]
+    for tag, src in sides:  # which source tree each side imports, checked before any timing
+        print(f"side{tag or ' (this tree)'}: imports {check_imported_tree(src, work / 'import-check')}")
     for label, pfile, n_cold, n_warm in presets:
         homes = {}
         for tag, src in sides:  # fill each side's warm cache (not timed)

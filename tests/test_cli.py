@@ -95,7 +95,24 @@ def test_demo_preset_runs_headless_and_library_commands(proj, capsys):
     assert main(["eval", "demo@best", "--data", "demo"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("mae ") and "on 240 structures" in out
-    assert float(out.split()[1]) > 0
+    mae_all = float(out.split()[1])
+    # eval of the best checkpoint on the run's own test rows gives the run's test MAE
+    import csv
+
+    from tui_ft.core.demo import build_demo_dataset
+
+    fin = evs[-1]
+    test_ids = [r["id"] for r in csv.DictReader(open(fin.predictions, encoding="utf-8"))]
+    demo = build_demo_dataset()
+    keep = [i for i, rid in enumerate(demo["index"]) if rid in set(test_ids)]
+    assert len(keep) == len(test_ids) == fin.n_test
+    sub = {"index": [demo["index"][i] for i in keep], "columns": demo["columns"], "data": [demo["data"][i] for i in keep]}
+    (proj / "test_rows.json").write_text(json.dumps(sub), encoding="utf-8")
+    assert main(["eval", "demo@best", "--data", "test_rows.json"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert f"on {fin.n_test} structures" in out
+    assert float(out.split()[1]) == pytest.approx(fin.test_mae, abs=1e-4)  # printed to 4 decimals
+    assert 0 < mae_all < 1.0  # all 240 rows (train, val and test); the untrained model is at 3.9 eV/atom
     assert main(["eval", "nope@best", "--data", "demo"]) == 2
 
 

@@ -18,7 +18,7 @@ import torch
 from tui_ft import cli
 from tui_ft.core import engine
 from tui_ft.core.demo import build_demo_dataset
-from tui_ft.core.events import EpochEnd, RunFailed, RunFinished, read_events
+from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished, read_events
 from tui_ft.core.library import Library, load_checkpoint
 from tui_ft.core.paths import Paths
 from tui_ft.core.runs import summarize
@@ -75,5 +75,66 @@ def test_nonfinite_loss_fails_run_keeps_best(bad, fail_at, project, demo_preset,
     assert cli.main(["eval", f"{run_id}@best", "--data", str(data)]) == 0
     out, err = capsys.readouterr()
     mae = float(out.split()[1])
-    assert math.isfinite(mae) and mae < 5, out
+    # better than the model before any training: pretrained CHGNet, no refit, on the same 16 rows
+    # (measured: 3.90 eV/atom untrained; the kept best checkpoint 0.48-0.50)
+    untrained = _untrained_mae(demo["data"][:16], demo["columns"])
+    assert math.isfinite(mae) and mae < 0.25 * untrained, (out, untrained)
+    fault_report["divergence: runs failed cleanly"] += 1
+
+
+def _untrained_mae(rows, columns) -> float:
+    from pymatgen.core import Structure
+
+    from tui_ft.core.engine import load_pretrained
+
+    model = load_pretrained("0.3.0")
+    si, ti = columns.index("structure"), columns.index("e_form")
+    preds = [float(model.predict_structure(Structure.from_dict(r[si]), task="e")["e"]) for r in rows]
+    return sum(abs(p - r[ti]) for p, r in zip(preds, rows)) / len(rows)
+
+
+def test_nonfinite_loss_in_full_mode_with_the_batch_split_fails_run_keeps_best(
+    project, demo_preset, monkeypatch, capsys, fault_report
+):
+    """The split path calls ``loss_fn(pred, target, reduction="sum")`` per part; NaN there ends the run the same way."""
+    monkeypatch.setenv("TUI_FT_CPU_WORKERS", "2")
+    real = engine._loss_fn
+    calls = []
+
+    def poisoned_loss_fn(name):
+        fn = real(name)
+        calls.append(name)  # once per training epoch
+        if len(calls) < 2:
+            return fn
+        return lambda pred, target, **kw: fn(pred, target, **kw) + math.nan
+
+    monkeypatch.setattr(engine, "_loss_fn", poisoned_loss_fn)
+    preset = demo_preset("diverge_full", epochs=3, batch_size=8)
+    text = preset.read_text(encoding="utf-8")
+    text = text.replace('mode = "head"', 'mode = "full"').replace("fraction = 1.0", "fraction = 0.25\ntest_limit = 16")
+    text = text.replace("lr = 0.001", "lr = 0.0001")
+    preset.write_text(text, encoding="utf-8")
+    rc = cli.main(["--preset", str(preset), "--plain"])
+    out, err = capsys.readouterr()
+    assert rc == 1, (out, err)
+    assert "Traceback" not in out + err
+    failed_lines = [line for line in err.splitlines() if "failed" in line]
+    assert len(failed_lines) == 1, err
+    assert "diverged" in failed_lines[0] and "nan" in failed_lines[0] and "epoch 2" in failed_lines[0]
+
+    paths = Paths(project)
+    (run_dir,) = list(paths.logs.iterdir())
+    events = read_events(run_dir / "events.jsonl")
+    assert any(isinstance(e, Message) and "2 worker threads" in e.text for e in events)  # the split path ran
+    assert not any(isinstance(e, RunFinished) for e in events)
+    last = events[-1]
+    assert isinstance(last, RunFailed) and last.epoch == 2 and "diverged" in last.message
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [0, 1]
+    best = Library(paths).get(run_dir.name, "best")
+    payload = load_checkpoint(best.path)
+    assert payload["meta"]["epoch"] == best.epoch <= 1
+    assert payload["meta"]["preset"]["finetune"]["mode"] == "full"
+    assert all(torch.isfinite(t).all() for t in payload["model_state"].values() if t.is_floating_point())
+    assert load_checkpoint(paths.run_ckpt_dir(run_dir.name) / "last.pt")["meta"]["epoch"] == 1
+    fault_report["divergence: checkpoints verified"] += 2
     fault_report["divergence: runs failed cleanly"] += 1

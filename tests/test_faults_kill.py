@@ -12,6 +12,9 @@ writes), or, every fourth trial, a random delay after start. After every kill:
   data or the model, before ``run_started`` (``pending`` only when it died
   before its first event; ``finished`` only when it finished before the kill);
 * ``tui-ft runs`` still works;
+* a trial whose kill proved nothing (the process had finished before the kill,
+  or died before its run folder existed) is counted apart in the fault report
+  ("kills that proved nothing"), never as "kills survived";
 * ``tui-ft resume RUN_ID`` continues after the epoch in ``last.pt`` and exits
   0, and the resumed epochs give the same train/val MAE per epoch, and the same
   test MAE, as an uninterrupted run of the same preset and seed (to 1e-6): the
@@ -266,9 +269,10 @@ def test_sigkill_at_random_moment_then_resume(trial, kill_project, fault_report,
     print(f"trial {trial}: kill {how}: run {run_id}, exit {rc}")
 
     assert verify_library(project, fault_report) >= 2  # the baseline's best and last at least
-    if run_id is None:  # killed before the run folder existed
+    if run_id is None:  # killed before the run folder existed: nothing of the run to survive
+        assert rc == -signal.SIGKILL
         fault_report["kill: before the run folder existed"] += 1
-        fault_report["kills survived"] += 1
+        fault_report["kills that proved nothing (not counted as survived)"] += 1
         return
     assert "Traceback" not in project.output(f"trial{trial}")[1]
     for tmp in leftover_temp_files(project, run_id):
@@ -277,9 +281,12 @@ def test_sigkill_at_random_moment_then_resume(trial, kill_project, fault_report,
     events = project.events(run_id)
     fault_report[f"kill: last event logged before the kill: {events[-1].type if events else 'none'}"] += 1
     status = summarize(project.paths.run_log_dir(run_id)).status
-    if any(isinstance(e, RunFinished) for e in events):
+    if any(isinstance(e, RunFinished) for e in events):  # the kill came too late to test anything
         assert status == "finished"
         fault_report["kill: run had finished before the kill"] += 1
+        fault_report["kills that proved nothing (not counted as survived)"] += 1
+        check_runs_command(project, monkeypatch, capsys, run_id, status)
+        return
     elif any(isinstance(e, RunStarted) for e in events):
         assert rc == -signal.SIGKILL
         assert status == "crashed", status

@@ -11,7 +11,6 @@ import pytest
 
 from tui_ft.core.plans import (
     Gate,
-    Plan,
     check_plan,
     load_plan,
     parse_gate,
@@ -727,16 +726,39 @@ def test_resume_after_interrupted_stage_2(home):
 
 @pytest.mark.slow
 def test_changed_stage_is_not_reused(home):
-    """Resume keeps finished stages only while they are unchanged (no training: state is written by hand)."""
+    """Resume keeps finished stages only while they are unchanged, their checkpoint exists and their gate held.
+
+    Independent of the other tests: stage 1's run is trained here (2 head epochs on a few demo
+    structures) and the plan state naming it is written by hand."""
+    import shutil
+
+    from tui_ft.core.engine import run_training
     from tui_ft.core.paths import Paths
+    from tui_ft.core.plan_runner import PlanState, StageState, _resume_point
+    from tui_ft.core.runs import new_run_id
+
     paths = Paths.default()
-    plan = parse_plan(_two_stage("resumable", "best_val_mae < 100"))
-    st = read_state("resumable", paths)
-    if st is None:
-        pytest.skip("needs test_resume_after_interrupted_stage_2")
-    st = dataclasses.replace(st, status="interrupted", stages=st.stages[:1])
-    assert _resume_point(plan, st, paths) == (1, "")
-    changed = parse_plan(_two_stage("resumable", "best_val_mae < 100").replace("lr = 0.001", "lr = 0.002"))
-    keep, why = _resume_point(changed, st, paths)
-    assert keep == 0 and "stage 1 changed" in why
-    assert isinstance(plan, Plan) and json.dumps(st.to_json())
+    plan = parse_plan(_two_stage("changed_stage", "best_val_mae < 100"))
+    stage1 = plan.stages[0]
+    rid = new_run_id(stage1.preset.name, paths)
+    res = run_training(stage1.preset, run_id=rid, paths=paths)
+    assert res.status == "finished"
+    st = PlanState(plan="changed_stage", plan_file="", status="interrupted", stages=[
+        StageState(stage=1, preset=stage1.preset.name, run_id=rid, status="finished", fingerprint=stage1.fingerprint,
+                   init="", metrics={"best_val_mae": res.best_val_mae, "val_mae": res.history[-1].val_mae,
+                                     "test_mae": res.test_mae, "train_mae": res.history[-1].train_mae}),
+    ])
+    assert _resume_point(plan, st, paths) == (1, "")  # stage 1 is kept, stage 2 runs
+    assert _resume_point(plan, None, paths) == (0, "")
+    assert _resume_point(plan, dataclasses.replace(st, status="finished"), paths) == (-1, "")
+
+    changed = parse_plan(_two_stage("changed_stage", "best_val_mae < 100").replace("lr = 0.001", "lr = 0.002"))
+    assert changed.stages[0].fingerprint != stage1.fingerprint
+    assert _resume_point(changed, st, paths) == (0, "stage 1 changed since it ran")
+    # the gate is checked against the recorded metrics: a gate that did not hold ended that plan run
+    gated = parse_plan(_two_stage("changed_stage", "best_val_mae < 100").replace("best_val_mae < 100", "best_val_mae < 1e-9"))
+    assert gated.stages[0].fingerprint == stage1.fingerprint
+    assert _resume_point(gated, st, paths) == (-1, "")
+    # stage 1's checkpoint deleted: nothing can be kept
+    shutil.rmtree(paths.run_ckpt_dir(rid))
+    assert _resume_point(plan, st, paths) == (0, f"stage 1's checkpoint {rid}@best is gone")

@@ -237,10 +237,33 @@ def test_snapshot_presets(snap_home, snap_compare):
 
 
 def test_snapshot_presets_broken(snap_home, snap_compare):
+    """broken.toml selected (moved onto from another row) and launched: its error is shown, nothing starts.
+
+    (The plain presets snapshot also has broken.toml selected: it sorts first.)"""
     async def before(pilot):
         app = await ready(pilot)
+        app.presets_pane.select("demo.toml")
+        await pilot.pause()
+        assert app.presets_pane.selected.name == "demo"
         app.presets_pane.select("broken.toml")
         await pilot.pause()
+        entry = app.presets_pane.selected
+        assert entry.path.name == "broken.toml" and not entry.ok
+        await pilot.press("l")
+        await pilot.pause()
+        assert not any(st.launched for st in app.runs.values())
+
+    assert snap_compare(TuiFtApp(), terminal_size=(120, 40), run_before=before)
+
+
+def test_snapshot_presets_valid_selected(snap_home, snap_compare):
+    """A valid preset selected: its description, settings and TOML instead of an error."""
+    async def before(pilot):
+        app = await ready(pilot)
+        app.presets_pane.select("demo_full.toml")
+        await pilot.pause()
+        entry = app.presets_pane.selected
+        assert entry.path.name == "demo_full.toml" and entry.ok
 
     assert snap_compare(TuiFtApp(), terminal_size=(120, 40), run_before=before)
 
