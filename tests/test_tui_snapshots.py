@@ -217,11 +217,11 @@ def runs_tab(run_id: str, overlay: str | None = None, chart: int = 0):
         if overlay:
             app.show_run(overlay)
             await pilot.pause()
-            app.action_toggle_overlay()
+            app.runs_pane.action_toggle_overlay()
         app.show_run(run_id)
         await pilot.pause()
         for _ in range(chart):
-            app.action_next_chart()
+            app.runs_pane.action_next_chart()
         # let the log panel wrap and scroll to its end before the picture
         await pilot.pause(0.2)
         await pilot.pause()
@@ -255,7 +255,7 @@ def test_snapshot_runs_log_scale(snap_home, snap_compare):
 
     async def log_before(pilot):
         await before(pilot)
-        pilot.app.log_scale = True
+        pilot.app.runs_pane.log_scale = True
         await pilot.pause()
 
     assert snap_compare(TuiFtApp(), terminal_size=(120, 40), run_before=log_before)
