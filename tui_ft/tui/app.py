@@ -130,6 +130,10 @@ class TuiFtApp(App):
         return self.query_one(LibraryPane)
 
     @property
+    def runs(self) -> dict[str, RunState]:
+        return self.model.runs
+
+    @property
     def curve(self) -> CurvePlot:
         return self.query_one("#curve", CurvePlot)
 
