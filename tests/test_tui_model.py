@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_model_imports_no_textual():
-    code = "import sys, tui_ft.tui.model; print('textual' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    code = "import sys, tui_ft.tui.model; print(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture
@@ -75,11 +75,11 @@ def folded(paths: Paths, run_id: str) -> RunState:
 
 
 def test_queue_waits_while_the_device_is_busy_and_skips_a_broken_preset(paths):
-    shutil_copy = (ROOT / "presets" / "demo.toml").read_text(encoding="utf-8")
+    demo = (ROOT / "presets" / "demo.toml").read_text(encoding="utf-8")
     good = paths.presets / "demo.toml"
-    good.write_text(shutil_copy, encoding="utf-8")
+    good.write_text(demo, encoding="utf-8")
     broken = paths.presets / "broken.toml"
-    broken.write_text(shutil_copy.replace("lr = ", 'lr = "fast" #'), encoding="utf-8")
+    broken.write_text(demo.replace("lr = ", 'lr = "fast" #'), encoding="utf-8")
     m = Dashboard(paths)
     m.preset_entries = [load_entry(good), load_entry(broken)]
     m.queue.add(broken, "broken")
