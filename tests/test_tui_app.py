@@ -29,6 +29,7 @@ from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.messages import RunEvents
 from tui_ft.tui.modals import ConfirmScreen, PresetPicker, TextScreen
+from tui_ft.tui.panes import LibraryPane, PresetsPane, RunsPane
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (120, 40)
@@ -542,6 +543,35 @@ async def test_help_and_palette_commands(in_finished_home):
         await pilot.pause()
         assert app.active_tab == "runs" and app.runs_pane.selected_run == run_id
         assert app.curve.data[run_id]["epochs"][0] == 0
+
+
+async def test_each_tab_has_its_own_keys_and_the_help_lists_them(home):
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def active() -> set[str]:
+            return {b.binding.action for b in app.screen.active_bindings.values()}
+
+        assert {"launch", "enqueue", "new_preset"} <= active()
+        assert not {"cancel_run", "toggle_overlay", "delete_ckpt"} & active()
+        await pilot.press("2")
+        await pilot.pause()
+        assert {"cancel_run", "toggle_overlay", "toggle_log", "next_chart"} <= active()
+        assert not {"launch", "delete_ckpt"} & active()
+        assert app.screen.active_bindings["c"].enabled is False  # no running run selected: dimmed
+        await pilot.press("k")
+        await pilot.pause()
+        assert {"continue_selected", "delete_ckpt"} <= active() and "launch" not in active()
+
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help-text").render())
+        for pane in (PresetsPane, RunsPane, LibraryPane):
+            for binding in pane.BINDINGS:
+                assert binding.tooltip and binding.tooltip in text
+        assert "3 / k" in text and "quit (runs keep training in the background)" in text
+        await close_with(pilot, "escape")
 
 
 # --------------------------------------------------------------------------- failures

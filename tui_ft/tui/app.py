@@ -20,7 +20,6 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -159,9 +158,8 @@ class TuiFtApp(App):
         self.runs_pane.show_run(run_id)
 
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The keys, read from the bindings: the app's and the screen's, then each tab's pane."""
-        nodes: list[DOMNode] = [self, self.screen] if not isinstance(self.screen, HelpScreen) else [self]
-        sections = [("Everywhere", binding_rows(nodes, self.get_key_display))]
+        """The keys, read from the bindings: the app's and its main screen's, then each tab's pane."""
+        sections = [("Everywhere", binding_rows([self, self.screen_stack[0]], self.get_key_display))]
         for title, pane in (("Presets", self.presets_pane), ("Runs", self.runs_pane), ("Library", self.library_pane)):
             sections.append((title, binding_rows([pane], self.get_key_display)))
         return sections
