@@ -166,3 +166,28 @@ def test_dev_data_head_then_full_from_best(proj, capsys):
     assert abs(vals2[0] - best_val) < 1e-4  # printed to 4 decimals; the engine test checks 1e-5
     assert main(["eval", "full_from_head@best", "--data", "demo"]) == 0
     assert capsys.readouterr().out.startswith("mae ")
+
+
+@pytest.mark.parametrize(
+    "argv, command, plain, run_id",
+    [
+        (["--plain", "run", "x.toml"], "run", True, None),
+        (["run", "x.toml", "--plain"], "run", True, None),
+        (["run", "x.toml"], "run", False, None),
+        (["--run-id", "R", "run", "x.toml"], "run", False, "R"),
+        (["run", "x.toml", "--run-id", "R"], "run", False, "R"),
+        (["--plain", "--preset", "x.toml"], "run", True, None),
+        (["--plain", "resume", "R"], "resume", True, "R"),
+        (["resume", "R", "--plain"], "resume", True, "R"),
+        (["resume", "R"], "resume", False, "R"),
+    ],
+)
+def test_plain_and_run_id_reach_the_command_wherever_given(monkeypatch, argv, command, plain, run_id):
+    """A subcommand's unset --plain must not overwrite the top-level one (`tui-ft --plain run x.toml`)."""
+    import tui_ft.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "cmd_run", lambda path, run_id=None, plain=False: calls.append(("run", plain, run_id)) or 0)
+    monkeypatch.setattr(cli, "cmd_resume", lambda rid, plain=False: calls.append(("resume", plain, rid)) or 0)
+    assert main(argv) == 0
+    assert calls == [(command, plain, run_id)]

@@ -24,7 +24,7 @@ from tui_ft.core.events import (
     event_from_json,
     read_events,
 )
-from tui_ft.core.library import CheckpointError, Library, load_checkpoint, save_checkpoint
+from tui_ft.core.library import CheckpointError, CheckpointMeta, Library, load_checkpoint, save_checkpoint
 from tui_ft.core.paths import Paths
 from tui_ft.core.runs import list_runs, new_run_id
 
@@ -170,6 +170,49 @@ def test_listing_ignores_half_written_runs(tmp_path):
     assert Library(paths).list() == []
     (d / "best.json").write_text("{truncated", encoding="utf-8")
     assert Library(paths).list() == []
+
+
+def test_wrong_typed_sidecar_fields_are_reported_once_not_fatal(lib, caplog):
+    """CheckpointMeta.from_dict is total: a sidecar with fields of the wrong type is
+    listed with those fields unknown, its time taken from the .pt, and reported once."""
+    side = lib.get("run1-a").path.with_suffix(".json")
+    meta = json.loads(side.read_text(encoding="utf-8"))
+    meta.update(val_mae="bad", epoch=None, time="x", finished="yes", note=[1, 2])
+    side.write_text(json.dumps(meta), encoding="utf-8")
+    bad_json = lib.get("run1-b", "last").path.with_suffix(".json")
+    bad_json.write_text("[1, 2]", encoding="utf-8")
+
+    with caplog.at_level("WARNING", logger="tui_ft.library"):
+        items = lib.list()
+        again = lib.list()
+    assert len(items) == len(again) == 7  # the non-object sidecar is skipped, the wrong-typed one kept
+    c = next(i for i in items if i.ref == "run1-a@best")
+    assert (c.val_mae, c.epoch, c.finished, c.preset_name) == (None, None, False, "run1")
+    assert c.created == pytest.approx(c.path.stat().st_mtime)  # derived from the .pt
+    assert c.meta.extra == {"note": [1, 2]}
+    assert {name for name, _ in c.meta.problems} == {"val_mae", "epoch", "time", "finished"}
+    assert set(lib.problems) == {side, bad_json}
+    assert "val_mae" in lib.problems[side] and "'bad'" in lib.problems[side]
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 2, reports  # each bad sidecar once, although listed twice
+    assert any(m.startswith(f"{side}: ") and "time" in m for m in reports)
+    assert any(m.startswith(f"{bad_json}: ") and "not a JSON object" in m for m in reports)
+    # the rest of the library still works around it
+    assert lib.best().run_id == "run1-c" and lib.best(preset="run1").run_id == "run1-c"
+    assert lib.resolve_ref("run1-a@best").val_mae is None
+
+
+def test_checkpoint_meta_round_trips_the_on_disk_keys():
+    d = {"run_id": "r", "kind": "best", "preset_name": "p", "epoch": 2, "val_mae": 0.25, "parent": None,
+         "time": 12.5, "finished": True, "custom": {"a": 1}}
+    meta = CheckpointMeta.from_dict(d)
+    assert meta.problems == () and (meta.epoch, meta.val_mae, meta.finished) == (2, 0.25, True)
+    out = meta.to_dict()
+    assert {k: out[k] for k in d} == d  # every key kept with its value, unknown ones too
+    assert CheckpointMeta.from_dict(out) == meta
+    assert CheckpointMeta.from_dict("not a dict") is None
+    assert CheckpointMeta.from_dict({"val_mae": "0.5"}).problems[0][0] == "val_mae"  # strict: no coercion
+    assert CheckpointMeta.from_dict({"val_mae": math.nan}).problems == ()  # the interrupt path writes NaN
 
 
 def test_garbage_checkpoint_is_a_clear_error(tmp_path):

@@ -147,3 +147,34 @@ def test_a_readout_weight_is_not_in_the_backbone_hash(model):
         next(m.mlp.parameters()).add_(1.0)
         next(m.composition_model.parameters()).add_(1.0)
     assert engine.backbone_hash(m) == engine.backbone_hash(model)
+
+
+def test_head_and_full_forward_objects_agree(model, graphs, cached):
+    """The engine's two forward objects (one per mode) give the same predictions, the
+    same AtomRef residual base and the same readout gradient on the same batch."""
+    rows = list(range(len(graphs)))
+    by_row = dict(enumerate(graphs))
+    head_m, full_m = copy.deepcopy(model), copy.deepcopy(model)
+    for m in (head_m, full_m):
+        m.eval()
+        mlp = {id(prm) for prm in m.mlp.parameters()}
+        for prm in m.parameters():
+            prm.requires_grad = id(prm) in mlp
+    head = engine.HeadForward(head_m, {"train": cached, "val": cached}, "cpu")
+    full = engine.FullForward(full_m, by_row, "cpu")
+    with torch.no_grad():
+        hp, fp = torch.cat(head.predict("val", rows, 8)), torch.cat(full.predict("val", rows, 8))
+        assert len(head.predict("val", rows, 8)) == 3  # batches of 8, 8, 4
+        assert torch.allclose(hp, fp, atol=TOL, rtol=0)
+        assert torch.allclose(head.energy_without_atomref(rows, 8), full.energy_without_atomref(rows, 8),
+                              atol=TOL, rtol=0)
+    batch = [3, 17, 0, 9, 11]
+    target = fp[batch] + 0.1
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.0) for m in (head_m, full_m)]
+    (pred_h, loss_h), (pred_f, loss_f) = (
+        fw.train_step(batch, batch, target, torch.nn.functional.mse_loss, opt) for fw, opt in zip((head, full), opts)
+    )
+    assert torch.allclose(pred_h, pred_f, atol=TOL, rtol=0) and loss_h.item() == pytest.approx(loss_f.item(), abs=1e-6)
+    for ph, pf in zip(head_m.mlp.parameters(), full_m.mlp.parameters()):
+        assert ph.grad is not None and ph.grad.abs().sum() > 0
+        assert torch.allclose(ph.grad, pf.grad, atol=1e-5, rtol=1e-4)

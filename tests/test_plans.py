@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,16 @@ from tui_ft.core.plans import (
     load_plan,
     parse_gate,
     parse_plan,
+)
+from tui_ft.core.plan_runner import (
+    PlanLock,
+    PlanLocked,
+    PlanState,
+    StageState,
+    StateError,
+    _resume_point,
+    lock_path,
+    process_start_time,
     read_state,
     run_plan,
     state_path,
@@ -362,19 +373,190 @@ def test_cli_reports_plan_errors(tmp_path, capsys):
 # --------------------------------------------------------------------------- state without training
 
 
-def test_stopped_when_another_live_process_runs_the_plan(tmp_path):
-    from tui_ft.core.atomic import atomic_write_json
+def _hold_lock(paths, name: str, pid: int, start) -> Path:
+    """A lock file as process ``pid`` (started at ``start``) would have left it."""
+    p = lock_path(name, paths)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"pid": pid, "start": start, "created": 0.0}))
+    return p
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: the pid is free (reuse within the test is very unlikely)
+    return proc.pid
+
+
+def test_second_start_is_stopped_by_the_lock(tmp_path):
+    """A live process holding the plan's lock: the second start does not run and writes nothing."""
     from tui_ft.core.paths import Paths
 
     paths = Paths(tmp_path / "home")
     plan = parse_plan(TWO_FILES)
-    state = {"format": "tui-ft-plan-state/1", "plan": "p", "status": "running", "pid": os.getppid(), "stages": []}
-    atomic_write_json(state_path("p", paths), state)
+    parent = os.getppid()
+    lock = _hold_lock(paths, "p", parent, process_start_time(parent))
+    before = lock.read_bytes()
     said: list[str] = []
     assert run_plan(plan, emit_factory=lambda rid: None, say=said.append, paths=paths) == "stopped"
-    assert "already running" in said[0]
-    assert read_state("p", paths)["pid"] == os.getppid()  # left alone
-    assert not paths.checkpoints.exists()
+    assert len(said) == 1 and "already running in process" in said[0] and str(parent) in said[0]
+    assert str(lock) in said[0] and said[0].endswith("not started")
+    assert lock.read_bytes() == before  # left alone
+    assert not state_path("p", paths).exists() and not paths.checkpoints.exists()
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    from tui_ft.core.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    with PlanLock("p", paths) as first:
+        held = json.loads(first.path.read_text())
+        assert held["pid"] == os.getpid() and held["start"] == process_start_time(os.getpid())
+        with pytest.raises(PlanLocked) as info:
+            PlanLock("p", paths).acquire()  # even this process: one run of a plan at a time
+        assert info.value.pid == os.getpid()
+        PlanLock("other", paths).acquire().release()  # another plan has its own lock
+    assert not lock_path("p", paths).exists()
+    PlanLock("p", paths).acquire().release()
+
+
+def test_simultaneous_starts_only_one_runs(tmp_path):
+    """Several processes take the same plan's lock at the same moment: exactly one gets it."""
+    import subprocess
+    import sys
+
+    go = tmp_path / "go"
+    code = f"""
+import os, sys, time
+from pathlib import Path
+from tui_ft.core.paths import Paths
+from tui_ft.core.plan_runner import PlanLock, PlanLocked
+while not os.path.exists({str(go)!r}):
+    time.sleep(0.001)
+try:
+    lock = PlanLock("p", Paths(Path({str(tmp_path / "home")!r}))).acquire()
+except PlanLocked:
+    print("locked", flush=True)
+    sys.exit(0)
+print("got", flush=True)
+time.sleep(2)
+lock.release()
+"""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(4)
+    ]
+    # give them time to import, then start them together
+    import time
+
+    time.sleep(3)
+    go.touch()
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sorted(outs) == ["got", "locked", "locked", "locked"]
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    from tui_ft.core.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    pid = _dead_pid()
+    _hold_lock(paths, "q", pid, "proc:1")
+    text = '[plan]\nname = "q"\n' + inline_stage("a", "head", 1, lr=1e-3, extra='init = "ghost@best"')
+    said: list[str] = []
+    # it runs (and fails at its init, which needs no training), then releases the lock
+    assert run_plan(parse_plan(text), emit_factory=lambda rid: None, say=said.append, paths=paths) == "failed"
+    assert not any("already running" in s for s in said)
+    assert read_state("q", paths).pid == os.getpid()
+    assert not lock_path("q", paths).exists()
+
+
+def test_stale_lock_with_a_reused_pid_is_taken_over(tmp_path):
+    """The lock's pid is alive but is another process now (its start time differs)."""
+    from tui_ft.core.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    parent = os.getppid()
+    real = process_start_time(parent)
+    assert real is not None  # /proc (or psutil) is there on the machines this runs on
+    lock = _hold_lock(paths, "p", parent, real + "0")  # same pid, another start time
+    with PlanLock("p", paths):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # an unreadable lock left long ago is stale too; a fresh one (being written) is not
+    lock.write_text("")
+    with pytest.raises(PlanLocked):
+        PlanLock("p", paths).acquire()
+    os.utime(lock, (1, 1))
+    PlanLock("p", paths).acquire().release()
+
+
+def test_state_round_trip_and_old_dict_format(tmp_path):
+    from tui_ft.core.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    plan = parse_plan(TWO_FILES)
+    st = PlanState.new(plan, None)
+    st.stages.append(
+        StageState(1, "run1", "run1-x", "finished", "abc", init=None, source="presets/run1.toml",
+                   gate="best_val_mae < 0.3", metrics={"val_mae": 0.25, "best_val_mae": 0.2, "test_mae": None},
+                   gate_met=True)
+    )
+    st.stages.append(StageState(2, "run2", None, "failed", "def", init="ghost@best", message="no run"))
+    st.write(paths)
+    back = read_state("p", paths)
+    assert back == st and isinstance(back.stages[0], StageState)
+    again = PlanState.new(plan, back)
+    assert [(h.status, h.runs) for h in again.history] == [("running", ["run1-x", None])]
+    # the JSON keys are those of the dict format before: a state written by the old code reads
+    raw = json.loads(state_path("p", paths).read_text())
+    assert set(raw) == {"format", "plan", "plan_file", "status", "message", "pid", "started", "updated", "stages", "history"}
+    assert "gate_met" in raw["stages"][0] and "gate_met" not in raw["stages"][1]
+    old = {"format": "tui-ft-plan-state/1", "plan": "p", "plan_file": "p.toml", "status": "failed", "message": "",
+           "pid": 12, "started": 1.5, "updated": 2, "history": [{"started": None, "status": "finished", "runs": ["a"]}],
+           "stages": [{"stage": 1, "preset": "a", "run_id": None, "status": "failed", "fingerprint": "f",
+                       "init": "ghost@best", "message": "gone"}]}
+    state_path("p", paths).write_text(json.dumps(old))
+    got = read_state("p", paths)
+    assert got.stages[0].metrics == {} and got.history[0].runs == ["a"] and got.updated == 2.0
+
+
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        ("{not json", "Invalid JSON"),
+        ("[1, 2]", "Input should be an object"),
+        ('{"format": "tui-ft-plan-state/9", "plan": "p", "plan_file": "x", "status": "running"}', "format"),
+        ('{"format": "tui-ft-plan-state/1", "plan": "p", "plan_file": "x", "status": "running", '
+         '"stages": [{"stage": "1", "preset": "a", "run_id": null, "status": "failed", "fingerprint": "f"}]}',
+         "stages[0].stage"),
+        ('{"format": "tui-ft-plan-state/1", "plan": "p", "plan_file": "x", "status": 3}', "status"),
+    ],
+)
+def test_corrupt_state_is_reported_once_and_ignored(tmp_path, content, where):
+    from tui_ft.core.paths import Paths
+
+    paths = Paths(tmp_path / "home")
+    p = state_path("q", paths)
+    p.parent.mkdir(parents=True)
+    p.write_text(content)
+    with pytest.raises(StateError) as info:
+        PlanState.from_json(p.read_bytes(), str(p))
+    assert str(info.value).startswith(f"{p}: ") and where in str(info.value)
+    errors: list[str] = []
+    assert read_state("q", paths, on_error=errors.append) is None and errors == [str(info.value)]
+    # running the plan reports it once, keeps the file aside and starts anew
+    text = '[plan]\nname = "q"\n' + inline_stage("a", "head", 1, lr=1e-3, extra='init = "ghost@best"')
+    said: list[str] = []
+    assert run_plan(parse_plan(text), emit_factory=lambda rid: None, say=said.append, paths=paths) == "failed"
+    bad = [s for s in said if "ignoring the plan state" in s]
+    assert len(bad) == 1 and where in bad[0] and "starting anew" in bad[0]
+    assert p.with_name("state.json.bad").read_text() == content
+    assert read_state("q", paths, on_error=errors.append).status == "failed" and len(errors) == 1
+    said.clear()
+    run_plan(parse_plan(text), emit_factory=lambda rid: None, say=said.append, paths=paths)
+    assert not any("ignoring" in s for s in said)
 
 
 def test_unresolvable_init_fails_the_stage(tmp_path):
@@ -385,7 +567,7 @@ def test_unresolvable_init_fails_the_stage(tmp_path):
     said: list[str] = []
     assert run_plan(parse_plan(text), emit_factory=lambda rid: None, say=said.append, paths=paths) == "failed"
     st = read_state("q", paths)
-    assert st["status"] == "failed" and st["stages"][0]["status"] == "failed"
+    assert st.status == "failed" and st.stages[0].status == "failed" and st.stages[0].run_id is None
     assert any("ghost@best" in s for s in said)
 
 
@@ -461,9 +643,9 @@ def test_two_stage_run(home):
 
     r1, r2 = sink.order
     st = read_state("lpft_demo", paths)
-    assert st["status"] == "finished" and st["plan_file"] == str(f)
-    assert [(s["stage"], s["run_id"], s["status"]) for s in st["stages"]] == [(1, r1, "finished"), (2, r2, "finished")]
-    assert st["stages"][0]["gate_met"] is True and st["stages"][1]["init"] == f"{r1}@best"
+    assert st.status == "finished" and st.plan_file == str(f)
+    assert [(s.stage, s.run_id, s.status) for s in st.stages] == [(1, r1, "finished"), (2, r2, "finished")]
+    assert st.stages[0].gate_met is True and st.stages[1].init == f"{r1}@best"
 
     # each stage is an ordinary library run linked to its parent
     lib = Library(paths)
@@ -487,8 +669,6 @@ def test_two_stage_run(home):
     assert any("gate after stage 1" in s and "is met" in s for s in said)
 
     # a finished plan run again starts a new plan run (here: check the bookkeeping only)
-    from tui_ft.core.plans import _resume_point
-
     assert _resume_point(plan, st, paths) == (-1, "")
 
 
@@ -503,8 +683,8 @@ def test_gate_not_met_stops_after_stage_1_via_cli(home, capsys):
     out = capsys.readouterr()
     assert "is not met" in out.err and "the plan ends here" in out.err
     st = read_state("gated", Paths.default())
-    assert st["status"] == "finished" and len(st["stages"]) == 1 and st["stages"][0]["gate_met"] is False
-    assert "stopped after stage 1" in st["message"]
+    assert st.status == "finished" and len(st.stages) == 1 and st.stages[0].gate_met is False
+    assert "stopped after stage 1" in st.message
     assert "test_mae" in out.out and "stage 1" in out.out
     assert not any(d.name.startswith("gated_full") for d in Paths.default().logs.iterdir())
 
@@ -522,8 +702,8 @@ def test_resume_after_interrupted_stage_2(home):
     assert run_plan(plan, emit_factory=sink, say=lambda s: None) == "interrupted"
     r1, r2 = sink.order
     st = read_state("resumable", paths)
-    assert st["status"] == "interrupted"
-    assert [(s["run_id"], s["status"]) for s in st["stages"]] == [(r1, "finished"), (r2, "interrupted")]
+    assert st.status == "interrupted"
+    assert [(s.run_id, s.status) for s in st.stages] == [(r1, "finished"), (r2, "interrupted")]
     assert (paths.run_ckpt_dir(r2) / "last.pt").is_file()
     assert sink.events[r2][-1].type == "run_interrupted"
 
@@ -535,15 +715,13 @@ def test_resume_after_interrupted_stage_2(home):
     assert r2b not in (r1, r2)
     assert any("resuming at stage 2" in s for s in said)
     st = read_state("resumable", paths)
-    assert st["status"] == "finished" and [s["run_id"] for s in st["stages"]] == [r1, r2b]
+    assert st.status == "finished" and [s.run_id for s in st.stages] == [r1, r2b]
     assert Library(paths).get(r2b, "best").parent == f"{r1}@best"
     h = sink2.history(r2b)
     assert [e.epoch for e in h] == [0, 1]
     assert abs(h[0].val_mae - min(e.val_mae for e in sink.history(r1))) < 1e-5
 
     # the plan is finished now: running it again would start a new plan run at stage 1
-    from tui_ft.core.plans import _resume_point
-
     assert _resume_point(plan, st, paths)[0] == -1
 
 
@@ -551,16 +729,14 @@ def test_resume_after_interrupted_stage_2(home):
 def test_changed_stage_is_not_reused(home):
     """Resume keeps finished stages only while they are unchanged (no training: state is written by hand)."""
     from tui_ft.core.paths import Paths
-    from tui_ft.core.plans import _resume_point
-
     paths = Paths.default()
     plan = parse_plan(_two_stage("resumable", "best_val_mae < 100"))
     st = read_state("resumable", paths)
     if st is None:
         pytest.skip("needs test_resume_after_interrupted_stage_2")
-    st = dict(st, status="interrupted", stages=st["stages"][:1])
+    st = dataclasses.replace(st, status="interrupted", stages=st.stages[:1])
     assert _resume_point(plan, st, paths) == (1, "")
     changed = parse_plan(_two_stage("resumable", "best_val_mae < 100").replace("lr = 0.001", "lr = 0.002"))
     keep, why = _resume_point(changed, st, paths)
     assert keep == 0 and "stage 1 changed" in why
-    assert isinstance(plan, Plan) and json.dumps(st)
+    assert isinstance(plan, Plan) and json.dumps(st.to_json())

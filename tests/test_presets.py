@@ -125,7 +125,7 @@ def test_head_finetune_freeze_values():
     assert p.optim.lr == 1e-3
     assert p.train.epochs == 3
     assert p.train.batch_size == 8
-    assert p.model == ModelCfg("0.3.0", "")
+    assert p.model == ModelCfg(pretrained="0.3.0", init="")
 
 
 def test_full_finetune_values():
@@ -182,12 +182,12 @@ def test_demo_values():
 
 def test_defaults_filled():
     p = parse_preset(MINIMAL)
-    assert p.run == RunCfg("t", "")
-    assert p.data == DataCfg("demo", "e_form", 0, 1.0, 0.1, 0, 0)
-    assert p.model == ModelCfg("0.3.0", "")
-    assert p.finetune == FinetuneCfg("head", True, None, {}, 0)
-    assert p.optim == OptimCfg(1e-3, "adam", 0.0, "none")
-    assert p.train == TrainCfg(2, 16, 0, "auto", 0, "mse")
+    assert p.run == RunCfg(name="t", description="")
+    assert p.data == DataCfg(source="demo", target="e_form", fold=0, fraction=1.0, val_fraction=0.1, seed=0, test_limit=0)
+    assert p.model == ModelCfg(pretrained="0.3.0", init="")
+    assert p.finetune == FinetuneCfg(mode="head", refit_atomref=True, backbone_lr=None, lr_factors={}, unfreeze_every=0)
+    assert p.optim == OptimCfg(lr=1e-3, optimizer="adam", weight_decay=0.0, scheduler="none")
+    assert p.train == TrainCfg(epochs=2, batch_size=16, patience=0, device="auto", seed=0, loss="mse")
     assert p.path == "<string>"
 
 
@@ -342,7 +342,7 @@ def test_refit_atomref_default_depends_on_init():
 
 def test_pretrained_alone_is_fine():
     p = parse_preset(_edit(MINIMAL, "[finetune]", '[model]\npretrained = "r2scan"\ninit = ""\n\n[finetune]'))
-    assert p.model == ModelCfg("r2scan", "")
+    assert p.model == ModelCfg(pretrained="r2scan", init="")
     assert parse_preset(dump_preset(p)) == p
 
 
@@ -529,7 +529,7 @@ def test_with_changes_init_follows_defaults():
     assert p.finetune.refit_atomref is False  # was at its default, follows the new default
     assert "pretrained" not in p.to_dict()["model"]
     back = p.with_changes({"model.init": ""})
-    assert back.model == ModelCfg("0.3.0", "") and back.finetune.refit_atomref is True
+    assert back.model == ModelCfg(pretrained="0.3.0", init="") and back.finetune.refit_atomref is True
     kept = base.with_changes({"model.init": "run1@best", "finetune.refit_atomref": True})
     assert kept.finetune.refit_atomref is True
     custom = base.with_changes({"finetune.refit_atomref": False}).with_changes({"model.init": "x@last"})
@@ -643,3 +643,53 @@ def test_nan_never_sneaks_in():
         p.with_changes({"optim.lr": math.nan})
     with pytest.raises(PresetErrors):
         p.with_changes({"data.fraction": "nan"})
+
+
+# --------------------------------------------------------------------------- schema on pydantic
+
+
+def test_cuda_device_index_accepted():
+    for device in ("cuda", "cuda:0", "cuda:3"):
+        p = parse_preset(_edit(MINIMAL, "epochs = 2", f'epochs = 2\ndevice = "{device}"'))
+        assert p.train.device == device
+    for device in ("cuda:-1", "cuda:", "cuda:01", "CUDA:0"):
+        with pytest.raises(PresetError) as info:
+            parse_preset(_edit(MINIMAL, "epochs = 2", f'epochs = 2\ndevice = "{device}"'))
+        assert info.value.field == "train.device"
+
+
+def test_new_bounds():
+    ok = parse_preset(_edit(MINIMAL, "epochs = 2", "epochs = 2\nseed = 4294967295"))
+    assert ok.train.seed == 2**32 - 1
+    assert parse_preset(_edit(MINIMAL, "lr = 1e-3", "lr = 1e-3\nweight_decay = 1")).optim.weight_decay == 1.0
+    demo_e_form = parse_preset(_edit(MINIMAL, 'source = "demo"', 'source = "demo"\ntarget = "e_form"'))
+    assert demo_e_form.data.target == "e_form"
+    other = parse_preset(_edit(MINIMAL, 'source = "demo"', 'source = "d.json"\ntarget = "band_gap"'))
+    assert other.data.target == "band_gap"  # other data files are checked by check_resources
+
+
+@pytest.mark.parametrize("stem", sorted(s for s, e in EXPECTED.items() if e["stage"] == "parse"))
+def test_messages_are_in_toml_words(stem):
+    with pytest.raises(PresetError) as info:
+        load_preset(f"tests/bad_presets/{stem}.toml")
+    text = str(info.value)
+    for jargon in ("Input should", "type=", "pydantic", "validation error", "[key]", "model_type", "Value error"):
+        assert jargon not in text, text
+
+
+def test_form_values_use_the_lax_schema():
+    base = load_preset("presets/head_finetune_freeze.toml")
+    p = base.with_changes({"finetune.refit_atomref": "yes", "data.fold": "3", "data.fraction": ".5"})
+    assert (p.finetune.refit_atomref, p.data.fold, p.data.fraction) == (True, 3, 0.5)
+    with pytest.raises(PresetErrors) as info:
+        base.with_changes({"train.epochs": "2.5"})
+    assert str(info.value) == '<form>: train.epochs: expected an integer from 1 to 10000, got "2.5"'
+
+
+def test_sections_are_the_schema():
+    """Every field is described once: the models give the sections, the dump and the keys."""
+    from tui_ft.core.presets import SECTIONS
+
+    p = parse_preset(MINIMAL)
+    full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5})
+    assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS

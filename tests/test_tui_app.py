@@ -197,7 +197,7 @@ async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home
 
         # the log panel shows the epochs and the end
         assert any(ln.level == "epoch" for ln in st.log)
-        assert any(ln.text.startswith("finished") for ln in st.log)
+        assert any(ln.text.startswith("test_mae ") and ln.level == "done" for ln in st.log)
 
         # g toggles log10 without trouble
         await pilot.press("v", "v", "g")

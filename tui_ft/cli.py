@@ -40,14 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    # a subcommand's options default to SUPPRESS: unset, they must not overwrite the
+    # same option given before the subcommand (`tui-ft --plain run x.toml`)
     r = sub.add_parser("run", help="run a preset or plan headless (same as --preset)")
     r.add_argument("file")
-    r.add_argument("--plain", action="store_true")
-    r.add_argument("--run-id", help=argparse.SUPPRESS)
+    r.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
+    r.add_argument("--run-id", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
     rs = sub.add_parser("resume", help="continue an interrupted or killed run from its last completed epoch")
     rs.add_argument("run_id")
-    rs.add_argument("--plain", action="store_true")
+    rs.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
 
     ev = sub.add_parser("eval", help="MAE of a checkpoint on a Matbench-layout file")
     ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return EXIT_OK
     if args.command == "run":
-        return cmd_run(args.file, run_id=args.run_id, plain=args.plain or args.plain)
+        return cmd_run(args.file, run_id=args.run_id, plain=args.plain)
     if args.preset:
         if args.command:
             ap.error("--preset cannot be combined with a command")
@@ -120,20 +122,21 @@ def load_and_check(path: str):
     """Load a preset or plan and check its files; print the problems and return None on error."""
     from tui_ft.core.data import read_columns
     from tui_ft.core.library import Library
-    from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, load_preset
+    from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, parse_preset
+    from tui_ft.core.tomlfile import TomlFileError, read_text
 
     try:
-        try:
-            text = open(path, encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError):
-            text = ""
-        if text and is_plan_text(text):
-            from tui_ft.core.plans import check_plan, load_plan
+        try:  # read once: PATH may be a pipe, e.g. --preset <(...)
+            text = read_text(path, "preset")
+        except TomlFileError as exc:
+            raise PresetError.from_toml(exc) from None
+        if is_plan_text(text):
+            from tui_ft.core.plans import check_plan, parse_plan
 
-            plan = load_plan(path)
+            plan = parse_plan(text, path)
             check_plan(plan)
             return plan
-        preset = load_preset(path)
+        preset = parse_preset(text, path)
         check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
         return preset
     except PresetErrors as exc:
@@ -153,7 +156,7 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int
     _install_sigterm()
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
-    from tui_ft.core.plans import run_plan
+    from tui_ft.core.plan_runner import run_plan
 
     printer = make_printer(plain)
     try:
@@ -247,42 +250,21 @@ class Printer:
             self.status.update(f"epoch {epoch}: {done}/{total} structures")
 
     def show(self, ev) -> None:
-        from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished, RunInterrupted, RunStarted
+        """One line per event, the same text the dashboard's log shows (``describe``):
+        results on stdout, progress and problems on stderr."""
+        from tui_ft.core.events import EpochEnd, Message, RunFailed, describe
 
-        if isinstance(ev, Message):
-            _err(f"[{ev.level}] {ev.text}" if ev.level != "info" else ev.text)
-            if self.status is not None:
-                self.status.update(ev.text)
-            return
-        line = None
-        if isinstance(ev, RunStarted):
-            stage = f" stage {ev.stage}" if ev.stage else ""
-            line = (
-                f"run {ev.run_id}{stage}: preset {ev.preset_name}, {ev.preset['finetune']['mode']} mode, "
-                f"device {ev.device}, train {ev.n_train} / val {ev.n_val} / test {ev.n_test}"
-                + (f", from {ev.parent}" if ev.parent else "")
-            )
-        elif isinstance(ev, EpochEnd):
-            tr = "-" if ev.train_mae is None else f"{ev.train_mae:.4f}"
-            line = (
-                f"epoch {ev.epoch:3d}  val_mae {ev.val_mae:.4f}  train_mae {tr:>6}  lr {ev.lr:.2e}  "
-                f"{ev.seconds:6.1f}s  best {ev.best_val_mae:.4f}@{ev.best_epoch}"
-            )
-        elif isinstance(ev, RunFinished):
-            tm = "n/a" if ev.test_mae is None else f"{ev.test_mae:.4f}"
-            line = (
-                f"test_mae {tm}  (best epoch {ev.best_epoch}, val_mae {ev.best_val_mae:.4f}, "
-                f"{ev.n_test} test structures, {ev.seconds:.1f}s)  run {ev.run_id}"
-            )
-        elif isinstance(ev, RunFailed):
+        line = describe(ev)
+        if isinstance(ev, RunFailed):
             self.failed_shown = True
-            _err(f"run {ev.run_id} failed: {ev.message}")
-        elif isinstance(ev, RunInterrupted):
-            _err(f"run {ev.run_id} interrupted: {ev.message}")
+        if isinstance(ev, Message) and self.status is not None:
+            self.status.update(ev.text)
         if line is None:
             return
-        if self.console is not None:
-            self.console.print(line, highlight=False)
+        if ev.to_stderr:
+            _err(line)
+        elif self.console is not None:
+            self.console.print(line, highlight=False, markup=False)
             if isinstance(ev, EpochEnd) and self.status is not None:
                 self.status.update(f"epoch {ev.epoch + 1} training...")
         else:

@@ -101,8 +101,8 @@ def file_sha256(path: Path | str) -> str:
 class LazyStructures(collections.abc.Sequence):
     """A file's structures, parsed into pymatgen ``Structure`` objects on first access.
 
-    Parsing all 5,000 rows of the dev file takes about 2 s (80% of reading it), and a
-    run whose crystal graphs are cached needs none of them. A dict that does not parse
+    Parsing every structure is most of the time it takes to read a file (BENCHMARKS.md,
+    section 3), and a run whose crystal graphs are cached needs none of them. A dict that does not parse
     reads as ``None``; its reason goes into ``bad`` (the dataset's ``bad_rows``) then.
     """
 
@@ -277,8 +277,8 @@ def energy_only(graph):
 
     They only matter for forces and stress; for energy targets they make every
     backward pass also differentiate through the geometry. Predictions are
-    identical; a full-mode training pass on 96 dev structures took 7.4-7.6 s
-    instead of 8.0-9.0 s (one run, same process, alternated).
+    identical and every training pass has less to do (BENCHMARKS.md, section 1,
+    the speed-up list).
     """
     graph.lattice = graph.lattice.detach()
     graph.atom_frac_coord = graph.atom_frac_coord.detach()

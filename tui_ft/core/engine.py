@@ -22,45 +22,59 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import io
 import math
 import os
 import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
+# OpenMP worker threads that spin while they wait for work make CPU training several
+# times slower as soon as another process shares the cores (bench/bench_throughput.py,
+# BENCHMARKS.md); waiting passively costs nothing measurable. libgomp reads this when
+# torch is first imported, so it only applies if that is still to come: it stands
+# before the imports below, which load torch.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tui_ft.core.data import Dataset, GraphCache, load_matbench, make_splits, resolve_source
-from tui_ft.core.events import (
+# torch and chgnet are imported here, at the top: nothing that must start fast
+# imports this module (``tui-ft --help`` and the dashboard never do; the CLI imports
+# it only to run or evaluate, and plans only to run).
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from chgnet.model import CHGNet  # noqa: E402
+
+from tui_ft.core.atomic import atomic_write, atomic_write_text  # noqa: E402
+from tui_ft.core.data import GraphCache, load_matbench, make_splits, resolve_source  # noqa: E402
+from tui_ft.core.events import (  # noqa: E402
     CheckpointSaved,
     EpochEnd,
     Event,
+    EventWriter,
     Message,
     RunFailed,
     RunFinished,
     RunInterrupted,
     RunStarted,
 )
-from tui_ft.core.library import Library, load_checkpoint, package_versions, save_checkpoint
-from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import Preset, dump_preset, preset_from_dict
+from tui_ft.core.library import (  # noqa: E402
+    CheckpointMeta,
+    Library,
+    load_checkpoint,
+    package_versions,
+    save_checkpoint,
+)
+from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch  # noqa: E402
+from tui_ft.core.paths import Paths  # noqa: E402
+from tui_ft.core.presets import Preset, dump_preset, load_preset  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
-
-# OpenMP worker threads that spin while they wait for work make CPU training several
-# times slower as soon as another process shares the cores (bench/bench_throughput.py,
-# BENCHMARKS.md); waiting passively costs nothing measurable. libgomp reads this when
-# torch is first imported, so it only applies if that is still to come.
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 GROUPS = ("embedding", "interaction", "readout")
 _GROUP_MODULES = {
@@ -101,8 +115,6 @@ class RunResult:
 
 
 def pick_device(name: str) -> str:
-    import torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -115,15 +127,14 @@ def configure_cpu(device: str) -> None:
 
     ``TUI_FT_THREADS=N`` sets torch's intra-op threads (default: torch's choice).
     Denormal floats are flushed to zero: CHGNet's backward pass produces subnormal
-    values, whose arithmetic is slow on x86 CPUs; flushing made a full-mode training
-    pass about 1.3x faster with identical predictions (BENCHMARKS.md). The setting is
+    values, whose arithmetic is slow on x86 CPUs; flushing them speeds up full-mode
+    training and leaves the predictions unchanged (BENCHMARKS.md, section 1,
+    speed-up 2). The setting is
     per thread: torch's worker threads inherit it when they start after this call,
     which in ``tui-ft`` runs and the dashboard's training processes they do (no
     parallel work happens before it); threads started earlier keep theirs. ``run()``
     turns it off again on the calling thread (torch's default) when the run ends.
     """
-    import torch
-
     n = os.environ.get("TUI_FT_THREADS", "").strip()
     if n.isdigit() and int(n) > 0:
         torch.set_num_threads(int(n))
@@ -132,8 +143,6 @@ def configure_cpu(device: str) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -147,15 +156,11 @@ def _quiet_stdout():
 
 
 def load_pretrained(version: str):
-    from chgnet.model import CHGNet
-
     with _quiet_stdout():
         return CHGNet.load(model_name=version, use_device="cpu", verbose=False)
 
 
 def model_from_payload(payload: dict[str, Any]):
-    from chgnet.model import CHGNet
-
     with _quiet_stdout():
         model = CHGNet(**payload["model_args"])
     model.load_state_dict(payload["model_state"])
@@ -186,8 +191,6 @@ def group_params(model) -> dict[str, list]:
 
 
 def _loss_fn(name: str):
-    import torch.nn.functional as F
-
     return {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}[name]
 
 
@@ -207,8 +210,6 @@ class FeatureSet:
         self.n_atoms = n_atoms
 
     def batch(self, idx: Sequence[int], device: str):
-        import torch
-
         xs = [self.feats[i] for i in idx]
         owners = torch.repeat_interleave(torch.arange(len(xs)), torch.tensor([x.shape[0] for x in xs]))
         return (
@@ -225,8 +226,6 @@ def supports_feature_head(model) -> bool:
 
 def head_forward(model, x, owners, n_atoms, comp, *, with_comp: bool = True):
     """The readout of CHGNet (mlp_first, intensive) applied to cached atom features."""
-    import torch
-
     if model.readout_norm is not None:
         x = model.readout_norm(x)
     site = model.mlp(x).view(-1)
@@ -238,8 +237,6 @@ def head_forward(model, x, owners, n_atoms, comp, *, with_comp: bool = True):
 
 
 def composition_matrix(graphs: Sequence[Any], n_elements: int = 94):
-    import torch
-
     rows = []
     for g in graphs:
         c = torch.bincount(g.atomic_number.long() - 1, minlength=n_elements).float()
@@ -273,8 +270,6 @@ def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str,
 
 
 def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str) -> list:
-    import torch
-
     captured: list = []
     target = model.readout_norm if model.readout_norm is not None else model.mlp
 
@@ -306,10 +301,6 @@ class FeatureCache:
 
     def get(self, model, rows: Sequence[int], graphs: dict[int, Any], batch_size: int, device: str,
             workers: int = 1, threads: int = 1) -> dict[int, Any]:
-        import torch
-
-        from tui_ft.core.atomic import atomic_write
-
         store: dict[str, Any] = {}
         if self.path.is_file():
             try:
@@ -325,6 +316,77 @@ class FeatureCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, lambda fh: torch.save(store, fh))
         return {r: store[str(r)] for r in rows}
+
+
+# ---------------------------------------------------------------- one forward object per mode
+
+
+class HeadForward:
+    """Head mode on cached frozen features: the readout head (and AtomRef) on ``fsets``.
+
+    ``fsets[part]`` holds the features of the split ``part`` in split order, so a
+    batch is addressed by positions in the split.
+    """
+
+    def __init__(self, model, fsets: dict[str, FeatureSet], device: str):
+        self.model, self.fsets, self.device = model, fsets, device
+
+    def train_step(self, positions: list[int], rows: list[int], target, loss_fn, optimizer):
+        """Forward and backward of one training batch; returns ``(pred, loss)``."""
+        pred = head_forward(self.model, *self.fsets["train"].batch(positions, self.device))
+        loss = loss_fn(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return pred, loss
+
+    def predict(self, part: str, rows: Sequence[int], batch_size: int):
+        """Predictions (on the CPU) for the split ``part``, in split order; call under no_grad."""
+        fs = self.fsets[part]
+        return [
+            head_forward(self.model, *fs.batch(list(range(i, min(i + batch_size, len(rows)))), self.device)).cpu()
+            for i in range(0, len(rows), batch_size)
+        ]
+
+    def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
+        """Every training structure's energy less its AtomRef term (the refit's residual base)."""
+        x, o, n, c = self.fsets["train"].batch(range(len(rows)), self.device)
+        return head_forward(self.model, x, o, n, c, with_comp=False).cpu()
+
+
+class FullForward:
+    """The whole model on crystal graphs; with ``dp`` each batch is split across
+    CPU worker threads (tui_ft.core.parallel), which also does the backward pass."""
+
+    def __init__(self, model, graphs: dict[int, Any], device: str, dp: CpuDataParallel | None = None):
+        self.model, self.graphs, self.device, self.dp = model, graphs, device, dp
+
+    def train_step(self, positions: list[int], rows: list[int], target, loss_fn, optimizer):
+        """Forward and backward of one training batch; returns ``(pred, loss)``."""
+        if self.dp is not None:  # the batch's gradient ends on the master model
+            return self.dp.train_step([self.graphs[r] for r in rows], target, loss_fn)
+        pred = self.model([self.graphs[r].to(self.device) for r in rows], task="e")["e"]
+        loss = loss_fn(pred, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return pred, loss
+
+    def predict(self, part: str, rows: Sequence[int], batch_size: int):
+        """Predictions (on the CPU) for ``rows``, in order; call under no_grad."""
+        out = []
+        for i in range(0, len(rows), batch_size):
+            chunk = [self.graphs[int(r)] for r in rows[i : i + batch_size]]
+            if self.dp is not None:
+                out.append(self.dp.predict(chunk))
+            else:
+                out.append(self.model([g.to(self.device) for g in chunk], task="e")["e"].detach().cpu())
+        return out
+
+    def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
+        """Every training structure's energy less its AtomRef term (the refit's residual base)."""
+        self.model.eval()
+        total = torch.cat(self.predict("train", rows, batch_size))
+        comp = composition_matrix([self.graphs[int(r)] for r in rows]).to(self.device)
+        return total - self.model.composition_model._get_energy(comp).cpu()
 
 
 # ---------------------------------------------------------------- the run
@@ -359,12 +421,14 @@ class Trainer:
         self.best_epoch = -1
         self.epoch = 0
         self.parent: str | None = None
+        self.device = "?"
         self.model = None
         self.optimizer = None
         self.scheduler = None
         self.data_sha = ""
         self._last_saved_epoch = -1
-        self.dp = None  # CpuDataParallel in full mode on the CPU (tui_ft.core.parallel)
+        self.forward: HeadForward | FullForward | None = None
+        self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
 
     # -- events
@@ -395,144 +459,171 @@ class Trainer:
             if self.dp is not None:
                 self.dp.close()
                 self.dp = None
-            if "torch" in sys.modules:
-                sys.modules["torch"].set_flush_denormal(False)
+            torch.set_flush_denormal(False)
 
     def _best_or_none(self) -> float | None:
         return self.best_val if math.isfinite(self.best_val) else None
 
     def _run(self, t0: float) -> RunResult:
-        import torch
+        """The run in its steps; each step leaves its results on ``self``."""
+        self._setup_process()
+        self._load_data()
+        self._remove_stale_temp_files()
+        resume_payload = self._load_model()
+        failed = self._build_graphs()
+        self._announce(failed)
+        self.forward = self._make_forward()
+        self._setup_trainable()
+        start_epoch = self._resume(resume_payload) if resume_payload is not None else self._start()
+        stopped_early = self._train_epochs(start_epoch)
+        return self._finish(t0, stopped_early)
 
-        p, rid = self.p, self.ctx.run_id
-        seed_everything(p.train.seed)
-        device = pick_device(p.train.device)
-        self.device = device
-        configure_cpu(device)
+    # -- the steps of a run, in order
+    def _setup_process(self) -> None:
+        seed_everything(self.p.train.seed)
+        self.device = pick_device(self.p.train.device)
+        configure_cpu(self.device)
 
-        # ---- data
-        path = resolve_source(p.data.source, self.paths)
-        self.say(f"reading {path}")
-        ds = load_matbench(path, p.data.target)
-        self.data_sha = ds.sha256
-        splits = make_splits(
-            len(ds), fold=p.data.fold, fraction=p.data.fraction, val_fraction=p.data.val_fraction,
-            seed=p.data.seed, test_limit=p.data.test_limit,
+    def _make_splits(self, exclude: Sequence[int] = ()):
+        d = self.p.data
+        return make_splits(
+            len(self.ds), fold=d.fold, fraction=d.fraction, val_fraction=d.val_fraction,
+            seed=d.seed, test_limit=d.test_limit, **({"exclude": list(exclude)} if exclude else {}),
         )
 
-        # ---- temp files left by a process killed mid-write (only this run writes here)
+    def _load_data(self) -> None:
+        """The data file and its splits (before any structure is left out)."""
+        path = resolve_source(self.p.data.source, self.paths)
+        self.say(f"reading {path}")
+        self.ds = load_matbench(path, self.p.data.target)
+        self.data_sha = self.ds.sha256
+        self.splits = self._make_splits()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files left by a process killed mid-write (only this run writes here)."""
         for stale in self.ckpt_dir.glob(".*.tmp") if self.ckpt_dir.is_dir() else ():
             stale.unlink(missing_ok=True)
 
-        # ---- model
+    def _load_model(self) -> dict[str, Any] | None:
+        """The starting model: this run's last.pt (resume), a library checkpoint or the
+        pretrained CHGNet. Returns the resume payload, if resuming."""
+        p = self.p
         resume_payload = None
         if self.ctx.resume:
             resume_payload = load_checkpoint(self.ckpt_dir / "last.pt")
             model = model_from_payload(resume_payload)
-            self.parent = resume_payload["meta"].get("parent")
+            self.parent = (CheckpointMeta.from_dict(resume_payload["meta"]) or CheckpointMeta()).parent
         else:
             init = self.ctx.init_override or p.model.init
             if init:
                 info = self.lib.resolve_ref(init)
-                payload = load_checkpoint(info.path)
-                model = model_from_payload(payload)
+                model = model_from_payload(load_checkpoint(info.path))
                 self.parent = info.ref
                 self.say(f"starting from checkpoint {info.ref} (epoch {info.epoch}, val MAE {info.val_mae})")
             else:
                 model = load_pretrained(p.model.pretrained)
                 self.say(f"starting from pretrained CHGNet {p.model.pretrained}")
-        model = model.to(device)
-        self.model = model
+        self.model = model.to(self.device)
+        return resume_payload
 
-        # ---- graphs (cached), failures reported by id and excluded everywhere
-        cache = GraphCache(ds, model.graph_converter, self.paths)
-        rows = np.concatenate([splits.train, splits.val, splits.test])
-        graphs, failed = cache.get(rows)
+    def _build_graphs(self) -> dict[int, str]:
+        """Crystal graphs (cached); failures are reported by id and left out of every split.
+        Returns the failures (row -> reason)."""
+        ds, splits = self.ds, self.splits
+        cache = GraphCache(ds, self.model.graph_converter, self.paths)
+        self.rows = np.concatenate([splits.train, splits.val, splits.test])
+        graphs, failed = cache.get(self.rows)
         self.say(f"graphs: {cache.hits} from cache, {cache.built} built")
         for r, why in sorted(failed.items()):
             self.say(f"structure {ds.ids[r]} (row {r}) left out of every split: {why}", "warning")
         if failed:
-            splits = make_splits(
-                len(ds), fold=p.data.fold, fraction=p.data.fraction, val_fraction=p.data.val_fraction,
-                seed=p.data.seed, test_limit=p.data.test_limit, exclude=list(failed),
-            )
+            self.splits = splits = self._make_splits(exclude=failed)
         if len(splits.train) == 0 or len(splits.val) == 0:
             raise TrainingFailed("no training or validation structures left after graph conversion")
-        self.ds, self.splits, self.graphs = ds, splits, graphs
-        y = torch.tensor(ds.targets, dtype=torch.float32)
-        self.y = y
+        self.graphs = graphs
+        self.y = torch.tensor(ds.targets, dtype=torch.float32)
+        return failed
 
+    def _announce(self, failed: dict[int, str]) -> None:
+        p, s = self.p, self.splits
         self.emit(
             RunStarted(
-                rid, preset_name=p.name, preset=p.to_dict(), device=device, n_train=len(splits.train),
-                n_val=len(splits.val), n_test=len(splits.test), parent=self.parent, pid=os.getpid(),
+                self.ctx.run_id, preset_name=p.name, preset=p.to_dict(), device=self.device, n_train=len(s.train),
+                n_val=len(s.val), n_test=len(s.test), parent=self.parent, pid=os.getpid(),
                 plan=self.ctx.plan, stage=self.ctx.stage, epochs=p.train.epochs,
-                skipped=[ds.ids[r] for r in sorted(failed)],
+                skipped=[self.ds.ids[r] for r in sorted(failed)],
             )
         )
 
-        # ---- CPU worker threads (tui_ft.core.parallel): full-mode batches, frozen-feature extraction
+    def _make_forward(self) -> HeadForward | FullForward:
+        """Head mode on cached frozen features where the model allows it, else the whole
+        model on graphs, with each batch split across CPU worker threads (tui_ft.core.parallel)."""
+        p, device = self.p, self.device
         try:
             workers, threads = plan_workers(p.train.batch_size, device)
         except ValueError as exc:
             raise TrainingFailed(str(exc)) from None
-
-        # ---- head mode on cached frozen features
-        self.use_features = p.finetune.mode == "head" and supports_feature_head(model)
-        if self.use_features:
-            fc = FeatureCache(self.paths, backbone_hash(model), ds.sha256)
-            t = time.time()
-            fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
-            wanted = [int(r) for r in rows if int(r) in graphs]
-            feats = fc.get(model, wanted, graphs, p.train.batch_size, device, fw, ft)
-            computed = f"computed the rest in {time.time() - t:.1f}s"
-            if fw > 1 and fc.hits < len(wanted):
-                computed += f" on {fw} worker threads"
-            self.say(f"frozen backbone features: {fc.hits} from cache, {computed}")
-            self.fsets = {}
-            for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-                gl = [graphs[int(r)] for r in part]
-                self.fsets[name] = FeatureSet(
-                    [feats[int(r)] for r in part],
-                    composition_matrix(gl),
-                    torch.tensor([float(g.atomic_number.shape[0]) for g in gl]),
-                )
-
-        # ---- full mode on the CPU: each batch split across worker threads (tui_ft.core.parallel)
-        if not self.use_features and workers > 1:
-            self.dp = CpuDataParallel(model, workers, threads, flush_denormal=device == "cpu")
+        if p.finetune.mode == "head" and supports_feature_head(self.model):
+            return HeadForward(self.model, self._feature_sets(), device)
+        if workers > 1:
+            self.dp = CpuDataParallel(self.model, workers, threads, flush_denormal=device == "cpu")
             self.cpu_workers = workers
             self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
+        return FullForward(self.model, self.graphs, device, self.dp)
 
-        # ---- trainable parameters
-        self._setup_trainable()
-        start_epoch = 1
-        if resume_payload is not None:
-            ts = resume_payload.get("train_state", {})
-            self.best_val = float(ts.get("best_val", math.inf))
-            self.best_epoch = int(ts.get("best_epoch", -1))
-            self.epoch = int(resume_payload["meta"].get("epoch", 0))
-            start_epoch = self.epoch + 1
-            self.history = []
-            self._build_optimizer(self.epoch)
-            if resume_payload.get("optimizer_state") is not None:
-                self.optimizer.load_state_dict(resume_payload["optimizer_state"])
-            if self.scheduler is not None and resume_payload.get("scheduler_state") is not None:
-                self.scheduler.load_state_dict(resume_payload["scheduler_state"])
-            self._bad_epochs = int(ts.get("bad_epochs", 0))
-            self.say(f"resuming after epoch {self.epoch} (best val MAE {self.best_val:.4f} at epoch {self.best_epoch})")
-        else:
-            refit = p.finetune.refit_atomref
-            if refit:
-                self._refit_atomref()
-            self._build_optimizer(0)
-            self._bad_epochs = 0
-            # ---- epoch 0: validation before any update
-            t = time.time()
-            val0 = self._evaluate("val")
-            self._end_epoch(0, None, val0, time.time() - t, 0)
+    def _feature_sets(self) -> dict[str, FeatureSet]:
+        """The frozen backbone's features of every split, from the cache or computed now."""
+        p, device, graphs, splits = self.p, self.device, self.graphs, self.splits
+        fc = FeatureCache(self.paths, backbone_hash(self.model), self.ds.sha256)
+        t = time.time()
+        fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
+        wanted = [int(r) for r in self.rows if int(r) in graphs]
+        feats = fc.get(self.model, wanted, graphs, p.train.batch_size, device, fw, ft)
+        computed = f"computed the rest in {time.time() - t:.1f}s"
+        if fw > 1 and fc.hits < len(wanted):
+            computed += f" on {fw} worker threads"
+        self.say(f"frozen backbone features: {fc.hits} from cache, {computed}")
+        fsets = {}
+        for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+            gl = [graphs[int(r)] for r in part]
+            fsets[name] = FeatureSet(
+                [feats[int(r)] for r in part],
+                composition_matrix(gl),
+                torch.tensor([float(g.atomic_number.shape[0]) for g in gl]),
+            )
+        return fsets
 
-        # ---- epochs
+    def _resume(self, payload: dict[str, Any]) -> int:
+        """Training state, optimizer and schedule from last.pt; returns the first epoch to train."""
+        ts = payload.get("train_state", {})
+        meta = CheckpointMeta.from_dict(payload["meta"]) or CheckpointMeta()
+        self.best_val = float(ts.get("best_val", math.inf))
+        self.best_epoch = int(ts.get("best_epoch", -1))
+        self.epoch = meta.epoch if meta.epoch is not None else 0
+        self.history = []
+        self._build_optimizer(self.epoch)
+        if payload.get("optimizer_state") is not None:
+            self.optimizer.load_state_dict(payload["optimizer_state"])
+        if self.scheduler is not None and payload.get("scheduler_state") is not None:
+            self.scheduler.load_state_dict(payload["scheduler_state"])
+        self._bad_epochs = int(ts.get("bad_epochs", 0))
+        self.say(f"resuming after epoch {self.epoch} (best val MAE {self.best_val:.4f} at epoch {self.best_epoch})")
+        return self.epoch + 1
+
+    def _start(self) -> int:
+        """AtomRef refit, optimizer, and epoch 0 (validation before any update); returns 1."""
+        if self.p.finetune.refit_atomref:
+            self._refit_atomref()
+        self._build_optimizer(0)
+        self._bad_epochs = 0
+        t = time.time()
+        val0 = self._evaluate("val")
+        self._end_epoch(0, None, val0, time.time() - t, 0)
+        return 1
+
+    def _train_epochs(self, start_epoch: int) -> bool:
+        """Epochs ``start_epoch..train.epochs``; returns whether early stopping ended them."""
+        p = self.p
         for epoch in range(start_epoch, p.train.epochs + 1):
             self.epoch = epoch
             self._apply_unfreeze(epoch)
@@ -541,13 +632,13 @@ class Trainer:
             val = self._evaluate("val")
             if self.scheduler is not None:
                 self.scheduler.step()
-            stop = self._end_epoch(epoch, train_mae, val, time.time() - t, n)
-            if stop:
+            if self._end_epoch(epoch, train_mae, val, time.time() - t, n):
                 self.say(f"early stopping: no improvement for {p.train.patience} epochs")
                 break
-        stopped_early = self.epoch < p.train.epochs
+        return self.epoch < p.train.epochs
 
-        # ---- test with the best weights
+    def _finish(self, t0: float, stopped_early: bool) -> RunResult:
+        """Test MAE of the best weights, test_predictions.csv, both checkpoints marked finished."""
         best_payload = load_checkpoint(self.ckpt_dir / "best.pt")
         self.model.load_state_dict(best_payload["model_state"])
         preds = self._predict("test")
@@ -563,35 +654,28 @@ class Trainer:
             f = self.ckpt_dir / f"{kind}.pt"
             if f.is_file():
                 pl = best_payload if kind == "best" else load_checkpoint(f)
-                pl["meta"].update(test_mae=test_mae, finished=True, status="finished")
+                meta = CheckpointMeta.from_dict(pl["meta"]) or CheckpointMeta()
+                pl["meta"] = replace(meta, test_mae=test_mae, finished=True, status="finished").to_dict()
                 save_checkpoint(f, pl)
         self.emit(
             RunFinished(
-                rid, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
+                self.ctx.run_id, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
                 seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
                 stopped_early=stopped_early,
             )
         )
-        return RunResult(rid, "finished", test_mae, self.best_val, self.best_epoch, self.history)
+        return RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
 
     # -- AtomRef
     def _refit_atomref(self) -> None:
         """Least-squares fit of the per-element offsets to (target - rest of the model)."""
-        import torch
-
         comp_model = self.model.composition_model
         if comp_model is None:
             self.say("model has no AtomRef composition model; refit skipped", "warning")
             return
         tr = self.splits.train
         with torch.no_grad():
-            if self.use_features:
-                x, o, n, c = self.fsets["train"].batch(range(len(tr)), self.device)
-                rest = head_forward(self.model, x, o, n, c, with_comp=False).cpu()
-            else:
-                total = self._predict("train")
-                comp = composition_matrix([self.graphs[int(r)] for r in tr]).to(self.device)
-                rest = total - comp_model._get_energy(comp).cpu()
+            rest = self.forward.energy_without_atomref(tr, self._predict_batch_size())
         resid = (self.y[tr] - rest).tolist()
         graphs = [self.graphs[int(r)] for r in tr]
         comp_model.fit(graphs, resid)
@@ -635,8 +719,6 @@ class Trainer:
         return base * float(ft.lr_factors.get(g, 1.0))
 
     def _build_optimizer(self, epoch: int) -> None:
-        import torch
-
         o = self.p.optim
         # every group that may ever train gets its param group now (frozen ones get no grads),
         # so the optimizer state survives progressive unfreezing and resume.
@@ -658,9 +740,10 @@ class Trainer:
         )
 
     # -- passes
-    def _train_epoch(self, epoch: int) -> tuple[float, int]:
-        import torch
+    def _predict_batch_size(self) -> int:
+        return max(self.p.train.batch_size, 32)
 
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
         p = self.p
         loss_fn = _loss_fn(p.train.loss)
         tr = self.splits.train
@@ -672,24 +755,12 @@ class Trainer:
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
             target = self.y[tr[idx]].to(self.device)
-            if self.dp is not None:  # forward and backward split across threads; the batch's gradient
-                pred, loss = self.dp.train_step([self.graphs[int(tr[j])] for j in idx], target, loss_fn)
-            else:
-                if self.use_features:
-                    x, o, na, c = self.fsets["train"].batch(idx, self.device)
-                    pred = head_forward(self.model, x, o, na, c)
-                else:
-                    batch = [self.graphs[int(tr[j])].to(self.device) for j in idx]
-                    pred = self.model(batch, task="e")["e"]
-                loss = loss_fn(pred, target)
-            if not torch.isfinite(loss):
+            pred, loss = self.forward.train_step(idx, [int(tr[j]) for j in idx], target, loss_fn, self.optimizer)
+            if not torch.isfinite(loss):  # checked before the step: the weights stay those of the last good batch
                 raise TrainingFailed(
                     f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
                     f"(try a smaller optim.lr); the best checkpoint (epoch {self.best_epoch}) is kept"
                 )
-            if self.dp is None:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
             self.optimizer.step()
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
@@ -699,25 +770,10 @@ class Trainer:
 
     def _predict(self, part: str):
         """Predictions for a split, in split order, none dropped."""
-        import torch
-
         rows = getattr(self.splits, part)
         self.model.eval()
-        out = []
-        bs = max(self.p.train.batch_size, 32)
         with torch.no_grad():
-            if self.use_features:
-                fs = self.fsets[part]
-                for i in range(0, len(rows), bs):
-                    idx = list(range(i, min(i + bs, len(rows))))
-                    out.append(head_forward(self.model, *fs.batch(idx, self.device)).cpu())
-            elif self.dp is not None:
-                for i in range(0, len(rows), bs):
-                    out.append(self.dp.predict([self.graphs[int(r)] for r in rows[i : i + bs]]))
-            else:
-                for i in range(0, len(rows), bs):
-                    batch = [self.graphs[int(r)].to(self.device) for r in rows[i : i + bs]]
-                    out.append(self.model(batch, task="e")["e"].detach().cpu())
+            out = self.forward.predict(part, rows, self._predict_batch_size())
         return torch.cat(out) if out else torch.zeros(0)
 
     def _evaluate(self, part: str) -> float:
@@ -751,35 +807,35 @@ class Trainer:
         pat = self.p.train.patience
         return bool(pat) and epoch > 0 and self._bad_epochs >= pat
 
-    def _meta(self, kind: str, epoch: int, val: float) -> dict[str, Any]:
-        return {
-            "run_id": self.ctx.run_id,
-            "kind": kind,
-            "preset_name": self.p.name,
-            "preset": self.p.to_dict(),
-            "parent": self.parent,
-            "epoch": epoch,
-            "val_mae": val,
-            "best_val_mae": self.best_val if math.isfinite(self.best_val) else None,
-            "test_mae": None,
-            "data_sha256": self.data_sha,
-            "data_source": self.p.data.source,
-            "mode": self.p.finetune.mode,
-            "versions": package_versions(),
-            "time": time.time(),
-            "device": getattr(self, "device", "?"),
-            "cpu_workers": self.cpu_workers,
-            "finished": False,
-            "status": "running",
-            "plan": self.ctx.plan,
-            "stage": self.ctx.stage,
-        }
+    def _meta(self, kind: str, epoch: int, val: float) -> CheckpointMeta:
+        return CheckpointMeta(
+            run_id=self.ctx.run_id,
+            kind=kind,
+            preset_name=self.p.name,
+            preset=self.p.to_dict(),
+            parent=self.parent,
+            epoch=epoch,
+            val_mae=val,
+            best_val_mae=self.best_val if math.isfinite(self.best_val) else None,
+            test_mae=None,
+            data_sha256=self.data_sha,
+            data_source=self.p.data.source,
+            mode=self.p.finetune.mode,
+            versions=package_versions(),
+            time=time.time(),
+            device=self.device,
+            cpu_workers=self.cpu_workers,
+            finished=False,
+            status="running",
+            plan=self.ctx.plan,
+            stage=self.ctx.stage,
+        )
 
     def _save(self, kind: str, epoch: int, val: float) -> None:
         payload: dict[str, Any] = {
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "model_args": dict(self.model.model_args),
-            "meta": self._meta(kind, epoch, val),
+            "meta": self._meta(kind, epoch, val).to_dict(),
         }
         if kind == "last":
             payload["optimizer_state"] = self.optimizer.state_dict() if self.optimizer else None
@@ -809,8 +865,6 @@ class Trainer:
 
 
 def write_run_files(paths: Paths, run_id: str, preset: Preset) -> None:
-    from tui_ft.core.atomic import atomic_write_text
-
     d = paths.run_log_dir(run_id)
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "preset.toml", dump_preset(preset))
@@ -830,8 +884,6 @@ def run_training(
 ) -> RunResult:
     """Run one preset. Every event is appended to ``logs/<run_id>/events.jsonl`` and,
     if given, passed to ``emit`` (the front end's display)."""
-    from tui_ft.core.events import EventWriter
-
     paths = paths or Paths.default()
     if not resume:
         write_run_files(paths, run_id, preset)
@@ -844,15 +896,11 @@ def run_training(
 
 
 def load_run_preset(paths: Paths, run_id: str) -> Preset:
-    from tui_ft.core.presets import load_preset
-
     return load_preset(paths.run_log_dir(run_id) / "preset.toml")
 
 
 def evaluate_checkpoint(ckpt_path: Path | str, data_path: Path | str, target: str = "e_form", *, batch_size: int = 32, device: str = "auto", paths: Paths | None = None, progress=None) -> tuple[float, int, list[str]]:
     """MAE of a checkpoint on every row of a Matbench-layout file: (mae, n, skipped ids)."""
-    import torch
-
     paths = paths or Paths.default()
     payload = load_checkpoint(ckpt_path)
     dev = pick_device(device)

@@ -3,25 +3,50 @@
 A run writes one event per line to ``logs/<run_id>/events.jsonl``. The headless
 CLI prints them, the dashboard follows the file. Every event has a ``type``
 (its tag), the ``run_id`` and a wall-clock ``time``; :func:`event_from_dict`
-turns a decoded line back into the same dataclass.
+turns a decoded line back into the same dataclass, checking every field's type
+(pydantic, strict) so a reader never meets a wrong-typed value.
+
+Each event class is the one place that knows its fields: how it reads as a line
+(:meth:`Event.describe`, the same text in the headless output and the dashboard
+log), its tone (the front ends' styling) and how it folds into a run summary
+(:meth:`Event.apply_to`). Adding a field touches this file and its test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import typing
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from tui_ft.core.procs import own_start
+from tui_ft.core.tail import LineTail
+
+if TYPE_CHECKING:
+    from tui_ft.core.runs import RunSummary
 
 
 @dataclass
 class Event:
     type: ClassVar[str] = "event"
+    # how the line is styled: info | warning | error | epoch | done
+    tone: ClassVar[str] = "info"
+    # the headless CLI prints it on stderr (progress and problems) rather than stdout (results)
+    to_stderr: ClassVar[bool] = False
     run_id: str
     time: float = field(default_factory=time.time, kw_only=True)
+
+    def describe(self) -> str | None:
+        """The event as one line of text (None: not shown, e.g. one per checkpoint is too chatty)."""
+        return None
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        """Fold this event into a run summary (``summary.updated`` is set by the caller)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = {"type": self.type}
@@ -47,6 +72,33 @@ class RunStarted(Event):
     stage: int | None = None
     epochs: int = 0
     skipped: list[str] = field(default_factory=list)
+    pid_start: int | None = None  # the writer's start time (procs.start_ticks): a reused pid is not this run
+    tone: ClassVar[str] = "done"
+
+    def __post_init__(self) -> None:
+        _stamp_pid(self)
+
+    def describe(self) -> str:
+        stage = f" stage {self.stage}" if self.stage else ""
+        finetune = self.preset.get("finetune")
+        mode = finetune.get("mode", "?") if isinstance(finetune, dict) else "?"
+        return (
+            f"run {self.run_id}{stage}: preset {self.preset_name}, {mode} mode, "
+            f"device {self.device}, train {self.n_train} / val {self.n_val} / test {self.n_test}"
+            + (f", from {self.parent}" if self.parent else "")
+        )
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.preset_name = self.preset_name
+        summary.status = "running"
+        summary.started = self.time
+        summary.device = self.device
+        summary.parent = self.parent
+        summary.pid = self.pid
+        summary.pid_start = self.pid_start
+        summary.epochs = self.epochs
+        summary.plan = self.plan
+        summary.stage = self.stage
 
 
 @dataclass
@@ -57,6 +109,25 @@ class Message(Event):
     text: str
     level: str = "info"
     pid: int = 0  # the process that wrote it: a run that dies before run_started shows as crashed
+    pid_start: int | None = None
+    to_stderr: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _stamp_pid(self)
+
+    @property
+    def tone(self) -> str:  # type: ignore[override]
+        return self.level if self.level in ("warning", "error") else "info"
+
+    def describe(self) -> str:
+        return self.text if self.level == "info" else f"[{self.level}] {self.text}"
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        if summary.status == "pending" and self.pid:
+            summary.pid = self.pid  # started (loading data or model), no run_started yet
+            summary.pid_start = self.pid_start
+        if self.level in ("warning", "error"):
+            summary.message = self.text
 
 
 @dataclass
@@ -70,6 +141,20 @@ class EpochEnd(Event):
     best_val_mae: float
     best_epoch: int
     n_structures: int = 0
+    tone: ClassVar[str] = "epoch"
+
+    def describe(self) -> str:
+        tr = "-" if self.train_mae is None else f"{self.train_mae:.4f}"
+        return (
+            f"epoch {self.epoch:3d}  val_mae {self.val_mae:.4f}  train_mae {tr:>6}  lr {self.lr:.2e}  "
+            f"{self.seconds:6.1f}s  best {self.best_val_mae:.4f}@{self.best_epoch}"
+        )
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.epoch = self.epoch
+        summary.best_val_mae = self.best_val_mae
+        summary.best_epoch = self.best_epoch
+        summary.history.append(self)
 
 
 @dataclass
@@ -91,20 +176,53 @@ class RunFinished(Event):
     n_test: int = 0
     predictions: str | None = None  # CSV with id,true,pred for the test set
     stopped_early: bool = False
+    tone: ClassVar[str] = "done"
+
+    def describe(self) -> str:
+        tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}"
+        return (
+            f"test_mae {tm}  (best epoch {self.best_epoch}, val_mae {self.best_val_mae:.4f}, "
+            f"{self.n_test} test structures, {self.seconds:.1f}s)  run {self.run_id}"
+        )
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.status = "finished"
+        summary.test_mae = self.test_mae
+        summary.best_val_mae = self.best_val_mae
+        summary.best_epoch = self.best_epoch
+        summary.predictions = self.predictions
 
 
 @dataclass
 class RunFailed(Event):
     type: ClassVar[str] = "run_failed"
+    tone: ClassVar[str] = "error"
+    to_stderr: ClassVar[bool] = True
     message: str
     epoch: int | None = None
+
+    def describe(self) -> str:
+        return f"run {self.run_id} failed: {self.message}"
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.status = "failed"
+        summary.message = self.message
 
 
 @dataclass
 class RunInterrupted(Event):
     type: ClassVar[str] = "run_interrupted"
+    tone: ClassVar[str] = "warning"
+    to_stderr: ClassVar[bool] = True
     epoch: int | None = None
     message: str = "interrupted"
+
+    def describe(self) -> str:
+        return f"run {self.run_id} interrupted: {self.message}"
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.status = "interrupted"
+        summary.message = self.message
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -114,17 +232,60 @@ EVENT_TYPES: dict[str, type[Event]] = {
 TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted"})
 
 
+def describe(ev: Event) -> str | None:
+    """The one text of an event, for the headless output and the dashboard log alike."""
+    return ev.describe()
+
+
+def _stamp_pid(ev: "RunStarted | Message") -> None:
+    """An event written by its own process records when that process started."""
+    if ev.pid_start is None and ev.pid and ev.pid == os.getpid():
+        ev.pid_start = own_start()
+
+
+_SCHEMAS: dict[type[Event], Any] = {}
+
+
+def _schema(cls: type[Event]):
+    """A strict pydantic model with the dataclass's fields: the one type check on read."""
+    model = _SCHEMAS.get(cls)
+    if model is None:
+        from pydantic import ConfigDict, Field, create_model
+
+        hints = typing.get_type_hints(cls)
+        spec: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default: Any = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = Field(default_factory=f.default_factory)
+            else:
+                default = ...
+            spec[f.name] = (hints[f.name], default)
+        model = create_model(f"{cls.__name__}Fields", __config__=ConfigDict(strict=True, extra="ignore"), **spec)
+        _SCHEMAS[cls] = model
+    return model
+
+
 def event_from_dict(d: dict[str, Any]) -> Event:
-    """Rebuild an event; unknown extra keys are ignored so old readers survive new fields."""
+    """Rebuild an event; unknown extra keys are ignored so old readers survive new fields.
+    Raises ``ValueError`` naming the field for a missing or wrong-typed value."""
+    from pydantic import ValidationError
+
     if not isinstance(d, dict):
         raise ValueError(f"expected a JSON object, got {type(d).__name__}")
     kind = d.get("type")
-    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event type {kind!r}")
-    names = {f.name for f in fields(cls)}
-    kwargs = {k: v for k, v in d.items() if k in names}
-    return cls(**kwargs)
+    try:
+        checked = _schema(cls).model_validate(d)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or kind}: {e['msg'].lower()}" for e in exc.errors()[:3]
+        )
+        raise ValueError(f"{kind}: {problems}") from None
+    return cls(**{f.name: getattr(checked, f.name) for f in fields(cls)})
 
 
 def event_from_json(line: str) -> Event:
@@ -192,7 +353,7 @@ def _parse_line(line: str, where: str, warn) -> Event | None:
         return None
     try:
         return event_from_json(line)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         msg = f"{where}: skipped unreadable event line ({exc})"
         if warn is not None:
             warn(msg)
@@ -207,6 +368,13 @@ def read_events(path: Path | str, *, warn=None) -> list[Event]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
+    except OSError as exc:  # a folder, no permission: reported, never fatal
+        msg = f"{path}: cannot read events ({exc.strerror or exc})"
+        if warn is not None:
+            warn(msg)
+        else:
+            warnings.warn(msg, stacklevel=2)
+        return []
     return parse_lines(text.splitlines(), source=str(path), warn=warn)
 
 
@@ -219,27 +387,15 @@ class EventFollower:
 
     def __init__(self, path: Path | str, *, warn=None):
         self.path = Path(path)
-        self._offset = 0
-        self._buf = b""
-        self._lineno = 0
+        self._tail = LineTail(self.path)
         self._warn = warn
 
     def poll(self) -> list[Event]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return []
-        if not chunk:
-            return []
-        self._offset += len(chunk)
-        data = self._buf + chunk
-        *complete, self._buf = data.split(b"\n")
+        lines = self._tail.poll()
+        first = self._tail.lineno - len(lines) + 1
         events: list[Event] = []
-        for raw in complete:
-            self._lineno += 1
-            ev = _parse_line(raw.decode("utf-8", errors="replace"), f"{self.path}:{self._lineno}", self._warn)
+        for n, line in enumerate(lines, first):
+            ev = _parse_line(line, f"{self.path}:{n}", self._warn)
             if ev is not None:
                 events.append(ev)
         return events

@@ -2,8 +2,9 @@
 
 Each ``.pt`` holds the model weights, the model's constructor arguments and a
 ``meta`` dict (run id, preset, parent, epoch, validation and test MAE, data hash,
-package versions, time). A JSON sidecar (``best.json``) carries the same
-``meta`` so that listing the library needs neither torch nor unpickling.
+package versions, time; typed as :class:`CheckpointMeta`). A JSON sidecar
+(``best.json``) carries the same ``meta`` so that listing the library needs
+neither torch nor unpickling.
 
 Writes are atomic (temp file + rename); reads use ``torch.load(...,
 weights_only=True)``, so a checkpoint that smuggles a pickled object is refused.
@@ -13,18 +14,24 @@ never race on one file.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Union, get_args, get_type_hints
 
 from tui_ft.core.atomic import atomic_write, atomic_write_json, deferred_signals
 from tui_ft.core.paths import Paths
 
 CHECKPOINT_FORMAT = "tui-ft-checkpoint/1"
 KINDS = ("best", "last")
+log = logging.getLogger("tui_ft.library")
+_REPORTED: set[tuple[str, int, int]] = set()  # sidecars already reported: (path, mtime_ns, size)
+_WRITTEN = {"nullable": False}  # CheckpointMeta fields the engine always writes with a value
 
 
 class CheckpointError(Exception):
@@ -32,11 +39,116 @@ class CheckpointError(Exception):
 
 
 @dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself: the ``meta`` of a ``.pt`` and its ``.json`` sidecar.
+
+    The on-disk form is the plain dict of :meth:`to_dict` (the same keys as ever, so
+    old checkpoints load). :meth:`from_dict` is total: a field of the wrong type
+    (``"val_mae": "bad"``, ``"time": "x"``, or ``null`` for a field the engine always
+    writes, such as ``"epoch": null``) becomes ``None`` and is recorded in
+    ``problems`` as ``(field, message)``; it never raises. A key that is absent is
+    ``None`` without a problem (older or hand-made sidecars). Keys it does not know
+    are kept in ``extra`` and written back. The types are checked by pydantic
+    (strict: no ``"0.5"`` read as a number).
+    """
+
+    run_id: str | None = field(default=None, metadata=_WRITTEN)
+    kind: str | None = field(default=None, metadata=_WRITTEN)
+    preset_name: str | None = field(default=None, metadata=_WRITTEN)
+    preset: dict[str, Any] | None = field(default=None, metadata=_WRITTEN)
+    parent: str | None = None
+    epoch: int | None = field(default=None, metadata=_WRITTEN)
+    val_mae: float | None = field(default=None, metadata=_WRITTEN)
+    best_val_mae: float | None = None
+    test_mae: float | None = None
+    data_sha256: str | None = field(default=None, metadata=_WRITTEN)
+    data_source: str | None = field(default=None, metadata=_WRITTEN)
+    mode: str | None = field(default=None, metadata=_WRITTEN)
+    versions: dict[str, Any] | None = field(default=None, metadata=_WRITTEN)
+    time: float | None = field(default=None, metadata=_WRITTEN)
+    device: str | None = field(default=None, metadata=_WRITTEN)
+    cpu_workers: int | None = field(default=None, metadata=_WRITTEN)
+    finished: bool | None = field(default=None, metadata=_WRITTEN)
+    status: str | None = field(default=None, metadata=_WRITTEN)
+    plan: str | None = None
+    stage: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    problems: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CheckpointMeta | None:
+        """The meta of a loaded dict; ``None`` if ``d`` is not a dict at all."""
+        if not isinstance(d, dict):
+            return None
+        known = {k: v for k, v in d.items() if k in _META_KEYS}
+        extra = {k: v for k, v in d.items() if k not in _META_KEYS}
+        from pydantic import ValidationError
+
+        problems: list[tuple[str, str]] = []
+        while True:
+            try:
+                fields_ = _meta_adapter().validate_python(known, strict=True)
+                break
+            except ValidationError as exc:
+                bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"] and str(e["loc"][0]) in known}
+                if not bad:  # cannot happen for a flat dict of optional fields; stay total anyway
+                    return cls(extra=extra, problems=((("meta", str(exc).splitlines()[0])),))
+                for e in exc.errors():
+                    name = str(e["loc"][0]) if e["loc"] else ""
+                    if name in bad and name not in {p[0] for p in problems}:
+                        problems.append((name, f"{e['msg'].lower()}, got {known[name]!r}"))
+                for name in bad:
+                    known.pop(name)
+        return cls(**fields_, extra=extra, problems=tuple(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The on-disk form: every known key (in the engine's order), then the unknown ones."""
+        out = {k: getattr(self, k) for k in _META_KEYS}
+        out.update(self.extra)
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style read, for callers written against the old dict (the dashboard)."""
+        value = self.to_dict().get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+
+_META_KEYS = tuple(f.name for f in fields(CheckpointMeta) if f.name not in ("extra", "problems"))
+
+
+def _on_disk_type(f: Any) -> Any:
+    """A field's type in a file: its annotation, without ``None`` if the engine always writes a value."""
+    hint = get_type_hints(CheckpointMeta)[f.name]
+    if f.metadata.get("nullable", True):
+        return hint
+    args = tuple(a for a in get_args(hint) if a is not type(None))
+    return args[0] if len(args) == 1 else Union[args]  # noqa: UP007 - built at run time
+
+
+@functools.cache
+def _meta_adapter():
+    """The pydantic validator of a meta dict, built on first use: the dashboard imports
+    this module before its first frame, and pydantic plus the schema cost a few 100 ms."""
+    from pydantic import TypeAdapter
+    from typing_extensions import NotRequired, TypedDict
+
+    return TypeAdapter(
+        TypedDict(  # type: ignore[operator]
+            "CheckpointMetaOnDisk",
+            {f.name: NotRequired[_on_disk_type(f)] for f in fields(CheckpointMeta) if f.name in _META_KEYS},
+        )
+    )
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
     run_id: str
     kind: str
     path: Path
-    meta: dict[str, Any]
+    meta: CheckpointMeta
 
     @property
     def ref(self) -> str:
@@ -44,31 +156,31 @@ class CheckpointInfo:
 
     @property
     def preset_name(self) -> str:
-        return self.meta.get("preset_name", "?")
+        return self.meta.preset_name if self.meta.preset_name is not None else "?"
 
     @property
     def epoch(self) -> int | None:
-        return self.meta.get("epoch")
+        return self.meta.epoch
 
     @property
     def val_mae(self) -> float | None:
-        return self.meta.get("val_mae")
+        return self.meta.val_mae
 
     @property
     def test_mae(self) -> float | None:
-        return self.meta.get("test_mae")
+        return self.meta.test_mae
 
     @property
     def parent(self) -> str | None:
-        return self.meta.get("parent")
+        return self.meta.parent
 
     @property
     def finished(self) -> bool:
-        return bool(self.meta.get("finished"))
+        return bool(self.meta.finished)
 
     @property
     def created(self) -> float:
-        return float(self.meta.get("time", 0.0))
+        return self.meta.time if self.meta.time is not None else 0.0
 
 
 def package_versions() -> dict[str, str]:
@@ -138,14 +250,22 @@ class Library:
 
     def __init__(self, paths: Paths | None = None):
         self.paths = paths or Paths.default()
+        self.problems: dict[Path, str] = {}  # bad sidecars seen by the last listing: path -> message
 
     @property
     def root(self) -> Path:
         return self.paths.checkpoints
 
     def list(self) -> list[CheckpointInfo]:
-        """All listed checkpoints (those with a readable sidecar and a .pt), newest first."""
+        """All listed checkpoints (those with a readable sidecar and a .pt), newest first.
+
+        A sidecar that is not a JSON object is skipped; one with fields of the wrong
+        type is listed with those fields unknown (its time taken from the ``.pt``).
+        Either is reported once per process as a warning of the ``tui_ft.library``
+        logger, and kept in :attr:`problems` (path -> message) until the next listing.
+        """
         out: list[CheckpointInfo] = []
+        self.problems = {}
         if not self.root.is_dir():
             return out
         for run_dir in self.root.iterdir():
@@ -156,15 +276,40 @@ class Library:
                 side = run_dir / f"{kind}.json"
                 if not (pt.is_file() and side.is_file()):
                     continue
-                try:
-                    meta = json.loads(side.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                meta = self._read_sidecar(side)
+                if meta is None:
                     continue
-                if not isinstance(meta, dict):
-                    continue
+                if any(name == "time" for name, _ in meta.problems):
+                    with contextlib.suppress(OSError):
+                        meta = replace(meta, time=pt.stat().st_mtime)
                 out.append(CheckpointInfo(run_dir.name, kind, pt, meta))
         out.sort(key=lambda c: (c.created, c.run_id, c.kind), reverse=True)
         return out
+
+    def _read_sidecar(self, side: Path) -> CheckpointMeta | None:
+        """The sidecar's meta, or ``None`` (unreadable, not JSON, not an object); problems reported."""
+        try:
+            meta = CheckpointMeta.from_dict(json.loads(side.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            self._report(side, f"not readable as JSON ({exc}); checkpoint not listed")
+            return None
+        if meta is None:
+            self._report(side, "not a JSON object; checkpoint not listed")
+        elif meta.problems:
+            wrong = "; ".join(f"{name}: {msg}" for name, msg in meta.problems)
+            self._report(side, f"{wrong} (treated as unknown)")
+        return meta
+
+    def _report(self, side: Path, message: str) -> None:
+        self.problems[side] = message
+        try:
+            st = side.stat()
+            key = (str(side), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = (str(side), 0, 0)
+        if key not in _REPORTED:
+            _REPORTED.add(key)
+            log.warning("%s: %s", side, message)
 
     def filter(self, *, preset: str | None = None, kind: str | None = None, finished: bool | None = None) -> list[CheckpointInfo]:
         items: Iterable[CheckpointInfo] = self.list()
@@ -202,15 +347,11 @@ class Library:
             p = Path(ref)
             if not p.is_file():
                 raise LookupError(f"checkpoint file {ref!r} does not exist (expected RUN@best, PRESET@best or a .pt path)")
-            meta: dict[str, Any] = {}
+            self.problems = {}
             side = p.with_suffix(".json")
-            if side.is_file():
-                try:
-                    meta = json.loads(side.read_text(encoding="utf-8"))
-                except ValueError:
-                    meta = {}
+            meta = (self._read_sidecar(side) if side.is_file() else None) or CheckpointMeta()
             kind = p.stem if p.stem in KINDS else "file"
-            return CheckpointInfo(meta.get("run_id", p.parent.name), kind, p, meta)
+            return CheckpointInfo(meta.run_id if meta.run_id is not None else p.parent.name, kind, p, meta)
         name, _, kind = ref.rpartition("@")
         if kind not in KINDS:
             raise LookupError(f"checkpoint reference {ref!r}: expected '@best' or '@last' after the name, got '@{kind}'")

@@ -3,12 +3,10 @@
 Why: on the CPU, CHGNet's forward and backward are long chains of small,
 memory-bound operations (gathers, scatters, layer norms and activations over
 ~100k edges and angles per batch of 8) on which torch's intra-op threads scale
-poorly. On the 2-core development machine, one process with 2 intra-op threads
-took 2.8-3.3 s for a forward+backward pass over 96 dev structures, and 1 thread
-3.2-3.3 s; two processes with 1 thread each ran side by side at 3.8-4.3 s each,
-i.e. 1.45x the throughput. Splitting every batch into parts that run at the same
-time in threads, each with its own replica of the model and 1 intra-op thread,
-made the engine's training pass 1.48x faster (BENCHMARKS.md, run E).
+poorly, while independent workers with one intra-op thread each run side by side
+almost undisturbed. So every batch is split into parts that run at the same time
+in threads, each with its own replica of the model and 1 intra-op thread
+(measurements: BENCHMARKS.md, section 1, speed-up 3 and run E).
 
 What it computes is the same as one pass over the whole batch: CHGNet treats
 every structure of a batch independently (layer norms are per row, no batch
@@ -22,8 +20,8 @@ batch, so a run is as reproducible as before for a given number of workers.
 Worker count: ``TUI_FT_CPU_WORKERS`` (an integer; ``1`` turns this off), else
 one worker per core the process may use, at most ``batch_size // 2`` (each part
 gets at least two structures). Intra-op threads per worker: the cores divided
-by the workers (``TUI_FT_THREADS``, else ``OMP_NUM_THREADS``, caps the cores counted). Only
-measured on 2 cores; on bigger machines set the variables and compare with
+by the workers (``TUI_FT_THREADS``, else ``OMP_NUM_THREADS``, caps the cores counted). The
+defaults were chosen on a 2-core machine; on bigger machines set the variables and compare with
 ``bench/bench_throughput.py``.
 """
 

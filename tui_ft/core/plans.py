@@ -36,37 +36,22 @@ Every stage is an ordinary run in the library (``logs/<run_id>/``,
 ``run_started`` event and checkpoint metadata, and its parent set to the
 checkpoint it started from.
 
-State and resume: ``logs/.plans/<plan-name>/state.json`` (written atomically)
-records each stage's run id, status and metrics. Running a plan whose state
-shows an unfinished plan run (interrupted, failed, or killed) resumes it: the
-finished stages at the front are kept -- as long as their preset, after
-overrides, is unchanged and their best checkpoint still exists -- and the plan
-goes on with the first stage that did not finish. That stage starts afresh
-from its ``init`` under a new run id (an interrupted stage is *not* continued
-from its ``last.pt``: simple and always correct; ``tui-ft resume RUN_ID`` can
-still continue that run on its own). A finished plan (all stages done, or
-stopped by a gate) run again starts a new plan run.
-
-:func:`run_plan` returns ``"finished"``, ``"failed"``, ``"interrupted"``, or
-``"stopped"`` when it did not start because another live process is running
-the same plan.
+Running a plan, its state (``logs/.plans/<plan-name>/state.json``), resume and
+the one-run-at-a-time lock are :mod:`tui_ft.core.plan_runner`.
 
 This module does not import torch or textual at import time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import (
@@ -74,18 +59,15 @@ from tui_ft.core.presets import (
     Preset,
     PresetError,
     PresetErrors,
+    check_field,
     check_name,
     check_resources,
     load_preset,
-    locate_lines,
     preset_from_dict,
     show_value,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from tui_ft.core.tomlfile import TomlFileError, locate_lines, parse_toml, read_text
+from tui_ft.core.tomlfile import line_of as _line_of
 
 __all__ = [
     "Gate",
@@ -97,12 +79,8 @@ __all__ = [
     "parse_plan",
     "load_plan",
     "check_plan",
-    "run_plan",
-    "state_path",
-    "read_state",
 ]
 
-STATE_FORMAT = "tui-ft-plan-state/1"
 GATE_METRICS = ("val_mae", "best_val_mae", "test_mae", "train_mae")
 GATE_OPS = ("<", "<=", ">", ">=")
 PREVIOUS = "previous"
@@ -200,15 +178,13 @@ def parse_gate(text: Any) -> Gate:
 # --------------------------------------------------------------------------- line locator
 
 
-def _plan_lines(text: str, n_stages: int) -> tuple[dict[str, int], list[dict[str, int]]]:
-    """Lines of the plan: the top-level map (``plan.name``, ...) and, per stage,
-    a map of stage-local keys (``""`` = the ``[[stage]]`` header, ``preset``,
-    ``run.name``, ``set.optim.lr``, ...)."""
-    top = locate_lines(text)
+def _plan_lines(text: str, top: dict[str, int], n_stages: int) -> list[dict[str, int]]:
+    """Per stage, a map of stage-local keys (``""`` = the ``[[stage]]`` header,
+    ``preset``, ``run.name``, ``set.optim.lr``, ...), from the plan's ``top`` map."""
     raw = text.splitlines()
     starts = [i for i, line in enumerate(raw) if _STAGE_HEADER.fullmatch(line)]
     if len(starts) != n_stages:  # stages written some other way: fall back to the first header
-        return top, [{"": top["stage"]} if "stage" in top else {} for _ in range(n_stages)]
+        return [{"": top["stage"]} if "stage" in top else {} for _ in range(n_stages)]
     out: list[dict[str, int]] = []
     for k, start in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(raw)
@@ -220,17 +196,12 @@ def _plan_lines(text: str, n_stages: int) -> tuple[dict[str, int], list[dict[str
             elif key.startswith("stage."):
                 local[key[len("stage.") :]] = line + start
         out.append(local)
-    return top, out
+    return out
 
 
 def _line(lines: dict[str, int], key: str) -> int | None:
-    parts = key.split(".") if key else []
-    while parts:
-        k = ".".join(parts)
-        if k in lines:
-            return lines[k]
-        parts.pop()
-    return lines.get("")
+    """The key's line in a plan map; in a stage map, the stage header's line when the key is absent."""
+    return _line_of(lines, key, lines.get(""))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -259,8 +230,7 @@ def _find_preset_file(name: str) -> Path | None:
 
 def _with_changes(preset: Preset, changes: dict[str, Any]) -> Preset:
     """``Preset.with_changes`` that keeps the source file and line map of ``preset``."""
-    new = preset.with_changes(changes)
-    return dataclasses.replace(new, path=preset.path, lines=dict(preset.lines))
+    return preset.with_changes(changes).located(preset.path, preset.lines)
 
 
 def _check_set(sec_key: str, value: Any) -> str | None:
@@ -275,10 +245,9 @@ def _check_set(sec_key: str, value: Any) -> str | None:
         if parts[:2] != ["finetune", "lr_factors"]:
             return f"{parts[0]}.{parts[1]} is not a table"
         return None  # group and value are checked by the preset schema
-    spec = SECTIONS[parts[0]][parts[1]]
     try:
-        spec.check(value)
-    except Exception as exc:  # noqa: BLE001 - the schema's own message
+        check_field(sec_key, value)
+    except ValueError as exc:
         return str(exc)
     return None
 
@@ -326,8 +295,8 @@ def _build_stage(
                 init = v
         else:
             try:
-                init = SECTIONS["model"]["init"].check(v)
-            except Exception as exc:  # noqa: BLE001 - the schema's own message
+                init = check_field("model.init", v)
+            except ValueError as exc:
                 err("init", str(exc))
 
     # overrides
@@ -409,14 +378,12 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        from tui_ft.core.presets import _toml_error
-
-        raise _toml_error(path, text, exc) from None
+        data, top = parse_toml(text, path)
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
     raw_stages = data.get("stage")
     n = len(raw_stages) if isinstance(raw_stages, list) else 0
-    top, stage_lines = _plan_lines(text, n)
+    stage_lines = _plan_lines(text, top, n)
     errors: list[PresetError] = []
 
     def err(key: str, msg: str) -> None:
@@ -441,7 +408,7 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
         else:
             try:
                 name = check_name(plan_t["name"])
-            except Exception as exc:  # noqa: BLE001 - the schema's own message
+            except ValueError as exc:
                 err("plan.name", str(exc))
         d = plan_t.get("description", "")
         if not isinstance(d, str):
@@ -473,14 +440,9 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a plan file. Raises PresetError / PresetErrors naming the file and line."""
     name = os.fspath(path)
     try:
-        raw = Path(name).read_bytes()
-    except OSError as exc:
-        raise PresetError(name, None, "plan", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PresetError(name, line, "toml", "file is not valid UTF-8 text") from None
+        text = read_text(name, "plan")
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
     return parse_plan(text, name)
 
 
@@ -534,234 +496,3 @@ def check_plan(plan: Plan, *, paths: Paths | None = None) -> None:
         raise errors[0]
     if errors:
         raise PresetErrors(errors)
-
-
-# --------------------------------------------------------------------------- state
-
-
-def state_path(plan_name: str, paths: Paths | None = None) -> Path:
-    paths = paths or Paths.default()
-    return paths.logs / ".plans" / plan_name / "state.json"
-
-
-def read_state(plan_name: str, paths: Paths | None = None) -> dict[str, Any] | None:
-    """The plan's state, or None when there is none or it cannot be read."""
-    p = state_path(plan_name, paths)
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT or not isinstance(obj.get("stages"), list):
-        return None
-    return obj
-
-
-def _write_state(state: dict[str, Any], paths: Paths) -> None:
-    from tui_ft.core.atomic import atomic_write_json
-
-    state["updated"] = time.time()
-    atomic_write_json(state_path(state["plan"], paths), state)
-
-
-def _new_state(plan: Plan, previous: dict[str, Any] | None) -> dict[str, Any]:
-    history: list[dict[str, Any]] = []
-    if previous:
-        history = list(previous.get("history") or [])[-19:]
-        history.append(
-            {
-                "started": previous.get("started"),
-                "status": previous.get("status"),
-                "runs": [s.get("run_id") for s in previous.get("stages", []) if isinstance(s, dict)],
-            }
-        )
-    return {
-        "format": STATE_FORMAT,
-        "plan": plan.name,
-        "plan_file": plan.path,
-        "status": "running",
-        "message": "",
-        "pid": os.getpid(),
-        "started": time.time(),
-        "updated": time.time(),
-        "stages": [],
-        "history": history,
-    }
-
-
-def _resume_point(plan: Plan, state: dict[str, Any] | None, paths: Paths) -> tuple[int, str]:
-    """How many leading stages of an unfinished plan run can be kept, and why (for the user)."""
-    from tui_ft.core.library import Library
-
-    if not state:
-        return 0, ""
-    if state.get("status") == "finished":
-        return -1, ""
-    lib = Library(paths)
-    keep = 0
-    for st, rec in zip(plan.stages, state["stages"]):
-        if not isinstance(rec, dict) or rec.get("status") != "finished":
-            break
-        if rec.get("fingerprint") != st.fingerprint:
-            return keep, f"stage {st.number} changed since it ran"
-        if lib.get(str(rec.get("run_id")), "best") is None:
-            return keep, f"stage {st.number}'s checkpoint {rec.get('run_id')}@best is gone"
-        if st.gate is not None and not st.gate.holds(rec.get("metrics") or {})[0]:
-            return -1, ""  # that plan run really ended at its gate
-        keep += 1
-    if keep >= len(plan.stages):
-        return -1, ""  # every stage finished: the plan run was complete
-    return keep, ""
-
-
-def _metrics(result) -> dict[str, float | None]:
-    hist = list(getattr(result, "history", []) or [])
-    trained = [h for h in hist if h.train_mae is not None]
-    return {
-        "val_mae": hist[-1].val_mae if hist else None,
-        "best_val_mae": result.best_val_mae,
-        "test_mae": result.test_mae,
-        "train_mae": trained[-1].train_mae if trained else None,
-    }
-
-
-# --------------------------------------------------------------------------- running
-
-
-def run_plan(
-    plan: Plan,
-    *,
-    emit_factory: Callable[[str], Callable[[Any], None]],
-    say: Callable[[str], None],
-    paths: Paths | None = None,
-    on_batch: Callable[[int, int, int], None] | None = None,
-) -> str:
-    """Run (or resume) the plan's stages in order; return the plan's status.
-
-    ``emit_factory(run_id)`` gives the display callback for one stage's events
-    (the engine itself appends them to ``logs/<run_id>/events.jsonl``);
-    ``on_batch`` is passed on to the engine (live progress); ``say`` gets the
-    plan's own messages (stage starts, gates, resume). Never raises for a
-    failing stage; Ctrl-C (KeyboardInterrupt) ends the plan as ``"interrupted"``.
-    """
-    from tui_ft.core.engine import run_training
-    from tui_ft.core.events import EventWriter, RunInterrupted
-    from tui_ft.core.library import Library
-    from tui_ft.core.runs import new_run_id, pid_alive
-
-    paths = paths or Paths.default()
-    lib = Library(paths)
-    old = read_state(plan.name, paths)
-    if old and old.get("status") == "running":
-        pid = int(old.get("pid") or 0)
-        if pid != os.getpid() and pid_alive(pid):
-            say(
-                f"plan {plan.name}: already running in process {pid}; not started "
-                f"(if that process is not tui-ft, delete {state_path(plan.name, paths)})"
-            )
-            return "stopped"
-    keep, why = _resume_point(plan, old, paths)
-    n = len(plan.stages)
-    if keep > 0 and old is not None:
-        state = old
-        state.update(status="running", message="", pid=os.getpid(), plan_file=plan.path)
-        state["stages"] = state["stages"][:keep]
-        done = ", ".join(f"stage {r['stage']} = {r['run_id']}" for r in state["stages"])
-        say(f"plan {plan.name}: resuming at stage {keep + 1} of {n} ({done} already finished)")
-    else:
-        if old is not None and old.get("status") != "finished" and keep == 0 and old.get("stages"):
-            say(f"plan {plan.name}: the unfinished plan run cannot be resumed ({why or 'no stage finished'}); starting anew")
-        state = _new_state(plan, old)
-        keep = 0
-    _write_state(state, paths)
-
-    prev_run = state["stages"][keep - 1]["run_id"] if keep else None
-    status = "finished"
-    rec: dict[str, Any] | None = None
-    try:
-        for st in plan.stages[keep:]:
-            preset, init_ref = st.preset, None
-            if st.init:
-                if st.init.startswith(f"{PREVIOUS}@"):
-                    init_ref = f"{prev_run}@{st.init.split('@', 1)[1]}"
-                else:
-                    try:
-                        info = lib.resolve_ref(st.init)
-                        # pin "run1@best" to the run it means now; a .pt path stays a path
-                        init_ref = st.init if st.init.endswith(".pt") else info.ref
-                    except LookupError as exc:
-                        say(f"plan {plan.name}: stage {st.number}: init {st.init!r}: {exc}")
-                        state["stages"].append(
-                            {"stage": st.number, "preset": preset.name, "run_id": None, "status": "failed",
-                             "fingerprint": st.fingerprint, "init": st.init, "message": str(exc)}
-                        )
-                        status = "failed"
-                        break
-                preset = _with_changes(preset, {"model.init": init_ref, "finetune.refit_atomref": preset.finetune.refit_atomref})
-            run_id = new_run_id(preset.name, paths)
-            rec = {
-                "stage": st.number,
-                "preset": preset.name,
-                "source": st.source,
-                "run_id": run_id,
-                "status": "running",
-                "fingerprint": st.fingerprint,
-                "init": init_ref,
-                "gate": st.gate.text if st.gate else None,
-                "metrics": {},
-            }
-            state["stages"].append(rec)
-            _write_state(state, paths)
-            start = f", from {init_ref}" if init_ref else ""
-            say(f"plan {plan.name}: stage {st.number} of {n}: preset {preset.name}, run {run_id}{start}")
-            emit = emit_factory(run_id)
-            try:
-                result = run_training(
-                    preset, run_id=run_id, paths=paths, emit=emit, plan=plan.name, stage=st.number,
-                    init_override=init_ref, on_batch=on_batch,
-                )
-            except KeyboardInterrupt:  # before the engine's own handler was in place
-                rec["status"] = "interrupted"
-                with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as w:
-                    w.emit(RunInterrupted(run_id, message="interrupted before training started"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded as run_failed by the engine
-                rec.update(status="failed", message=f"{type(exc).__name__}: {exc}")
-                say(f"plan {plan.name}: stage {st.number} failed: {type(exc).__name__}: {exc}")
-                status = "failed"
-                break
-            rec["status"] = result.status
-            rec["metrics"] = _metrics(result)
-            if result.message:
-                rec["message"] = result.message
-            rec = None if result.status == "finished" else rec
-            if result.status != "finished":
-                status = result.status
-                say(
-                    f"plan {plan.name}: stage {st.number} {result.status}; the plan stops here "
-                    f"(run it again to start stage {st.number} afresh, keeping the stages before it)"
-                )
-                break
-            prev_run = run_id
-            if st.gate is not None:
-                met, text = st.gate.holds(state["stages"][-1]["metrics"])
-                state["stages"][-1]["gate_met"] = met
-                if not met:
-                    state["message"] = f"stopped after stage {st.number}: {text}"
-                    say(f"plan {plan.name}: gate after stage {st.number}: {text}; the plan ends here (finished)")
-                    break
-                say(f"plan {plan.name}: gate after stage {st.number}: {text}; going on")
-            _write_state(state, paths)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        if rec is not None and rec.get("status") == "running":
-            rec["status"] = "interrupted"
-        say(f"plan {plan.name}: interrupted; run the plan again to resume at the first unfinished stage")
-    finally:
-        state["status"] = status
-        if status == "finished" and not state.get("message"):
-            state["message"] = f"all {n} stages finished"
-        try:
-            _write_state(state, paths)
-        except OSError as exc:  # pragma: no cover - disk trouble on the way out
-            say(f"plan {plan.name}: could not write {state_path(plan.name, paths)}: {exc}")
-    return status

@@ -8,6 +8,15 @@ for example::
 
     presets/x.toml:7: data.fold: expected an integer from 0 to 4, got 7
 
+The schema is the pydantic v2 models below (``RunCfg`` ... ``TrainCfg``): one
+line per field, its type, range and default. Files are validated strictly (no
+strings for numbers, no booleans for integers); strings typed into the form are
+first converted in pydantic's lax mode (:func:`coerce_form_value`). pydantic's
+error locations are the dotted keys; :func:`_message` rewords its errors in
+TOML terms and the line comes from :func:`tui_ft.core.tomlfile.locate_lines`.
+Rules between fields (head mode vs backbone options, ``init`` vs
+``pretrained``, the demo data's one target) are in :func:`_cross_field`.
+
 Checks that need the file system (the data file exists, the target column is
 in it, the ``init`` checkpoint exists) live in :func:`check_resources`, so
 that a preset can be parsed anywhere.
@@ -17,20 +26,30 @@ This module must stay importable without torch, chgnet, pymatgen or textual.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
 import re
-import sys
+import types
 import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union, get_args, get_origin
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from tui_ft.core.tomlfile import TomlFileError, line_of, locate_lines, parse_toml, read_text
 
 __all__ = [
     "PresetError",
@@ -51,7 +70,13 @@ __all__ = [
     "check_resources",
     "data_source_path",
     "locate_lines",
+    "line_of",
+    "check_name",
+    "check_field",
+    "coerce_form_value",
+    "show_value",
     "SECTIONS",
+    "SECTION_MODELS",
     "PRETRAINED_VERSIONS",
     "LR_GROUPS",
     "MATBENCH_SOURCE",
@@ -59,13 +84,16 @@ __all__ = [
 ]
 
 DEMO_SOURCE = "demo"
+DEMO_TARGET = "e_form"  # the only target column of the demo data
 MATBENCH_SOURCE = "matbench_mp_e_form"
 MATBENCH_FILE = "data/matbench_mp_e_form.json.gz"
-PRETRAINED_VERSIONS = ("0.3.0", "0.2.0", "r2scan")
-LR_GROUPS = ("embedding", "interaction", "readout")
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 NAME_MAX = 64
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 _REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+_CUDA_N = re.compile(r"cuda:(0|[1-9][0-9]{0,3})")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_UNIONS = (Union, types.UnionType)
 
 
 # --------------------------------------------------------------------------- errors
@@ -91,6 +119,11 @@ class PresetError(Exception):
         """All problems in this exception (just this one)."""
         return [self]
 
+    @classmethod
+    def from_toml(cls, exc: TomlFileError) -> "PresetError":
+        """The reader's error (unreadable file, bad bytes, TOML syntax) as a PresetError."""
+        return cls(exc.file, exc.line, exc.field, exc.message)
+
 
 class PresetErrors(PresetError):
     """Several problems at once. ``errors`` lists them; ``str()`` is one line each.
@@ -114,78 +147,245 @@ class PresetErrors(PresetError):
         return "\n".join(str(e) for e in self._errors)
 
 
-# --------------------------------------------------------------------------- dataclasses
+# --------------------------------------------------------------------------- value checks
 
 
-@dataclass(frozen=True)
-class RunCfg:
-    name: str
+def show_value(v: Any) -> str:
+    """A short TOML-like rendering of ``v`` for error messages (control characters escaped)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        s = v if len(v) <= 60 else v[:57] + "..."
+        out = []
+        for ch in s:
+            if ch == '"':
+                out.append('\\"')
+            elif ch == "\\":
+                out.append("\\\\")
+            elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+                out.append(f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+    if isinstance(v, (dict, BaseModel)):
+        return "a table"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _has_control(s: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
+
+
+def check_name(v: Any) -> str:
+    """Validate a run/preset name: 1..64 of [A-Za-z0-9_.-], no leading '.'/'-', no '..'.
+
+    Raises ``ValueError`` with the message for the error line."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {show_value(v)}")
+    if not v:
+        raise ValueError("must not be empty")
+    if _has_control(v):
+        raise ValueError(f"must not contain control characters, got {show_value(v)}")
+    if len(v) > NAME_MAX:
+        raise ValueError(f"must be at most {NAME_MAX} characters, got {len(v)}")
+    if not _NAME_CHARS.fullmatch(v):
+        raise ValueError(f'may only contain letters, digits, "_", "." and "-", got {show_value(v)}')
+    if v[0] in ".-":
+        raise ValueError(f'must not start with "." or "-", got {show_value(v)}')
+    if ".." in v:
+        raise ValueError(f'must not contain "..", got {show_value(v)}')
+    return v
+
+
+def _source(v: str) -> str:
+    want = f'expected "{DEMO_SOURCE}", "{MATBENCH_SOURCE}" or a path to a .json/.json.gz file'
+    if not v.strip():
+        raise ValueError(f"{want}, got an empty string")
+    if _has_control(v):
+        raise ValueError(f"must not contain control characters, got {show_value(v)}")
+    if v in (DEMO_SOURCE, MATBENCH_SOURCE) or v.endswith(".json") or v.endswith(".json.gz"):
+        return v
+    raise ValueError(f"{want}, got {show_value(v)}")
+
+
+def _target(v: str) -> str:
+    if not v or _has_control(v):
+        raise ValueError(f"expected a column name, got {show_value(v)}")
+    return v
+
+
+def _init(v: str) -> str:
+    if v == "":
+        return v
+    if _has_control(v):
+        raise ValueError(f"must not contain control characters, got {show_value(v)}")
+    name, at, kind = v.rpartition("@")
+    if (at and kind in ("best", "last") and _REF_NAME.fullmatch(name)) or v.endswith(".pt"):
+        return v
+    raise ValueError(f'expected "RUN_OR_PRESET@best", "RUN_OR_PRESET@last" or a path to a .pt file, got {show_value(v)}')
+
+
+def _device(v: str) -> str:
+    if v in DEVICES or _CUDA_N.fullmatch(v):
+        return v
+    want = ", ".join(f'"{d}"' for d in DEVICES)
+    raise ValueError(f'expected one of {want} or "cuda:N" (N = 0, 1, ...), got {show_value(v)}')
+
+
+# The field types. Each carries its own range, so the error message can say it.
+def _int(ge: int, le: int | None = None) -> Any:
+    return Annotated[int, Field(ge=ge, le=le)]
+
+
+def _num(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    return Annotated[float, Field(gt=gt, ge=ge, le=le, allow_inf_nan=False)]
+
+
+def _text(check: Callable[[str], str]) -> Any:
+    return Annotated[str, AfterValidator(check)]
+
+
+LrFactor = _num(gt=0.0, le=10.0)
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["none", "cosine"]
+Loss = Literal["mse", "huber", "l1"]
+Mode = Literal["head", "full"]
+Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
+LrGroup = Literal["embedding", "interaction", "readout"]
+PRETRAINED_VERSIONS: tuple[str, ...] = get_args(Pretrained)
+LR_GROUPS: tuple[str, ...] = get_args(LrGroup)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Table(BaseModel):
+    """A preset table: strict types (a file says what it means), no unknown keys, frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+            return
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+
+# One line per field: the type (with its range) and the default; no default = required.
+
+
+class RunCfg(_Table):
+    name: _text(check_name)
     description: str = ""
 
 
-@dataclass(frozen=True)
-class DataCfg:
-    source: str
-    target: str = "e_form"
-    fold: int = 0
-    fraction: float = 1.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    test_limit: int = 0
+class DataCfg(_Table):
+    source: _text(_source)
+    target: _text(_target) = "e_form"
+    fold: _int(0, 4) = 0
+    fraction: _num(gt=0.0, le=1.0) = 1.0
+    val_fraction: _num(gt=0.0, le=0.5) = 0.1
+    seed: _int(0) = 0
+    test_limit: _int(0) = 0
 
 
-@dataclass(frozen=True)
-class ModelCfg:
-    pretrained: str = "0.3.0"
-    init: str = ""
+class ModelCfg(_Table):
+    pretrained: Pretrained = "0.3.0"
+    init: _text(_init) = ""
 
 
-@dataclass(frozen=True)
-class FinetuneCfg:
-    mode: str
-    refit_atomref: bool
-    backbone_lr: float | None = None
-    lr_factors: dict[str, float] = field(default_factory=dict)
-    unfreeze_every: int = 0
+class FinetuneCfg(_Table):
+    mode: Mode
+    refit_atomref: bool = True  # the loader's default follows model.init: no refit from a checkpoint
+    backbone_lr: Optional[_num(gt=0.0, le=1.0)] = None
+    lr_factors: dict[LrGroup, LrFactor] = Field(default_factory=dict)
+    unfreeze_every: _int(0) = 0
+
+    @field_validator("lr_factors")
+    @classmethod
+    def _in_group_order(cls, v: dict[str, float]) -> dict[str, float]:
+        return {g: v[g] for g in LR_GROUPS if g in v}
 
     def __hash__(self) -> int:  # the dict field would make the generated hash fail
-        return hash(
-            (self.mode, self.refit_atomref, self.backbone_lr, tuple(sorted(self.lr_factors.items())), self.unfreeze_every)
-        )
+        return hash((self.mode, self.refit_atomref, self.backbone_lr, tuple(self.lr_factors.items()), self.unfreeze_every))
 
 
-@dataclass(frozen=True)
-class OptimCfg:
-    lr: float
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    scheduler: str = "none"
+class OptimCfg(_Table):
+    optimizer: Optimizer = "adam"
+    lr: _num(gt=0.0, le=1.0)
+    weight_decay: _num(ge=0.0, le=1.0) = 0.0
+    scheduler: Scheduler = "none"
 
 
-@dataclass(frozen=True)
-class TrainCfg:
-    epochs: int
-    batch_size: int = 16
-    patience: int = 0
-    device: str = "auto"
-    seed: int = 0
-    loss: str = "mse"
+class TrainCfg(_Table):
+    epochs: _int(1, 10000)
+    batch_size: _int(1, 4096) = 16
+    patience: _int(0) = 0
+    device: _text(_device) = "auto"
+    seed: _int(0, 2**32 - 1) = 0  # numpy's seed range
+    loss: Loss = "mse"
 
 
-@dataclass(frozen=True)
-class Preset:
+class Preset(_Table):
+    """A validated preset. ``path`` (the file it came from) and ``lines`` (key -> line)
+    are not part of its value: equal presets from two files compare equal."""
+
     run: RunCfg
     data: DataCfg
-    model: ModelCfg
+    model: ModelCfg = ModelCfg()
     finetune: FinetuneCfg
     optim: OptimCfg
     train: TrainCfg
-    path: str | None = field(default=None, compare=False)
-    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _path: Optional[str] = PrivateAttr(default=None)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refit_default(cls, d: Any) -> Any:
+        """``finetune.refit_atomref`` defaults to true from pretrained weights, false from a checkpoint."""
+        if isinstance(d, dict) and isinstance(d.get("finetune"), dict) and "refit_atomref" not in d["finetune"]:
+            model = d.get("model", {})
+            init = model.get("init", "") if isinstance(model, dict) else ""
+            if isinstance(init, str):
+                d = {**d, "finetune": {**d["finetune"], "refit_atomref": init == ""}}
+        return d
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def lines(self) -> dict[str, int]:
+        return self._lines
 
     @property
     def name(self) -> str:
         return self.run.name
+
+    def _key(self) -> tuple:
+        return (self.run, self.data, self.model, self.finetune, self.optim, self.train)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Preset):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def located(self, path: str | None, lines: dict[str, int]) -> "Preset":
+        """The same preset, said to come from ``path`` with the key -> line map ``lines``."""
+        new = self.model_copy()
+        new._path = path
+        new._lines = dict(lines)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """All resolved values as nested plain dicts (JSON and TOML serialisable).
@@ -194,62 +394,32 @@ class Preset:
         when ``model.init`` is set (the checkpoint fixes the model then, and a
         preset may not name both), so ``preset_from_dict(p.to_dict()) == p``.
         """
-        model: dict[str, Any] = {}
-        if not self.model.init:
-            model["pretrained"] = self.model.pretrained
-        model["init"] = self.model.init
-        finetune: dict[str, Any] = {"mode": self.finetune.mode, "refit_atomref": self.finetune.refit_atomref}
-        if self.finetune.backbone_lr is not None:
-            finetune["backbone_lr"] = self.finetune.backbone_lr
-        finetune["lr_factors"] = {g: self.finetune.lr_factors[g] for g in LR_GROUPS if g in self.finetune.lr_factors}
-        finetune["unfreeze_every"] = self.finetune.unfreeze_every
-        return {
-            "run": {"name": self.run.name, "description": self.run.description},
-            "data": {
-                "source": self.data.source,
-                "target": self.data.target,
-                "fold": self.data.fold,
-                "fraction": self.data.fraction,
-                "val_fraction": self.data.val_fraction,
-                "seed": self.data.seed,
-                "test_limit": self.data.test_limit,
-            },
-            "model": model,
-            "finetune": finetune,
-            "optim": {
-                "optimizer": self.optim.optimizer,
-                "lr": self.optim.lr,
-                "weight_decay": self.optim.weight_decay,
-                "scheduler": self.optim.scheduler,
-            },
-            "train": {
-                "epochs": self.train.epochs,
-                "batch_size": self.train.batch_size,
-                "patience": self.train.patience,
-                "device": self.train.device,
-                "seed": self.train.seed,
-                "loss": self.train.loss,
-            },
-        }
+        d = {sec: getattr(self, sec).model_dump() for sec in SECTIONS}
+        if self.model.init:
+            del d["model"]["pretrained"]
+        if self.finetune.backbone_lr is None:
+            del d["finetune"]["backbone_lr"]
+        return d
 
     def line_of(self, field: str) -> int | None:
         """Line of ``field`` ("data.target") in the source file: the key's line,
         else its table's header line, else ``None``."""
-        return _line_of(self.lines, field)
+        return line_of(self._lines, field)
 
     def error(self, field: str, message: str) -> PresetError:
-        return PresetError(self.path or "<preset>", self.line_of(field), field, message)
+        return PresetError(self._path or "<preset>", self.line_of(field), field, message)
 
     def with_changes(self, changes: dict[str, object]) -> "Preset":
         """A new validated preset with ``{"section.key": value}`` changes applied.
 
         ``None`` (or ``""`` for a number) removes a key so its default applies.
         Strings given for number or boolean fields are converted when they
-        parse ("1e-4", "8", "true"), so form inputs can be passed as they are.
-        Changing ``model.init`` drops ``model.pretrained`` (unless it is changed
-        too) and lets ``finetune.refit_atomref`` follow its default again if it
-        was at the default before. Raises :class:`PresetErrors` (file
-        ``"<form>"``, the field names as given) when a value is invalid.
+        parse ("1e-4", "8", "true"; pydantic's lax mode), so form inputs can be
+        passed as they are. Changing ``model.init`` drops ``model.pretrained``
+        (unless it is changed too) and lets ``finetune.refit_atomref`` follow
+        its default again if it was at the default before. Raises
+        :class:`PresetErrors` (file ``"<form>"``, the field names as given)
+        when a value is invalid.
         """
         d = self.to_dict()
         errors: list[PresetError] = []
@@ -259,10 +429,7 @@ class Preset:
             if len(parts) not in (2, 3) or not all(parts):
                 errors.append(PresetError("<form>", None, str(key), "expected a field name like optim.lr"))
                 continue
-            sec = parts[0]
-            table = d.setdefault(sec, {})
-            if not isinstance(table, dict):  # pragma: no cover - to_dict gives tables only
-                continue
+            table = d.setdefault(parts[0], {})
             if len(parts) == 3:
                 sub = table.setdefault(parts[1], {})
                 if not isinstance(sub, dict):
@@ -271,7 +438,7 @@ class Preset:
                 table, name = sub, parts[2]
             else:
                 name = parts[1]
-            value = _coerce_form_value(".".join(parts[:2]), value)
+            value = coerce_form_value(".".join(parts[:2]), value)
             if value is None:
                 table.pop(name, None)
             else:
@@ -293,605 +460,262 @@ class Preset:
             raise PresetErrors([e]) from None
 
 
-# --------------------------------------------------------------------------- schema
-
-
-class _Bad(Exception):
-    """A value check failed; the argument is the message."""
-
-
-def show_value(v: Any) -> str:
-    """A short TOML-like rendering of ``v`` for error messages (control characters escaped)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        s = v if len(v) <= 60 else v[:57] + "..."
-        out = []
-        for ch in s:
-            if ch == '"':
-                out.append('\\"')
-            elif ch == "\\":
-                out.append("\\\\")
-            elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-                out.append(f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
-            else:
-                out.append(ch)
-        return '"' + "".join(out) + '"'
-    if isinstance(v, dict):
-        return "a table"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _int(lo: int, hi: int | None) -> Callable[[Any], int]:
-    want = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
-
-    def check(v: Any) -> int:
-        if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            raise _Bad(f"expected {want}, got {show_value(v)}")
-        return int(v)
-
-    return check
-
-
-def _num(lo: float, hi: float | None, *, lo_open: bool, hi_open: bool = False) -> Callable[[Any], float]:
-    def fmt(x: float) -> str:
-        return str(int(x)) if float(x).is_integer() else repr(x)
-
-    if hi is None:
-        want = f"a number {'>' if lo_open else '>='} {fmt(lo)}"
-    else:
-        want = f"a number in {'(' if lo_open else '['}{fmt(lo)}, {fmt(hi)}{')' if hi_open else ']'}"
-
-    def check(v: Any) -> float:
-        ok = _is_num(v) and math.isfinite(v)
-        if ok:
-            ok = (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
-        if not ok:
-            raise _Bad(f"expected {want}, got {show_value(v)}")
-        return float(v)
-
-    return check
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    want = ", ".join(f'"{o}"' for o in options)
-
-    def check(v: Any) -> str:
-        if not isinstance(v, str) or v not in options:
-            raise _Bad(f"expected one of {want}, got {show_value(v)}")
-        return v
-
-    return check
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {show_value(v)}")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"expected true or false, got {show_value(v)}")
-    return v
-
-
-def _has_control(s: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
-
-
-def check_name(v: Any) -> str:
-    """Validate a run/preset name: 1..64 of [A-Za-z0-9_.-], no leading '.'/'-', no '..'."""
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {show_value(v)}")
-    if not v:
-        raise _Bad("must not be empty")
-    if _has_control(v):
-        raise _Bad(f"must not contain control characters, got {show_value(v)}")
-    if len(v) > NAME_MAX:
-        raise _Bad(f"must be at most {NAME_MAX} characters, got {len(v)}")
-    if not _NAME_CHARS.fullmatch(v):
-        raise _Bad(f'may only contain letters, digits, "_", "." and "-", got {show_value(v)}')
-    if v[0] in ".-":
-        raise _Bad(f'must not start with "." or "-", got {show_value(v)}')
-    if ".." in v:
-        raise _Bad(f'must not contain "..", got {show_value(v)}')
-    return v
-
-
-def _source(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {show_value(v)}")
-    want = f'expected "{DEMO_SOURCE}", "{MATBENCH_SOURCE}" or a path to a .json/.json.gz file'
-    if not v.strip():
-        raise _Bad(f"{want}, got an empty string")
-    if _has_control(v):
-        raise _Bad(f"must not contain control characters, got {show_value(v)}")
-    if v in (DEMO_SOURCE, MATBENCH_SOURCE):
-        return v
-    if not (v.endswith(".json") or v.endswith(".json.gz")):
-        raise _Bad(f"{want}, got {show_value(v)}")
-    return v
-
-
-def _target(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {show_value(v)}")
-    if not v or _has_control(v):
-        raise _Bad(f"expected a column name, got {show_value(v)}")
-    return v
-
-
-def _init(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {show_value(v)}")
-    if v == "":
-        return v
-    if _has_control(v):
-        raise _Bad(f"must not contain control characters, got {show_value(v)}")
-    name, at, kind = v.rpartition("@")
-    if at and kind in ("best", "last") and _REF_NAME.fullmatch(name):
-        return v
-    if v.endswith(".pt"):
-        return v
-    raise _Bad(f'expected "RUN_OR_PRESET@best", "RUN_OR_PRESET@last" or a path to a .pt file, got {show_value(v)}')
-
-
-def _lr_factors(v: Any) -> dict[str, float]:
-    # keys are checked in _build so that each bad key gets its own field name
-    if not isinstance(v, dict):
-        raise _Bad(f"expected an inline table like {{ embedding = 0.1, readout = 1.0 }}, got {show_value(v)}")
-    return v
-
-
-@dataclass(frozen=True)
-class _Key:
-    check: Callable[[Any], Any]
-    required: bool = False
-    default: Any = None
-    kind: str = "str"  # "str" | "int" | "float" | "bool" | "table"  (for form-value coercion)
-
-
-_lr_factor_value = _num(0.0, 10.0, lo_open=True)
-
-SECTIONS: dict[str, dict[str, _Key]] = {
-    "run": {
-        "name": _Key(check_name, required=True),
-        "description": _Key(_str, default=""),
-    },
-    "data": {
-        "source": _Key(_source, required=True),
-        "target": _Key(_target, default="e_form"),
-        "fold": _Key(_int(0, 4), default=0, kind="int"),
-        "fraction": _Key(_num(0.0, 1.0, lo_open=True), default=1.0, kind="float"),
-        "val_fraction": _Key(_num(0.0, 0.5, lo_open=True), default=0.1, kind="float"),
-        "seed": _Key(_int(0, None), default=0, kind="int"),
-        "test_limit": _Key(_int(0, None), default=0, kind="int"),
-    },
-    "model": {
-        "pretrained": _Key(_choice(*PRETRAINED_VERSIONS), default="0.3.0"),
-        "init": _Key(_init, default=""),
-    },
-    "finetune": {
-        "mode": _Key(_choice("head", "full"), required=True),
-        "refit_atomref": _Key(_bool, default=None, kind="bool"),  # default depends on model.init
-        "backbone_lr": _Key(_num(0.0, None, lo_open=True), default=None, kind="float"),
-        "lr_factors": _Key(_lr_factors, default=None, kind="table"),
-        "unfreeze_every": _Key(_int(0, None), default=0, kind="int"),
-    },
-    "optim": {
-        "optimizer": _Key(_choice("adam", "adamw", "sgd"), default="adam"),
-        "lr": _Key(_num(0.0, 1.0, lo_open=True), required=True, kind="float"),
-        "weight_decay": _Key(_num(0.0, None, lo_open=False), default=0.0, kind="float"),
-        "scheduler": _Key(_choice("none", "cosine"), default="none"),
-    },
-    "train": {
-        "epochs": _Key(_int(1, 10000), required=True, kind="int"),
-        "batch_size": _Key(_int(1, 4096), default=16, kind="int"),
-        "patience": _Key(_int(0, None), default=0, kind="int"),
-        "device": _Key(_choice("auto", "cpu", "cuda"), default="auto"),
-        "seed": _Key(_int(0, None), default=0, kind="int"),
-        "loss": _Key(_choice("mse", "huber", "l1"), default="mse"),
-    },
+SECTION_MODELS: dict[str, type[_Table]] = {
+    name: info.annotation for name, info in Preset.model_fields.items()  # type: ignore[misc]
 }
-OPTIONAL_SECTIONS = ("model",)
+SECTIONS: dict[str, tuple[str, ...]] = {sec: tuple(m.model_fields) for sec, m in SECTION_MODELS.items()}
+OPTIONAL_SECTIONS = tuple(sec for sec, info in Preset.model_fields.items() if not info.is_required())
 
 
-def _coerce_form_value(field_name: str, value: Any) -> Any:
-    """Convert a string typed into a form to the field's type when it parses."""
-    sec, _, key = field_name.partition(".")
-    spec = SECTIONS.get(sec, {}).get(key)
-    if spec is None or not isinstance(value, str):
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules between fields, as (field, message), on the raw tables (checked after the types)."""
+    def table(sec: str) -> dict[str, Any]:
+        t = d.get(sec)
+        return t if isinstance(t, dict) else {}
+
+    data, model, ft = table("data"), table("model"), table("finetune")
+    out: list[tuple[str, str]] = []
+    init = model.get("init")
+    if isinstance(init, str) and init and "pretrained" in model:
+        out.append(("model.init", "cannot be combined with model.pretrained (the checkpoint already fixes the model); "
+                                  "remove one of them"))
+    # head mode trains only the readout head: the backbone options make no sense there
+    if ft.get("mode") == "head":
+        full_only = 'only allowed when finetune.mode = "full"'
+        if ft.get("backbone_lr") is not None:
+            out.append(("finetune.backbone_lr", full_only))
+        if ft.get("lr_factors"):
+            out.append(("finetune.lr_factors", full_only))
+        unfreeze = ft.get("unfreeze_every")
+        if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
+            out.append(("finetune.unfreeze_every", full_only))
+    target = data.get("target", DEMO_TARGET)
+    if data.get("source") == DEMO_SOURCE and isinstance(target, str) and target != DEMO_TARGET:
+        out.append(("data.target", f'the demo data has only the target "{DEMO_TARGET}", got {show_value(target)}'))
+    return out
+
+
+# --------------------------------------------------------------------------- pydantic errors in TOML words
+
+
+def _unpack(tp: Any, meta: Iterable[Any] = ()) -> tuple[Any, list[Any]]:
+    """The base type of an annotation and its constraints (Annotated and Optional unwrapped)."""
+    found = list(meta)
+    while True:
+        if get_origin(tp) is Annotated:
+            tp, *extra = get_args(tp)
+            for e in extra:
+                found.extend(e.metadata if isinstance(e, FieldInfo) else [e])
+        elif get_origin(tp) in _UNIONS and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                break
+            tp = rest[0]
+        else:
+            return tp, found
+    return tp, found  # pragma: no cover
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _want(tp: Any, meta: list[Any]) -> str | None:
+    """What a field expects, in TOML words: "an integer from 0 to 4", "a number in (0, 1]"."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in meta:
+        if isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(f'"{o}"' for o in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        if lo is not None and hi is not None:
+            return f"an integer from {lo} to {hi}"
+        return f"an integer >= {lo}" if lo is not None else "an integer"
+    if tp is float:
+        if hi is None:
+            return f"a number {'>' if lo_open else '>='} {_fmt(lo)}" if lo is not None else "a number"
+        return f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) is dict:
+        return "an inline table like { embedding = 0.1, readout = 1.0 }"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a table"
+    return None
+
+
+def _field_type(loc: tuple[Any, ...]) -> tuple[Any, list[Any]] | None:
+    """The annotation and constraints of the field at a pydantic location (None if unknown)."""
+    tp: Any = Preset
+    meta: list[Any] = []
+    for part in loc:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None
+            tp, meta = _unpack(info.annotation, info.metadata)
+        elif get_origin(tp) is dict:
+            if part == "[key]":
+                tp, meta = _unpack(get_args(tp)[0])
+            else:
+                tp, meta = _unpack(get_args(tp)[1])
+        else:
+            return None
+    return tp, meta
+
+
+def _message(err: dict[str, Any]) -> tuple[str, str]:
+    """(field, message) for one pydantic error: the dotted key and what a TOML author needs to read."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    if loc and loc[-1] == "[key]":  # a key of a table with fixed key names (lr_factors)
+        field = ".".join(str(p) for p in loc[:-1])
+        table = _field_type(loc[:-2])  # the dict; its key type lists the names
+        keys = _unpack(get_args(table[0])[0])[0] if table and get_origin(table[0]) is dict else None
+        allowed = ", ".join(get_args(keys)) if get_origin(keys) is Literal else ""
+        return field, f"unknown group (allowed: {allowed})"
+    field = ".".join(str(p) for p in loc)
+    if kind == "missing":
+        return field, "missing required section" if len(loc) == 1 else "missing required key"
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return field, f"unknown section (allowed: {', '.join(SECTIONS)})"
+        parent = _field_type(loc[:-1])
+        keys = tuple(parent[0].model_fields) if parent and isinstance(parent[0], type) else ()
+        return field, f"unknown key (allowed: {', '.join(keys)})"
+    if kind in ("value_error", "assertion_error"):
+        return field, str((err.get("ctx") or {}).get("error") or err["msg"])
+    found = _field_type(loc)
+    want = _want(*found) if found else None
+    if want is None:
+        return field, err["msg"][:1].lower() + err["msg"][1:]
+    if len(loc) == 1 and want == "a table":
+        return field, f"expected a table [{field}], got {show_value(value)}"
+    return field, f"expected {want}, got {show_value(value)}"
+
+
+def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str = "") -> list[PresetError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        field, message = _message(err)
+        field = prefix + field if field else prefix.rstrip(".") or "preset"
+        out.append(PresetError(path, line_of(lines, field), field, message))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(field: str) -> TypeAdapter | None:
+    sec, _, key = field.partition(".")
+    model = SECTION_MODELS.get(sec)
+    info = model.model_fields.get(key) if model is not None else None
+    if info is None:
+        return None
+    tp = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(tp, config=ConfigDict(strict=True))
+
+
+def check_field(field: str, value: Any) -> Any:
+    """Validate one ``"section.key"`` value as a preset file would give it (strict).
+
+    Returns the value; raises ``KeyError`` for an unknown field and ``ValueError``
+    with the TOML-worded message for a bad value.
+    """
+    adapter = _adapter(field)
+    if adapter is None:
+        raise KeyError(field)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        err = {**err, "loc": (*field.split("."), *err["loc"])}
+        raise ValueError(_message(err)[1]) from None
+
+
+def coerce_form_value(field: str, value: Any) -> Any:
+    """A string typed into a form, as the field's type when it parses (pydantic's lax mode).
+
+    ``""`` for a number or flag means "unset" (``None``). Anything that does not
+    parse is returned unchanged, so the strict check reports it in TOML words.
+    """
+    found = _field_type(tuple(field.split("."))) if field.count(".") == 1 else None
+    if found is None or not isinstance(value, str) or found[0] not in _LAX:
         return value
     s = value.strip()
-    if spec.kind in ("int", "float") and s == "":
+    if s == "":
         return None
-    if spec.kind == "int":
-        if re.fullmatch(r"[+-]?\d+", s):
-            return int(s)
+    try:  # the type only: the range is checked by the strict schema, which names the value
+        return _LAX[found[0]].validate_python(s, strict=False)
+    except ValidationError:
         return value
-    if spec.kind == "float":
-        if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", s):
-            return float(s)
-        return value
-    if spec.kind == "bool":
-        if s.lower() in ("true", "yes", "on"):
-            return True
-        if s.lower() in ("false", "no", "off"):
-            return False
-        return value
-    return value
 
 
-def _allowed(keys: Iterable[str]) -> str:
-    return ", ".join(keys)
+_LAX = {tp: TypeAdapter(tp) for tp in (int, float, bool)}
+_coerce_form_value = coerce_form_value  # the name tui_ft.tui.form knew
 
 
 def _build(d: Any, path: str, lines: dict[str, int]) -> Preset:
     """Validate a parsed TOML document (nested dicts) and build a :class:`Preset`."""
-    errors: list[PresetError] = []
-
-    def err(fld: str, msg: str) -> None:
-        errors.append(PresetError(path, _line_of(lines, fld), fld, msg))
-
     if not isinstance(d, dict):
         raise PresetError(path, None, "preset", f"expected a table of sections, got {show_value(d)}")
     if isinstance(d.get("stage"), list):
         raise PresetError(
             path,
-            _line_of(lines, "stage"),
+            line_of(lines, "stage"),
             "stage",
             "this is a plan (it has top-level [[stage]] tables), not a preset: load it with the plan loader",
         )
-
-    for sec in d:
-        if sec not in SECTIONS:
-            err(sec, f"unknown section (allowed: {_allowed(SECTIONS)})")
-
-    vals: dict[str, dict[str, Any]] = {}
-    present: dict[str, set[str]] = {}
-    for sec, keys in SECTIONS.items():
-        vals[sec] = {}
-        present[sec] = set()
-        if sec not in d:
-            if sec in OPTIONAL_SECTIONS:
-                vals[sec] = {key: spec.default for key, spec in keys.items()}
-            else:
-                err(sec, "missing required section")
-            continue
-        table = d[sec]
-        if not isinstance(table, dict):
-            err(sec, f"expected a table [{sec}], got {show_value(table)}")
-            continue
-        for key in table:
-            if key not in keys:
-                err(f"{sec}.{key}", f"unknown key (allowed: {_allowed(keys)})")
-        for key, spec in keys.items():
-            fld = f"{sec}.{key}"
-            if key in table:
-                present[sec].add(key)
-                try:
-                    vals[sec][key] = spec.check(table[key])
-                except _Bad as bad:
-                    err(fld, str(bad))
-            elif spec.required:
-                err(fld, "missing required key")
-            else:
-                vals[sec][key] = spec.default
-
-    # lr_factors: each group checked on its own field
-    ft = vals["finetune"]
-    factors = ft.get("lr_factors")
-    if isinstance(factors, dict):
-        clean: dict[str, float] = {}
-        for group, value in factors.items():
-            fld = f"finetune.lr_factors.{group}"
-            if group not in LR_GROUPS:
-                err(fld, f"unknown group (allowed: {_allowed(LR_GROUPS)})")
-                continue
-            try:
-                clean[group] = _lr_factor_value(value)
-            except _Bad as bad:
-                err(fld, str(bad))
-        ft["lr_factors"] = {g: clean[g] for g in LR_GROUPS if g in clean}
-    elif "lr_factors" in ft and factors is None:
-        ft["lr_factors"] = {}
-
-    # model: a checkpoint to start from and an explicit pretrained version exclude each other
-    mdl = vals["model"]
-    init = mdl.get("init")
-    if isinstance(init, str) and init and "pretrained" in present["model"] and "pretrained" in mdl:
-        err(
-            "model.init",
-            "cannot be combined with model.pretrained (the checkpoint already fixes the model); remove one of them",
-        )
-
-    # head mode trains only the readout head: the backbone options make no sense there
-    if ft.get("mode") == "head":
-        if "backbone_lr" in present["finetune"] and ft.get("backbone_lr") is not None:
-            err("finetune.backbone_lr", 'only allowed when finetune.mode = "full"')
-        if ft.get("lr_factors"):
-            err("finetune.lr_factors", 'only allowed when finetune.mode = "full"')
-        if isinstance(ft.get("unfreeze_every"), int) and ft["unfreeze_every"] > 0:
-            err("finetune.unfreeze_every", 'only allowed when finetune.mode = "full"')
-
-    if "refit_atomref" in ft and ft["refit_atomref"] is None and isinstance(init, str):
-        ft["refit_atomref"] = init == ""
-
-    if errors:
+    errors: list[PresetError] = []
+    preset: Preset | None = None
+    try:
+        preset = Preset.model_validate(d)
+    except ValidationError as exc:
+        errors = _errors(exc, path, lines)
+    bad = {e.field for e in errors}
+    for field, message in _cross_field(d):
+        if field not in bad and not any(field.startswith(b + ".") for b in bad):
+            errors.append(PresetError(path, line_of(lines, field), field, message))
+    if errors or preset is None:
         errors.sort(key=lambda e: -1 if e.line is None else e.line)
         if len(errors) == 1:
             raise errors[0]
         raise PresetErrors(errors)
-
-    return Preset(
-        run=RunCfg(**vals["run"]),
-        data=DataCfg(**vals["data"]),
-        model=ModelCfg(**vals["model"]),
-        finetune=FinetuneCfg(**ft),
-        optim=OptimCfg(**vals["optim"]),
-        train=TrainCfg(**vals["train"]),
-        path=None if path in ("<form>",) else path,
-        lines=dict(lines),
-    )
-
-
-# --------------------------------------------------------------------------- line locator
-
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
-_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
-
-
-def _line_of(lines: dict[str, int], fld: str) -> int | None:
-    parts = fld.split(".")
-    while parts:
-        key = ".".join(parts)
-        if key in lines:
-            return lines[key]
-        parts.pop()
-    return None
-
-
-def _parse_key(s: str, i: int) -> tuple[list[str], int] | None:
-    """Parse a (dotted) TOML key at ``s[i:]``; return its parts and the index after it."""
-    parts: list[str] = []
-    n = len(s)
-    while True:
-        while i < n and s[i] in " \t":
-            i += 1
-        if i >= n:
-            return None
-        c = s[i]
-        if c == '"':
-            j = i + 1
-            while j < n and s[j] != '"':
-                j += 2 if s[j] == "\\" else 1
-            if j >= n:
-                return None
-            raw = s[i : j + 1]
-            try:
-                parts.append(json.loads(raw))
-            except ValueError:
-                parts.append(raw[1:-1])
-            i = j + 1
-        elif c == "'":
-            j = s.find("'", i + 1)
-            if j < 0:
-                return None
-            parts.append(s[i + 1 : j])
-            i = j + 1
-        else:
-            m = _BARE.match(s, i)
-            if not m:
-                return None
-            parts.append(m.group())
-            i = m.end()
-        while i < n and s[i] in " \t":
-            i += 1
-        if i < n and s[i] == ".":
-            i += 1
-            continue
-        return parts, i
-
-
-def _scan(s: str, i: int, depth: int) -> tuple[int, str | None, str]:
-    """Scan a value from ``s[i:]``: track bracket depth, skip strings and comments.
-
-    Returns (depth, open multi-line string delimiter or None, the text with
-    string contents blanked out).
-    """
-    out = list(s)
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if s.startswith('"""', i) or s.startswith("'''", i):
-            delim = s[i : i + 3]
-            j = s.find(delim, i + 3)
-            if j < 0:
-                return depth, delim, "".join(out[:i])
-            j += 3
-            while j < n and s[j] == delim[0]:  # up to two quotes may end the content
-                j += 1
-            for k in range(i, j):
-                out[k] = " "
-            i = j
-        elif c == '"':
-            j = i + 1
-            while j < n and s[j] != '"':
-                j += 2 if s[j] == "\\" else 1
-            for k in range(i, min(j + 1, n)):
-                out[k] = " "
-            i = j + 1
-        elif c == "'":
-            j = s.find("'", i + 1)
-            j = n if j < 0 else j
-            for k in range(i, min(j + 1, n)):
-                out[k] = " "
-            i = j + 1
-        elif c == "#":
-            return depth, None, "".join(out[:i])
-        else:
-            if c in "[{":
-                depth += 1
-            elif c in "]}":
-                depth -= 1
-            i += 1
-    return depth, None, "".join(out)
-
-
-def _inline_keys(blank: str, base: list[str], lineno: int, lines: dict[str, int]) -> None:
-    """Record the keys of inline tables in a (string-blanked) value."""
-    stack: list[tuple[str, list[str]]] = []  # (bracket, table path)
-    last_key: list[str] = []
-    i, n = 0, len(blank)
-    expect_key = False
-    while i < n:
-        c = blank[i]
-        if c == "{":
-            path = base if not stack else (stack[-1][1] + last_key if last_key else stack[-1][1])
-            stack.append(("{", path))
-            expect_key, last_key = True, []
-            i += 1
-        elif c == "[":
-            stack.append(("[", (stack[-1][1] + last_key) if stack else base))
-            expect_key, last_key = False, []
-            i += 1
-        elif c in "}]":
-            if stack:
-                stack.pop()
-            expect_key, last_key = False, []
-            i += 1
-        elif c == ",":
-            expect_key = bool(stack) and stack[-1][0] == "{"
-            i += 1
-        elif expect_key and c not in " \t":
-            parsed = _parse_key(blank, i)
-            if parsed and parsed[1] < n and blank[parsed[1]] == "=":
-                parts, j = parsed
-                path = stack[-1][1]
-                for k in range(1, len(parts) + 1):
-                    lines.setdefault(".".join(path + parts[:k]), lineno)
-                last_key = parts
-                i = j + 1
-            else:
-                i += 1
-            expect_key = False
-        else:
-            i += 1
-
-
-def locate_lines(text: str) -> dict[str, int]:
-    """Map "table.key" (and "table") to the 1-based line where it is first defined.
-
-    Handles ``[table]`` / ``[[table]]`` headers, ``key = value`` lines, dotted
-    keys (``optim.lr = 1e-3`` at top level) and the keys of inline tables
-    (which get the line of the inline table). Multi-line strings and arrays
-    are skipped. It is a locator for messages, not a parser: the text must
-    also pass ``tomllib``.
-    """
-    lines: dict[str, int] = {}
-    table: list[str] = []
-    ml: str | None = None
-    depth = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if ml is not None:
-            j = raw.find(ml)
-            if j < 0:
-                continue
-            rest_start = j + 3
-            while rest_start < len(raw) and raw[rest_start] == ml[0]:
-                rest_start += 1
-            ml = None
-            depth, ml, _ = _scan(raw, rest_start, depth)
-            continue
-        if depth > 0:
-            depth, ml, _ = _scan(raw, 0, depth)
-            continue
-        s = raw.strip()
-        if not s or s.startswith("#"):
-            continue
-        if s.startswith("["):
-            arr = s.startswith("[[")
-            parsed = _parse_key(s, 2 if arr else 1)
-            if parsed:
-                table = parsed[0]
-                for k in range(1, len(table) + 1):
-                    lines.setdefault(".".join(table[:k]), lineno)
-            continue
-        parsed = _parse_key(raw, 0)
-        if not parsed:
-            continue
-        parts, i = parsed
-        if i >= len(raw) or raw[i] != "=":
-            continue
-        full = table + parts
-        for k in range(len(table) + 1, len(full) + 1):
-            lines.setdefault(".".join(full[:k]), lineno)
-        depth, ml, blank = _scan(raw, i + 1, 0)
-        value = blank[i + 1 :].strip()
-        if value.startswith("{") or value.startswith("["):
-            _inline_keys(value, full, lineno, lines)
-    return lines
+    return preset.located(None if path == "<form>" else path, lines)
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def _toml_error(path: str, text: str, exc: Exception) -> PresetError:
-    msg = getattr(exc, "msg", None) or str(exc)
-    line = getattr(exc, "lineno", None)
-    m = _TOML_POS.search(msg)
-    if m:
-        line = int(m.group(1))
-        msg = msg[: m.start()]
-    elif _TOML_END.search(msg):
-        msg = _TOML_END.sub("", msg) + " at end of file"
-        line = max(1, len(text.splitlines()))
-    return PresetError(path, line, "toml", msg.strip() or "invalid TOML")
-
-
-def _loads(text: str, path: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _toml_error(path, text, exc) from None
-
-
 def parse_preset(text: str, path: str = "<string>") -> Preset:
     """Parse and validate preset TOML text. Raises PresetError / PresetErrors."""
     path = os.fspath(path)
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    data = _loads(text, path)
-    return _build(data, path, locate_lines(text))
+    try:
+        data, lines = parse_toml(text, path)
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
+    return _build(data, path, lines)
 
 
 def load_preset(path: str | os.PathLike[str]) -> Preset:
     """Read and validate a preset file. The error file name is ``path`` as given."""
     name = os.fspath(path)
     try:
-        raw = Path(name).read_bytes()
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise PresetError(name, None, "preset", f"cannot read: {why}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PresetError(name, line, "toml", "file is not valid UTF-8 text") from None
+        text = read_text(name, "preset")
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
     return parse_preset(text, name)
 
 
@@ -903,8 +727,8 @@ def preset_from_dict(d: dict, path: str = "<dict>", lines: dict[str, int] | None
 def is_plan_text(text: str) -> bool:
     """True if the TOML text has a top-level ``[[stage]]`` array (a plan, not a preset)."""
     try:
-        data = tomllib.loads(text[1:] if text.startswith("\ufeff") else text)
-    except tomllib.TOMLDecodeError:
+        data, _ = parse_toml(text)
+    except TomlFileError:
         return re.search(r"^[ \t]*\[\[[ \t]*stage[ \t]*\]\]", text, re.MULTILINE) is not None
     stage = data.get("stage")
     return isinstance(stage, list) and all(isinstance(s, dict) for s in stage)

@@ -9,18 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.events import (
-    CheckpointSaved,
-    EpochEnd,
-    Event,
-    Message,
-    RunFailed,
-    RunFinished,
-    RunInterrupted,
-    RunStarted,
-    read_events,
-)
+from tui_ft.core.events import EpochEnd, Event, read_events
 from tui_ft.core.paths import Paths
+from tui_ft.core.procs import is_run_process
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -74,6 +65,7 @@ class RunSummary:
     device: str = "?"
     parent: str | None = None
     pid: int = 0
+    pid_start: int | None = None  # when that process started, if recorded (a reused pid is not ours)
     message: str = ""
     plan: str | None = None
     stage: int | None = None
@@ -90,52 +82,26 @@ class RunSummary:
     def apply(self, ev: Event) -> None:
         """Fold one event into the summary (the dashboard calls this as events arrive)."""
         self.updated = ev.time
-        if isinstance(ev, RunStarted):
-            self.preset_name = ev.preset_name
-            self.status = "running"
-            self.started = ev.time
-            self.device = ev.device
-            self.parent = ev.parent
-            self.pid = ev.pid
-            self.epochs = ev.epochs
-            self.plan = ev.plan
-            self.stage = ev.stage
-        elif isinstance(ev, EpochEnd):
-            self.epoch = ev.epoch
-            self.best_val_mae = ev.best_val_mae
-            self.best_epoch = ev.best_epoch
-            self.history.append(ev)
-        elif isinstance(ev, RunFinished):
-            self.status = "finished"
-            self.test_mae = ev.test_mae
-            self.best_val_mae = ev.best_val_mae
-            self.best_epoch = ev.best_epoch
-            self.predictions = ev.predictions
-        elif isinstance(ev, RunFailed):
-            self.status = "failed"
-            self.message = ev.message
-        elif isinstance(ev, RunInterrupted):
-            self.status = "interrupted"
-            self.message = ev.message
-        elif isinstance(ev, Message):
-            if self.status == "pending" and ev.pid:
-                self.pid = ev.pid  # started (loading data or model), no run_started yet
-            if ev.level in ("warning", "error"):
-                self.message = ev.text
-        elif isinstance(ev, CheckpointSaved):
-            pass
+        ev.apply_to(self)
 
     def check_alive(self) -> None:
-        """A run whose process is gone without a final event has crashed (killed, OOM, ...)."""
-        if self.status in ("running", "pending") and self.pid and not pid_alive(self.pid):
+        """A run whose process is gone without a final event has crashed (killed, OOM, ...).
+        A live pid that is not this run's process (reused after a reboot or a crash, e.g. pid 1)
+        counts as gone."""
+        if self.status in ("running", "pending") and self.pid and not (
+            pid_alive(self.pid) and is_run_process(self.pid, self.pid_start)
+        ):
             self.status = "crashed"
             if not self.message:
                 self.message = "the training process ended without a final event (killed or crashed)"
 
 
-def summarize(run_dir: Path, *, warn=None) -> RunSummary:
+def summarize(run_dir: Path, *, warn=None, events: list[Event] | None = None) -> RunSummary:
+    """The summary of one run folder. ``events``: its events when the caller has
+    already read them (the dashboard keeps them for the log); else they are read
+    here. Never raises: bad lines are skipped and reported through ``warn``."""
     s = RunSummary(run_id=run_dir.name)
-    for ev in read_events(run_dir / "events.jsonl", warn=warn):
+    for ev in read_events(run_dir / "events.jsonl", warn=warn) if events is None else events:
         s.apply(ev)
     s.check_alive()
     return s
@@ -144,8 +110,10 @@ def summarize(run_dir: Path, *, warn=None) -> RunSummary:
 def list_runs(paths: Paths | None = None, *, warn=None) -> list[RunSummary]:
     """Every run folder under ``logs/``, newest first."""
     paths = paths or Paths.default()
-    if not paths.logs.is_dir():
+    try:
+        dirs = [d for d in paths.logs.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    except OSError:
         return []
-    out = [summarize(d, warn=warn) for d in paths.logs.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    out = [summarize(d, warn=warn) for d in dirs]
     out.sort(key=lambda s: (s.started or 0.0, s.run_id), reverse=True)
     return out

@@ -19,8 +19,10 @@ from pathlib import Path
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, check_resources, save_preset
 from tui_ft.core.runs import new_run_id, pid_alive
+from tui_ft.core.tail import LineTail
 
-LAUNCH_FILE = "launch.toml"
+# the preset a run was started with; the run writes the same file itself (engine.write_run_files)
+LAUNCH_FILE = "preset.toml"
 STDERR_FILE = "stderr.log"
 
 
@@ -106,7 +108,7 @@ def check_target(target: Preset | Path, paths: Paths) -> None:
 def launch(target: Preset | Path, paths: Paths, *, python: str | None = None) -> LaunchedRun | LaunchedPlan:
     """Start ``tui-ft run`` in its own session for a preset or a plan file.
 
-    A preset gets a run id; it is written to ``logs/ID/launch.toml`` and its
+    A preset gets a run id; it is written to ``logs/ID/preset.toml`` and its
     stderr goes to ``logs/ID/stderr.log``. A plan file runs as it is (its
     stages pick their own run ids); its stderr goes to ``logs/.plans/``."""
     if isinstance(target, Preset):
@@ -155,38 +157,12 @@ def interrupt(pid: int, sig: int = signal.SIGINT) -> None:
         os.kill(pid, sig)
 
 
-class TextTail:
-    """Read the lines appended to a text file since the last call."""
+class TextTail(LineTail):
+    """The lines appended to a run's stderr.log since the last call; a huge log is
+    first read from its last 64 KiB."""
 
     def __init__(self, path: Path, *, start_at_end: bool = False, max_first: int = 64 * 1024):
-        self.path = Path(path)
-        self._offset = 0
-        self._buf = b""
-        self._max_first = max_first
-        if start_at_end:
-            try:
-                self._offset = self.path.stat().st_size
-            except OSError:
-                pass
-
-    def poll(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self._offset:  # truncated or replaced
-                    self._offset, self._buf = 0, b""
-                if self._offset == 0 and size > self._max_first:
-                    self._offset = size - self._max_first  # a huge log: start near its end
-                fh.seek(self._offset)
-                chunk = fh.read()
-        except OSError:
-            return []
-        if not chunk:
-            return []
-        self._offset += len(chunk)
-        data = self._buf + chunk
-        *complete, self._buf = data.split(b"\n")
-        return [c.decode("utf-8", errors="replace").rstrip("\r") for c in complete]
+        super().__init__(path, start_at_end=start_at_end, max_first=max_first)
 
 
 def tail_lines(path: Path, n: int = 20, *, max_bytes: int = 64 * 1024) -> list[str]:

@@ -16,7 +16,7 @@ from tui_ft.core.library import CheckpointInfo, Library
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, PresetError, is_plan_text, load_preset
 from tui_ft.core.events import Event, read_events
-from tui_ft.core.runs import RunSummary
+from tui_ft.core.runs import RunSummary, summarize
 
 # a run folder with no run_started yet counts as live while its files changed recently
 PENDING_LIVE_S = 300.0
@@ -224,10 +224,7 @@ def scan(
             continue
         run_dir = paths.logs / name
         events = read_events(run_dir / "events.jsonl", warn=res.warnings.append)
-        s = RunSummary(run_id=name)
-        for ev in events:
-            s.apply(ev)
-        s.check_alive()
+        s = summarize(run_dir, events=events)
         res.new_runs.append(FoundRun(name, s, is_live(s, run_dir), events))
     res.gone_runs = sorted(set(known_runs) - on_disk)
 

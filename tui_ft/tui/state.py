@@ -8,16 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.events import (
-    CheckpointSaved,
-    EpochEnd,
-    Event,
-    Message,
-    RunFailed,
-    RunFinished,
-    RunInterrupted,
-    RunStarted,
-)
+from tui_ft.core.events import Event, Message, describe
 from tui_ft.core.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
 
@@ -47,33 +38,10 @@ def fmt_elapsed(seconds: float | None) -> str:
 
 
 def event_line(ev: Event) -> LogLine | None:
-    """How an event reads in the log panel."""
-    if isinstance(ev, Message):
-        return LogLine(ev.text, ev.level if ev.level in ("warning", "error") else "info")
-    if isinstance(ev, RunStarted):
-        src = f" from {ev.parent}" if ev.parent else ""
-        return LogLine(
-            f"started: preset {ev.preset_name}, {ev.preset.get('finetune', {}).get('mode', '?')} mode on {ev.device}, "
-            f"train {ev.n_train} / val {ev.n_val} / test {ev.n_test}{src}",
-            "done",
-        )
-    if isinstance(ev, EpochEnd):
-        tr = "-" if ev.train_mae is None else f"{ev.train_mae:.4f}"
-        return LogLine(
-            f"epoch {ev.epoch:3d}  val {ev.val_mae:.4f}  train {tr}  lr {ev.lr:.1e}  {ev.seconds:.1f}s  "
-            f"best {ev.best_val_mae:.4f}@{ev.best_epoch}",
-            "epoch",
-        )
-    if isinstance(ev, CheckpointSaved):
-        return None  # one per epoch: too chatty for the log
-    if isinstance(ev, RunFinished):
-        tm = "n/a" if ev.test_mae is None else f"{ev.test_mae:.4f}"
-        return LogLine(f"finished: test MAE {tm} (best epoch {ev.best_epoch}, val {ev.best_val_mae:.4f})", "done")
-    if isinstance(ev, RunFailed):
-        return LogLine(f"failed: {ev.message}", "error")
-    if isinstance(ev, RunInterrupted):
-        return LogLine(f"interrupted: {ev.message}", "warning")
-    return None
+    """How an event reads in the log panel: the core's one text (the headless
+    output prints the same line), styled by its tone."""
+    text = describe(ev)
+    return None if text is None else LogLine(text, ev.tone)
 
 
 @dataclass
@@ -128,9 +96,10 @@ class RunState:
             self.summary.apply(ev)
             if isinstance(ev, Message):
                 self._messages.add(ev.text)
-                self._messages.add(f"[{ev.level}] {ev.text}")
             line = event_line(ev)
             if line is not None:
+                if ev.to_stderr:  # the run prints this same line to its stderr too
+                    self._messages.add(line.text)
                 self._add_log(line)
                 added.append(line)
         return added

@@ -1,0 +1,230 @@
+"""Predictions of a checkpoint (or a CHGNet model) on any data source or structure files.
+
+``predict(ckpt_or_model, source_or_paths)`` reads the input through
+:mod:`tui_ft.core.sources` (a data source of any format, a single structure
+file, a folder of structure files, or several of these), converts structures to
+crystal graphs (:func:`convert_graphs`; one function so a parallel converter
+can replace it), and runs the model in batches: on the GPU when there is one,
+else each batch split across CPU worker threads as in training
+(:class:`tui_ft.core.parallel.CpuDataParallel`). The prediction for a
+structure is CHGNet's energy output ``e`` (per atom), i.e. what the engine
+predicts and trains.
+
+Structures that cannot be read or converted are returned in ``failures`` by id
+with the reason; none is silently dropped. Nothing is written here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from tui_ft.core.data import Dataset, DataError, energy_only
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    id: str
+    prediction: float
+    target: float | None = None
+
+    @property
+    def error(self) -> float | None:
+        return None if self.target is None else self.prediction - self.target
+
+
+@dataclass
+class PredictResult:
+    rows: list[PredictionRow]
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    target: str = ""
+    unit: str = ""
+    seconds: float = 0.0
+
+    @property
+    def has_targets(self) -> bool:
+        return any(r.target is not None for r in self.rows)
+
+    @property
+    def mae(self) -> float | None:
+        errs = [abs(r.error) for r in self.rows if r.error is not None]
+        return sum(errs) / len(errs) if errs else None
+
+
+def convert_graphs(
+    structures: Sequence[Any], converter, *, ids: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Crystal graphs ``{position: graph}`` for ``structures`` (``None`` entries skipped) and
+    failures ``{position: reason}``. Serial for now; the one place a parallel converter plugs in."""
+    graphs: dict[int, Any] = {}
+    failed: dict[int, str] = {}
+    total = len(structures)
+    for i, s in enumerate(structures):
+        if s is None:
+            continue
+        try:
+            graphs[i] = energy_only(converter(s, graph_id=str(i), mp_id=ids[i] if ids else None))
+        except Exception as exc:  # noqa: BLE001 - reported by id
+            failed[i] = f"graph conversion failed ({type(exc).__name__}: {exc})"
+        if progress is not None and ((i + 1) % 50 == 0 or i + 1 == total):
+            progress(i + 1, total)
+    return graphs, failed
+
+
+def load_model(ckpt_or_model) -> tuple[Any, dict[str, Any]]:
+    """``(model, meta)`` from a checkpoint path (tui-ft's, read with ``weights_only=True``) or a model."""
+    if hasattr(ckpt_or_model, "graph_converter"):
+        return ckpt_or_model, {}
+    from tui_ft.core.engine import model_from_payload
+    from tui_ft.core.library import load_checkpoint
+
+    payload = load_checkpoint(ckpt_or_model)
+    return model_from_payload(payload), dict(payload.get("meta") or {})
+
+
+def read_inputs(source_or_paths, target: str, *, format: str | None = None) -> Dataset:
+    """The input as one :class:`Dataset`: a Dataset as is; one path through ``load_source``
+    (targets read when present, not required); several paths as structure files."""
+    from tui_ft.core.sources import load_source, load_structures
+
+    if isinstance(source_or_paths, Dataset):
+        return source_or_paths
+    if isinstance(source_or_paths, (str, Path)):
+        source_or_paths = [source_or_paths]
+    paths = [Path(p) for p in source_or_paths]
+    if len(paths) == 1:
+        return load_source(paths[0], target, format=format, need_target=False)
+    return load_structures(paths, target)
+
+
+def _target_of(meta: dict[str, Any]) -> str:
+    data = (meta.get("preset") or {}).get("data") or {}
+    return str(data.get("target") or "e_form")
+
+
+def predict(
+    ckpt_or_model,
+    source_or_paths: Dataset | str | Path | Iterable[str | Path],
+    *,
+    target: str | None = None,
+    format: str | None = None,
+    rows: Sequence[int] | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PredictResult:
+    """Predict every structure of the input (or only ``rows`` of it).
+
+    ``progress(stage, done, total)`` is called with stage ``"graphs"`` while
+    converting and ``"predict"`` per batch. Raises ``DataError`` for an input
+    that cannot be read at all and ``CheckpointError`` for a bad checkpoint.
+    """
+    import time
+
+    import torch
+
+    from tui_ft.core.engine import pick_device
+    from tui_ft.core.parallel import CpuDataParallel, plan_workers
+    from tui_ft.core.units import default_unit
+
+    t0 = time.perf_counter()
+    model, meta = load_model(ckpt_or_model)
+    target = target or _target_of(meta)
+    ds = read_inputs(source_or_paths, target, format=format)
+    want = list(range(len(ds))) if rows is None else [int(r) for r in rows]
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+
+    structures = [None if r in ds.bad_rows else ds.structures[r] for r in want]
+    ids = [ds.ids[r] for r in want]
+    gprog = (lambda d, t: progress("graphs", d, t)) if progress else None
+    graphs, failed = convert_graphs(structures, model.graph_converter, ids=ids, progress=gprog)
+    failures: dict[int, str] = {}
+    for i, r in enumerate(want):
+        if r in ds.bad_rows:
+            failures[i] = ds.bad_rows[r]
+        elif i in failed:
+            failures[i] = failed[i]
+        elif i not in graphs:
+            failures[i] = ds.bad_rows.get(r, "unreadable structure")
+    ok = [i for i in range(len(want)) if i in graphs]
+
+    workers, threads = plan_workers(batch_size, dev)
+    dp = CpuDataParallel(model, workers, threads) if workers > 1 else None
+    preds: list[float] = []
+    try:
+        with torch.no_grad():
+            for k in range(0, len(ok), batch_size):
+                batch = [graphs[i] for i in ok[k : k + batch_size]]
+                if dp is not None:
+                    out = dp.predict(batch)
+                else:
+                    out = model([g.to(dev) for g in batch], task="e")["e"].detach().cpu()
+                preds.extend(float(v) for v in out.reshape(-1).tolist())
+                if progress is not None:
+                    progress("predict", min(k + batch_size, len(ok)), len(ok))
+    finally:
+        if dp is not None:
+            dp.close()
+
+    out_rows = []
+    for i, p in zip(ok, preds):
+        y = float(ds.targets[want[i]]) if len(ds.targets) else float("nan")
+        out_rows.append(PredictionRow(ids[i], p, y if math.isfinite(y) else None))
+    unit = (meta.get("preset") or {}).get("data", {}).get("unit")
+    if not isinstance(unit, str):
+        unit = default_unit(target, meta.get("data_source"))
+    return PredictResult(
+        out_rows, [(ids[i], failures[i]) for i in sorted(failures)], target, unit, time.perf_counter() - t0
+    )
+
+
+def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> list[int] | None:
+    """The checkpoint's own test rows in ``ds`` (for ``eval``'s default), or ``None`` when ``ds``
+    is not the data the checkpoint was trained on (its ``data_sha256`` differs). With a separate
+    test file, ``ds`` and ``n_held_out`` are what ``sources.load_training_data`` returned.
+
+    The split is recomputed from the preset stored in the checkpoint's meta, with the
+    dataset's bad rows excluded (rows whose graphs failed are reported by ``predict``).
+    """
+    from tui_ft.core.sources import make_source_splits
+
+    if not meta.get("data_sha256") or meta.get("data_sha256") != ds.sha256:
+        return None
+    d = (meta.get("preset") or {}).get("data") or {}
+    s = make_source_splits(
+        len(ds), n_held_out=n_held_out, split=str(d.get("split") or "matbench"), fold=int(d.get("fold", 0)),
+        fraction=float(d.get("fraction", 1.0)), val_fraction=float(d.get("val_fraction", 0.1)),
+        seed=int(d.get("seed", 0)), test_limit=int(d.get("test_limit", 0)),
+        test_fraction=float(d.get("test_fraction", 0.2)), exclude=sorted(ds.bad_rows),
+    )
+    return [int(r) for r in s.test]
+
+
+def write_csv(result: PredictResult, path: Path | str) -> Path:
+    """``id,prediction[,target,error]`` with the unit in a ``# unit: ...`` comment line, written atomically."""
+    import csv
+    import io
+
+    from tui_ft.core.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    buf.write(f"# target: {result.target}; unit: {result.unit or '(none)'}\n")
+    w = csv.writer(buf, lineterminator="\n")
+    with_t = result.has_targets
+    w.writerow(["id", "prediction", "target", "error"] if with_t else ["id", "prediction"])
+    for r in result.rows:
+        if with_t:
+            w.writerow([r.id, repr(r.prediction), "" if r.target is None else repr(r.target),
+                        "" if r.error is None else repr(r.error)])
+        else:
+            w.writerow([r.id, repr(r.prediction)])
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+__all__ = ["DataError", "PredictResult", "PredictionRow", "convert_graphs", "load_model", "own_test_rows", "predict", "read_inputs",
+           "write_csv"]
