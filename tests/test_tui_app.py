@@ -29,6 +29,7 @@ from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.messages import RunEvents
 from tui_ft.tui.modals import ConfirmScreen, PresetPicker, TextScreen
+from tui_ft.tui.panes import LibraryPane, PresetsPane, RunsPane
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (120, 40)
@@ -143,7 +144,7 @@ def select_row(table: DataTable, key: str) -> None:
 
 
 def the_new_run(app: TuiFtApp, before: set[str]) -> str | None:
-    new = [r for r, st in app.runs.items() if r not in before and st.launched is not None]
+    new = [r for r, st in app.model.runs.items() if r not in before and st.launched is not None]
     return new[0] if new else None
 
 
@@ -166,8 +167,8 @@ async def test_launch_demo_from_ui_follows_it_live_and_lists_its_checkpoint(home
         await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
         run_id = the_new_run(app, set())
         assert app.active_tab == "runs"
-        assert app.selected_run == run_id
-        st = app.runs[run_id]
+        assert app.runs_pane.selected_run == run_id
+        st = app.model.runs[run_id]
         await wait_for(pilot, lambda: not st.active and st.returncode is not None, what="the demo run to end")
         assert st.status == "finished", st.summary.message
         assert st.returncode == 0
@@ -226,13 +227,13 @@ async def test_cancel_running_run_saves_last_checkpoint(home):
         await pilot.press("l")
         await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
         run_id = the_new_run(app, set())
-        st = app.runs[run_id]
+        st = app.model.runs[run_id]
         await wait_for(pilot, lambda: st.summary.epoch is not None and st.summary.epoch >= 1, what="epoch 1")
         assert st.status == "running"
-        assert app.selected_run == run_id
+        assert app.runs_pane.selected_run == run_id
         await pilot.press("c")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen), (app.screen, st.status, app.selected_run)
+        assert isinstance(app.screen, ConfirmScreen), (app.screen, st.status, app.runs_pane.selected_run)
         await close_with(pilot, "y")
         await wait_for(pilot, lambda: not st.active and st.returncode is not None, 120, "the run to stop")
         why = (st.status, st.returncode, st.summary.message, (home / "logs" / run_id / "stderr.log").read_text()[-1500:])
@@ -260,9 +261,9 @@ async def test_attach_to_headless_run_and_cancel_it(home):
             cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            await wait_for(pilot, lambda: any(r.startswith("headless-") for r in app.runs), 30, "the headless run to be listed")
-            run_id = next(r for r in app.runs if r.startswith("headless-"))
-            st = app.runs[run_id]
+            await wait_for(pilot, lambda: any(r.startswith("headless-") for r in app.model.runs), 30, "the headless run to be listed")
+            run_id = next(r for r in app.model.runs if r.startswith("headless-"))
+            st = app.model.runs[run_id]
             assert st.launched is None and st.following
             await wait_for(pilot, lambda: (st.summary.epoch or 0) >= 1, what="live epochs of the attached run")
             assert st.status == "running"
@@ -294,7 +295,7 @@ async def test_bad_preset_shows_its_error_and_the_app_keeps_running(home):
         await started(pilot)
         table = app.query_one("#presets-table", DataTable)
         assert table.row_count == 4
-        entries = {e.key: e for e in app.preset_entries}
+        entries = {e.key: e for e in app.model.preset_entries}
         assert not entries["broken.toml"].ok and not entries["not_toml.toml"].ok
 
         select_row(table, "broken.toml")
@@ -321,12 +322,12 @@ async def test_bad_preset_shows_its_error_and_the_app_keeps_running(home):
         assert "not found" in app.screen.body
         await close_with(pilot, "escape")
         await pilot.pause()
-        assert not any(st.launched for st in app.runs.values())
+        assert not any(st.launched for st in app.model.runs.values())
         assert app.is_running and app.return_code is None
 
         # a preset broken while the app runs is picked up by the rescan
         (home / "presets" / "demo.toml").write_text("[run]\nname = 'demo'\n", encoding="utf-8")
-        await wait_for(pilot, lambda: not {e.key: e for e in app.preset_entries}["demo.toml"].ok, 10, "the rescan")
+        await wait_for(pilot, lambda: not {e.key: e for e in app.model.preset_entries}["demo.toml"].ok, 10, "the rescan")
         assert app.is_running
 
 
@@ -409,7 +410,7 @@ async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
     app = TuiFtApp()
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        before = set(app.runs)
+        before = set(app.model.runs)
         await pilot.press("k")
         await pilot.pause()
         table = app.query_one("#ckpt-table", DataTable)
@@ -426,7 +427,7 @@ async def test_continue_from_checkpoint_starts_a_child_run(in_finished_home):
         await close_with(pilot, "enter")
         await wait_for(pilot, lambda: the_new_run(app, before) is not None, 30, "the launch")
         child = the_new_run(app, before)
-        st = app.runs[child]
+        st = app.model.runs[child]
         await wait_for(pilot, lambda: not st.active and st.returncode is not None, what="the child run to end")
         assert st.status == "finished", st.summary.message
         assert st.summary.parent == ref
@@ -499,17 +500,17 @@ async def test_queue_runs_presets_one_after_another(home):
         select_row(table, "q2.toml")
         await pilot.press("q")
         await pilot.pause()
-        assert [i.name for i in app.queue.items] == ["q2"]  # q1 started at once
-        await wait_for(pilot, lambda: any(r.startswith("q1-") for r in app.runs), 30, "q1 to start")
-        q1 = next(r for r in app.runs if r.startswith("q1-"))
-        assert not any(r.startswith("q2-") for r in app.runs)
-        await wait_for(pilot, lambda: any(r.startswith("q2-") for r in app.runs), what="q2 to start after q1")
-        assert app.runs[q1].status == "finished"
-        q2 = next(r for r in app.runs if r.startswith("q2-"))
-        assert app.runs[q2].sort_key[0] >= app.runs[q1].summary.updated - 1
-        await wait_for(pilot, lambda: not app.runs[q2].active and app.runs[q2].returncode is not None, what="q2 to end")
-        assert app.runs[q2].status == "finished"
-        assert len(app.queue) == 0
+        assert [i.name for i in app.model.queue.items] == ["q2"]  # q1 started at once
+        await wait_for(pilot, lambda: any(r.startswith("q1-") for r in app.model.runs), 30, "q1 to start")
+        q1 = next(r for r in app.model.runs if r.startswith("q1-"))
+        assert not any(r.startswith("q2-") for r in app.model.runs)
+        await wait_for(pilot, lambda: any(r.startswith("q2-") for r in app.model.runs), what="q2 to start after q1")
+        assert app.model.runs[q1].status == "finished"
+        q2 = next(r for r in app.model.runs if r.startswith("q2-"))
+        assert app.model.runs[q2].sort_key[0] >= app.model.runs[q1].summary.updated - 1
+        await wait_for(pilot, lambda: not app.model.runs[q2].active and app.model.runs[q2].returncode is not None, what="q2 to end")
+        assert app.model.runs[q2].status == "finished"
+        assert len(app.model.queue) == 0
 
 
 @pytest.mark.slow
@@ -540,8 +541,37 @@ async def test_help_and_palette_commands(in_finished_home):
         # "Show run" switches to the run
         dict((t, cb) for t, _, cb in provider.items)[f"Show run {run_id}"]()
         await pilot.pause()
-        assert app.active_tab == "runs" and app.selected_run == run_id
+        assert app.active_tab == "runs" and app.runs_pane.selected_run == run_id
         assert app.curve.data[run_id]["epochs"][0] == 0
+
+
+async def test_each_tab_has_its_own_keys_and_the_help_lists_them(home):
+    app = TuiFtApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def active() -> set[str]:
+            return {b.binding.action for b in app.screen.active_bindings.values()}
+
+        assert {"launch", "enqueue", "new_preset"} <= active()
+        assert not {"cancel_run", "toggle_overlay", "delete_ckpt"} & active()
+        await pilot.press("2")
+        await pilot.pause()
+        assert {"cancel_run", "toggle_overlay", "toggle_log", "next_chart"} <= active()
+        assert not {"launch", "delete_ckpt"} & active()
+        assert app.screen.active_bindings["c"].enabled is False  # no running run selected: dimmed
+        await pilot.press("k")
+        await pilot.pause()
+        assert {"continue_selected", "delete_ckpt"} <= active() and "launch" not in active()
+
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("#help-text").render())
+        for pane in (PresetsPane, RunsPane, LibraryPane):
+            for binding in pane.BINDINGS:
+                assert binding.tooltip and binding.tooltip in text
+        assert "3 / k" in text and "quit (runs keep training in the background)" in text
+        await close_with(pilot, "escape")
 
 
 # --------------------------------------------------------------------------- failures
@@ -558,7 +588,7 @@ async def test_killed_run_shows_as_crashed_and_quit_asks_while_runs_train(home):
         select_row(app.query_one("#presets-table", DataTable), "long.toml")
         await pilot.press("l")
         await wait_for(pilot, lambda: the_new_run(app, set()) is not None, 30, "the launch")
-        st = app.runs[the_new_run(app, set())]
+        st = app.model.runs[the_new_run(app, set())]
         await wait_for(pilot, lambda: (st.summary.epoch or 0) >= 1, what="epoch 1")
 
         # ctrl+q while our run trains: asked first, "n" stays
@@ -610,10 +640,10 @@ async def test_space_toggles_overlay(in_finished_home):
         app.runs_pane.select(run_id)
         await pilot.press("space")
         await pilot.pause()
-        assert app.runs[run_id].overlay
+        assert app.model.runs[run_id].overlay
         await pilot.press("o")
         await pilot.pause()
-        assert not app.runs[run_id].overlay
+        assert not app.model.runs[run_id].overlay
 
 
 # --------------------------------------------------------------------------- plans
@@ -641,27 +671,26 @@ async def test_launch_plan_follows_each_stage(home):
     app = TuiFtApp()
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
-        entries = {e.key: e for e in app.preset_entries}
+        entries = {e.key: e for e in app.model.preset_entries}
         assert entries["tiny.toml"].is_plan and entries["tiny.toml"].ok
         assert entries["bad_plan.toml"].is_plan and not entries["bad_plan.toml"].ok
         assert "nope.toml" in entries["bad_plan.toml"].error
 
         select_row(app.query_one("#presets-table", DataTable), "tiny.toml")
         await pilot.press("l")
-        await wait_for(pilot, lambda: len(app.plans) == 1, 30, "the plan to start")
+        await wait_for(pilot, lambda: len(app.model.plans) == 1, 30, "the plan to start")
         assert app.active_tab == "runs"
-        plan = app.plans[0]
+        plan = app.model.plans[0]
         await wait_for(pilot, lambda: plan.poll() is not None, what="the plan to end")
         assert plan.poll() == 0, (plan.stderr_path.read_text(encoding="utf-8"))[-2000:]
-        await wait_for(pilot, lambda: len(app.runs) == 2 and not any(st.active for st in app.runs.values()), 30, "both stages")
-        stages = sorted(app.runs.values(), key=lambda st: st.summary.stage or 0)
+        await wait_for(pilot, lambda: len(app.model.runs) == 2 and not any(st.active for st in app.model.runs.values()), 30, "both stages")
+        stages = sorted(app.model.runs.values(), key=lambda st: st.summary.stage or 0)
         assert [st.summary.stage for st in stages] == [1, 2]
         assert all(st.status == "finished" and st.summary.plan == "tiny" for st in stages)
         assert stages[1].summary.parent == f"{stages[0].run_id}@best"
         assert len(stages[1].summary.history) == 2  # epochs 0 and 1
         # the plan is drawn as one continuous curve with the stage boundary marked
-        app.selected_run = stages[1].run_id
-        app._update_curve()
+        app.show_run(stages[1].run_id)
         await pilot.pause()
         curve = app.curve
         assert curve.boundaries == [3]

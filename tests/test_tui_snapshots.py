@@ -26,6 +26,8 @@ from tui_ft.core.events import (
     RunInterrupted,
     RunStarted,
 )
+from textual.widgets import Input
+
 from tui_ft.tui.app import TuiFtApp
 
 T0 = 1735732800.0  # 2025-01-01 12:00:00 UTC
@@ -217,11 +219,11 @@ def runs_tab(run_id: str, overlay: str | None = None, chart: int = 0):
         if overlay:
             app.show_run(overlay)
             await pilot.pause()
-            app.action_toggle_overlay()
+            app.runs_pane.action_toggle_overlay()
         app.show_run(run_id)
         await pilot.pause()
         for _ in range(chart):
-            app.action_next_chart()
+            app.runs_pane.action_next_chart()
         # let the log panel wrap and scroll to its end before the picture
         await pilot.pause(0.2)
         await pilot.pause()
@@ -278,7 +280,7 @@ def test_snapshot_runs_log_scale(snap_home, snap_compare):
 
     async def log_before(pilot):
         await before(pilot)
-        pilot.app.log_scale = True
+        pilot.app.runs_pane.log_scale = True
         await pilot.pause()
 
     assert snap_compare(TuiFtApp(), terminal_size=(120, 40), run_before=log_before)
@@ -317,6 +319,8 @@ def test_snapshot_preset_form(snap_home, snap_compare):
         await pilot.pause()
         await pilot.press("n")
         await pilot.pause()
+        for field in app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor made this picture depend on timing
         app.screen.query_one("#f-lr").value = "-1"
         await pilot.pause()
 

@@ -17,7 +17,7 @@ class TuiFtCommands(Provider):
     async def startup(self) -> None:
         app: TuiFtApp = self.app  # type: ignore[assignment]
         self.items: list[tuple[str, str, Callable[[], None]]] = []
-        for entry in app.preset_entries:
+        for entry in app.model.preset_entries:
             if entry.ok:
                 kind = "plan" if entry.is_plan else "preset"
                 self.items.append(
@@ -26,10 +26,10 @@ class TuiFtCommands(Provider):
                 self.items.append(
                     (f"Queue {kind} {entry.name}", "start it when no run is training", partial(app.enqueue_entry, entry))
                 )
-        for st in sorted(app.runs.values(), key=lambda s: s.sort_key, reverse=True):
+        for st in sorted(app.model.runs.values(), key=lambda s: s.sort_key, reverse=True):
             s = st.summary
             self.items.append((f"Show run {s.run_id}", f"{s.status} · preset {s.preset_name}", partial(app.show_run, s.run_id)))
-        for c in app.checkpoints:
+        for c in app.model.checkpoints:
             self.items.append(
                 (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val {c.val_mae})", partial(app.continue_from, c.ref))
             )

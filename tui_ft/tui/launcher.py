@@ -67,29 +67,6 @@ def check_preset(preset: Preset, paths: Paths) -> None:
     check_resources(preset, resolve_init=lib.resolve_ref)
 
 
-def launch(preset: Preset, paths: Paths, *, python: str | None = None) -> LaunchedRun:
-    """Allocate a run id, write the preset to ``logs/ID/preset.toml`` and start
-    the training process. Its stderr goes to ``logs/ID/stderr.log``."""
-    run_id = new_run_id(preset.name, paths)
-    run_dir = paths.run_log_dir(run_id)
-    preset_file = run_dir / LAUNCH_FILE
-    save_preset(preset, preset_file)
-    stderr_path = run_dir / STDERR_FILE
-    env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
-    env.pop("TEXTUAL", None)
-    with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", "tui_ft", "run", str(preset_file), "--run-id", run_id, "--plain"],
-            cwd=paths.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-    return LaunchedRun(run_id, preset.name, preset_file, stderr_path, proc)
-
-
 @dataclass
 class LaunchedPlan:
     """A multi-stage plan started by the dashboard; its stages are ordinary
@@ -119,16 +96,42 @@ def check_plan_file(path: Path, paths: Paths):
     return plan
 
 
-def launch_plan(path: Path, paths: Paths, *, python: str | None = None) -> LaunchedPlan:
-    """Start ``tui-ft run PLAN`` in its own session; stderr to ``logs/.plans/``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def check_target(target: Preset | Path, paths: Paths) -> None:
+    """The pre-launch checks of a preset (``check_preset``) or of a plan file
+    (``check_plan_file``). Raises ``PresetError``."""
+    if isinstance(target, Preset):
+        check_preset(target, paths)
+    else:
+        check_plan_file(target, paths)
+
+
+def launch(target: Preset | Path, paths: Paths, *, python: str | None = None) -> LaunchedRun | LaunchedPlan:
+    """Start ``tui-ft run`` in its own session for a preset or a plan file.
+
+    A preset gets a run id; it is written to ``logs/ID/preset.toml`` and its
+    stderr goes to ``logs/ID/stderr.log``. A plan file runs as it is (its
+    stages pick their own run ids); its stderr goes to ``logs/.plans/``."""
+    if isinstance(target, Preset):
+        run_id = new_run_id(target.name, paths)
+        run_dir = paths.run_log_dir(run_id)
+        preset_file = run_dir / LAUNCH_FILE
+        save_preset(target, preset_file)
+        stderr_path = run_dir / STDERR_FILE
+        proc = _spawn([str(preset_file), "--run-id", run_id], stderr_path, paths, python)
+        return LaunchedRun(run_id, target.name, preset_file, stderr_path, proc)
     err_dir = paths.logs / ".plans"
     err_dir.mkdir(parents=True, exist_ok=True)
-    stderr_path = err_dir / f"{path.stem}-{stamp}.stderr.log"
+    stderr_path = err_dir / f"{target.stem}-{time.strftime('%Y%m%d-%H%M%S')}.stderr.log"
+    proc = _spawn([str(target)], stderr_path, paths, python)
+    return LaunchedPlan(target.stem, target, stderr_path, proc)
+
+
+def _spawn(args: list[str], stderr_path: Path, paths: Paths, python: str | None) -> subprocess.Popen:
     env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
+    env.pop("TEXTUAL", None)
     with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", "tui_ft", "run", str(path), "--plain"],
+        return subprocess.Popen(
+            [python or sys.executable, "-m", "tui_ft", "run", *args, "--plain"],
             cwd=paths.root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -136,7 +139,6 @@ def launch_plan(path: Path, paths: Paths, *, python: str | None = None) -> Launc
             stderr=err,
             start_new_session=True,
         )
-    return LaunchedPlan(path.stem, path, stderr_path, proc)
 
 
 def interrupt(pid: int, sig: int = signal.SIGINT) -> None:

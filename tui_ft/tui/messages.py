@@ -1,92 +1,97 @@
-"""Messages the dashboard's workers post to the app.
+"""Messages the dashboard's workers and panes post to the app.
 
 Workers (the launcher, the run followers, the folder scanner) never touch a
 widget or the run state: they post one of these and the app applies it on its
-own thread.
+own thread. Panes post the requests that need the app (a launch, a rescan).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 from textual.message import Message
 
 if TYPE_CHECKING:
     from tui_ft.core.events import Event
-    from tui_ft.tui.launcher import LaunchedRun
-    from tui_ft.tui.scanner import ScanResult
+    from tui_ft.tui.launcher import LaunchedPlan, LaunchedRun
+    from tui_ft.tui.scanner import PresetEntry, ScanResult
 
 
-class RunLaunched(Message):
-    """A training process was started for ``run_id``."""
+@dataclass
+class Launched(Message):
+    """A training process (a preset's run or a plan) was started.
+    ``select``: show it in the runs tab (a queued launch does not switch tabs)."""
 
-    def __init__(self, launched: "LaunchedRun", *, select: bool = True) -> None:
-        super().__init__()
-        self.launched = launched
-        self.select = select  # show it in the runs tab (a queued launch does not switch tabs)
-        self.run_id = launched.run_id
-
-
-class PlanLaunched(Message):
-    """A multi-stage plan process was started."""
-
-    def __init__(self, launched, *, select: bool = True) -> None:
-        super().__init__()
-        self.launched = launched  # tui_ft.tui.launcher.LaunchedPlan
-        self.select = select
+    launched: Union["LaunchedRun", "LaunchedPlan"]
+    select: bool = True
 
 
+@dataclass
 class LaunchFailed(Message):
     """A preset could not be launched (bad preset, missing checkpoint, OS error)."""
 
-    def __init__(self, title: str, text: str) -> None:
-        super().__init__()
-        self.title = title
-        self.text = text
+    title: str
+    text: str
 
 
+@dataclass
 class RunEvents(Message):
     """New events appended to a run's ``events.jsonl``."""
 
-    def __init__(self, run_id: str, events: list["Event"]) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.events = events
+    run_id: str
+    events: list["Event"]
 
 
+@dataclass
 class RunOutput(Message):
     """New lines in a run's ``stderr.log``."""
 
-    def __init__(self, run_id: str, lines: list[str]) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.lines = lines
+    run_id: str
+    lines: list[str]
 
 
+@dataclass
 class RunEnded(Message):
     """The process behind a followed run is gone (``returncode`` is None when it
     was not our child, e.g. a headless run in another terminal)."""
 
-    def __init__(self, run_id: str, returncode: int | None, stderr_tail: list[str]) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
+    run_id: str
+    returncode: int | None
+    stderr_tail: list[str] = field(default_factory=list)
 
 
+@dataclass
 class FollowWarning(Message):
     """A follower skipped something (a garbled event line), or stopped on an error."""
 
-    def __init__(self, run_id: str, text: str, *, stopped: bool = False) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.text = text
-        self.stopped = stopped
+    run_id: str
+    text: str
+    stopped: bool = False
 
 
+@dataclass
 class ScanDone(Message):
     """The periodic look at ``logs/``, ``presets/`` and ``checkpoints/``."""
 
-    def __init__(self, result: "ScanResult") -> None:
-        super().__init__()
-        self.result = result
+    result: "ScanResult"
+
+
+@dataclass
+class LaunchRequested(Message):
+    """A pane asks for a launch: ``now`` at once, else through the queue."""
+
+    entry: "PresetEntry"
+    now: bool = True
+
+
+@dataclass
+class ContinueRequested(Message):
+    """The library asks to train a preset from checkpoint ``ref``."""
+
+    ref: str
+
+
+@dataclass
+class RescanRequested(Message):
+    """A pane changed files (a saved preset, deleted checkpoints): look again."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterable
 
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Static
@@ -74,8 +76,25 @@ class TextScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+def binding_rows(nodes: Iterable[DOMNode], key_display: Callable[[Binding], str]) -> list[tuple[str, str]]:
+    """(keys, what they do) for the bindings of ``nodes``, one row per action,
+    in the order they are declared; the text is the binding's tooltip, else its
+    description. Textual's own system bindings are left out."""
+    rows: dict[str, tuple[list[str], str]] = {}
+    for node in nodes:
+        for _key, binding in node._bindings:
+            if binding.system or not binding.description:
+                continue
+            keys, _text = rows.pop(binding.action, ([], ""))  # placed where it was declared last
+            shown = key_display(binding)
+            if shown not in keys:
+                keys.append(shown)
+            rows[binding.action] = (keys, binding.tooltip or binding.description)
+    return [(" / ".join(keys), text) for keys, text in rows.values()]
+
+
 class HelpScreen(ModalScreen[None]):
-    """The keys, by tab."""
+    """The keys, by tab (see :func:`binding_rows`)."""
 
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
 

@@ -1,24 +1,35 @@
 """The three tabs: presets, runs, checkpoint library.
 
-Panes only display what the app hands them (preset entries, run states,
-checkpoint infos) and report the selection with Textual's own DataTable
-messages; they never start processes or read run folders themselves.
+Each pane owns the keys that act on it (its ``BINDINGS``: the footer and the
+help screen are made from them) and reads the dashboard model the app hands
+it. What needs the app (a launch, a rescan) is asked for with a message of
+:mod:`tui_ft.tui.messages`; panes never start training processes themselves.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from rich.syntax import Syntax
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
 from tui_ft.core.library import CheckpointInfo, Library
 from tui_ft.core.paths import Paths
-from tui_ft.tui.plots import CurveChart, ErrorPlot, ParityPlot
+from tui_ft.core.presets import PresetError, dump_preset, preset_from_dict
+from tui_ft.tui.form import PresetForm
+from tui_ft.tui.launcher import interrupt
+from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested
+from tui_ft.tui.modals import ConfirmScreen, TextScreen
+from tui_ft.tui.model import Dashboard
+from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
 
@@ -70,9 +81,17 @@ def _restore_cursor(table: DataTable, key: str | None) -> None:
 class PresetsPane(Vertical):
     """Preset files with their TOML; broken files listed with their error."""
 
-    def __init__(self, **kwargs) -> None:
+    BINDINGS = [
+        Binding("l", "launch", "Launch", tooltip="launch the selected preset now"),
+        Binding("q", "enqueue", "Queue", tooltip="queue it: queued presets start one by one, when no run is training"),
+        Binding("n", "new_preset", "New preset", tooltip="new preset from the selected one (form)"),
+    ]
+
+    def __init__(self, model: Dashboard, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.model = model
         self.entries: dict[str, PresetEntry] = {}
+        self.select_after_scan: str | None = None  # a preset just saved by the form
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="presets-main"):
@@ -126,6 +145,9 @@ class PresetsPane(Vertical):
         t.border_title = f"presets/ ({len(entries)})"
         _restore_cursor(t, key)
         self.show(self.selected)
+        if self.select_after_scan:
+            self.select(self.select_after_scan)
+            self.select_after_scan = None
 
     def select(self, key: str) -> None:
         _restore_cursor(self.table, key)
@@ -175,6 +197,44 @@ class PresetsPane(Vertical):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self.show(self.entries.get(event.row_key.value) if event.row_key else None)
+
+    def checked_selection(self) -> PresetEntry | None:
+        """The selected entry if it can be launched; else say why."""
+        entry = self.selected
+        if entry is None:
+            self.notify("no preset selected", severity="warning")
+            return None
+        if not entry.ok:
+            self.app.push_screen(TextScreen(f"{entry.path.name} cannot be launched", "\n".join(entry.errors), error=True))
+            return None
+        return entry
+
+    def action_launch(self) -> None:
+        if (entry := self.checked_selection()) is not None:
+            self.post_message(LaunchRequested(entry))
+
+    def action_enqueue(self) -> None:
+        if (entry := self.checked_selection()) is not None:
+            self.post_message(LaunchRequested(entry, now=False))
+
+    def action_new_preset(self) -> None:
+        entry = self.checked_selection()
+        if entry is None:
+            return
+        if entry.preset is None:
+            self.notify("the form makes a preset from a preset; select one (this is a plan)", severity="warning")
+            return
+
+        def saved(path: Path | None) -> None:
+            if path is None:
+                return
+            self.notify(f"saved presets/{path.name}", timeout=4)
+            self.select_after_scan = path.name
+            self.post_message(RescanRequested())
+
+        lib = Library(self.model.paths)
+        form = PresetForm(entry.preset, self.model.paths.presets, refs=self.model.init_refs(), resolve_init=lib.resolve_ref)
+        self.app.push_screen(form, saved)
 
 
 # --------------------------------------------------------------------------- runs
@@ -232,8 +292,22 @@ FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows 
 class RunsPane(Vertical):
     """The runs table, the charts of the selected run and its log."""
 
-    def __init__(self, **kwargs) -> None:
+    BINDINGS = [
+        Binding("c", "cancel_run", "Cancel run", tooltip="cancel the selected run (it saves last.pt)"),
+        Binding("o,space", "toggle_overlay", "Overlay", tooltip="overlay the selected run on the chart"),
+        Binding("g", "toggle_log", "Log scale", tooltip="log scale (log10 MAE) on/off"),
+        Binding("v", "next_chart", "Chart", tooltip="next chart: learning curve, parity plot, error histogram"),
+        Binding("x", "clear_queue", "Clear queue", show=False, tooltip="clear the queue"),
+    ]
+    CHARTS = ("tab-curve", "tab-parity", "tab-errors")
+
+    selected_run: reactive[str | None] = reactive(None, init=False)
+    log_scale: reactive[bool] = reactive(False, init=False)
+
+    def __init__(self, model: Dashboard, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.model = model
+        self._cancel_enabled = False
         self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
         self._dirty: dict[str, RunState] = {}
         self._flush_timer = None
@@ -268,6 +342,7 @@ class RunsPane(Vertical):
         t.border_title = "runs"
         self.query_one(RunLog).border_title = "log"
         self.set_queue("")
+        self.watch_selected_run(None)
 
     @property
     def table(self) -> DataTable:
@@ -352,6 +427,20 @@ class RunsPane(Vertical):
     def select(self, run_id: str) -> None:
         _restore_cursor(self.table, run_id)
 
+    def show_run(self, run_id: str) -> None:
+        """Put the cursor on ``run_id`` and show its charts and log."""
+        self.select(run_id)
+        self.selected_run = run_id
+
+    def refresh_runs(self) -> None:
+        """Rebuild the table from the model; keep a selection when the selected run is gone."""
+        self.set_runs(list(self.model.runs.values()))
+        if self.selected_run is None or self.selected_run not in self.model.runs:
+            self.selected_run = self.selected_run_id
+
+    def show_queue(self) -> None:
+        self.set_queue(self.model.queue.describe())
+
     def set_queue(self, text: str) -> None:
         q = self.query_one("#queue-line", Static)
         q.update(Text.assemble(("queue: ", "bold"), text, ("   (x: clear)", "dim")) if text else "")
@@ -365,6 +454,103 @@ class RunsPane(Vertical):
 
     def append_log(self, lines: list[LogLine]) -> None:
         self.query_one(RunLog).add(lines)
+
+    # -- selection and charts
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.selected_run = event.row_key.value if event.row_key else None
+
+    def watch_selected_run(self, run_id: str | None) -> None:
+        st = self.model.get(run_id)
+        if st is not None:
+            self.model.load_stderr_tail(st)
+        self.show_log(run_id, st.log if st else [])
+        self.update_curve()
+        self.update_predictions()
+        self.refresh_cancel_key()
+
+    def watch_log_scale(self, value: bool) -> None:
+        self.query_one("#curve", CurvePlot).log_scale = value
+
+    def update_curve(self) -> None:
+        primary, overlays, bounds = self.model.curve(self.selected_run)
+        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds)
+
+    def update_predictions(self) -> None:
+        shown = self.model.predictions(self.selected_run)
+        self.query_one("#parity", ParityPlot).set_predictions(*shown)
+        self.query_one("#errors", ErrorPlot).set_predictions(*shown)
+
+    def refresh_cancel_key(self) -> None:
+        """Dim or light "c Cancel run" in the footer when that changes (a footer
+        refresh rebuilds its keys and relayouts the screen: not on every move)."""
+        st = self.model.get(self.selected_run)
+        can = st is not None and st.active
+        if can != self._cancel_enabled:
+            self._cancel_enabled = can
+            self.refresh_bindings()
+
+    # -- keys
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_run":
+            st = self.model.get(self.selected_run)
+            return True if st is not None and st.active else None
+        if action == "clear_queue":
+            return bool(len(self.model.queue))
+        return True
+
+    def action_toggle_overlay(self) -> None:
+        st = self.model.get(self.selected_run_id)
+        if st is None:
+            return
+        st.overlay = not st.overlay
+        self.update_run(st, now=True)
+        self.update_curve()
+
+    def action_toggle_log(self) -> None:
+        self.log_scale = not self.log_scale
+        self.notify("log scale: log10 MAE" if self.log_scale else "linear scale", timeout=2)
+
+    def action_next_chart(self) -> None:
+        tabs = self.query_one("#chart-tabs", TabbedContent)
+        order = self.CHARTS
+        tabs.active = order[(order.index(tabs.active) + 1) % len(order)] if tabs.active in order else order[0]
+
+    def action_clear_queue(self) -> None:
+        self.model.queue.items.clear()
+        self.show_queue()
+
+    def action_cancel_run(self) -> None:
+        st = self.model.get(self.selected_run)
+        if st is None or not st.active:
+            self.notify("select a running run to cancel it", severity="warning")
+            return
+        if not st.pid:
+            self.notify(f"{st.run_id} has no process id yet; try again in a moment", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_run(st.run_id)
+
+        question = f"Cancel {st.run_id}?\nIt stops after saving last.pt (resume later with `tui-ft resume`)."
+        self.app.push_screen(ConfirmScreen(question, yes="Cancel run", no="Keep running", danger=True), answered)
+
+    def cancel_run(self, run_id: str) -> None:
+        st = self.model.get(run_id)
+        if st is None:
+            return
+        try:
+            interrupt(st.pid)
+        except ProcessLookupError:
+            self.notify(f"{run_id}: its process is already gone", severity="warning")
+            return
+        except PermissionError as exc:
+            self.notify(f"{run_id}: cannot signal process {st.pid}: {exc}", severity="error")
+            return
+        st.cancel_requested = True
+        self.update_run(st, now=True)
+        self.notify(f"interrupting {run_id}...", timeout=3)
 
 
 # --------------------------------------------------------------------------- library
@@ -384,9 +570,17 @@ class _Snapshot(Library):
 class LibraryPane(Vertical):
     """All checkpoints; lineage and children of the selected one."""
 
-    def __init__(self, paths: Paths, **kwargs) -> None:
+    BINDINGS = [
+        Binding("enter", "continue_selected", "Continue from", key_display="enter", show=False, tooltip="continue from this checkpoint: pick a preset, launch it from here"),
+        Binding("n", "continue_selected", "Continue from", tooltip="continue from this checkpoint: pick a preset, launch it from here"),
+        Binding("p", "show_ckpt_preset", "Preset", tooltip="show the resolved preset stored in the checkpoint"),
+        Binding("d", "delete_ckpt", "Delete", tooltip="delete the run's checkpoints (asks first)"),
+    ]
+
+    def __init__(self, model: Dashboard, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.paths = paths
+        self.model = model
+        paths = self.paths = model.paths
         self.items: dict[str, CheckpointInfo] = {}
         self.library = _Snapshot(paths, [])
 
@@ -490,3 +684,56 @@ class LibraryPane(Vertical):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self.show(self.items.get(event.row_key.value) if event.row_key else None)
+
+    def _selected_ckpt(self) -> CheckpointInfo | None:
+        c = self.selected
+        if c is None:
+            self.notify("no checkpoint selected", severity="warning")
+        return c
+
+    @on(DataTable.RowSelected, "#ckpt-table")
+    def _ckpt_enter(self, event: DataTable.RowSelected) -> None:
+        self.action_continue_selected()
+
+    def action_continue_selected(self) -> None:
+        if (c := self._selected_ckpt()) is not None:
+            self.post_message(ContinueRequested(c.ref))
+
+    def action_show_ckpt_preset(self) -> None:
+        c = self._selected_ckpt()
+        if c is None:
+            return
+        d = c.meta.get("preset")
+        if not isinstance(d, dict):
+            self.app.push_screen(TextScreen(f"{c.ref}: preset", "this checkpoint stores no preset", error=True))
+            return
+        try:
+            body, lang = dump_preset(preset_from_dict(d, f"{c.ref} meta")), "toml"
+        except (PresetError, TypeError, ValueError):
+            body, lang = json.dumps(d, indent=2, sort_keys=True), "json"
+        self.app.push_screen(TextScreen(f"{c.ref}: the resolved preset it was trained with", body, language=lang))
+
+    def action_delete_ckpt(self) -> None:
+        c = self._selected_ckpt()
+        if c is None:
+            return
+        st = self.model.get(c.run_id)
+        if st is not None and st.active:
+            self.notify(f"{c.run_id} is still running; cancel it first", severity="warning")
+            return
+        kids = self.library.children(c.run_id)
+        extra = f"\n{len(kids)} checkpoint(s) were trained from it; they stay, but lose their parent." if kids else ""
+        question = f"Delete all checkpoints of run {c.run_id} (best.pt and last.pt)?\nIts logs stay in logs/.{extra}"
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                Library(self.paths).delete(c.run_id)
+            except (LookupError, OSError) as exc:
+                self.notify(f"delete failed: {exc}", severity="error")
+                return
+            self.notify(f"deleted the checkpoints of {c.run_id}", timeout=4)
+            self.post_message(RescanRequested())
+
+        self.app.push_screen(ConfirmScreen(question, yes="Delete", no="Keep", danger=True), answered)

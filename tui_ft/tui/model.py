@@ -1,0 +1,312 @@
+"""What the dashboard knows that is not about widgets (no Textual here).
+
+:class:`Dashboard` holds the runs (one :class:`RunState` per run folder), the
+plans started here, the launch queue, whether the device is busy, the preset
+entries and checkpoints of the last scan, and the cache of test predictions.
+:class:`RunWatch` is one step of following a live run: new events, new stderr
+lines and whether its process is gone. The app wires both to the panes and
+its workers; tests drive them without Pilot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Union
+
+from tui_ft.core.events import TERMINAL_TYPES, EventFollower, RunStarted
+from tui_ft.core.library import CheckpointInfo
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import Preset, PresetError, load_preset
+from tui_ft.core.runs import RunSummary, pid_alive
+from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history
+from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
+from tui_ft.tui.scanner import PENDING_LIVE_S, PresetEntry, ScanResult
+from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState
+
+Target = Union[Preset, Path]  # what a launch starts: a preset, or a plan file
+
+
+@dataclass
+class ScanChanges:
+    """What :meth:`Dashboard.apply_scan` changed."""
+
+    runs_changed: bool  # runs were added or dropped
+    to_follow: list[RunState]  # live runs found: follow them
+
+
+class Dashboard:
+    """Runs, plans, queue and scan results of one project folder."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.runs: dict[str, RunState] = {}
+        self.plans: list[LaunchedPlan] = []  # plan processes started here (their stages are in runs)
+        self.queue = LaunchQueue()
+        self.preset_entries: list[PresetEntry] = []
+        self.checkpoints: list[CheckpointInfo] = []
+        self.launching = 0  # launches asked for whose process is not known yet
+        self.presets_sig: tuple | None = None
+        self.library_sig: tuple | None = None
+        self._predictions: dict[str, Predictions | str] = {}
+
+    # ------------------------------------------------------------------ runs
+
+    def get(self, run_id: str | None) -> RunState | None:
+        return self.runs.get(run_id or "")
+
+    def run(self, run_id: str) -> RunState:
+        """The state of ``run_id``, made when it is new."""
+        st = self.runs.get(run_id)
+        if st is None:
+            st = self.runs[run_id] = RunState(RunSummary(run_id=run_id))
+        return st
+
+    def apply_scan(self, res: ScanResult) -> ScanChanges:
+        """Take in a scan: new run folders (finished ones read in full; one
+        nobody writes to any more without a final event ended badly), folders
+        gone, presets and checkpoints when they changed."""
+        changed = False
+        follow: list[RunState] = []
+        for found in res.new_runs:
+            if found.run_id in self.runs:
+                continue
+            st = RunState(RunSummary(run_id=found.run_id))
+            if found.live:
+                follow.append(st)
+            else:
+                st.apply(found.events)
+                st.summary.check_alive()
+                if st.active:
+                    st.ended(None, tail_lines(self.paths.run_log_dir(found.run_id) / STDERR_FILE, 5))
+            self.runs[found.run_id] = st
+            changed = True
+        for run_id in res.gone_runs:
+            st = self.runs.get(run_id)
+            if st is not None and not st.active:
+                del self.runs[run_id]
+                changed = True
+        if res.presets is not None:
+            self.presets_sig = res.presets_sig
+            self.preset_entries = res.presets
+        if res.library is not None:
+            self.library_sig = res.library_sig
+            self.checkpoints = res.library
+        return ScanChanges(changed, follow)
+
+    def add_launched(self, launched: LaunchedRun) -> RunState:
+        """A run we started: its state (the follower may have made it already)."""
+        self.launch_done()
+        st = self.runs.get(launched.run_id)
+        if st is None:
+            st = self.runs[launched.run_id] = RunState(RunSummary(run_id=launched.run_id, preset_name=launched.preset_name))
+        st.launched = launched
+        if st.summary.preset_name == "?":
+            st.summary.preset_name = launched.preset_name
+        return st
+
+    def add_plan(self, launched: LaunchedPlan) -> None:
+        self.launch_done()
+        self.plans.append(launched)
+
+    def launch_done(self) -> None:
+        """A launch asked for has started or failed."""
+        self.launching = max(0, self.launching - 1)
+
+    def load_stderr_tail(self, st: RunState) -> None:
+        """A run from an earlier session: take in the end of its stderr.log once."""
+        if st.launched or st.stderr_loaded:
+            return
+        st.stderr_loaded = True
+        if st.following:
+            return
+        old = st.add_stderr(tail_lines(self.paths.run_log_dir(st.run_id) / STDERR_FILE, 20))
+        if old:
+            st.log.insert(len(st.log) - len(old), LogLine("── end of stderr.log ──", "stderr"))
+
+    def training(self) -> list[str]:
+        """Our runs and plans whose process still runs (quitting leaves them running)."""
+        ours = [st.run_id for st in self.runs.values() if st.active and st.launched is not None and st.launched.poll() is None]
+        return ours + [f"plan {lp.name}" for lp in self.plans if lp.poll() is None]
+
+    def ended_plans(self) -> list[tuple[LaunchedPlan, int]]:
+        """Plans whose process ended since the last call, with the exit code."""
+        out = []
+        for lp in self.plans:
+            rc = lp.poll()
+            if rc is not None and not lp.reported:
+                lp.reported = True
+                out.append((lp, rc))
+        return out
+
+    # ------------------------------------------------------------------ queue
+
+    @property
+    def device_busy(self) -> bool:
+        """A launch on its way, a plan or a run of ours still running, or a
+        followed run still active: a queued preset waits."""
+        if self.launching:
+            return True
+        if any(lp.poll() is None for lp in self.plans):
+            return True
+        for st in self.runs.values():
+            if st.launched is not None and st.launched.poll() is None:
+                return True
+            if st.active and st.following:
+                return True
+        return False
+
+    def next_queued(self, skipped: Callable[[QueueItem, str], None]) -> Target | None:
+        """The next queued preset (loaded) or plan file to start, when the device
+        is free; a queued preset that no longer loads is passed to ``skipped``."""
+        while (item := self.queue.pop_if_idle(self.device_busy)) is not None:
+            if next((e.is_plan for e in self.preset_entries if e.path == item.path), False):
+                return item.path
+            try:
+                return load_preset(item.path)
+            except PresetError as exc:
+                skipped(item, str(exc))
+        return None
+
+    # ------------------------------------------------------------------ charts
+
+    def plan_chain(self, st: RunState) -> list[RunState]:
+        """The earlier stages of the plan ``st`` belongs to, followed by ``st``
+        (parent links between stages of the same plan), oldest first."""
+        chain = [st]
+        seen = {st.run_id}
+        cur = st
+        while cur.summary.plan and (cur.summary.stage or 1) > 1 and cur.summary.parent:
+            prev = self.runs.get(cur.summary.parent.split("@")[0])
+            if prev is None or prev.run_id in seen or prev.summary.plan != cur.summary.plan:
+                break
+            chain.append(prev)
+            seen.add(prev.run_id)
+            cur = prev
+        return chain[::-1]
+
+    def curve(self, run_id: str | None) -> tuple[RunSeries | None, list[RunSeries], list[float]]:
+        """The learning curve of ``run_id`` (its plan's earlier stages joined in
+        front), the overlaid runs, and the stage boundaries."""
+        st = self.get(run_id)
+        primary = None
+        bounds: list[float] = []
+        if st is not None:
+            stages = [series_from_history(s.run_id, s.summary.history) for s in self.plan_chain(st)]
+            primary, bounds = chain_stages(stages)
+        overlays = [
+            series_from_history(o.run_id, o.summary.history)
+            for o in sorted(self.runs.values(), key=lambda s: s.run_id)
+            if o.overlay and (st is None or o.run_id != st.run_id)
+        ]
+        return primary, overlays, bounds
+
+    def predictions_path(self, st: RunState) -> Path:
+        p = st.summary.predictions
+        if p and Path(p).is_absolute() and Path(p).is_file():
+            return Path(p)
+        return self.paths.run_log_dir(st.run_id) / (Path(p).name if p else "test_predictions.csv")
+
+    def predictions(self, run_id: str | None) -> tuple[str | None, Predictions | None, str]:
+        """A finished run's test predictions (read once) or why there are none,
+        as the parity and error plots take them: (run id, predictions, note)."""
+        st = self.get(run_id)
+        if st is None or st.status != "finished":
+            if st is not None and st.status in ("failed", "crashed", "interrupted"):
+                return None, None, f"no test predictions: the run {st.status}"
+            return None, None, "the parity plot and error histogram appear when the run finishes"
+        cached = self._predictions.get(st.run_id)
+        if cached is None:
+            try:
+                cached = read_predictions(self.predictions_path(st))
+            except PredictionsError as exc:
+                cached = str(exc)
+            self._predictions[st.run_id] = cached
+        return (st.run_id, None, cached) if isinstance(cached, str) else (st.run_id, cached, "")
+
+    # ------------------------------------------------------------------ presets and checkpoints
+
+    def init_refs(self) -> list[str]:
+        """Checkpoint references the preset form offers for ``model.init``."""
+        return sorted({c.ref for c in self.checkpoints} | {f"{c.preset_name}@best" for c in self.checkpoints if c.finished})
+
+    def continue_choices(self) -> list[tuple[Path, str]]:
+        """Presets to continue a checkpoint with, best candidates first: those
+        that start from a checkpoint, then full-mode ones."""
+        ok = [e for e in self.preset_entries if e.ok and e.preset is not None]
+
+        def rank(e: PresetEntry) -> tuple:
+            return (0 if e.preset.model.init else 1, 0 if e.preset.finetune.mode == "full" else 1, e.name)
+
+        out = []
+        for e in sorted(ok, key=rank):
+            p = e.preset
+            out.append((e.path, f"{e.name:<22} {p.finetune.mode:<4}  lr {p.optim.lr:.0e}  {p.train.epochs} ep  data {e.data_label}"))
+        return out
+
+
+@dataclass
+class Step:
+    """One look at a followed run: what is new, and its end when it ended."""
+
+    events: list
+    lines: list[str]
+    ended: bool = False
+    returncode: int | None = None
+    stderr_tail: list[str] | None = None
+
+
+class RunWatch:
+    """Follow one run's ``events.jsonl`` and ``stderr.log``.
+
+    It ends when its process (our child) is gone, when the run wrote a final
+    event (a run started elsewhere), when the pid the run recorded is dead (one
+    more look first: the last lines may still be on their way), or when a run
+    that never started shows no change for ``PENDING_LIVE_S``."""
+
+    def __init__(self, paths: Paths, run_id: str, launched: Callable[[], LaunchedRun | None], warn: Callable[[str], None]):
+        self.run_dir = paths.run_log_dir(run_id)
+        self.launched = launched
+        self.events = EventFollower(self.run_dir / "events.jsonl", warn=warn)
+        self.stderr = TextTail(self.run_dir / STDERR_FILE)
+        self.pid = 0
+        self.terminal = False
+        self.last_change = time.monotonic()
+        self._dead_seen = False
+
+    def _drain(self, step: Step) -> Step:
+        events = self.events.poll()
+        if events:
+            self.last_change = time.monotonic()
+            for ev in events:
+                if isinstance(ev, RunStarted):
+                    self.pid = ev.pid
+                if ev.type in TERMINAL_TYPES:
+                    self.terminal = True
+            step.events += events
+        step.lines += self.stderr.poll()
+        return step
+
+    def step(self) -> Step:
+        step = self._drain(Step([], []))
+        launched = self.launched()
+        if launched is not None:
+            rc = launched.poll()
+            if rc is not None:
+                self._drain(step)
+                return self._end(step, rc, tail_lines(launched.stderr_path, 8))
+        elif self.terminal:
+            return self._end(step, None, [])
+        elif self.pid and not pid_alive(self.pid):
+            if self._dead_seen:  # looked once more after the process was gone
+                return self._end(step, None, tail_lines(self.run_dir / STDERR_FILE, 8))
+            self._dead_seen = True
+        elif not self.pid and time.monotonic() - self.last_change > PENDING_LIVE_S:
+            return self._end(step, None, tail_lines(self.run_dir / STDERR_FILE, 8))
+        return step
+
+    @staticmethod
+    def _end(step: Step, returncode: int | None, tail: list[str]) -> Step:
+        step.ended, step.returncode, step.stderr_tail = True, returncode, tail
+        return step
