@@ -692,7 +692,14 @@ class GraphCache:
 
         def item(r: int):
             reason = self.dataset.bad_structures.get(r)
-            sd = None if reason is not None else self.dataset.structures.raw(r)
+            structures = self.dataset.structures
+            if reason is not None:
+                sd = None
+            elif hasattr(structures, "raw"):
+                sd = structures.raw(r)
+            else:  # a plain sequence of pymatgen Structures
+                sd = structures[r].as_dict() if structures[r] is not None else None
+                reason = None if sd is not None else "structure is not a pymatgen Structure dict"
             return (r, self.dataset.ids[r], sd, reason)
 
         n_missing = sum(len(m) for _, m in todo.values())
