@@ -204,6 +204,7 @@ def test_row_by_row_reader_matches_json(tmp_path, demo_obj, indent):
     whatever the whitespace and key order; broken JSON is one clear DataError."""
     obj = {"data": demo_obj["data"][:7], "columns": ["structure", "e_form"], "index": demo_obj["index"][:7],
            "extra": {"a": [1, 2]}}
+    obj = json.loads(json.dumps(obj))  # tuples (pbc) as JSON lists
     p = tmp_path / "d.json"
     p.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
     ds = load_matbench(p)
@@ -214,7 +215,7 @@ def test_row_by_row_reader_matches_json(tmp_path, demo_obj, indent):
     assert ds.structures.raw(5) == obj["data"][5][0]
     assert len(ds.structures[6]) == len(obj["data"][6][0]["sites"])
     text = p.read_text(encoding="utf-8")
-    for broken in (text[:-1], text + "x", text.replace("]]", "] ]", 1).replace("], [", "] [", 1)):
+    for broken in (text[:-1], text + "x", text.replace('"columns"', '"columns" "x"', 1)):
         (tmp_path / "b.json").write_text(broken, encoding="utf-8")
         with pytest.raises(DataError, match="not a readable Matbench JSON file"):
             load_matbench(tmp_path / "b.json")
