@@ -117,6 +117,8 @@ def test_graph_memory_does_not_grow_with_rows(tmp_path, no_env_cache, converter,
     each = sum(v.numel() * v.element_size() for r in big_rows for v in big[r].to_dict().values()
                if isinstance(v, torch.Tensor))
     assert packed_bytes == each
+    for r in (0, n // 2, n - 1):  # a field read without building the graph
+        assert big.field(r, "atomic_number").tolist() == big[r].atomic_number.tolist()
     peak_small = _batch_peak(small, small_rows)
     peak_big = _batch_peak(big, big_rows)
     # a pass over 6x the rows peaks like one over the few: memory follows the batch

@@ -213,6 +213,21 @@ class PackedGraphs(collections.abc.Mapping):
             d = {n: v.clone() if hasattr(v, "clone") else v for n, v in chunk[key].items()}
         return energy_only(CrystalGraph.from_dict(d))
 
+    def field(self, row: int, name: str):
+        """One tensor field of a row's graph (e.g. ``"atomic_number"``) without building the graph:
+        a read-only view into the packed data (do not modify it)."""
+        import torch
+
+        chunk, key = self._where[int(row)]
+        if not isinstance(chunk, _Chunk):
+            return chunk[key][name]
+        i = chunk.index[key]
+        t = chunk.packed[name]
+        shape = chunk.empty.get(key, {}).get(name)
+        if shape is not None:
+            return torch.empty(shape, dtype=t.dtype)
+        return t.narrow(0, chunk.offsets[name][i], chunk.sizes[name][i])
+
     def __contains__(self, row: object) -> bool:
         try:
             return int(row) in self._where  # type: ignore[arg-type]
