@@ -8,8 +8,9 @@ no cache entry is shared; its target is the dev target plus 0.01 eV/atom noise. 
 files go into a temporary folder (``--workdir``), never into the repository.
 
 For each N, each stage runs in a fresh ``python`` subprocess (so imports and
-memory start from nothing); its peak RSS is the subprocess's ``ru_maxrss`` and
-that of its worker processes (``RUSAGE_CHILDREN``), its time the stage's wall
+memory start from nothing); its peak RSS is the subprocess's ``VmHWM`` and, for
+its graph-conversion workers, ``ru_maxrss`` of ``RUSAGE_CHILDREN`` (an upper bound:
+Linux keeps the parent's RSS at fork time in a child's ``ru_maxrss``), its time the stage's wall
 time measured inside it (imports and model loading excluded). Stages:
 
 ``load``        ``load_matbench`` of the N-row file
@@ -111,6 +112,18 @@ def _rss_mb(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS: ``VmHWM`` (``ru_maxrss`` would include the parent's RSS at
+    fork time, which Linux keeps across ``exec``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return _rss_mb(resource.RUSAGE_SELF)
+
+
 def stage_main(stage: str, file: Path) -> dict:
     from common import fraction_for_n
     from tui_ft.core.data import GraphCache, load_matbench
@@ -155,6 +168,7 @@ def stage_main(stage: str, file: Path) -> dict:
         from tui_ft.core.events import EpochEnd, RunFailed
 
         n_rows = len(load_matbench(file).ids)
+        subset = SUBSET
         marks: dict = {}
         t0 = time.perf_counter()
 
@@ -172,17 +186,19 @@ def stage_main(stage: str, file: Path) -> dict:
             vf = max(SUBSET_VAL / train_part, 1e-6)
             ch = {"run.name": "scale_full", "train.epochs": 1, "train.device": "cpu", "train.seed": 0,
                   "data.val_fraction": vf, "data.test_limit": 8, "train.batch_size": 8}
-            ch["data.fraction"] = fraction_for_n(n_rows, SUBSET, val_fraction=vf)
+            rest = train_part - max(1, int(round(vf * train_part)))
+            subset = min(SUBSET, rest)  # small files (a quick check) have fewer rows
+            ch["data.fraction"] = fraction_for_n(n_rows, subset, val_fraction=vf)
             preset = dev_preset("full_finetune", ch, file)
         engine.run_training(preset, run_id=f"scale-{stage}-{os.getpid()}", paths=Paths.default(), emit=emit)
         if "failed" in marks:
             raise SystemExit(f"run failed: {marks['failed']}")
         out["setup_s"] = marks.get(0)
         out["s"] = marks[1] - marks[0] if 1 in marks and 0 in marks else None
-        out["n"] = SUBSET if stage == "full_epoch" else n_rows
+        out["n"] = subset if stage == "full_epoch" else n_rows
     else:
         raise SystemExit(f"unknown stage {stage}")
-    out["rss_mb"] = _rss_mb(resource.RUSAGE_SELF)
+    out["rss_mb"] = _hwm_mb()
     out["rss_workers_mb"] = _rss_mb(resource.RUSAGE_CHILDREN)
     return out
 
