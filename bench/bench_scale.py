@@ -43,6 +43,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -260,6 +261,7 @@ def main(argv=None) -> int:
     from tui_ft.core.parallel import usable_cores
 
     cores = usable_cores()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temp folder is removed
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tui-ft-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     print(machine_line())
