@@ -196,3 +196,26 @@ def test_graph_cache_packed_chunks_round_trip(tmp_path, demo_obj):
                 assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v.detach()), (r, k)
             else:
                 assert got[k] == v, (r, k)
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_row_by_row_reader_matches_json(tmp_path, demo_obj, indent):
+    """The reader that holds structure dicts compactly gives what ``json.load`` gives,
+    whatever the whitespace and key order; broken JSON is one clear DataError."""
+    obj = {"data": demo_obj["data"][:7], "columns": ["structure", "e_form"], "index": demo_obj["index"][:7],
+           "extra": {"a": [1, 2]}}
+    obj = json.loads(json.dumps(obj))  # tuples (pbc) as JSON lists
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps(obj, indent=indent), encoding="utf-8")
+    ds = load_matbench(p)
+    assert ds.ids == obj["index"] and ds.targets.tolist() == [r[1] for r in obj["data"]]
+    for r in range(7):
+        assert ds.structures.raw(r) == obj["data"][r][0]
+    ds.structures.release(range(7))  # dropped once their graphs are cached, read again if asked for
+    assert ds.structures.raw(5) == obj["data"][5][0]
+    assert len(ds.structures[6]) == len(obj["data"][6][0]["sites"])
+    text = p.read_text(encoding="utf-8")
+    for broken in (text[:-1], text + "x", text.replace('"columns"', '"columns" "x"', 1)):
+        (tmp_path / "b.json").write_text(broken, encoding="utf-8")
+        with pytest.raises(DataError, match="not a readable Matbench JSON file"):
+            load_matbench(tmp_path / "b.json")

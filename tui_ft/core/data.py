@@ -21,9 +21,14 @@ from __future__ import annotations
 import collections.abc
 import gzip
 import hashlib
+import inspect
 import json
 import math
 import operator
+import pickle
+import re
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,13 +54,93 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class _Compact:
+    """A JSON object from a data row, held pickled (a fifth of the memory of the dicts)."""
+
+    __slots__ = ("blob", "missing")
+
+    def __init__(self, value: dict[str, Any]):
+        self.blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        self.missing = tuple(k for k in ("lattice", "sites") if k not in value)  # checked without unpickling
+
+    def value(self) -> Any:
+        return pickle.loads(self.blob)  # our own bytes, made just above; never read from disk
+
+
+def _decode_split_json(text: str) -> dict[str, Any]:
+    """Parse a top-level JSON object with :mod:`json`, row by row inside ``"data"``.
+
+    Each element of ``data`` that is a list has its JSON objects (the structure
+    dicts) stored as :class:`_Compact`, so the whole file is never held as Python
+    dicts at once: 5,000 dev rows take ~15 MB instead of ~94 MB. Values are
+    decoded by ``json.JSONDecoder.raw_decode``; only the punctuation between
+    them is read here. Anything else than an object at the top is returned as is.
+    """
+    dec = json.JSONDecoder()
+    i = _WS.match(text, 0).end()
+    if text[i : i + 1] != "{":
+        obj, end = dec.raw_decode(text, i)
+        if text[_WS.match(text, end).end():]:
+            raise ValueError(f"extra data at char {end}")
+        return obj
+    out: dict[str, Any] = {}
+    i = _WS.match(text, i + 1).end()
+    if text[i : i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            key, i = dec.raw_decode(text, i)
+            if not isinstance(key, str):
+                raise ValueError(f"expected a key string at char {i}")
+            i = _WS.match(text, i).end()
+            if text[i : i + 1] != ":":
+                raise ValueError(f"expected ':' at char {i}")
+            i = _WS.match(text, i + 1).end()
+            if key == "data" and text[i : i + 1] == "[":
+                rows: list[Any] = []
+                i = _WS.match(text, i + 1).end()
+                if text[i : i + 1] == "]":
+                    i += 1
+                else:
+                    while True:
+                        rec, i = dec.raw_decode(text, i)
+                        if isinstance(rec, list):
+                            rec = [_Compact(v) if isinstance(v, dict) else v for v in rec]
+                        rows.append(rec)
+                        i = _WS.match(text, i).end()
+                        c = text[i : i + 1]
+                        i = _WS.match(text, i + 1).end()
+                        if c == "]":
+                            break
+                        if c != ",":
+                            raise ValueError(f"expected ',' or ']' in data at char {i}")
+                out[key] = rows
+            else:
+                out[key], i = dec.raw_decode(text, i)
+            i = _WS.match(text, i).end()
+            c = text[i : i + 1]
+            i = _WS.match(text, i + 1).end()
+            if c == "}":
+                break
+            if c != ",":
+                raise ValueError(f"expected ',' or '}}' at char {i}")
+    if i < len(text):
+        raise ValueError(f"extra data at char {i}")
+    return out
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
         with _open_text(path) as fh:
-            obj = json.load(fh)
+            text = fh.read()
+        obj = _decode_split_json(text)
+        del text
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, RecursionError) as exc:
         raise DataError(f"{path}: not a readable Matbench JSON file ({exc})") from None
     if not isinstance(obj, dict) or not {"index", "columns", "data"} <= obj.keys():
         raise DataError(f"{path}: expected pandas 'split' JSON with keys index, columns, data")
@@ -102,34 +187,65 @@ class LazyStructures(collections.abc.Sequence):
     """A file's structures, parsed into pymatgen ``Structure`` objects on first access.
 
     Parsing every structure is most of the time it takes to read a file (BENCHMARKS.md,
-    section 3), and a run whose crystal graphs are cached needs none of them. A dict that does not parse
-    reads as ``None``; its reason goes into ``bad`` (the dataset's ``bad_rows``) then.
+    section 3), and a run whose crystal graphs are cached needs none of them. The entries are held
+    compactly (:class:`_Compact`) until :meth:`release` drops them (their graphs
+    are cached); a released entry is read from the file again if it is asked for.
+    A dict that does not parse reads as ``None``; its reason goes into ``bad``
+    (the dataset's ``bad_structures``) then.
     """
 
-    def __init__(self, dicts: list[Any], bad: dict[int, str]):
+    def __init__(self, dicts: list[Any], bad: dict[int, str], path: Path | None = None, column: int = 0):
         self._dicts = dicts
         self._bad = bad
+        self._path = path
+        self._column = column
         self._parsed: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self._dicts)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def _index(self, i) -> int:
         i = operator.index(i)
         if i < 0:
             i += len(self._dicts)
         if not 0 <= i < len(self._dicts):
             raise IndexError(i)
+        return i
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = self._index(i)
         if i not in self._parsed:
             self._parsed[i] = self._parse(i)
         return self._parsed[i]
 
+    def raw(self, i: int) -> Any:
+        """Entry ``i`` as read from the file (a structure dict if the file is right)."""
+        i = self._index(i)
+        sd = self._dicts[i]
+        if sd is _RELEASED:
+            obj = _load_json(self._path)  # type: ignore[arg-type]
+            for j, d in enumerate(self._dicts):
+                if d is _RELEASED:
+                    self._dicts[j] = obj["data"][j][self._column]
+            sd = self._dicts[i]
+        return sd.value() if isinstance(sd, _Compact) else sd
+
+    def release(self, rows) -> None:
+        """Drop the entries of ``rows`` (their graphs are cached); they are reread if asked for."""
+        if self._path is None:
+            return
+        for r in rows:
+            r = int(r)
+            if self._dicts[r] is not None and not isinstance(self._dicts[r], dict):
+                self._dicts[r] = _RELEASED
+            self._parsed.pop(r, None)
+
     def _parse(self, i: int) -> Any:
         from pymatgen.core import Structure
 
-        sd = self._dicts[i]
+        sd = self.raw(i)
         if not isinstance(sd, dict):
             return None  # recorded when the file was read
         try:
@@ -139,9 +255,16 @@ class LazyStructures(collections.abc.Sequence):
             return None
 
 
+_RELEASED = object()
+
+
 @dataclass
 class Dataset:
-    """Rows of a Matbench file: ids, structures (pymatgen, parsed on first access), targets."""
+    """Rows of a Matbench file: ids, structures (pymatgen, parsed on first access), targets.
+
+    ``bad_structures`` depend on the structure alone (the graph cache records
+    them); ``bad_targets`` on the target column of this run (never cached).
+    """
 
     path: Path
     target: str
@@ -149,19 +272,29 @@ class Dataset:
     structures: Sequence[Any]
     targets: np.ndarray
     sha256: str
-    bad_rows: dict[int, str] = field(default_factory=dict)  # row -> reason (unparsable structure or target)
+    bad_structures: dict[int, str] = field(default_factory=dict)  # row -> reason (unusable structure entry)
+    bad_targets: dict[int, str] = field(default_factory=dict)  # row -> reason (target missing or not finite)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def bad_rows(self) -> dict[int, str]:
+        """Every unusable row of this run -> reason (a structure reason wins over a target one)."""
+        out = dict(self.bad_targets)
+        out.update(self.bad_structures)
+        return dict(sorted(out.items()))
+
 
 def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
-    """Read a Matbench-layout file. Rows whose structure or target cannot be parsed are
-    recorded in ``bad_rows`` by row (reported by id later), not silently dropped.
+    """Read a Matbench-layout file. Rows whose structure or target cannot be used are
+    recorded by row (reported by id later), not silently dropped: structure problems
+    in ``bad_structures``, target problems (for this ``target`` column) in ``bad_targets``.
 
     Structures are parsed when first used (:class:`LazyStructures`); a structure entry
     that is not a dict with ``lattice`` and ``sites`` is recorded here, one that has
-    them but does not parse when it is first used (before its graph is built)."""
+    them but does not parse when it is first used (before its graph is built). Only
+    ids, targets and the (compacted) structure entries are kept."""
     path = Path(path)
     obj = _load_json(path)
     cols = [str(c) for c in obj["columns"]]
@@ -174,30 +307,44 @@ def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
         raise DataError(f"{path}: no 'structure' column (columns: {', '.join(cols)})")
     si, ti = cols.index(s_col), cols.index(target)
     ids = [str(i) for i in obj["index"]]
+    data = obj.pop("data")
+    del obj
     dicts: list[Any] = []
     targets = np.full(len(ids), np.nan, dtype=np.float64)
     bad: dict[int, str] = {}
-    for row, rec in enumerate(obj["data"]):
+    bad_t: dict[int, str] = {}
+    for row, rec in enumerate(data):
         try:
             sd = rec[si]
         except (IndexError, KeyError, TypeError) as exc:
             sd = None
             bad[row] = f"unreadable structure ({type(exc).__name__}: {exc})"
-        dicts.append(sd)
         if row not in bad:
-            if not isinstance(sd, dict):
-                bad[row] = "structure is not a pymatgen Structure dict"
-            elif not {"lattice", "sites"} <= sd.keys():
+            if isinstance(sd, _Compact):
+                missing = list(sd.missing)
+            elif isinstance(sd, dict):
                 missing = sorted({"lattice", "sites"} - sd.keys())
+            else:
+                missing = None
+            if missing is None:
+                bad[row] = "structure is not a pymatgen Structure dict"
+                sd = None
+            elif missing:
                 bad[row] = f"unreadable structure (no {' or '.join(map(repr, missing))} in the structure dict)"
+                sd = None
+        dicts.append(sd)
         try:
             val = rec[ti]
+            if isinstance(val, _Compact):
+                val = val.value()
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
                 raise ValueError(f"target {val!r} is not a finite number")
             targets[row] = float(val)
         except (ValueError, IndexError, TypeError) as exc:
-            bad.setdefault(row, f"bad target ({exc})")
-    return Dataset(path, target, ids, LazyStructures(dicts, bad), targets, file_sha256(path), bad)
+            bad_t[row] = f"bad target ({exc})"
+        data[row] = None
+    structures = LazyStructures(dicts, bad, path, si)
+    return Dataset(path, target, ids, structures, targets, file_sha256(path), bad, bad_t)
 
 
 # ---------------------------------------------------------------- folds and splits
@@ -301,8 +448,12 @@ def pack_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
+    rows = sorted(chunk["graphs"], key=int)  # row order, whatever order the rows were built in
+    chunk = {
+        "graphs": {r: chunk["graphs"][r] for r in rows},
+        "failed": chunk["failed"],
+    }
     graphs = chunk["graphs"]
-    rows = list(graphs)
     if not rows:
         return chunk
     fields = [k for k, v in graphs[rows[0]].items() if isinstance(v, torch.Tensor)]
@@ -337,10 +488,21 @@ def pack_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
             for k in fields
         },
         "empty": empty,
-        "plain": {r: {k: v for k, v in graphs[r].items() if k not in fields} for r in rows},
+        "plain": {r: {sys.intern(k): _canonical(v) for k, v in graphs[r].items() if k not in fields} for r in rows},
         "graphs": {},  # an older tui-ft reading this file sees no graphs and rebuilds them
         "failed": chunk["failed"],
     }
+
+
+def _canonical(v: Any) -> Any:
+    """``v`` as an object shared the same way whichever process built it: pickle writes a
+    shared object once, so without this the chunk's bytes would depend on which graphs
+    came from one worker's reply (strings interned, floats fresh)."""
+    if isinstance(v, str):
+        return sys.intern(v)
+    if isinstance(v, float):
+        return float.fromhex(v.hex())
+    return v
 
 
 def unpack_chunk(obj: dict[str, Any]) -> dict[str, Any]:
@@ -365,13 +527,50 @@ def unpack_chunk(obj: dict[str, Any]) -> dict[str, Any]:
     return {"graphs": graphs, "failed": dict(obj["failed"]), "views": True}
 
 
+def _with_rate(progress: Callable[..., None] | None) -> Callable[[int, int, float], None] | None:
+    """``progress`` called as ``(done, total, rate)`` if it takes three arguments, else ``(done, total)``."""
+    if progress is None:
+        return None
+    try:
+        inspect.signature(progress).bind(0, 0, 0.0)
+        return progress
+    except TypeError:
+        return lambda done, total, rate: progress(done, total)
+    except ValueError:  # no signature (a builtin): the documented two arguments
+        return lambda done, total, rate: progress(done, total)
+
+
+LEGACY_TARGET_REASON = "bad target ("  # older caches recorded target problems as failures; ignored
+
+
+def _packed_ok(obj: dict[str, Any]) -> bool:
+    """A packed chunk whose sizes agree with its rows and tensors (else it is rebuilt)."""
+    try:
+        n = len(obj["rows"])
+        for k, t in obj["packed"].items():
+            sz = obj["sizes"][k]
+            if len(sz) != n or int(sz.sum()) != int(t.shape[0]):
+                return False
+        return all(str(r) in obj["plain"] for r in obj["rows"])
+    except Exception:  # noqa: BLE001 - any malformed chunk is rebuilt
+        return False
+
+
 class GraphCache:
     """On-disk cache of CHGNet crystal graphs for one data file and converter.
 
     Layout: ``<cache>/graphs/<sha256[:16]>-<converter key>/chunk-<k>.pt``; each
     chunk holds the graphs of up to 256 rows (packed, see :func:`pack_chunk`;
     tensors and plain values, so it loads with ``weights_only=True``) and
-    row -> failure message.
+    row -> failure message. Only what depends on the structure is stored: a row
+    whose target is unusable still gets its graph cached (another target column
+    of the same file may use it) and is left out per run by :meth:`get`.
+
+    Missing graphs are built in worker processes (:mod:`tui_ft.core.graphstore`,
+    ``TUI_FT_GRAPH_WORKERS``); each chunk is assembled in row order, so its bytes
+    do not depend on the number of workers. Chunks are read memory-mapped and
+    :meth:`get` returns a :class:`~tui_ft.core.graphstore.PackedGraphs`, which
+    builds each ``CrystalGraph`` when it is read.
     """
 
     def __init__(self, dataset: Dataset, converter, paths: Paths | None = None):
@@ -381,73 +580,211 @@ class GraphCache:
         self.dir = paths.cache / "graphs" / f"{dataset.sha256[:16]}-{converter_key(converter)}"
         self.hits = 0
         self.built = 0
+        self.workers_used = 1
 
     def _chunk_path(self, k: int) -> Path:
         return self.dir / f"chunk-{k:05d}.pt"
 
-    def _load_chunk(self, k: int) -> dict[str, Any]:
+    def _load_chunk(self, k: int) -> dict[str, Any] | None:
+        """The chunk as stored (packed tensors memory-mapped from the file), or ``None``."""
         import torch
 
         p = self._chunk_path(k)
-        if p.is_file():
+        if not p.is_file():
+            return None
+        for mmap in (True, False):
             try:
-                obj = torch.load(p, map_location="cpu", weights_only=True)
-                if isinstance(obj, dict) and "graphs" in obj and "failed" in obj:
-                    return unpack_chunk(obj)
+                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
             except Exception:  # noqa: BLE001 - a corrupt cache chunk is rebuilt
-                pass
-        return {"graphs": {}, "failed": {}}
+                continue
+            if isinstance(obj, dict) and "graphs" in obj and "failed" in obj:
+                if obj.get("format") == PACKED and not _packed_ok(obj):
+                    return None
+                return obj
+        return None
 
     def get(
-        self, rows: Sequence[int], *, progress: Callable[[int, int], None] | None = None
-    ) -> tuple[dict[int, Any], dict[int, str]]:
-        """Graphs for ``rows`` (building and caching missing ones) and failures ``{row: reason}``."""
-        import torch
-        from chgnet.graph.crystalgraph import CrystalGraph
+        self, rows: Sequence[int], *, progress: Callable[..., None] | None = None, workers: int | None = None
+    ) -> tuple[collections.abc.Mapping, dict[int, str]]:
+        """Graphs for the usable ``rows`` (building and caching missing ones) and ``{row: reason}``
+        for the others: structures that failed (cached) and, for this run's target column,
+        rows whose target is unusable (decided here, never cached).
 
+        The graphs come as a ``Mapping[int, CrystalGraph]`` that builds each graph when it
+        is read. ``progress(done, total)`` or ``progress(done, total, rate)`` (rows per
+        second since the call began) is called as rows are found or built, in order,
+        last with ``done == total``. ``workers`` overrides ``TUI_FT_GRAPH_WORKERS``.
+        """
+        from tui_ft.core.graphstore import PackedGraphs, _Chunk, graph_workers
+
+        if workers is None:
+            try:
+                workers = graph_workers()
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+        report = _with_rate(progress)
+        t0 = time.perf_counter()
+        wanted = sorted(set(int(r) for r in rows))
         by_chunk: dict[int, list[int]] = {}
-        for r in sorted(set(int(r) for r in rows)):
+        for r in wanted:
             by_chunk.setdefault(r // CHUNK, []).append(r)
-        graphs: dict[int, Any] = {}
-        failed: dict[int, str] = {}
+        total = len(wanted)
         done = 0
-        total = sum(len(v) for v in by_chunk.values())
+        last = -1
+
+        def tick(n: int) -> None:
+            nonlocal done, last
+            done += n
+            if report is not None and total and done != last and (done == total or n):
+                last = done
+                report(done, total, done / max(time.perf_counter() - t0, 1e-9))
+
+        store = PackedGraphs()
+        failed: dict[int, str] = {}
+        todo: dict[int, tuple[dict[str, Any] | None, list[int]]] = {}
         for k, chunk_rows in by_chunk.items():
-            chunk = self._load_chunk(k)
-            changed = False
+            obj = self._load_chunk(k)
+            if obj is None:
+                todo[k] = (None, chunk_rows)
+                continue
+            c_failed = {key: why for key, why in obj["failed"].items() if not str(why).startswith(LEGACY_TARGET_REASON)}
+            if obj.get("format") == PACKED:
+                c_store: Any = _Chunk(obj)
+                have = c_store.index
+            else:
+                c_store = obj["graphs"]
+                have = c_store
+            found, missing = [], []
             for r in chunk_rows:
                 key = str(r)
-                if key in chunk["graphs"]:
-                    d = chunk["graphs"][key]
-                    if chunk.get("views"):  # own copies, so the chunk's big tensors are not all kept alive
-                        d = {n: v.clone() if isinstance(v, torch.Tensor) else v for n, v in d.items()}
-                    graphs[r] = energy_only(CrystalGraph.from_dict(d))
-                    self.hits += 1
-                elif key in chunk["failed"]:
-                    failed[r] = chunk["failed"][key]
-                    self.hits += 1
+                if key in have:
+                    found.append(r)
+                elif key in c_failed:
+                    failed[r] = c_failed[key]
+                    found.append(r)
                 else:
-                    struct = self.dataset.structures[r]  # parsed now; a failure lands in bad_rows
-                    reason = self.dataset.bad_rows.get(r)
-                    g = None
-                    if reason is None:
-                        try:
-                            g = self.converter(struct, graph_id=str(r), mp_id=self.dataset.ids[r])
-                        except Exception as exc:  # noqa: BLE001 - reported by id
-                            reason = f"graph conversion failed ({type(exc).__name__}: {exc})"
-                    if g is None:
-                        chunk["failed"][key] = reason
-                        failed[r] = reason
-                    else:
-                        chunk["graphs"][key] = g.to_dict()
-                        graphs[r] = energy_only(g)
-                    self.built += 1
-                    changed = True
-                done += 1
-                if progress is not None and (done % 50 == 0 or done == total):
-                    progress(done, total)
-            if changed:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                chunk.pop("views", None)
-                atomic_write(self._chunk_path(k), lambda fh, c=pack_chunk(chunk): torch.save(c, fh))
-        return graphs, failed
+                    missing.append(r)
+            store.add_chunk(c_store, [r for r in found if r not in failed])
+            self.hits += len(found)
+            if missing:
+                todo[k] = (obj, missing)
+            tick(len(found))
+
+        if todo:
+            self._build(todo, store, failed, workers, tick)
+        for r in wanted:  # this run's target column: decided per run, never stored
+            why = self.dataset.bad_targets.get(r)
+            if why is not None and r not in failed:
+                failed[r] = why
+        store.discard(failed)
+        release = getattr(self.dataset.structures, "release", None)
+        if release is not None:
+            release(wanted)
+        tick(0)
+        return store, dict(sorted(failed.items()))
+
+    def _build(self, todo, store, failed, workers: int, tick) -> None:
+        import torch
+
+        from tui_ft.core.graphstore import (
+            MIN_ROWS_PER_WORKER, TASK_ROWS, _Chunk, can_spawn, convert_items, converter_settings, make_pool,
+        )
+
+        def item(r: int):
+            reason = self.dataset.bad_structures.get(r)
+            structures = self.dataset.structures
+            if reason is not None:
+                sd = None
+            elif hasattr(structures, "raw"):
+                sd = structures.raw(r)
+            else:  # a plain sequence of pymatgen Structures
+                sd = structures[r].as_dict() if structures[r] is not None else None
+                reason = None if sd is not None else "structure is not a pymatgen Structure dict"
+            return (r, self.dataset.ids[r], sd, reason)
+
+        n_missing = sum(len(m) for _, m in todo.values())
+        settings = converter_settings(self.converter)
+        n_workers = min(workers, n_missing // MIN_ROWS_PER_WORKER) if settings is not None and can_spawn() else 1
+        self.workers_used = max(1, n_workers)
+        results: dict[int, list] = {k: [] for k in todo}
+        pending = {k: 0 for k in todo}
+
+        def finish(k: int) -> None:
+            obj, _ = todo[k]
+            graphs: dict[str, Any] = {}
+            c_failed: dict[str, str] = {}
+            if obj is not None:
+                old = unpack_chunk(obj)
+                c_failed = {key: why for key, why in old["failed"].items()
+                            if not str(why).startswith(LEGACY_TARGET_REASON)}
+                graphs = dict(old["graphs"])
+            for r, arrays, reason in sorted(results.pop(k), key=lambda x: x[0]):
+                if arrays is None:
+                    c_failed[str(r)] = reason
+                    failed[r] = reason
+                    if reason.startswith("unreadable structure"):
+                        self.dataset.bad_structures.setdefault(r, reason)
+                else:
+                    graphs[str(r)] = {n: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                      for n, v in arrays.items()}
+            self.dir.mkdir(parents=True, exist_ok=True)
+            packed = pack_chunk({"graphs": graphs, "failed": c_failed})
+            atomic_write(self._chunk_path(k), lambda fh, c=packed: torch.save(c, fh))
+            del graphs, packed
+            reread = self._load_chunk(k)  # memory-mapped: the store holds file-backed tensors
+            rows_ok = [r for r in todo[k][1] if r not in failed]
+            if reread is not None and reread.get("format") == PACKED:
+                store.add_chunk(_Chunk(reread), rows_ok)
+            elif reread is not None:
+                store.add_chunk(reread["graphs"], rows_ok)
+
+        tasks: list[tuple[int, list]] = []
+        for k, (_, missing) in todo.items():
+            for i in range(0, len(missing), TASK_ROWS):
+                tasks.append((k, missing[i : i + TASK_ROWS]))
+                pending[k] += 1
+
+        if n_workers <= 1:
+            for k, part in tasks:
+                results[k].extend(convert_items(self.converter, [item(r) for r in part]))
+                self.built += len(part)
+                pending[k] -= 1
+                if pending[k] == 0:
+                    finish(k)
+                tick(len(part))
+            return
+
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        with make_pool(n_workers, settings) as pool:
+            queue = iter(tasks)
+            inflight: dict[Any, tuple[int, int]] = {}
+
+            def submit() -> bool:
+                try:
+                    k, part = next(queue)
+                except StopIteration:
+                    return False
+                inflight[pool.submit(_convert_in_worker, [item(r) for r in part])] = (k, len(part))
+                return True
+
+            for _ in range(4 * n_workers):
+                if not submit():
+                    break
+            while inflight:
+                ready, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in sorted(ready, key=lambda f: inflight[f]):
+                    k, n = inflight.pop(fut)
+                    results[k].extend(fut.result())
+                    self.built += n
+                    pending[k] -= 1
+                    if pending[k] == 0:
+                        finish(k)
+                    tick(n)
+                    submit()
+
+
+def _convert_in_worker(items):
+    from tui_ft.core.graphstore import _worker_convert
+
+    return _worker_convert(items)

@@ -148,7 +148,12 @@ class RowBuilder:
         for row, w in enumerate(self.where):
             if w and row in self.bad and not self.bad[row].startswith(w):
                 self.bad[row] = f"{w}: {self.bad[row]}"
-        return Dataset(path, target, self.ids, LazyStructures(self.dicts, self.bad), targets, sha256, self.bad)
+        # a row whose structure was read has a problem with its target (or its id) only: that is
+        # decided per run and must not reach the graph cache, which records structure failures only
+        bad_structures = {r: why for r, why in self.bad.items() if self.dicts[r] is None or "duplicate id" in why}
+        bad_targets = {r: why for r, why in self.bad.items() if r not in bad_structures}
+        return Dataset(path, target, self.ids, LazyStructures(self.dicts, bad_structures), targets, sha256,
+                       bad_structures=bad_structures, bad_targets=bad_targets)
 
 
 def problems(ds: Dataset) -> list[tuple[str, str]]:

@@ -99,11 +99,13 @@ def concat_datasets(train: Dataset, test: Dataset) -> Dataset:
         raise DataError(f"{test.path}: ids also in the training data {train.path}: {shown}")
     if train.target != test.target:
         raise DataError(f"{test.path}: target {test.target!r} differs from the training data's {train.target!r}")
-    bad = dict(train.bad_rows)
-    bad.update({len(train) + r: why for r, why in test.bad_rows.items()})
+    bad = dict(train.bad_structures)
+    bad.update({len(train) + r: why for r, why in test.bad_structures.items()})
+    bad_targets = dict(train.bad_targets)
+    bad_targets.update({len(train) + r: why for r, why in test.bad_targets.items()})
     sha = hashlib.sha256(f"{train.sha256}+{test.sha256}".encode()).hexdigest()
     ds = Dataset(train.path, train.target, list(train.ids) + list(test.ids), None,  # type: ignore[arg-type]
-                 np.concatenate([train.targets, test.targets]), sha, bad)
+                 np.concatenate([train.targets, test.targets]), sha, bad_structures=bad, bad_targets=bad_targets)
     ds.structures = _Concat(train, test, bad)
     return ds
 

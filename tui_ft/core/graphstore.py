@@ -1,0 +1,251 @@
+"""Crystal graphs at scale: parallel conversion and a packed, build-on-access graph store.
+
+Conversion
+    :func:`convert_items` turns ``(row, id, structure dict | None, reason)`` items into
+    ``(row, {field: numpy array | plain value} | None, reason)``. It runs in the
+    calling process or, for many rows, in worker processes started with the
+    ``spawn`` context (torch and ``fork`` do not mix): each worker gets structure
+    dicts and the converter's settings (:func:`converter_settings`), rebuilds a
+    ``CrystalGraphConverter`` once and sends graphs back as NumPy arrays (plain
+    pickles, no shared-memory tensors). The parent assembles each cache chunk in
+    row order, so the cache's bytes do not depend on the number of workers.
+    ``TUI_FT_GRAPH_WORKERS`` sets the number of workers (default: usable cores,
+    :func:`tui_ft.core.parallel.usable_cores`).
+
+Store
+    :class:`PackedGraphs` is a ``Mapping[int, CrystalGraph]`` over the cache's packed
+    chunk tensors (memory-mapped from the cache files): a ``CrystalGraph`` is
+    built when a row is read and dropped with the batch that used it, so a run's
+    memory grows with the batch, not with the number of rows, beyond the packed
+    data (which is file-backed).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import os
+from typing import Any, Iterator, Sequence
+
+ENV_GRAPH_WORKERS = "TUI_FT_GRAPH_WORKERS"
+MIN_ROWS_PER_WORKER = 32  # below this many rows to convert per worker, workers cost more than they save
+TASK_ROWS = 32  # rows per task sent to a worker
+
+
+def graph_workers() -> int:
+    """Worker processes for graph conversion: ``TUI_FT_GRAPH_WORKERS`` or the usable cores."""
+    from tui_ft.core.parallel import usable_cores
+
+    env = os.environ.get(ENV_GRAPH_WORKERS, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{ENV_GRAPH_WORKERS}={env!r}: expected a whole number >= 1")
+        return int(env)
+    return usable_cores()
+
+
+def converter_settings(converter) -> dict[str, Any] | None:
+    """What rebuilds ``converter`` in another process, or ``None`` if it is not chgnet's converter."""
+    try:
+        from chgnet.graph import CrystalGraphConverter
+    except ImportError:  # pragma: no cover
+        return None
+    if type(converter) is not CrystalGraphConverter:
+        return None
+    return {
+        "atom_graph_cutoff": converter.atom_graph_cutoff,
+        "bond_graph_cutoff": converter.bond_graph_cutoff,
+        "algorithm": getattr(converter, "algorithm", "fast"),
+        "on_isolated_atoms": getattr(converter, "on_isolated_atoms", "error"),
+    }
+
+
+def build_converter(settings: dict[str, Any]):
+    from chgnet.graph import CrystalGraphConverter
+
+    return CrystalGraphConverter(**settings)
+
+
+def graph_arrays(graph) -> dict[str, Any]:
+    """A CrystalGraph's fields with tensors as NumPy arrays (detached; plain values kept)."""
+    import torch
+
+    return {k: v.detach().numpy() if isinstance(v, torch.Tensor) else v for k, v in graph.to_dict().items()}
+
+
+def convert_items(converter, items: Sequence[tuple[int, str, Any, str | None]]) -> list[tuple[int, Any, str | None]]:
+    """Convert ``(row, id, structure dict, reason)`` items: ``(row, graph arrays or None, reason)``.
+
+    ``reason`` given in an item (a structure entry already known to be unusable)
+    is passed through. A structure that does not parse or convert gets its reason.
+    """
+    from pymatgen.core import Structure
+
+    out: list[tuple[int, Any, str | None]] = []
+    for row, ident, sd, reason in items:
+        if reason is not None:
+            out.append((row, None, reason))
+            continue
+        try:
+            struct = Structure.from_dict(sd)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is reported by id
+            out.append((row, None, f"unreadable structure ({type(exc).__name__}: {exc})"))
+            continue
+        try:
+            g = converter(struct, graph_id=str(row), mp_id=ident)
+        except Exception as exc:  # noqa: BLE001 - reported by id
+            out.append((row, None, f"graph conversion failed ({type(exc).__name__}: {exc})"))
+            continue
+        out.append((row, graph_arrays(g), None))
+    return out
+
+
+_WORKER_CONVERTER = None
+
+
+def _worker_init(settings: dict[str, Any]) -> None:
+    global _WORKER_CONVERTER
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_CONVERTER = build_converter(settings)
+
+
+def _worker_convert(items):
+    return convert_items(_WORKER_CONVERTER, items)
+
+
+def can_spawn() -> bool:
+    """Whether ``spawn`` workers can start: they re-import the main script, so it must be a
+    file (``python -m ...``, pytest and scripts are; ``python - < file`` is not).
+    Like any ``multiprocessing`` user, a script calling this must guard its entry point
+    with ``if __name__ == "__main__":``."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if getattr(main, "__spec__", None) is not None:
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+def make_pool(workers: int, settings: dict[str, Any]):
+    """A process pool of ``workers`` converters (``spawn`` context)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init, initargs=(settings,),
+    )
+
+
+# ---------------------------------------------------------------- packed store
+
+
+class _Chunk:
+    """One packed cache chunk: per field a tensor of all its graphs and the graphs' offsets."""
+
+    __slots__ = ("packed", "offsets", "sizes", "empty", "plain", "index")
+
+    def __init__(self, obj: dict[str, Any]):
+        self.packed = obj["packed"]
+        self.sizes = {k: v.tolist() for k, v in obj["sizes"].items()}
+        self.offsets = {}
+        for k, sz in self.sizes.items():
+            off, acc = [], 0
+            for s in sz:
+                off.append(acc)
+                acc += s
+            self.offsets[k] = off
+        self.empty = obj.get("empty", {})
+        self.plain = obj["plain"]
+        self.index = {str(r): i for i, r in enumerate(obj["rows"])}
+
+    def graph_dict(self, key: str) -> dict[str, Any]:
+        import torch
+
+        i = self.index[key]
+        d = dict(self.plain[key])
+        empty = self.empty.get(key, {})
+        for k, t in self.packed.items():
+            if k in empty:
+                d[k] = torch.empty(empty[k], dtype=t.dtype)
+            else:
+                d[k] = t.narrow(0, self.offsets[k][i], self.sizes[k][i]).clone()
+        return d
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.packed.values())
+
+
+class PackedGraphs(collections.abc.Mapping):
+    """``{row: CrystalGraph}`` over packed cache chunks; each graph is built when read.
+
+    The graphs' tensors are copies of slices of the chunk tensors (so nothing a
+    model does to a graph reaches the store), made per access; keep the graphs
+    of a batch, not of the dataset. ``graph_dicts`` of chunks in the old
+    one-dict-per-graph layout are held as they are.
+    """
+
+    def __init__(self) -> None:
+        self._where: dict[int, tuple[Any, str]] = {}
+        self._chunks: list[Any] = []
+
+    def add_chunk(self, chunk: _Chunk | dict[str, dict[str, Any]], rows: Sequence[int]) -> None:
+        """Serve ``rows`` from ``chunk`` (a :class:`_Chunk` or ``{str(row): graph dict}``)."""
+        self._chunks.append(chunk)
+        for r in rows:
+            self._where[int(r)] = (chunk, str(int(r)))
+
+    def discard(self, rows) -> None:
+        for r in rows:
+            self._where.pop(int(r), None)
+
+    def __getitem__(self, row: int):
+        from chgnet.graph.crystalgraph import CrystalGraph
+
+        from tui_ft.core.data import energy_only
+
+        chunk, key = self._where[int(row)]
+        if isinstance(chunk, _Chunk):
+            d = chunk.graph_dict(key)
+        else:
+            d = {n: v.clone() if hasattr(v, "clone") else v for n, v in chunk[key].items()}
+        return energy_only(CrystalGraph.from_dict(d))
+
+    def field(self, row: int, name: str):
+        """One tensor field of a row's graph (e.g. ``"atomic_number"``) without building the graph:
+        a read-only view into the packed data (do not modify it)."""
+        import torch
+
+        chunk, key = self._where[int(row)]
+        if not isinstance(chunk, _Chunk):
+            return chunk[key][name]
+        i = chunk.index[key]
+        t = chunk.packed[name]
+        shape = chunk.empty.get(key, {}).get(name)
+        if shape is not None:
+            return torch.empty(shape, dtype=t.dtype)
+        return t.narrow(0, chunk.offsets[name][i], chunk.sizes[name][i])
+
+    def __contains__(self, row: object) -> bool:
+        try:
+            return int(row) in self._where  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._where))
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def nbytes(self) -> int:
+        """Bytes of tensor data the store holds (packed chunks; memory-mapped where read from the cache)."""
+        total = 0
+        for c in self._chunks:
+            if isinstance(c, _Chunk):
+                total += c.nbytes()
+            else:
+                total += sum(v.numel() * v.element_size() for g in c.values() for v in g.values() if hasattr(v, "numel"))
+        return total
