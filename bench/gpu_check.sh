@@ -49,9 +49,9 @@ say "cuda tests: exit ${PIPESTATUS[0]}"
 echo "== 3. tui-ft matbench, one fold per GPU"
 GPUS=$($PY -c "print(','.join(str(i) for i in range(min(5, $NGPU))))")
 sed -e 's/device = "cpu"/device = "cuda"/' "$TUI_FT_HOME/presets/demo.toml" > "$TUI_FT_HOME/presets/demo_gpu.toml"
-( cd "$TUI_FT_HOME" && /usr/bin/time -f "%e" -o "$WORK/study.time" \
-    timeout 900 $PY -m tui_ft matbench presets/demo_gpu.toml --folds 0-4 --gpus "$GPUS" --name gpucheck ) 2>&1 | tail -12
-say "matbench demo, 5 folds on GPUs $GPUS: exit ${PIPESTATUS[0]}, wall $(cat "$WORK/study.time" 2>/dev/null || echo ?) s"
+T0=$SECONDS
+( cd "$TUI_FT_HOME" && timeout 900 $PY -m tui_ft matbench presets/demo_gpu.toml --folds 0-4 --gpus "$GPUS" --name gpucheck ) 2>&1 | tail -12
+say "matbench demo, 5 folds on GPUs $GPUS: exit ${PIPESTATUS[0]}, wall $((SECONDS - T0)) s"
 
 echo "== 4. epoch throughput vs chgnet's Trainer"
 if grep -q -- '"--device"' bench/bench_throughput.py; then

@@ -71,7 +71,7 @@ def _study(name: str = "st") -> dict:
 
 
 def _run_ids(name: str = "st") -> dict[int, str]:
-    return {int(k): v["run_id"] for k, v in _study(name)["folds"].items()}
+    return {int(k): v["run_id"] for k, v in _study(name)["folds"].items() if v.get("run_id")}
 
 
 def _finished_mae(run_id: str) -> float:
@@ -129,6 +129,18 @@ def _check_complete_study(name: str, out: str) -> None:
     assert all(sorted(task["results"][f"fold_{k}"]["scores"]) == sorted(REG_METRICS) for k in range(5))
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def _start_study(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tui_ft", "matbench", *args],
@@ -143,7 +155,7 @@ def _start_study(*args: str) -> subprocess.Popen:
 def test_study_killed_during_fold_3_continues_with_folds_3_and_4(demo_preset, tui_ft_cli):
     p = demo_preset("st", epochs=2)
     proc = _start_study(str(p), "--folds", "0-4", "--jobs", "1")
-    deadline = time.time() + 240
+    deadline = time.time() + 600  # three folds one after another on a possibly busy machine
     try:
         while time.time() < deadline:  # kill the whole process group once fold 3's run has a last.pt
             try:
@@ -181,6 +193,33 @@ def test_study_killed_during_fold_3_continues_with_folds_3_and_4(demo_preset, tu
     r2 = tui_ft_cli("matbench", p, "--folds", "0-4")  # all done: nothing runs again
     assert r2.returncode == 0 and "folds 0, 1, 2, 3, 4 already finished" in r2.stderr
     assert _run_ids() == after
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@pytest.mark.slow
+def test_plan_study_sets_every_stage_fold(project, preset_text, tui_ft_cli):
+    from tui_ft.core.plans import load_plan
+
+    def stage(name: str) -> str:
+        body = preset_text(name, epochs=1).replace("[", "[stage.").replace("fold = 0\n", "")
+        return body
+
+    plan = project / "presets" / "two.toml"
+    plan.write_text('[plan]\nname = "two"\n\n[[stage]]\n' + stage("s1")
+                    + '\n[[stage]]\ninit = "previous@best"\n' + stage("s2"), encoding="utf-8")
+    r = tui_ft_cli("matbench", plan, "--folds", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = _study("two")
+    rec = st["folds"]["2"]
+    assert st["kind"] == "plan" and rec["status"] == "finished" and len(rec["run_ids"]) == 2
+    fold_plan = load_plan(rec["file"])
+    assert [s.preset.data.fold for s in fold_plan.stages] == [2, 2] and fold_plan.name == "two-f2"
+    s1, s2 = rec["run_ids"]
+    started = [e for e in read_events(Path("logs") / s2 / "events.jsonl") if isinstance(e, RunStarted)]
+    assert started[0].parent == f"{s1}@best" and started[0].preset["data"]["fold"] == 2
+    assert st["test_mae_mean"] == pytest.approx(_finished_mae(s2))  # the plan's result is its last stage
 
 
 # --------------------------------------------------------------------------- submitit
@@ -227,7 +266,10 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
         time.sleep(0.2)
     else:
         pytest.fail("no epoch trained in time")
-    job._interrupt()  # submitit's preemption signal (what Slurm sends before it stops the job)
+    # what Slurm does before it preempts or times out a job: USR2 to the job's process (here the
+    # local controller's child), whose submitit handler calls FoldTask.checkpoint and requeues
+    (task_pid,) = _children(job._process.pid)
+    os.kill(task_pid, signal.SIGUSR2)
     result = job.result()
     assert result["returncode"] == 0 and result["run_id"] == run_id
     evs = list(read_events(events))
@@ -237,6 +279,7 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     assert summarize(paths.run_log_dir(run_id)).status == "finished"
     log = file.with_suffix(".log").read_text()
     assert f"resume {run_id}" in log  # the requeued job continued the run from its last.pt
+    assert "Requeued job" in job.stdout() + (job.stderr() or "")
 
 
 # --------------------------------------------------------------------------- GPUs

@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -100,18 +101,26 @@ class FoldTask(_Checkpointable):
         return {"fold": self.fold, "run_id": self.run_id, "returncode": rc, "command": " ".join(argv[2:])}
 
     def stop(self) -> None:
-        """Ask the child to stop (it records run_interrupted) and wait for it; kill it if it hangs."""
+        """Ask the child to stop (it records run_interrupted) and wait for it; kill it if it hangs.
+
+        It does not call ``Popen.wait``: this runs in submitit's signal handler, which may have
+        interrupted ``__call__``'s own ``wait`` (holding Popen's wait lock) on the same thread.
+        """
+        from tui_ft.core.runs import pid_alive
+
         proc = getattr(self, "_proc", None)
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        for sig, patience in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 10.0)):
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + patience
+            while time.monotonic() < deadline:
+                if not pid_alive(proc.pid):  # exited (a zombie until __call__ reaps it)
+                    return
+                time.sleep(0.1)
 
     def checkpoint(self, *args: Any, **kwargs: Any):  # noqa: ARG002 - submitit's signature
         """Called by submitit on preemption or timeout: stop the run, requeue this fold (it resumes from last.pt)."""
@@ -130,6 +139,11 @@ class FoldTask(_Checkpointable):
 
 
 Done = Callable[[FoldTask, dict[str, Any]], None]
+Start = Callable[[FoldTask], None]
+
+
+def _nothing(task: FoldTask) -> None:  # noqa: ARG001
+    return None
 
 
 def _wait_all(futures: list[concurrent.futures.Future], on_interrupt: Callable[[], None]) -> None:
@@ -142,7 +156,9 @@ def _wait_all(futures: list[concurrent.futures.Future], on_interrupt: Callable[[
         raise
 
 
-def run_local(tasks: Sequence[FoldTask], *, jobs: int, gpus: Sequence[str] = (), on_done: Done) -> None:
+def run_local(
+    tasks: Sequence[FoldTask], *, jobs: int, gpus: Sequence[str] = (), on_start: Start = _nothing, on_done: Done
+) -> None:
     """Run the folds ``jobs`` at a time as local processes (one per GPU when ``gpus`` is given)."""
     if not tasks:
         return
@@ -163,6 +179,7 @@ def run_local(tasks: Sequence[FoldTask], *, jobs: int, gpus: Sequence[str] = (),
                 task.env["CUDA_VISIBLE_DEVICES"] = dev
             else:
                 task.env.update(TUI_FT_THREADS=per, TUI_FT_CPU_WORKERS=per, OMP_NUM_THREADS=per)
+            on_start(task)
             running.append(task)
             result = task()
         finally:
@@ -216,7 +233,13 @@ def make_submitit_executor(cluster_cfg, folder: Path, name: str):
 
 
 def run_submitit(
-    tasks: Sequence[FoldTask], *, executor, jobs: int, on_done: Done, on_submit: Callable[[FoldTask, Any], None]
+    tasks: Sequence[FoldTask],
+    *,
+    executor,
+    jobs: int,
+    on_start: Start = _nothing,
+    on_done: Done,
+    on_submit: Callable[[FoldTask, Any], None],
 ) -> None:
     """Submit the folds (at most ``jobs`` in the queue at once) and wait for them.
 
@@ -232,6 +255,7 @@ def run_submitit(
         with lock:
             if stopping.is_set():
                 return
+            on_start(task)
             job = executor.submit(task)
             submitted.append(job)
         on_submit(task, job)

@@ -390,7 +390,6 @@ class Study:
     def prepare(self, k: int):
         """The fold's file and task, or None when the fold has finished."""
         from tui_ft.core.executors import FoldTask
-        from tui_ft.core.runs import new_run_id
 
         fname = _fold_name(self.name, k)
         rec = self.state["folds"].get(str(k)) or {"fold": k, "kind": self.kind}
@@ -412,19 +411,30 @@ class Study:
             elif not never_started:
                 if run_id:
                     self.say(f"fold {k}: run {run_id} {current.status} without a last.pt; starting afresh")
-                run_id = new_run_id(fname, self.paths)
+                run_id = None  # a new run id when the fold starts (start())
             rec.update(run_id=run_id, file=str(file))
         else:
             atomic_write_text(file, _plan_text(self.loaded, fname, k))
             rec.update(file=str(file))
             if current.status not in ("pending",):
                 self.say(f"fold {k}: plan {fname} {current.status}; running it again keeps its finished stages")
-        rec["status"] = "running"
+        rec["status"] = "queued"
         self.state["folds"][str(k)] = rec
         return FoldTask(
             fold=k, kind=self.kind, file=str(file), run_id=rec.get("run_id"), root=str(self.paths.root),
             cwd=os.getcwd(), log=str(self.dir / f"fold{k}.log"),
         )
+
+    def start(self, task) -> None:
+        """Just before a fold runs (or is submitted): give a fresh preset fold its run id."""
+        from tui_ft.core.runs import new_run_id
+
+        if task.kind == "preset" and not task.run_id:
+            task.run_id = new_run_id(_fold_name(self.name, task.fold), self.paths)
+        with self.lock:
+            self.state["folds"][str(task.fold)].update(run_id=task.run_id, status="running")
+        self.save()
+        self.say(f"fold {task.fold}: {'run ' + task.run_id if task.run_id else 'plan ' + task.file} starting")
 
     def done(self, task, result: dict[str, Any]) -> None:
         rec = self.state["folds"][str(task.fold)]
@@ -534,14 +544,14 @@ def run(
     if kept:
         say(f"study {study_name}: fold{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} already finished")
     for t in tasks:
-        say(f"study {study_name}: fold {t.fold}: {t.kind} {t.file}" + (f", run {t.run_id}" if t.run_id else ""))
+        say(f"study {study_name}: fold {t.fold}: {t.kind} {t.file}" + (f", continuing run {t.run_id}" if t.run_id else ""))
     interrupted = False
     try:
         if executor == "local":
             from tui_ft.core.executors import run_local
 
             n = jobs or (len(gpu_list) if gpu_list else 1)
-            run_local(tasks, jobs=n, gpus=gpu_list, on_done=study.done)
+            run_local(tasks, jobs=n, gpus=gpu_list, on_start=study.start, on_done=study.done)
         else:
             from tui_ft.core.executors import make_submitit_executor, run_submitit
 
@@ -554,7 +564,8 @@ def run(
                 study.save()
                 say(f"fold {task.fold}: submitted job {job.job_id}")
 
-            run_submitit(tasks, executor=ex, jobs=jobs or max(1, len(tasks)), on_done=study.done, on_submit=submitted)
+            run_submitit(tasks, executor=ex, jobs=jobs or max(1, len(tasks)), on_start=study.start, on_done=study.done,
+                         on_submit=submitted)
     except KeyboardInterrupt:
         interrupted = True
         say(f"study {study_name}: interrupted; run the same command again to continue")
