@@ -228,7 +228,7 @@ def test_plan_study_sets_every_stage_fold(project, preset_text, tui_ft_cli):
 @pytest.mark.slow
 def test_slurm_executor_through_submitit_local(demo_preset, tui_ft_cli):
     pytest.importorskip("submitit")
-    p = demo_preset("sts", epochs=2)
+    p = demo_preset("sts", epochs=1)
     r = tui_ft_cli("matbench", p, "--folds", "0-4", "--jobs", "2", "--executor", "slurm",
                    env={"TUI_FT_SUBMITIT_CLUSTER": "local"})
     assert r.returncode == 0, r.stdout + r.stderr
