@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", default="e_form", help="target column (default e_form)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
+    mb = sub.add_parser("matbench", help="run a preset or plan on the Matbench folds as a study (mean ± std, results.json.gz)")
+    mb.add_argument("file", metavar="PRESET_OR_PLAN")
+    mb.add_argument("--folds", default="0-4", help="folds to run: 0-4 (default), 3, 0,2,4")
+    mb.add_argument("--jobs", type=int, help="folds at a time (local: default 1, or one per --gpus device; slurm: all)")
+    mb.add_argument("--gpus", help="local GPUs, one fold per device: 0,1,2,3")
+    mb.add_argument("--executor", default="local", choices=["local", "slurm"], help="local processes or Slurm (submitit, [cluster] table)")
+    mb.add_argument("--name", help="study name (default: the preset's or plan's name); its folder is logs/.studies/NAME")
+
     sub.add_parser("runs", help="list runs found under logs/")
     ck = sub.add_parser("checkpoints", help="list the checkpoint library")
     ck.add_argument("--preset", help="only this preset's checkpoints")
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_resume(args.run_id, plain=args.plain)
     if args.command == "eval":
         return cmd_eval(args.checkpoint, args.data, args.target, args.device)
+    if args.command == "matbench":
+        from tui_ft.core.study import run as run_study
+
+        return run_study(args.file, folds=args.folds, jobs=args.jobs, gpus=args.gpus, executor=args.executor, name=args.name)
     if args.command == "runs":
         return cmd_runs()
     if args.command == "checkpoints":

@@ -60,6 +60,7 @@ __all__ = [
     "FinetuneCfg",
     "OptimCfg",
     "TrainCfg",
+    "ClusterCfg",
     "Preset",
     "parse_preset",
     "load_preset",
@@ -333,6 +334,22 @@ class TrainCfg(_Table):
     loss: Loss = "mse"
 
 
+class ClusterCfg(_Table):
+    """``[cluster]``: where ``tui-ft matbench --executor slurm`` submits each fold (through submitit)."""
+
+    partition: str = ""  # "" = the cluster's default partition
+    gpus_per_node: _int(0, 64) = 1
+    cpus_per_task: _int(1, 1024) = 8
+    mem_gb: _int(1, 65536) = 64
+    timeout_min: _int(1, 43200) = 1440  # the job's time limit; a timed-out fold is requeued from its last.pt
+    extra: dict[str, Union[str, int, bool]] = Field(default_factory=dict)  # more sbatch options, e.g. { account = "x" }
+    folder: str = ""  # submitit's job files; "" = logs/.studies/<study>/submitit
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash fail
+        return hash((self.partition, self.gpus_per_node, self.cpus_per_task, self.mem_gb, self.timeout_min,
+                     tuple(sorted(self.extra.items())), self.folder))
+
+
 class Preset(_Table):
     """A validated preset. ``path`` (the file it came from) and ``lines`` (key -> line)
     are not part of its value: equal presets from two files compare equal."""
@@ -343,6 +360,7 @@ class Preset(_Table):
     finetune: FinetuneCfg
     optim: OptimCfg
     train: TrainCfg
+    cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
     _path: Optional[str] = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
@@ -399,6 +417,8 @@ class Preset(_Table):
             del d["model"]["pretrained"]
         if self.finetune.backbone_lr is None:
             del d["finetune"]["backbone_lr"]
+        if self.cluster != ClusterCfg():
+            d["cluster"] = self.cluster.model_dump()
         return d
 
     def line_of(self, field: str) -> int | None:
@@ -461,7 +481,7 @@ class Preset(_Table):
 
 
 SECTION_MODELS: dict[str, type[_Table]] = {
-    name: info.annotation for name, info in Preset.model_fields.items()  # type: ignore[misc]
+    name: info.annotation for name, info in Preset.model_fields.items() if name != "cluster"  # type: ignore[misc]
 }
 SECTIONS: dict[str, tuple[str, ...]] = {sec: tuple(m.model_fields) for sec, m in SECTION_MODELS.items()}
 OPTIONAL_SECTIONS = tuple(sec for sec, info in Preset.model_fields.items() if not info.is_required())
