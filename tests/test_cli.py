@@ -140,7 +140,6 @@ def test_interrupt_gives_130_and_resume_finishes(proj):
 
 @pytest.mark.slow
 @pytest.mark.devdata
-@pytest.mark.skipif(not DEV.is_file(), reason="dev data file ../shared/data/mp_e_form_dev.json.gz is absent")
 def test_dev_data_head_then_full_from_best(proj, capsys):
     """The plan this tool exists for, on real MP data (fold 0, fraction 0.1; test set limited for CI time)."""
     head = (ROOT / "presets" / "head_finetune_freeze.toml").read_text()

@@ -155,7 +155,7 @@ def test_graph_cache_builds_once_and_reports_failures(tmp_path, demo_obj):
         torch.load(chunk, weights_only=True)
 
 
-@pytest.mark.skipif(not DEV.is_file(), reason="dev data file ../shared/data/mp_e_form_dev.json.gz is absent")
+@pytest.mark.devdata
 def test_dev_file_reads_as_matbench():
     ds = load_matbench(DEV, "e_form")
     assert len(ds) == 5000 and not ds.bad_rows
