@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         file = args.file if args.command == "run" else args.preset
         _root_from_preset(file)
         if args.detach:
-            return cmd_detach(file, plain=args.plain)
+            return cmd_detach(file)
         return cmd_run(file, run_id=args.run_id, plain=args.plain)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
@@ -168,7 +168,7 @@ def _root_from_preset(file: str) -> None:
         os.environ[HOME_ENV] = str(found)  # this process and the runs it starts
 
 
-def cmd_detach(path: str, *, plain: bool = False) -> int:
+def cmd_detach(path: str) -> int:
     """Check the preset or plan, then start it in its own session (stdin from
     /dev/null, output to a log file) so it survives the terminal closing; print
     the run id and where its log is."""
@@ -181,8 +181,8 @@ def cmd_detach(path: str, *, plain: bool = False) -> int:
     from tui_ft.core.runs import new_run_id
 
     file = Path(path).expanduser()
-    if not file.is_file():
-        _err(f"{path}: --detach needs a preset file (the run reads it after this command returns)")
+    if file.exists() and not file.is_file():
+        _err(f"{path}: --detach needs a preset file, not a pipe (the run reads it after this command returns)")
         return EXIT_USAGE
     loaded = load_and_check(path)
     if loaded is None:
@@ -426,9 +426,8 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def cmd_runs() -> int:
-    from tui_ft.core.runs import list_runs
-
     from tui_ft.core.paths import Paths, describe_root
+    from tui_ft.core.runs import list_runs
 
     _err(describe_root())
     paths = Paths.default()
