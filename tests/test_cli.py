@@ -14,7 +14,6 @@ from tui_ft.cli import main
 from tui_ft.core.events import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT.parent / "shared" / "data" / "mp_e_form_dev.json.gz"
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +155,10 @@ def test_interrupt_gives_130_and_resume_finishes(proj):
 
 
 @pytest.mark.slow
-@pytest.mark.devdata
-@pytest.mark.skipif(not DEV.is_file(), reason="dev data file ../shared/data/mp_e_form_dev.json.gz is absent")
-def test_dev_data_head_then_full_from_best(proj, capsys):
+def test_dev_data_head_then_full_from_best(proj, capsys, dev_data):
     """The plan this tool exists for, on real MP data (fold 0, fraction 0.1; test set limited for CI time)."""
     head = (ROOT / "presets" / "head_finetune_freeze.toml").read_text()
-    head = head.replace('source = "../shared/data/mp_e_form_dev.json.gz"', f'source = "{DEV}"\ntest_limit = 200')
+    head = head.replace('source = "../shared/data/mp_e_form_dev.json.gz"', f'source = "{dev_data}"\ntest_limit = 200')
     (proj / "presets" / "h.toml").write_text(head, encoding="utf-8")
     assert main(["--preset", "presets/h.toml", "--plain"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -172,7 +169,7 @@ def test_dev_data_head_then_full_from_best(proj, capsys):
     assert any(line.startswith("test_mae ") for line in out)
 
     full = (ROOT / "presets" / "full_finetune.toml").read_text()
-    full = full.replace('source = "../shared/data/mp_e_form_dev.json.gz"', f'source = "{DEV}"\ntest_limit = 200')
+    full = full.replace('source = "../shared/data/mp_e_form_dev.json.gz"', f'source = "{dev_data}"\ntest_limit = 200')
     full = full.replace('name = "full_finetune"', 'name = "full_from_head"').replace("epochs = 3", "epochs = 1")
     full = full.replace('pretrained = "0.3.0"', 'init = "head_finetune_freeze@best"')
     full = "\n".join(line for line in full.splitlines() if not line.startswith("refit_atomref"))

@@ -21,7 +21,6 @@ from tui_ft.core.data import (
 from tui_ft.core.demo import build_demo_dataset
 from tui_ft.core.paths import Paths
 
-DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mp_e_form_dev.json.gz"
 
 
 def _write(path: Path, obj) -> Path:
@@ -155,9 +154,8 @@ def test_graph_cache_builds_once_and_reports_failures(tmp_path, demo_obj):
         torch.load(chunk, weights_only=True)
 
 
-@pytest.mark.skipif(not DEV.is_file(), reason="dev data file ../shared/data/mp_e_form_dev.json.gz is absent")
-def test_dev_file_reads_as_matbench():
-    ds = load_matbench(DEV, "e_form")
+def test_dev_file_reads_as_matbench(dev_data):
+    ds = load_matbench(dev_data, "e_form")
     assert len(ds) == 5000 and not ds.bad_rows
     s = make_splits(len(ds), fold=0, fraction=1.0, val_fraction=0.1)
     assert (len(s.train), len(s.val), len(s.test)) == (3600, 400, 1000)

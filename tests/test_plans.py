@@ -120,10 +120,9 @@ def test_shipped_lpft_cosine():
     assert s2.preset.name == "run2" and s2.init == "previous@best"
 
 
+@pytest.mark.devdata
 @pytest.mark.parametrize("name", ["lpft.toml", "lpft_cosine.toml"])
 def test_shipped_plans_check_with_dev_data(name):
-    if not (ROOT / "../shared/data/mp_e_form_dev.json.gz").is_file():
-        pytest.skip("dev data not available")
     check_plan(load_plan(f"presets/{name}"))  # previous@best is not looked up before the run
 
 

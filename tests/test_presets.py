@@ -578,9 +578,8 @@ def test_presets_are_hashable_and_frozen():
 # --------------------------------------------------------------------------- check_resources
 
 
+@pytest.mark.devdata
 def test_check_resources_ok_with_dev_data():
-    if not (ROOT / DEV_DATA).is_file():
-        pytest.skip("dev data not available")
     p = load_preset("presets/head_finetune_freeze.toml")
     check_resources(p, read_columns=read_columns)
     check_resources(p)

@@ -19,6 +19,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
 
   tui-ft                              open the dashboard
   tui-ft --preset presets/run2.toml   run a preset (or a two-stage plan) headless
+  tui-ft --preset FILE --detach       start it in the background (survives closing the terminal)
   tui-ft resume RUN_ID                continue an interrupted run from its last epoch
   tui-ft eval CKPT --data FILE        MAE of a checkpoint on a Matbench-layout file
   tui-ft runs | checkpoints           list runs / the checkpoint library
@@ -28,13 +29,50 @@ Exit codes: 0 done, 1 run failed, 2 usage or preset error, 130 interrupted.
 """
 
 
+def _silence(name: str) -> None:
+    """Send what is still written to ``sys.<name>`` to /dev/null: its reader is gone
+    (``| head``, a closed terminal or SSH session) and output never stops a run."""
+    stream = getattr(sys, name)
+    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    try:
+        os.dup2(devnull.fileno(), stream.fileno())  # buffered bytes then flush harmlessly at exit
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test)
+        pass
+    setattr(sys, name, devnull)
+
+
+def _write_line(name: str, line: str) -> None:
+    try:
+        print(line, file=getattr(sys, name), flush=True)
+    except OSError:  # BrokenPipeError, EIO from a hung-up terminal...
+        _silence(name)
+
+
 def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    _write_line("stderr", msg)
+
+
+def _out(msg: str) -> None:
+    _write_line("stdout", msg)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tui-ft", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from tui_ft.core.paths import describe_root
+
+    epilog = (
+        f"{describe_root()}.\nThe project root (logs/, checkpoints/, data/, .cache/) is TUI_FT_HOME if set, else the\n"
+        "nearest folder at or above the current one holding presets/ and a .tui-ft file or tui-ft's\n"
+        "pyproject.toml (for --preset FILE: else above FILE), else the current directory."
+    )
+    ap = argparse.ArgumentParser(
+        prog="tui-ft", description=DESCRIPTION, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--preset", metavar="FILE", help="run this preset or plan headless, then exit")
+    ap.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --preset/run: start the run in its own session, print its id and log file, and return",
+    )
     ap.add_argument("--run-id", metavar="ID", help=argparse.SUPPRESS)  # the dashboard allocates ids
     ap.add_argument("--plain", action="store_true", help="one plain line per epoch even on a terminal")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
@@ -45,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a preset or plan headless (same as --preset)")
     r.add_argument("file")
     r.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
+    r.add_argument("--detach", action="store_true", default=argparse.SUPPRESS, help="start it in the background")
     r.add_argument("--run-id", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
     rs = sub.add_parser("resume", help="continue an interrupted or killed run from its last completed epoch")
@@ -67,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="list runs found under logs/")
     ck = sub.add_parser("checkpoints", help="list the checkpoint library")
-    ck.add_argument("--preset", help="only this preset's checkpoints")
+    # its own dest: the top-level --preset (run a file) must not see it
+    ck.add_argument("--preset", dest="filter_preset", metavar="NAME", help="only this preset's checkpoints")
 
     d = sub.add_parser("data", help="data files")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -86,12 +126,17 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return EXIT_OK
-    if args.command == "run":
-        return cmd_run(args.file, run_id=args.run_id, plain=args.plain)
-    if args.preset:
-        if args.command:
-            ap.error("--preset cannot be combined with a command")
-        return cmd_run(args.preset, run_id=args.run_id, plain=args.plain)
+    if args.preset and args.command:
+        hint = " (to filter the library: tui-ft checkpoints --preset NAME)" if args.command == "checkpoints" else ""
+        ap.error(f"--preset FILE runs a preset and cannot be combined with the command {args.command!r}{hint}")
+    if args.detach and not (args.preset or args.command == "run"):
+        ap.error("--detach goes with --preset FILE or run FILE")
+    if args.command == "run" or args.preset:
+        file = args.file if args.command == "run" else args.preset
+        _root_from_preset(file)
+        if args.detach:
+            return cmd_detach(file)
+        return cmd_run(file, run_id=args.run_id, plain=args.plain)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
     if args.command == "eval":
@@ -103,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "runs":
         return cmd_runs()
     if args.command == "checkpoints":
-        return cmd_checkpoints(args.preset)
+        return cmd_checkpoints(args.filter_preset)
     if args.command == "data":
         if args.data_command == "fetch":
             return cmd_fetch(args.name, args.dest)
@@ -118,6 +163,62 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- headless runs
+
+
+def _root_from_preset(file: str) -> None:
+    """With no TUI_FT_HOME and no project root above the current directory, the
+    project root is the one above the preset file (``cd .. && tui-ft --preset
+    tui-ft/presets/demo.toml`` keeps its files in tui-ft/)."""
+    from pathlib import Path
+
+    from tui_ft.core.paths import HOME_ENV, find_project_root, project_root
+
+    if project_root()[1] != "cwd":
+        return
+    found = find_project_root(Path(file).expanduser().parent)
+    if found is not None:
+        os.environ[HOME_ENV] = str(found)  # this process and the runs it starts
+
+
+def cmd_detach(path: str) -> int:
+    """Check the preset or plan, then start it in its own session (stdin from
+    /dev/null, output to a log file) so it survives the terminal closing; print
+    the run id and where its log is."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from tui_ft.core.paths import HOME_ENV, Paths
+    from tui_ft.core.presets import Preset
+    from tui_ft.core.runs import new_run_id
+
+    file = Path(path).expanduser()
+    if file.exists() and not file.is_file():
+        _err(f"{path}: --detach needs a preset file, not a pipe (the run reads it after this command returns)")
+        return EXIT_USAGE
+    loaded = load_and_check(path)
+    if loaded is None:
+        return EXIT_USAGE
+    paths = Paths.default()
+    cmd = [sys.executable, "-m", "tui_ft", "--preset", str(file.resolve()), "--plain"]
+    if isinstance(loaded, Preset):
+        run_id = new_run_id(loaded.name, paths)
+        cmd += ["--run-id", run_id]
+        log = paths.run_log_dir(run_id) / "stdout.log"
+        what = f"run {run_id}"
+    else:  # a plan names its runs as it goes
+        log = paths.logs / ".detached" / f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        what = f"plan {loaded.name}"
+    env = {**os.environ, HOME_ENV: str(paths.root), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    _out(f"started {what} in the background (pid {proc.pid}); log: {log}")
+    if isinstance(loaded, Preset):
+        _out(f"events: {paths.run_log_dir(run_id) / 'events.jsonl'}; `tui-ft runs` or the dashboard follow it")
+    return EXIT_OK
 
 
 def _install_sigterm() -> None:
@@ -276,15 +377,30 @@ class Printer:
         if ev.to_stderr:
             _err(line)
         elif self.console is not None:
-            self.console.print(line, highlight=False, markup=False)
-            if isinstance(ev, EpochEnd) and self.status is not None:
-                self.status.update(f"epoch {ev.epoch + 1} training...")
+            try:
+                self.console.print(line, highlight=False, markup=False)
+                if isinstance(ev, EpochEnd) and self.status is not None:
+                    self.status.update(f"epoch {ev.epoch + 1} training...")
+            except OSError:  # the terminal went away: keep training, show nothing more
+                self._drop_console()
         else:
-            print(line, flush=True)
+            _out(line)
+
+    def _drop_console(self) -> None:
+        status, self.status, self.console = self.status, None, None
+        if status is not None:
+            try:
+                status.stop()
+            except OSError:
+                pass
+        _silence("stdout")
 
     def close(self) -> None:
         if self.status is not None:
-            self.status.stop()
+            try:
+                self.status.stop()
+            except OSError:
+                self._drop_console()
 
 
 def make_printer(plain: bool) -> Printer:
@@ -322,11 +438,14 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def cmd_runs() -> int:
+    from tui_ft.core.paths import Paths, describe_root
     from tui_ft.core.runs import list_runs
 
-    runs = list_runs(warn=_err)
+    _err(describe_root())
+    paths = Paths.default()
+    runs = list_runs(paths, warn=_err)
     if not runs:
-        print("no runs under logs/")
+        print(f"no runs under {paths.logs}")
         return EXIT_OK
     print(f"{'run':40} {'preset':22} {'status':11} {'epoch':>5} {'best_val':>9} {'test':>8} {'device':>6}")
     for s in runs:
@@ -355,8 +474,18 @@ def cmd_fetch(name: str, dest: str | None) -> int:
 
     try:
         path = fetch_matbench(name, Path(dest) if dest else None, progress=_fetch_progress())
-    except (FetchError, ValueError) as exc:
+    except ValueError as exc:
         _err(f"error: {exc}")
+        return EXIT_FAILED
+    except FetchError as exc:
+        from tui_ft.core.paths import Paths, matbench_file
+
+        where = Path(dest) / f"{name}.json.gz" if dest else matbench_file(name, Paths.default())
+        _err(f"error: {exc}")
+        _err(
+            f"without network: download {name}.json.gz elsewhere (the URL above) and copy it to {where.resolve()}; "
+            f"then use source = \"{name}\" in the preset"
+        )
         return EXIT_FAILED
     print(path)
     return EXIT_OK

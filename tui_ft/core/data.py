@@ -36,12 +36,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tui_ft.core.atomic import atomic_write
-from tui_ft.core.paths import Paths
+from tui_ft.core.paths import NAMED_SOURCES, Paths, resolve_data_source
 
 MATBENCH_SEED = 18012019
 N_FOLDS = 5
 CHUNK = 256
-KNOWN_SOURCES = ("demo", "matbench_mp_e_form")
+KNOWN_SOURCES = NAMED_SOURCES  # "demo" and the Matbench tasks (tui_ft.core.paths)
 
 
 class DataError(Exception):
@@ -152,16 +152,9 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def resolve_source(source: str, paths: Paths | None = None) -> Path:
-    """Map a preset's ``data.source`` to a file path (building the demo data if needed)."""
-    paths = paths or Paths.default()
-    if source == "demo":
-        from tui_ft.core.demo import ensure_demo_dataset
-
-        return ensure_demo_dataset(paths)
-    if source == "matbench_mp_e_form":
-        return paths.data / "matbench_mp_e_form.json.gz"
-    p = Path(source).expanduser()
-    return p if p.is_absolute() else (Path.cwd() / p)
+    """Map a preset's ``data.source`` to a file path (building the demo data if needed);
+    see :func:`tui_ft.core.paths.resolve_data_source`."""
+    return resolve_data_source(source, paths)
 
 
 def read_columns(path: Path | str) -> list[str]:

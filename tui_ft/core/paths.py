@@ -1,15 +1,30 @@
-"""Where tui-ft keeps its files.
+"""Where tui-ft keeps its files, and what a preset's ``data.source`` names.
 
-Everything lives under one project root: the current directory, or the
-folder named by ``TUI_FT_HOME``. Tests point ``TUI_FT_HOME`` at a temporary
-folder so they never touch the real library.
+Everything lives under one project root, found as git finds its repository
+(:func:`project_root`):
+
+1. ``TUI_FT_HOME``, when set, is the root;
+2. otherwise the first folder, walking up from the current directory, that
+   holds a ``presets/`` folder and either a ``.tui-ft`` marker file or a
+   ``pyproject.toml`` naming the ``tui-ft`` project (a clone of this
+   repository; ``touch .tui-ft`` beside ``presets/`` marks any other folder);
+3. otherwise the current directory (as before root discovery).
+
+``tui-ft --preset FILE`` run from a folder with no root above it looks upward
+from FILE's folder too (``cli.main``). Tests point ``TUI_FT_HOME`` at a
+temporary folder so they never touch the real library.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+HOME_ENV = "TUI_FT_HOME"
+ROOT_MARKER = ".tui-ft"
+PROJECT_NAME = "tui-ft"
 
 
 @dataclass(frozen=True)
@@ -18,7 +33,7 @@ class Paths:
 
     @classmethod
     def default(cls) -> "Paths":
-        return cls(Path(os.environ.get("TUI_FT_HOME") or os.getcwd()).resolve())
+        return cls(project_root()[0])
 
     @property
     def logs(self) -> Path:
@@ -47,3 +62,141 @@ class Paths:
 
     def run_ckpt_dir(self, run_id: str) -> Path:
         return self.checkpoints / run_id
+
+
+# ---------------------------------------------------------------- the project root
+
+
+def _names_this_project(pyproject: Path) -> bool:
+    import tomllib
+
+    try:
+        with open(pyproject, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, ValueError):
+        return False
+    project = data.get("project")
+    return isinstance(project, dict) and project.get("name") == PROJECT_NAME
+
+
+def is_project_root(folder: Path) -> bool:
+    """``folder`` holds ``presets/`` and a ``.tui-ft`` marker or tui-ft's ``pyproject.toml``."""
+    if not (folder / "presets").is_dir():
+        return False
+    return (folder / ROOT_MARKER).is_file() or _names_this_project(folder / "pyproject.toml")
+
+
+def find_project_root(start: Path | str) -> Path | None:
+    """The first project root at or above ``start`` (a folder), or None."""
+    here = Path(start).expanduser().resolve()
+    for folder in (here, *here.parents):
+        if is_project_root(folder):
+            return folder
+    return None
+
+
+def project_root(cwd: Path | str | None = None) -> tuple[Path, str]:
+    """``(root, how)``: the project root in use and how it was chosen
+    (``"TUI_FT_HOME"``, ``"found"`` or ``"cwd"``); see the module docstring."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser().resolve(), HOME_ENV
+    cwd = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    found = find_project_root(cwd)
+    if found is not None:
+        return found, "found"
+    return cwd, "cwd"
+
+
+def describe_root(cwd: Path | str | None = None) -> str:
+    """One line saying which project root is in use and why (``--help``, ``tui-ft runs``)."""
+    root, how = project_root(cwd)
+    why = {
+        HOME_ENV: f"set by {HOME_ENV}",
+        "found": f"the nearest folder up from here holding presets/ and {ROOT_MARKER} or tui-ft's pyproject.toml",
+        "cwd": f"the current directory: no folder above it holds presets/ and {ROOT_MARKER} or tui-ft's pyproject.toml",
+    }[how]
+    return f"project root: {root} ({why})"
+
+
+# ---------------------------------------------------------------- data sources
+
+DEMO_SOURCE = "demo"
+MATBENCH_SOURCE = "matbench_mp_e_form"
+# Matbench regression tasks on structures (what CHGNet can fit), each accepted as
+# a data.source and downloaded by `tui-ft data fetch NAME` to data/NAME.json.gz.
+# The composition-only tasks (matbench_expt_gap, matbench_steels) and the
+# classification tasks are left out: CHGNet needs crystal structures and a number.
+MATBENCH_TASKS = (
+    "matbench_dielectric",
+    "matbench_jdft2d",
+    "matbench_log_gvrh",
+    "matbench_log_kvrh",
+    "matbench_mp_e_form",
+    "matbench_mp_gap",
+    "matbench_perovskites",
+    "matbench_phonons",
+)
+NAMED_SOURCES = (DEMO_SOURCE, *MATBENCH_TASKS)
+
+
+def matbench_file(name: str, paths: Paths) -> Path:
+    """Where ``tui-ft data fetch NAME`` saves a Matbench task."""
+    return paths.data / f"{name}.json.gz"
+
+
+def data_source_path(source: str, paths: Paths | None = None, *, base: Path | None = None) -> Path | None:
+    """The file behind a preset's ``data.source``: None for the built-in demo
+    data (built on first use), ``<root>/data/NAME.json.gz`` for a Matbench task,
+    otherwise the path itself; a relative path is taken against ``base``
+    (default: the current directory)."""
+    if source == DEMO_SOURCE:
+        return None
+    if source in MATBENCH_TASKS:
+        return matbench_file(source, paths or Paths.default())
+    p = Path(source).expanduser()
+    return p if p.is_absolute() else Path(base if base is not None else os.getcwd()) / p
+
+
+def resolve_data_source(source: str, paths: Paths | None = None, *, base: Path | None = None) -> Path:
+    """Like :func:`data_source_path`, but the demo data is built (if needed) and its file returned."""
+    paths = paths or Paths.default()
+    path = data_source_path(source, paths, base=base)
+    if path is None:
+        from tui_ft.core.demo import ensure_demo_dataset
+
+        return ensure_demo_dataset(paths)
+    return path
+
+
+def _task_in(name: str) -> str | None:
+    """The Matbench task a file name refers to (``mp_e_form_dev.json.gz`` -> ``matbench_mp_e_form``)."""
+    for task in sorted(MATBENCH_TASKS, key=len, reverse=True):
+        short = task.removeprefix("matbench_")
+        if re.search(rf"(^|[^a-z]){re.escape(short)}([^a-z]|$)", name):
+            return task
+    return None
+
+
+def missing_data_message(source: str, path: Path) -> str:
+    """What to say when ``data.source``'s file is missing: what it is, and what to do."""
+    shown = f'"{source}"'
+    if source in MATBENCH_TASKS:
+        return (
+            f"{source} is not downloaded yet ({path} is missing); run `tui-ft data fetch {source}` first, "
+            f"or copy a {source}.json.gz obtained elsewhere to {path}"
+        )
+    what = "is not a file" if path.exists() else "not found"
+    task = _task_in(Path(source).name)
+    fetch = (
+        f"run `tui-ft data fetch {task}` and use source = \"{task}\", or " if task is not None else ""
+    )
+    return f"data file {shown} {what} (looked for {path.resolve()}); {fetch}copy the file to {path.resolve()}"
+
+
+def data_source_problem(source: str, paths: Paths | None = None, *, base: Path | None = None) -> str | None:
+    """None when ``data.source`` names data that is there (the demo data always is), else the message."""
+    path = data_source_path(source, paths, base=base)
+    if path is None or path.is_file():
+        return None
+    return missing_data_message(source, path)

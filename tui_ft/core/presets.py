@@ -49,6 +49,9 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from tui_ft.core.paths import DEMO_SOURCE, MATBENCH_SOURCE, MATBENCH_TASKS, NAMED_SOURCES
+from tui_ft.core.paths import data_source_path as _data_source_path
+from tui_ft.core.paths import missing_data_message
 from tui_ft.core.tomlfile import TomlFileError, line_of, locate_lines, parse_toml, read_text
 
 __all__ = [
@@ -84,10 +87,7 @@ __all__ = [
     "DEMO_SOURCE",
 ]
 
-DEMO_SOURCE = "demo"
 DEMO_TARGET = "e_form"  # the only target column of the demo data
-MATBENCH_SOURCE = "matbench_mp_e_form"
-MATBENCH_FILE = "data/matbench_mp_e_form.json.gz"
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 NAME_MAX = 64
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
@@ -203,13 +203,16 @@ def check_name(v: Any) -> str:
 
 
 def _source(v: str) -> str:
-    want = f'expected "{DEMO_SOURCE}", "{MATBENCH_SOURCE}" or a path to a .json/.json.gz file'
+    want = f'expected "{DEMO_SOURCE}", a Matbench task such as "{MATBENCH_SOURCE}" or a path to a .json/.json.gz file'
     if not v.strip():
         raise ValueError(f"{want}, got an empty string")
     if _has_control(v):
         raise ValueError(f"must not contain control characters, got {show_value(v)}")
-    if v in (DEMO_SOURCE, MATBENCH_SOURCE) or v.endswith(".json") or v.endswith(".json.gz"):
+    if v in NAMED_SOURCES or v.endswith(".json") or v.endswith(".json.gz"):
         return v
+    if v.startswith("matbench_"):
+        tasks = ", ".join(MATBENCH_TASKS)
+        raise ValueError(f"{show_value(v)} is not a Matbench regression task on structures (those are: {tasks})")
     raise ValueError(f"{want}, got {show_value(v)}")
 
 
@@ -840,16 +843,10 @@ def save_preset(preset: Preset, path: str | os.PathLike[str]) -> None:
 
 
 def data_source_path(source: str) -> Path | None:
-    """The file behind ``data.source``: None for the built-in demo data, the
-    downloaded Matbench copy under the project root for ``matbench_mp_e_form``,
-    otherwise the path (relative paths against the current directory)."""
-    if source == DEMO_SOURCE:
-        return None
-    if source == MATBENCH_SOURCE:
-        from tui_ft.core.paths import Paths
-
-        return Paths.default().root / MATBENCH_FILE
-    return Path(source).expanduser()
+    """The file behind ``data.source`` (:func:`tui_ft.core.paths.data_source_path`):
+    None for the built-in demo data, ``<root>/data/NAME.json.gz`` for a Matbench
+    task, otherwise the path (relative paths against the current directory)."""
+    return _data_source_path(source)
 
 
 def check_resources(
@@ -875,18 +872,7 @@ def check_resources(
     path = data_source_path(source)
     if path is not None:
         if not path.is_file():
-            if source == MATBENCH_SOURCE:
-                errors.append(
-                    preset.error(
-                        "data.source",
-                        f"{MATBENCH_SOURCE} is not downloaded yet ({path} is missing); "
-                        f"run `tui-ft data fetch {MATBENCH_SOURCE}` first",
-                    )
-                )
-            else:
-                where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
-                what = "is not a file" if path.exists() else "not found"
-                errors.append(preset.error("data.source", f"data file {show_value(source)} {what}{where}"))
+            errors.append(preset.error("data.source", missing_data_message(source, path)))
         elif read_columns is not None:
             try:
                 columns = list(read_columns(path))

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.paths import Paths
+from tui_ft.core.paths import NAMED_SOURCES, Paths, data_source_problem
 from tui_ft.core.presets import Preset, check_resources, save_preset
 from tui_ft.core.runs import new_run_id, pid_alive
 from tui_ft.core.tail import LineTail
@@ -52,12 +52,13 @@ def check_preset(preset: Preset, paths: Paths) -> None:
 
     lib = Library(paths)
     source = preset.data.source
-    relative = source not in ("demo", "matbench_mp_e_form") and not Path(source).expanduser().is_absolute()
+    relative = source not in NAMED_SOURCES and not Path(source).expanduser().is_absolute()
     if relative and Path.cwd().resolve() != paths.root.resolve():
         # check_resources resolves relative data paths against the current
         # folder; the run starts in the project root, so check that ourselves
-        if not (paths.root / source).is_file():
-            raise preset.error("data.source", f"data file {source!r} not found (looked in {paths.root})")
+        problem = data_source_problem(source, paths, base=paths.root)
+        if problem is not None:
+            raise preset.error("data.source", problem)
         if preset.model.init:
             try:
                 lib.resolve_ref(preset.model.init)

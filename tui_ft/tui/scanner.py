@@ -66,8 +66,10 @@ class PresetEntry:
         p = self.preset
         if p is None:
             return ""
+        from tui_ft.core.paths import NAMED_SOURCES
+
         src = p.data.source
-        if src not in ("demo", "matbench_mp_e_form"):
+        if src not in NAMED_SOURCES:
             src = Path(src).name
             for ext in (".json.gz", ".json"):
                 if src.endswith(ext):
