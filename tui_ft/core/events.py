@@ -107,11 +107,20 @@ class RunInterrupted(Event):
     message: str = "interrupted"
 
 
+@dataclass
+class RunPruned(Event):
+    """A sweep stopped this trial run early (after its ``run_interrupted``); its checkpoints are kept."""
+
+    type: ClassVar[str] = "run_pruned"
+    epoch: int | None = None  # the last epoch reported to the pruner
+    reason: str = "pruned"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted)
+    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted, RunPruned)
 }
-TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted"})
+TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted", "run_pruned"})
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:

@@ -17,6 +17,7 @@ from tui_ft.core.events import (
     RunFailed,
     RunFinished,
     RunInterrupted,
+    RunPruned,
     RunStarted,
     read_events,
 )
@@ -63,7 +64,7 @@ def pid_alive(pid: int) -> bool:
 class RunSummary:
     run_id: str
     preset_name: str = "?"
-    status: str = "pending"  # pending | running | finished | failed | interrupted | crashed
+    status: str = "pending"  # pending | running | finished | failed | interrupted | pruned | crashed
     epoch: int | None = None
     epochs: int = 0
     best_val_mae: float | None = None
@@ -117,6 +118,9 @@ class RunSummary:
         elif isinstance(ev, RunInterrupted):
             self.status = "interrupted"
             self.message = ev.message
+        elif isinstance(ev, RunPruned):  # a sweep stopped it (written after its run_interrupted)
+            self.status = "pruned"
+            self.message = ev.reason
         elif isinstance(ev, Message):
             if self.status == "pending" and ev.pid:
                 self.pid = ev.pid  # started (loading data or model), no run_started yet
