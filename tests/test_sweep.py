@@ -304,6 +304,8 @@ def test_killed_sweep_continues_to_exactly_the_requested_trials(project, capsys)
     assert st.get("COMPLETE", 0) + st.get("PRUNED", 0) == 2 and st["FAIL"] == 1, st
     retried = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == 0]
     assert len(retried) == 1 and retried[0].params == first_params
+    fresh = [t for t in study.get_trials() if t.number not in (0, retried[0].number)]
+    assert len(fresh) == 1 and fresh[0].params != first_params  # the continued sampler does not repeat the first draws
     # the killed trial's run stopped (it got SIGINT when the sweep died, or on rerun) and is not running
     status = next(ln for ln in _main(capsys, "runs")[1].splitlines() if ln.startswith(run_dir.name)).split()[2]
     assert status in ("interrupted", "crashed", "finished")

@@ -103,14 +103,17 @@ def _storage(folder: Path) -> str:
 # --------------------------------------------------------------------------- samplers and pruners
 
 
-def make_sampler(cfg: SweepCfg):
+def make_sampler(cfg: SweepCfg, done: int = 0):
+    """The ``[sweep]`` sampler. ``done``: trials already in the study; a continued study
+    seeds its sampler with ``seed + done``, or it would draw the first run's values again."""
     optuna = _optuna()
+    seed = (cfg.seed + done) % 2**32
     if cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
-    if cfg.sampler == "grid":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "grid":  # it skips the grid points the study already has
         grid = {d.key: list(d.values) if d.kind == "choice" else list(range(d.values[0], d.values[1] + 1)) for d in cfg.dims}
-        return optuna.samplers.GridSampler(grid, seed=cfg.seed)
-    return optuna.samplers.TPESampler(seed=cfg.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _max_epochs(preset: Preset) -> int:
@@ -160,11 +163,15 @@ def load_study(paths: Paths, name: str, *, preset: Preset | None = None):
             raise SweepError(f"no sweep {name!r} (no {folder / 'study.db'}); `tui-ft sweeps` lists them")
         return optuna.load_study(study_name=name, storage=_storage(folder))
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        done = len(optuna.load_study(study_name=name, storage=_storage(folder)).get_trials(deepcopy=False))
+    except KeyError:  # a new study
+        done = 0
     return optuna.create_study(
         storage=_storage(folder),
         study_name=name,
         direction="minimize",
-        sampler=make_sampler(preset.sweep),
+        sampler=make_sampler(preset.sweep, done),
         pruner=make_pruner(preset),
         load_if_exists=True,
     )
@@ -532,7 +539,8 @@ def _row(t) -> TrialRow:
     inter = t.intermediate_values
     last = max(inter) if inter else None
     value = t.value if t.state.name == "COMPLETE" else (inter[last] if last is not None else None)
-    return TrialRow(t.number, _STATES.get(t.state.name, t.state.name.lower()), value, dict(t.params),
+    params = dict(t.params) or dict(t.system_attrs.get("fixed_params") or {})  # an enqueued (waiting) trial
+    return TrialRow(t.number, _STATES.get(t.state.name, t.state.name.lower()), value, params,
                     t.user_attrs.get("run_id"), last, t.user_attrs.get("preset"))
 
 
