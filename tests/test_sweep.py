@@ -313,3 +313,19 @@ def test_killed_sweep_continues_to_exactly_the_requested_trials(project, capsys)
     again = _cli("--preset", path)
     assert again.returncode == 0 and "0 to run" in again.stdout
     assert states(studied(project, "killed")) == st
+
+
+def test_run_pruned_event_gives_status_pruned(tmp_path):
+    from tui_ft.core.events import EpochEnd, EventWriter, RunInterrupted, RunPruned, RunStarted
+    from tui_ft.core.runs import summarize
+
+    d = tmp_path / "r1"
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit(RunStarted("r1", preset_name="p", preset={}, device="cpu", n_train=3, n_val=1, n_test=1, pid=os.getpid()))
+        w.emit(EpochEnd("r1", epoch=1, train_mae=0.3, val_mae=0.4, lr=1e-3, seconds=0.1, best_val_mae=0.4, best_epoch=1))
+        w.emit(RunInterrupted("r1", epoch=1))
+    assert summarize(d).status == "interrupted"
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit(RunPruned("r1", epoch=1, reason="median pruner: val_mae 0.4000 at epoch 1"))
+    s = summarize(d)
+    assert s.status == "pruned" and s.message.startswith("median pruner") and s.best_val_mae == 0.4
