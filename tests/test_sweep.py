@@ -329,3 +329,36 @@ def test_run_pruned_event_gives_status_pruned(tmp_path):
         w.emit(RunPruned("r1", epoch=1, reason="median pruner: val_mae 0.4000 at epoch 1"))
     s = summarize(d)
     assert s.status == "pruned" and s.message.startswith("median pruner") and s.best_val_mae == 0.4
+
+
+@pytest.mark.parametrize(
+    "extra, prunes",
+    [('pruner = "median"', True), ('pruner = "none"', False), ('pruner = "none"\nprune_above = 1.0', True)],
+)
+def test_pruners_judge_a_bad_epoch(extra, prunes):
+    from tui_ft.core.sweep import make_pruner
+
+    p = parse_preset(sweep_text("pr", epochs=4, extra=extra), "pr.toml")
+    study = optuna.create_study(sampler=make_sampler(p.sweep), pruner=make_pruner(p), direction="minimize")
+    for i in range(6):  # six finished trials with val_mae 0.5 -> 0.3
+        t = study.ask()
+        suggest(t, p.sweep.dims)
+        for epoch, v in enumerate([0.6, 0.5, 0.4, 0.3]):
+            t.report(v + i * 0.01, epoch)
+        study.tell(t, 0.3 + i * 0.01)
+    t = study.ask()
+    suggest(t, p.sweep.dims)
+    t.report(0.6, 0)
+    assert not t.should_prune()  # epoch 0 (before any update) is never pruned on
+    t.report(5.0, 1)  # far worse than every other trial at epoch 1
+    assert bool(t.should_prune()) is prunes
+
+
+def test_hyperband_resource_is_the_largest_epoch_count():
+    from tui_ft.core.sweep import _max_epochs, make_pruner
+
+    p = parse_preset(sweep_text("hb", epochs=4, extra='pruner = "hyperband"'), "hb.toml")
+    assert isinstance(make_pruner(p), optuna.pruners.HyperbandPruner) and _max_epochs(p) == 4
+    q = parse_preset(sweep_text("hb", epochs=4, extra='pruner = "hyperband"',
+                                space='\n[sweep.space]\n"train.epochs" = { int = [2, 9] }\n'), "hb.toml")
+    assert _max_epochs(q) == 9
