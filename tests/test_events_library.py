@@ -20,6 +20,7 @@ from tui_ft.core.events import (
     RunFailed,
     RunFinished,
     RunInterrupted,
+    RunPruned,
     RunStarted,
     event_from_json,
     read_events,
@@ -38,6 +39,7 @@ def _samples(rid="r1"):
         RunFinished(rid, test_mae=0.25, best_epoch=0, best_val_mae=0.5, seconds=1.0, n_test=2, predictions="p.csv"),
         RunFailed(rid, message="boom", epoch=2),
         RunInterrupted(rid, epoch=1),
+        RunPruned(rid, epoch=1, reason="median pruner: val_mae 0.5000 at epoch 1"),
     ]
 
 

@@ -77,7 +77,7 @@ def home(tmp_path, monkeypatch, graph_cache_dir) -> Path:
     return h
 
 
-LINE = re.compile(r"(?P<where>.+?): (?P<field>[A-Za-z_][\w.\[\]]*): (?P<msg>.+)")
+LINE = re.compile(r"(?P<where>.+?): (?P<field>[A-Za-z_][\w.\[\]\"]*): (?P<msg>.+)")
 
 
 def check_rejected(stem: str, rc: int, out: str, err: str, home: Path) -> None:

@@ -23,6 +23,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft resume RUN_ID                continue an interrupted run from its last epoch
   tui-ft eval CKPT --data FILE        MAE of a checkpoint on a Matbench-layout file
   tui-ft runs | checkpoints           list runs / the checkpoint library
+  tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
 
 Exit codes: 0 done, 1 run failed, 2 usage or preset error, 130 interrupted.
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--run-id", metavar="ID", help=argparse.SUPPRESS)  # the dashboard allocates ids
     ap.add_argument("--plain", action="store_true", help="one plain line per epoch even on a terminal")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N", help="a [sweep] preset: N trials at a time (default 1)")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
     r.add_argument("--detach", action="store_true", default=argparse.SUPPRESS, help="start it in the background")
     r.add_argument("--run-id", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
+    r.add_argument("--jobs", type=int, default=argparse.SUPPRESS, metavar="N", help="a [sweep] preset: N trials at a time")
 
     rs = sub.add_parser("resume", help="continue an interrupted or killed run from its last completed epoch")
     rs.add_argument("run_id")
@@ -105,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--name", help="study name (default: the preset's or plan's name); its folder is logs/.studies/NAME")
 
     sub.add_parser("runs", help="list runs found under logs/")
+    sub.add_parser("sweeps", help="list hyperparameter sweeps (Optuna studies under logs/.sweeps/)")
+    sw = sub.add_parser("sweep", help="a sweep's trials, or its best preset as TOML (--best)")
+    sw.add_argument("name")
+    sw.add_argument("--best", action="store_true", help="print the best trial's preset as TOML, ready to save and run")
     ck = sub.add_parser("checkpoints", help="list the checkpoint library")
     # its own dest: the top-level --preset (run a file) must not see it
     ck.add_argument("--preset", dest="filter_preset", metavar="NAME", help="only this preset's checkpoints")
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         _root_from_preset(file)
         if args.detach:
             return cmd_detach(file)
-        return cmd_run(file, run_id=args.run_id, plain=args.plain)
+        return cmd_run(file, run_id=args.run_id, plain=args.plain, jobs=args.jobs)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
     if args.command == "eval":
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_runs()
     if args.command == "checkpoints":
         return cmd_checkpoints(args.filter_preset)
+    if args.command in ("sweeps", "sweep"):
+        from tui_ft.core.sweep import cmd_sweeps
+
+        return cmd_sweeps(args.name if args.command == "sweep" else None, best=getattr(args, "best", False), err=_err)
     if args.command == "data":
         if args.data_command == "fetch":
             return cmd_fetch(args.name, args.dest)
@@ -260,13 +271,17 @@ def load_and_check(path: str):
     return None
 
 
-def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int:
+def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: int = 1) -> int:
     loaded = load_and_check(path)
     if loaded is None:
         return EXIT_USAGE
     from tui_ft.core.presets import Preset
 
     _install_sigterm()
+    if isinstance(loaded, Preset) and loaded.sweep is not None:
+        from tui_ft.core.sweep import cmd_sweep_run
+
+        return cmd_sweep_run(loaded, jobs=jobs, err=_err)
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
     from tui_ft.core.plan_runner import run_plan

@@ -225,11 +225,30 @@ class RunInterrupted(Event):
         summary.message = self.message
 
 
+@dataclass
+class RunPruned(Event):
+    """A sweep stopped this trial run early (after its ``run_interrupted``); its checkpoints are kept."""
+
+    type: ClassVar[str] = "run_pruned"
+    tone: ClassVar[str] = "warning"
+    to_stderr: ClassVar[bool] = True
+    epoch: int | None = None  # the last epoch reported to the pruner
+    reason: str = "pruned"
+
+    def describe(self) -> str:
+        at = "" if self.epoch is None else f" at epoch {self.epoch}"
+        return f"run {self.run_id} pruned{at}: {self.reason}"
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        summary.status = "pruned"
+        summary.message = self.reason
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted)
+    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted, RunPruned)
 }
-TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted"})
+TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted", "run_pruned"})
 
 
 def describe(ev: Event) -> str | None:

@@ -64,6 +64,8 @@ __all__ = [
     "OptimCfg",
     "TrainCfg",
     "ClusterCfg",
+    "SweepCfg",
+    "SweepDim",
     "Preset",
     "parse_preset",
     "load_preset",
@@ -353,6 +355,44 @@ class ClusterCfg(_Table):
                      tuple(sorted(self.extra.items())), self.folder))
 
 
+# ``[sweep]``: a hyperparameter search over this preset (tui_ft.core.sweep runs it with Optuna).
+SWEEP_KINDS = ("log_uniform", "uniform", "int", "choice")
+Sampler = Literal["tpe", "random", "grid"]
+Pruner = Literal["median", "hyperband", "none"]
+Objective = Literal["best_val_mae"]
+
+
+class SweepDim(BaseModel):
+    """One searched key: ``kind`` is one of SWEEP_KINDS; ``values`` the two bounds or the choices."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    kind: str
+    values: tuple[Any, ...]
+
+
+class SweepCfg(_Table):
+    name: Optional[_text(check_name)] = None  # the study's name; default: run.name
+    objective: Objective = "best_val_mae"  # minimised; the test MAE is never used to select
+    trials: _int(1, 10000) = 20  # finished + pruned trials wanted (a rerun runs only the missing ones)
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "median"
+    prune_above: Optional[_num(gt=0.0)] = None  # also stop a trial whose val_mae at an epoch >= 1 is above this
+    seed: _int(0, 2**32 - 1) = 0  # the sampler's seed
+    space: dict[str, Any]  # "section.key" = { log_uniform|uniform|int|choice = [...] }
+
+    @property
+    def dims(self) -> tuple[SweepDim, ...]:
+        """The searched keys in file order (the table was checked by :func:`_check_sweep`)."""
+        return tuple(SweepDim(key=k, kind=next(iter(v)), values=tuple(next(iter(v.values())))) for k, v in self.space.items())
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash fail
+        import json
+
+        return hash((self.name, self.objective, self.trials, self.sampler, self.pruner, self.prune_above, self.seed,
+                     json.dumps(self.space, sort_keys=True)))
+
+
 class Preset(_Table):
     """A validated preset. ``path`` (the file it came from) and ``lines`` (key -> line)
     are not part of its value: equal presets from two files compare equal."""
@@ -364,6 +404,7 @@ class Preset(_Table):
     optim: OptimCfg
     train: TrainCfg
     cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
+    sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
     _path: Optional[str] = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
@@ -391,7 +432,7 @@ class Preset(_Table):
         return self.run.name
 
     def _key(self) -> tuple:
-        return (self.run, self.data, self.model, self.finetune, self.optim, self.train)
+        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Preset):
@@ -422,6 +463,8 @@ class Preset(_Table):
             del d["finetune"]["backbone_lr"]
         if self.cluster != ClusterCfg():
             d["cluster"] = self.cluster.model_dump()
+        if self.sweep is not None:
+            d["sweep"] = self.sweep.model_dump(exclude_none=True)
         return d
 
     def line_of(self, field: str) -> int | None:
@@ -483,8 +526,9 @@ class Preset(_Table):
             raise PresetErrors([e]) from None
 
 
+NOT_TRAINED = ("sweep", "cluster")  # optional tables that say how to run a preset, not what one run trains
 SECTION_MODELS: dict[str, type[_Table]] = {
-    name: info.annotation for name, info in Preset.model_fields.items() if name != "cluster"  # type: ignore[misc]
+    name: info.annotation for name, info in Preset.model_fields.items() if name not in NOT_TRAINED  # type: ignore[misc]
 }
 SECTIONS: dict[str, tuple[str, ...]] = {sec: tuple(m.model_fields) for sec, m in SECTION_MODELS.items()}
 OPTIONAL_SECTIONS = tuple(sec for sec, info in Preset.model_fields.items() if not info.is_required())
@@ -616,7 +660,7 @@ def _message(err: dict[str, Any]) -> tuple[str, str]:
         return field, "missing required section" if len(loc) == 1 else "missing required key"
     if kind == "extra_forbidden":
         if len(loc) == 1:
-            return field, f"unknown section (allowed: {', '.join(SECTIONS)})"
+            return field, f"unknown section (allowed: {', '.join(Preset.model_fields)})"
         parent = _field_type(loc[:-1])
         keys = tuple(parent[0].model_fields) if parent and isinstance(parent[0], type) else ()
         return field, f"unknown key (allowed: {', '.join(keys)})"
@@ -636,7 +680,108 @@ def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str 
     for err in exc.errors(include_url=False):
         field, message = _message(err)
         field = prefix + field if field else prefix.rstrip(".") or "preset"
-        out.append(PresetError(path, line_of(lines, field), field, message))
+        out.append(PresetError(path, line_of(lines, field), _space_field(field), message))
+    return out
+
+
+def _space_field(field: str) -> str:
+    """``sweep.space.optim.lr.int`` as written in TOML: ``sweep.space."optim.lr".int`` (the key has a dot)."""
+    parts = field.split(".")
+    if parts[:2] != ["sweep", "space"] or len(parts) < 4:
+        return field
+    return ".".join(["sweep", "space", f'"{parts[2]}.{parts[3]}"', *parts[4:]])
+
+
+def _check_sweep(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of a ``[sweep]`` table beyond its types, as (field, message); field is the dotted line key.
+
+    Each searched key must be a preset field (``section.key``, not ``run.name``);
+    its value exactly one of ``{ log_uniform = [LOW, HIGH] }``, ``{ uniform = [LOW, HIGH] }``,
+    ``{ int = [LOW, HIGH] }``, ``{ choice = [A, B, ...] }``, of a kind that fits the field's
+    type, with LOW < HIGH (LOW > 0 for log_uniform), and every bound or choice a valid
+    value of the field (checked by the field's own validator, and against the rules
+    between fields with the rest of the preset).
+    """
+    sweep = d.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("space"), dict):
+        return []
+    out: list[tuple[str, str]] = []
+    forms = "{ log_uniform = [LOW, HIGH] }, { uniform = [LOW, HIGH] }, { int = [LOW, HIGH] } or { choice = [A, B, ...] }"
+    grid = sweep.get("sampler") == "grid"
+    grid_size = 1
+    if not sweep["space"]:
+        return [("sweep.space", 'expected at least one searched key, like "optim.lr" = { log_uniform = [1e-5, 1e-2] }')]
+    for key, spec in sweep["space"].items():
+        field = f"sweep.space.{key}"
+        sec, _, name = key.partition(".")
+        if sec not in SECTIONS or name not in SECTIONS[sec] or key == "run.name":
+            if sec in SECTIONS and not name and isinstance(spec, dict) and set(spec) <= set(SECTIONS[sec]):
+                sub = next(iter(spec), "key")
+                out.append((field, f'a dotted key must be quoted here: "{sec}.{sub}" = {{ ... }}'))
+                continue
+            known = ", ".join(f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks if f"{s}.{k}" != "run.name")
+            out.append((field, f"unknown preset key {show_value(key)} (searchable: {known})"))
+            continue
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SWEEP_KINDS:
+            out.append((field, f"expected one of {forms}, got {show_value(spec)}"))
+            continue
+        kind, values = next(iter(spec.items()))
+        field = f"{field}.{kind}"
+        if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
+            want = "a non-empty array [A, B, ...]" if kind == "choice" else "an array [LOW, HIGH]"
+            shown = "[]" if values == [] else show_value(values)
+            out.append((field, f"expected {want}, got {shown}"))
+            continue
+        tp = _field_type((sec, name))
+        base = tp[0] if tp else None
+        is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if kind in ("log_uniform", "uniform") and base is not float:
+            hint = "int = [LOW, HIGH] or choice = [...]" if base is int else "choice = [...]"
+            out.append((field, f"{key} is not a real number: use {hint}"))
+            continue
+        if kind == "int" and base not in (int, float):
+            out.append((field, f"{key} is not a number: use choice = [...]"))
+            continue
+        if kind == "int" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out.append((field, f"expected two integers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        if kind != "choice":
+            if not all(is_num(v) and math.isfinite(v) for v in values):
+                out.append((field, f"expected two numbers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+                continue
+            lo, hi = values
+            if not lo < hi:
+                out.append((field, f"empty range: LOW must be below HIGH, got [{show_value(lo)}, {show_value(hi)}]"))
+                continue
+            if kind == "log_uniform" and lo <= 0:
+                out.append((field, f"log_uniform needs LOW > 0, got {show_value(lo)}"))
+                continue
+        elif len(set(map(repr, values))) != len(values):
+            out.append((field, f"the choices must differ, got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        bad = None
+        for v in values:  # each bound / choice as the preset would get it
+            try:
+                check_field(key, v)
+            except ValueError as exc:
+                bad = f"{show_value(v)} is not a valid {key}: {exc}"
+                break
+            trial = {**d, sec: {**(d.get(sec) if isinstance(d.get(sec), dict) else {}), name: v}}
+            rules = [m for f, m in _cross_field(trial) if f == key]
+            if rules:
+                bad = f"{key} = {show_value(v)}: {rules[0]}"
+                break
+        if bad:
+            out.append((field, bad))
+            continue
+        if grid:
+            if kind in ("log_uniform", "uniform"):
+                out.append((field, 'sampler = "grid" needs int = [LOW, HIGH] or choice = [...] ranges'))
+                continue
+            grid_size *= len(values) if kind == "choice" else values[1] - values[0] + 1
+    trials = sweep.get("trials", 20)
+    if grid and not out and isinstance(trials, int) and trials > grid_size:
+        out.append(("sweep.trials", f'sampler = "grid": the space has {grid_size} points, got trials = {trials}'))
     return out
 
 
@@ -711,6 +856,9 @@ def _build(d: Any, path: str, lines: dict[str, int]) -> Preset:
     for field, message in _cross_field(d):
         if field not in bad and not any(field.startswith(b + ".") for b in bad):
             errors.append(PresetError(path, line_of(lines, field), field, message))
+    if not any(e.field == "sweep" or e.field.startswith("sweep.") for e in errors):
+        for field, message in _check_sweep(d):
+            errors.append(PresetError(path, line_of(lines, field), _space_field(field), message))
     if errors or preset is None:
         errors.sort(key=lambda e: -1 if e.line is None else e.line)
         if len(errors) == 1:
@@ -827,8 +975,14 @@ def dump_preset(preset: Preset) -> str:
     for sec, table in d.items():
         out.append("")
         out.append(f"[{sec}]")
+        space = table.pop("space", None) if sec == "sweep" else None
         for key, value in table.items():
             out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        if space is not None:  # one line per searched key
+            out.append("")
+            out.append("[sweep.space]")
+            for key, value in space.items():
+                out.append(f"{_toml_key(key)} = {_toml_value(value)}")
     return "\n".join(out) + "\n"
 
 

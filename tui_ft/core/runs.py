@@ -54,7 +54,7 @@ def pid_alive(pid: int) -> bool:
 class RunSummary:
     run_id: str
     preset_name: str = "?"
-    status: str = "pending"  # pending | running | finished | failed | interrupted | crashed
+    status: str = "pending"  # pending | running | finished | failed | interrupted | pruned | crashed
     epoch: int | None = None
     epochs: int = 0
     best_val_mae: float | None = None

@@ -1,0 +1,627 @@
+"""Hyperparameter sweeps: a preset's ``[sweep]`` table searched with Optuna.
+
+The parent process owns the study (Optuna's ask/tell interface) and each trial
+is an ordinary run of the library:
+
+* the study lives in an Optuna RDB storage, the SQLite file
+  ``logs/.sweeps/<name>/study.db`` (study name = the sweep's name, opened with
+  ``load_if_exists``), so a rerun continues it and ``optuna-dashboard`` can open it;
+* trial ``N`` gets the base preset with the sampled values (run name
+  ``<sweep>-tN``, written to ``logs/.sweeps/<name>/trials/tN.toml``) and runs
+  as ``python -m tui_ft --preset FILE --plain --run-id ID`` in its own process
+  (``logs/<ID>/sweep.json`` names the sweep and trial);
+* the parent follows the trial's ``events.jsonl``: each ``epoch_end`` is
+  ``trial.report(val_mae, epoch)``; when the pruner says so, the run is stopped
+  with SIGINT (it records ``run_interrupted`` and keeps ``last.pt``/``best.pt``)
+  and the parent appends ``run_pruned``: the run's status is then ``pruned``;
+* ``trials`` is the number of finished + pruned trials wanted: a rerun marks
+  trials left RUNNING by a killed sweep as FAIL, enqueues their parameters
+  again, and runs only what is missing.
+
+``--jobs N`` runs N trials at a time; every launch goes through
+:func:`_launch` (the place to move onto ``tui_ft.core.executors``).
+
+Optuna is the optional extra ``sweep``; it is imported only when a sweep runs
+or is read. The pure functions at the end (:func:`trial_rows`,
+:func:`best_row`, :func:`param_points`) are what a dashboard view needs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from tui_ft.core.paths import Paths
+from tui_ft.core.presets import Preset, SweepCfg, SweepDim, check_name, preset_from_dict
+
+__all__ = [
+    "SweepError",
+    "TrialRow",
+    "SweepInfo",
+    "sweep_name",
+    "sweep_dir",
+    "run_sweep",
+    "list_sweeps",
+    "load_study",
+    "best_preset",
+    "trial_rows",
+    "best_row",
+    "param_points",
+    "suggest",
+    "trial_preset",
+]
+
+SWEEPS = ".sweeps"
+POLL_S = 0.25
+STOP_TIMEOUT_S = 120
+EXTRA_HINT = "pip install 'tui-ft[sweep]' (or pip install optuna)"
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or be read (usage error, exit 2)."""
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError(f"sweeps need Optuna, which is not installed: {EXTRA_HINT}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+# --------------------------------------------------------------------------- names and places
+
+
+def sweep_name(preset: Preset) -> str:
+    if preset.sweep is None:
+        raise SweepError(f"preset {preset.name} has no [sweep] table")
+    return preset.sweep.name or preset.run.name
+
+
+def sweep_dir(paths: Paths, name: str) -> Path:
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise SweepError(f"sweep name {name!r}: {exc}") from None
+    return paths.logs / SWEEPS / name
+
+
+def _storage(folder: Path) -> str:
+    return f"sqlite:///{folder / 'study.db'}"
+
+
+# --------------------------------------------------------------------------- samplers and pruners
+
+
+def make_sampler(cfg: SweepCfg, done: int = 0):
+    """The ``[sweep]`` sampler. ``done``: trials already in the study; a continued study
+    seeds its sampler with ``seed + done``, or it would draw the first run's values again."""
+    optuna = _optuna()
+    seed = (cfg.seed + done) % 2**32
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler == "grid":  # it skips the grid points the study already has
+        grid = {d.key: list(d.values) if d.kind == "choice" else list(range(d.values[0], d.values[1] + 1)) for d in cfg.dims}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _max_epochs(preset: Preset) -> int:
+    for d in preset.sweep.dims if preset.sweep else ():
+        if d.key == "train.epochs":
+            return int(max(d.values))
+    return preset.train.epochs
+
+
+def make_pruner(preset: Preset):
+    """The ``[sweep]`` pruner; epoch 0 (before any update) is never pruned on."""
+    optuna = _optuna()
+    cfg = preset.sweep
+    assert cfg is not None
+    if cfg.pruner == "median":
+        main = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    elif cfg.pruner == "hyperband":
+        main = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, _max_epochs(preset)))
+    else:
+        main = optuna.pruners.NopPruner()
+    if cfg.prune_above is None:
+        return main
+    return _AnyPruner([main, optuna.pruners.ThresholdPruner(upper=cfg.prune_above, n_warmup_steps=1)])
+
+
+def _AnyPruner(pruners: list):  # noqa: N802 - a class built on the imported base
+    optuna = _optuna()
+
+    class AnyPruner(optuna.pruners.BasePruner):
+        """Prune when any of the pruners says so (the main pruner, then ``prune_above``)."""
+
+        def __init__(self, ps: list):
+            self.pruners = ps
+
+        def prune(self, study, trial) -> bool:
+            return any(p.prune(study, trial) for p in self.pruners)
+
+    return AnyPruner(pruners)
+
+
+def load_study(paths: Paths, name: str, *, preset: Preset | None = None):
+    """Open the sweep's study (create it when ``preset`` is given)."""
+    optuna = _optuna()
+    folder = sweep_dir(paths, name)
+    if preset is None:
+        if not (folder / "study.db").is_file():
+            raise SweepError(f"no sweep {name!r} (no {folder / 'study.db'}); `tui-ft sweeps` lists them")
+        return optuna.load_study(study_name=name, storage=_storage(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        done = len(optuna.load_study(study_name=name, storage=_storage(folder)).get_trials(deepcopy=False))
+    except KeyError:  # a new study
+        done = 0
+    return optuna.create_study(
+        storage=_storage(folder),
+        study_name=name,
+        direction="minimize",
+        sampler=make_sampler(preset.sweep, done),
+        pruner=make_pruner(preset),
+        load_if_exists=True,
+    )
+
+
+def suggest(trial, dims: Iterable[SweepDim]) -> dict[str, Any]:
+    """The sampled value of each searched key, ``{"optim.lr": 3e-4, ...}``."""
+    out: dict[str, Any] = {}
+    for d in dims:
+        if d.kind == "log_uniform":
+            out[d.key] = trial.suggest_float(d.key, float(d.values[0]), float(d.values[1]), log=True)
+        elif d.kind == "uniform":
+            out[d.key] = trial.suggest_float(d.key, float(d.values[0]), float(d.values[1]))
+        elif d.kind == "int":
+            out[d.key] = trial.suggest_int(d.key, int(d.values[0]), int(d.values[1]))
+        else:
+            out[d.key] = trial.suggest_categorical(d.key, list(d.values))
+    return out
+
+
+def trial_preset(base: Preset, params: dict[str, Any], sweep: str, number: int) -> Preset:
+    """The base preset with the sampled values, run name ``<sweep>-t<number>``, no [sweep] table."""
+    d = base.to_dict()
+    d.pop("sweep", None)
+    shown = ", ".join(f"{k}={_show(v)}" for k, v in params.items())
+    changes = {**params, "run.name": f"{sweep}-t{number}", "run.description": f"sweep {sweep} trial {number}: {shown}"}
+    return preset_from_dict(d).with_changes(changes)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- launching trials
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the trial gets SIGINT (stops cleanly, keeps last.pt) if the sweep process dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; a rerun stops orphans too
+        pass
+
+
+def _launch(cmd: list[str], env: dict[str, str], log: Path, cwd: str | None = None) -> subprocess.Popen:
+    """Start one trial process. The one place trials start (to be moved onto tui_ft.core.executors).
+
+    Its own session: a Ctrl-C on the terminal reaches the sweep, which stops the trials once.
+    """
+    out = open(log, "ab")
+    try:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
+        )
+    finally:
+        out.close()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _trial_env(paths: Paths, jobs: int) -> dict[str, str]:
+    env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
+    if jobs > 1:  # divide the cores between the concurrent trials (as the executors do)
+        per = str(max(1, _usable_cores() // jobs))
+        env.update(TUI_FT_THREADS=per, TUI_FT_CPU_WORKERS=per, OMP_NUM_THREADS=per)
+    return env
+
+
+@dataclass
+class _Running:
+    trial: Any
+    number: int
+    run_id: str
+    params: dict[str, Any]
+    proc: subprocess.Popen
+    follower: Any
+    started: float = field(default_factory=time.time)
+    last_epoch: int | None = None
+    last_value: float | None = None
+    prune_reason: str | None = None
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGINT)
+    except ProcessLookupError:
+        return
+
+
+def _wait(proc: subprocess.Popen) -> None:
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pid_alive(pid: int) -> bool:
+    from tui_ft.core.runs import pid_alive
+
+    return pid_alive(pid)
+
+
+def _recover(study, say: Callable[[str], None]) -> None:
+    """Trials a killed sweep left RUNNING: stop their process if it survived, mark them FAIL, enqueue their params."""
+    optuna = _optuna()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = int(t.user_attrs.get("pid") or 0)
+        if pid and _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            deadline = time.time() + STOP_TIMEOUT_S
+            while _pid_alive(pid) and time.time() < deadline:
+                time.sleep(0.2)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        say(f"trial {t.number} was left running by an interrupted sweep: marked failed, its parameters queued again")
+
+
+class _Lock:
+    """One sweep process per study (an flock on logs/.sweeps/<name>/lock)."""
+
+    def __init__(self, folder: Path, name: str):
+        self.fh = open(folder / "lock", "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise SweepError(f"sweep {name!r} is already running in another process") from None
+
+    def release(self) -> None:
+        self.fh.close()
+
+
+def run_sweep(
+    preset: Preset,
+    *,
+    jobs: int = 1,
+    paths: Paths | None = None,
+    say: Callable[[str], None] = print,
+    err: Callable[[str], None] | None = None,
+) -> int:
+    """Run (or continue) the preset's sweep headless. Returns the exit code: 0 when
+    every trial finished or was pruned, 1 when some failed, 130 when interrupted.
+    Raises :class:`SweepError` (exit 2) when it cannot start."""
+    err = err or (lambda m: print(m, file=sys.stderr, flush=True))
+    if preset.sweep is None:
+        raise SweepError(f"preset {preset.name} has no [sweep] table")
+    if jobs < 1:
+        raise SweepError(f"--jobs must be at least 1, got {jobs}")
+    optuna = _optuna()
+    from tui_ft.core.events import EpochEnd, EventFollower, EventWriter, RunPruned
+    from tui_ft.core.runs import new_run_id, summarize
+
+    paths = paths or Paths.default()
+    cfg = preset.sweep
+    name = sweep_name(preset)
+    folder = sweep_dir(paths, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trials").mkdir(exist_ok=True)
+    lock = _Lock(folder, name)
+    State = optuna.trial.TrialState
+    running: list[_Running] = []
+    try:
+        study = load_study(paths, name, preset=preset)
+        study.set_user_attr("trials", cfg.trials)
+        study.set_user_attr("preset", preset.to_dict())
+        _recover(study, err)
+        done = len(study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)))
+        remaining = max(0, cfg.trials - done)
+        say(f"sweep {name}: {done} of {cfg.trials} trials done, {remaining} to run, {jobs} at a time "
+            f"({cfg.sampler} sampler, {cfg.pruner} pruner; study {folder / 'study.db'})")
+        env = _trial_env(paths, jobs)
+        launched = failed = 0
+        t0 = time.time()
+
+        def start() -> None:
+            trial = study.ask()
+            params = suggest(trial, cfg.dims)
+            tp = trial_preset(preset, params, name, trial.number)
+            file = folder / "trials" / f"t{trial.number}.toml"
+            from tui_ft.core.presets import save_preset
+
+            save_preset(tp, file)
+            run_id = new_run_id(tp.name, paths)
+            run_dir = paths.run_log_dir(run_id)
+            (run_dir / "sweep.json").write_text(
+                json.dumps({"sweep": name, "trial": trial.number, "params": params}, indent=1) + "\n", encoding="utf-8"
+            )
+            cmd = [sys.executable, "-m", "tui_ft", "--preset", str(file), "--plain", "--run-id", run_id]
+            proc = _launch(cmd, env, folder / "trials" / f"t{trial.number}.log")
+            trial.set_user_attr("run_id", run_id)
+            trial.set_user_attr("preset", str(file))
+            trial.set_user_attr("pid", proc.pid)
+            running.append(_Running(trial, trial.number, run_id, params, proc, EventFollower(run_dir / "events.jsonl")))
+
+        def follow(r: _Running) -> None:
+            for ev in r.follower.poll():
+                if not isinstance(ev, EpochEnd) or r.prune_reason is not None:
+                    continue
+                r.last_epoch, r.last_value = ev.epoch, ev.val_mae
+                if not math.isfinite(ev.val_mae):
+                    continue
+                r.trial.report(ev.val_mae, ev.epoch)
+                if r.trial.should_prune():
+                    r.prune_reason = f"{cfg.pruner if cfg.prune_above is None else cfg.pruner + '/prune_above'} pruner: val_mae {ev.val_mae:.4f} at epoch {ev.epoch}"
+                    _stop(r.proc)
+
+        def finish(r: _Running) -> None:
+            nonlocal failed
+            follow(r)
+            s = summarize(paths.run_log_dir(r.run_id))
+            shown = " ".join(f"{k}={_show(v)}" for k, v in r.params.items())
+            secs = time.time() - r.started
+            if s.status == "finished" and s.best_val_mae is not None and math.isfinite(s.best_val_mae):
+                study.tell(r.trial, s.best_val_mae)
+                say(f"trial {r.number:3d}  finished  {cfg.objective} {s.best_val_mae:.4f} (epoch {s.best_epoch})  "
+                    f"{secs:6.1f}s  {shown}  run {r.run_id}")
+            elif r.prune_reason is not None and s.status in ("interrupted", "running", "crashed"):
+                with EventWriter(paths.run_log_dir(r.run_id) / "events.jsonl") as w:
+                    w.emit(RunPruned(r.run_id, epoch=r.last_epoch, reason=r.prune_reason))
+                study.tell(r.trial, state=State.PRUNED)
+                say(f"trial {r.number:3d}  pruned    at epoch {r.last_epoch} (val_mae {r.last_value:.4f})  "
+                    f"{secs:6.1f}s  {shown}  run {r.run_id}")
+            else:
+                failed += 1
+                study.tell(r.trial, state=State.FAIL)
+                why = s.message or f"exit code {r.proc.returncode}"
+                say(f"trial {r.number:3d}  {s.status:9} {why}  {shown}  run {r.run_id} "
+                    f"(log {folder / 'trials' / f't{r.number}.log'})")
+
+        try:
+            while True:
+                while len(running) < jobs and launched < remaining:
+                    start()
+                    launched += 1
+                if not running:
+                    break
+                for r in list(running):
+                    follow(r)
+                    if r.proc.poll() is not None:
+                        running.remove(r)
+                        finish(r)
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            for r in running:
+                _stop(r.proc)
+            for r in running:
+                _wait(r.proc)
+                study.tell(r.trial, state=State.FAIL)
+                study.enqueue_trial(r.params, user_attrs={"retry_of": r.number})
+            err(f"sweep {name} interrupted: {len(running)} running trial(s) stopped (their runs keep last.pt); "
+                f"run it again to continue")
+            running.clear()
+            return 130
+        for line in summary_lines(study.get_trials(deepcopy=False), top=5):
+            say(line)
+        say(f"sweep {name}: {launched} trial(s) run in {time.time() - t0:.1f}s; "
+            f"best preset: tui-ft sweep {name} --best")
+        return 1 if failed else 0
+    finally:
+        for r in running:  # an unexpected error: do not leave trials behind
+            _stop(r.proc)
+            _wait(r.proc)
+        lock.release()
+
+
+# --------------------------------------------------------------------------- reading sweeps
+
+
+@dataclass
+class SweepInfo:
+    name: str
+    requested: int | None
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best_value: float | None
+    best_trial: int | None
+
+
+def list_sweeps(paths: Paths | None = None) -> list[SweepInfo]:
+    """Every study under ``logs/.sweeps/``, by name."""
+    paths = paths or Paths.default()
+    root = paths.logs / SWEEPS
+    if not root.is_dir():
+        return []
+    _optuna()  # a missing package is said, not taken for "no sweeps"
+    out = []
+    for d in sorted(root.iterdir()):
+        if not (d / "study.db").is_file():
+            continue
+        try:
+            study = load_study(paths, d.name)
+        except SweepError:
+            continue
+        except Exception:  # noqa: BLE001 - a study db of another name / version: skip it
+            continue
+        trials = study.get_trials(deepcopy=False)
+        best = best_row(trials)
+        counts = {s: sum(1 for t in trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+        out.append(SweepInfo(d.name, study.user_attrs.get("trials"), counts["COMPLETE"], counts["PRUNED"],
+                             counts["FAIL"], counts["RUNNING"], best.value if best else None, best.number if best else None))
+    return out
+
+
+def best_preset(paths: Paths, name: str) -> Preset:
+    """The best finished trial's preset, renamed ``<sweep>-best``: a plain preset, ready to save and run."""
+    study = load_study(paths, name)
+    best = best_row(study.get_trials(deepcopy=False))
+    if best is None:
+        raise SweepError(f"sweep {name!r} has no finished trial yet")
+    from tui_ft.core.presets import load_preset
+
+    p = load_preset(best.preset) if best.preset and Path(best.preset).is_file() else None
+    if p is None:
+        base = study.user_attrs.get("preset")
+        if not isinstance(base, dict):
+            raise SweepError(f"sweep {name!r}: the preset of trial {best.number} is missing")
+        p = trial_preset(preset_from_dict(base), best.params, name, best.number)
+    return p.with_changes({
+        "run.name": f"{name}-best",
+        "run.description": f"best trial {best.number} of sweep {name} (best_val_mae {best.value:.4f}, run {best.run_id})",
+    })
+
+
+# --------------------------------------------------------------------------- rows for views (pure)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as a table row: ``state`` is finished / pruned / failed / running / waiting."""
+
+    number: int
+    state: str
+    value: float | None  # the objective (finished) or the last reported val_mae (pruned)
+    params: dict[str, Any]
+    run_id: str | None
+    epoch: int | None  # the last reported epoch
+    preset: str | None
+
+
+_STATES = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
+def _row(t) -> TrialRow:
+    inter = t.intermediate_values
+    last = max(inter) if inter else None
+    value = t.value if t.state.name == "COMPLETE" else (inter[last] if last is not None else None)
+    params = dict(t.params) or dict(t.system_attrs.get("fixed_params") or {})  # an enqueued (waiting) trial
+    return TrialRow(t.number, _STATES.get(t.state.name, t.state.name.lower()), value, params,
+                    t.user_attrs.get("run_id"), last, t.user_attrs.get("preset"))
+
+
+def trial_rows(trials: Iterable[Any]) -> list[TrialRow]:
+    """Rows for a trials table: finished by value, then pruned by their last value, then the rest by number."""
+    rows = [_row(t) for t in trials]
+    rank = {"finished": 0, "pruned": 1}
+    return sorted(rows, key=lambda r: (rank.get(r.state, 2), r.value if r.value is not None and r.state in rank else math.inf, r.number))
+
+
+def best_row(trials: Iterable[Any]) -> TrialRow | None:
+    """The finished trial with the lowest objective (None when none finished)."""
+    rows = [r for r in trial_rows(trials) if r.state == "finished" and r.value is not None]
+    return rows[0] if rows else None
+
+
+def param_points(trials: Iterable[Any], key: str) -> list[tuple[Any, float]]:
+    """(value of ``key``, objective) for each finished trial: a scatter of one parameter against the objective."""
+    return [(r.params[key], r.value) for r in trial_rows(trials)
+            if r.state == "finished" and r.value is not None and key in r.params]
+
+
+def summary_lines(trials: Iterable[Any], top: int = 5) -> list[str]:
+    """The final table: the best ``top`` finished trials with their values and parameters."""
+    rows = [r for r in trial_rows(trials) if r.state == "finished"]
+    counts: dict[str, int] = {}
+    for r in trial_rows(trials):
+        counts[r.state] = counts.get(r.state, 0) + 1
+    head = "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    if not rows:
+        return [head, "no finished trial"]
+    keys = list(rows[0].params)
+    out = [head, f"{'rank':>4} {'trial':>5} {'best_val_mae':>12}  " + "  ".join(f"{k:>18}" for k in keys) + "  run"]
+    for i, r in enumerate(rows[:top], 1):
+        out.append(f"{i:>4} {r.number:>5} {r.value:>12.4f}  " + "  ".join(f"{_show(r.params.get(k)):>18}" for k in keys)
+                   + f"  {r.run_id}")
+    return out
+
+
+# --------------------------------------------------------------------------- CLI entry points
+
+
+def cmd_sweep_run(preset: Preset, *, jobs: int, err: Callable[[str], None]) -> int:
+    """``tui-ft --preset SWEEP.toml [--jobs N]``: 0 done, 1 a trial failed, 2 cannot start, 130 interrupted."""
+    try:
+        return run_sweep(preset, jobs=jobs, say=lambda m: print(m, flush=True), err=err)
+    except SweepError as exc:
+        err(f"error: {exc}")
+        return 2
+
+
+def cmd_sweeps(name: str | None, *, best: bool, err: Callable[[str], None]) -> int:
+    """``tui-ft sweeps`` (name None), ``tui-ft sweep NAME`` (its trials) and ``tui-ft sweep NAME --best``."""
+    paths = Paths.default()
+    try:
+        if name is None:
+            rows = list_sweeps(paths)
+            if not rows:
+                print("no sweeps under logs/.sweeps/")
+                return 0
+            print(f"{'sweep':32} {'done':>9} {'finished':>8} {'pruned':>6} {'failed':>6} {'running':>7} {'best':>8} {'trial':>5}")
+            for s in rows:
+                done = f"{s.complete + s.pruned}/{s.requested if s.requested is not None else '?'}"
+                bv = "-" if s.best_value is None else f"{s.best_value:.4f}"
+                bt = "-" if s.best_trial is None else str(s.best_trial)
+                print(f"{s.name:32} {done:>9} {s.complete:>8} {s.pruned:>6} {s.failed:>6} {s.running:>7} {bv:>8} {bt:>5}")
+            return 0
+        if best:
+            from tui_ft.core.presets import dump_preset
+
+            sys.stdout.write(dump_preset(best_preset(paths, name)))
+            return 0
+        study = load_study(paths, name)
+        trials = study.get_trials(deepcopy=False)
+        print(f"{'trial':>5} {'state':9} {'value':>8} {'epoch':>5}  params  run")
+        for r in trial_rows(trials):
+            v = "-" if r.value is None else f"{r.value:.4f}"
+            ep = "-" if r.epoch is None else str(r.epoch)
+            shown = " ".join(f"{k}={_show(x)}" for k, x in r.params.items())
+            print(f"{r.number:>5} {r.state:9} {v:>8} {ep:>5}  {shown}  {r.run_id or '-'}")
+        return 0
+    except SweepError as exc:
+        err(f"error: {exc}")
+        return 2
