@@ -69,6 +69,9 @@ class _Compact:
         self.missing = tuple(k for k in ("lattice", "sites") if k not in value)  # checked without unpickling
         self.unknown_element = _unknown_element(value)
 
+    def value(self) -> Any:
+        return pickle.loads(self.blob)  # our own bytes, made just above; never read from disk
+
 
 _Z_OF: dict[str, int] = {}
 
@@ -96,9 +99,6 @@ def _unknown_element(sd: dict[str, Any]) -> str | None:
         if z > MAX_Z:
             return f"{sym} (Z={z})"
     return None
-
-    def value(self) -> Any:
-        return pickle.loads(self.blob)  # our own bytes, made just above; never read from disk
 
 
 def _decode_split_json(text: str) -> dict[str, Any]:
