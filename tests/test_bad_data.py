@@ -49,11 +49,11 @@ def _json(obj) -> bytes:
 
 
 def _overlap(sd: dict) -> dict:
-    """A second site 0.1 A from the first (two overlapping atoms)."""
+    """A second site a few hundredths of an Angstrom from the first (two overlapping atoms)."""
     sd = copy.deepcopy(sd)
     site = copy.deepcopy(sd["sites"][0])
-    site["xyz"] = [site["xyz"][0] + 0.1, site["xyz"][1], site["xyz"][2]]
-    site.pop("abc", None)
+    site["abc"] = [site["abc"][0] + 0.01, site["abc"][1], site["abc"][2]]  # pymatgen reads abc
+    site.pop("xyz", None)
     sd["sites"].append(site)
     return sd
 
@@ -271,3 +271,41 @@ def test_fifo_and_device_are_refused_without_opening(tmp_path):
             load_matbench(p)
         with pytest.raises(ValueError, match="expected a regular"):
             read_columns(p)
+
+
+@pytest.mark.parametrize("mae, n, rc, text", [
+    (float("nan"), 12, 1, "the MAE is not finite"),
+    (0.0, 0, 2, "no usable rows to evaluate (3 left out)"),
+    (0.25, 12, 0, ""),
+])
+def test_eval_exit_code_follows_its_result(mae, n, rc, text, project, monkeypatch, capsys, base):
+    """`tui-ft eval` ending with a NaN MAE exits 1, with 0 usable rows exits 2, each with the reason."""
+    import types
+
+    import tui_ft.core.engine as engine
+    from tui_ft.core import library
+
+    data = project / "eval.json"
+    data.write_bytes(_json(copy.deepcopy(base)))
+    ckpt = project / "x.pt"
+    monkeypatch.setattr(library.Library, "resolve_ref", lambda self, ref: types.SimpleNamespace(path=ckpt))
+    monkeypatch.setattr(engine, "evaluate_checkpoint",
+                        lambda *a, **k: (mae, n, [] if n else ["demo-000", "demo-001", "demo-002"]))
+    assert cli.main(["eval", "x.pt", "--data", str(data)]) == rc
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert text in err
+    assert ("mae 0.2500" in out) == (rc == 0)
+
+
+def test_eval_refuses_a_fifo_as_data(project, monkeypatch, capsys):
+    import types
+
+    from tui_ft.core import library
+
+    fifo = project / "pipe.json"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(library.Library, "resolve_ref", lambda self, ref: types.SimpleNamespace(path=project / "x.pt"))
+    assert cli.main(["eval", "x.pt", "--data", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pipe.json: data file is a pipe (FIFO)" in err
