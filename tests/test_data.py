@@ -364,3 +364,28 @@ def test_convert_items_and_cached_graphs_are_checked(demo_obj, tmp_path, monkeyp
     torch.save(c, cfile)
     graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(8))
     assert list(failed) == [0] and "Z=118" in failed[0] and 0 not in graphs and len(graphs) == 7
+
+
+def test_old_chunk_extended_is_checked_before_it_gets_the_marker(demo_obj, tmp_path, monkeypatch):
+    """A chunk written before the checks and then extended with new rows is rewritten with the
+    "checks" marker: its old graphs are checked first, so a bad one is recorded as failed."""
+    import torch
+    from chgnet.graph import CrystalGraphConverter
+
+    monkeypatch.delenv("TUI_FT_CACHE", raising=False)
+    conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
+    path = _write(tmp_path / "ext.json", _small(demo_obj, 8))
+    paths = Paths(tmp_path / "proj")
+    cache = GraphCache(load_matbench(path), conv, paths)
+    cache.get(range(4))
+    (cfile,) = list(cache.dir.glob("chunk-*.pt"))
+    c = torch.load(cfile, weights_only=True)
+    del c["checks"]
+    c["packed"]["atomic_number"][0] = 99  # row 0
+    torch.save(c, cfile)
+    graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(2, 8))  # builds rows 4..7
+    assert not failed and len(graphs) == 6
+    c = torch.load(cfile, weights_only=True)
+    assert c["checks"] == 1 and "Z=99" in c["failed"]["0"] and "0" not in c["rows"] and "0" not in map(str, c["rows"])
+    graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(8))
+    assert list(failed) == [0] and len(graphs) == 7

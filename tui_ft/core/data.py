@@ -857,7 +857,8 @@ class GraphCache:
         import torch
 
         from tui_ft.core.graphstore import (
-            CHECKS_VERSION, MIN_ROWS_PER_WORKER, TASK_ROWS, _Chunk, can_spawn, convert_items, converter_settings, make_pool,
+            CHECKS_VERSION, GRAPH_FIELDS_CHECKED, MIN_ROWS_PER_WORKER, TASK_ROWS, _Chunk, can_spawn, convert_items,
+            converter_settings, graph_problem, make_pool,
         )
 
         def item(r: int):
@@ -888,6 +889,14 @@ class GraphCache:
                 c_failed = {key: why for key, why in old["failed"].items()
                             if not str(why).startswith(LEGACY_TARGET_REASON)}
                 graphs = dict(old["graphs"])
+                if obj.get("checks") != CHECKS_VERSION:  # the chunk is rewritten with the marker: check its graphs
+                    for key in list(graphs):
+                        g = graphs[key]
+                        why = graph_problem({f: g[f].numpy() if hasattr(g.get(f), "numpy") else g.get(f)
+                                             for f in GRAPH_FIELDS_CHECKED})
+                        if why is not None:
+                            del graphs[key]
+                            c_failed[key] = why
             for r, arrays, reason in sorted(results.pop(k), key=lambda x: x[0]):
                 if arrays is None:
                     c_failed[str(r)] = reason
