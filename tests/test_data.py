@@ -217,3 +217,173 @@ def test_row_by_row_reader_matches_json(tmp_path, demo_obj, indent):
         (tmp_path / "b.json").write_text(broken, encoding="utf-8")
         with pytest.raises(DataError, match="not a readable Matbench JSON file"):
             load_matbench(tmp_path / "b.json")
+
+
+# ---------------------------------------------------------------- bad data (issue 12, causes 9 and 10)
+
+
+def _small(demo_obj, n=12):
+    """The first ``n`` demo rows as a fresh copy (the tests edit it)."""
+    return json.loads(json.dumps({"index": [f"r{i}" for i in range(n)], "columns": list(demo_obj["columns"]),
+                                  "data": demo_obj["data"][:n]}))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda o: o.update(index=5), "index: expected a list, got int"),
+        (lambda o: o.update(columns="structure"), "columns: expected a list, got str"),
+        (lambda o: o.update(data={"x": 1}), "data: expected a list, got dict"),
+        (lambda o: o.update(columns=["structure", "structure"]), "column 'structure' appears more than once"),
+        (lambda o: o["index"].__setitem__(2, [1]), "index[2]: expected an id"),
+        (lambda o: o["data"].__setitem__(4, o["data"][4] + [1.0]), "data[4] (id 'r4'): row has 3 values but there are 2 columns"),
+        (lambda o: o["data"].__setitem__(1, "row"), "data[1] (id 'r1'): expected a row"),
+    ],
+)
+def test_table_shape_errors_are_one_data_error(demo_obj, tmp_path, edit, message):
+    obj = _small(demo_obj)
+    edit(obj)
+    with pytest.raises(DataError) as ei:
+        load_matbench(_write(tmp_path / "bad.json", obj))
+    assert message in str(ei.value) and str(ei.value).startswith(str(tmp_path / "bad.json"))
+
+
+def test_cell_problems_are_left_out_by_row(demo_obj, tmp_path):
+    """What is inside a cell is a row problem: the row is left out with its reason, the rest is used."""
+    from tui_ft.core.data import MAX_ABS_TARGET
+
+    obj = _small(demo_obj)
+    obj["data"][0][0] = None
+    obj["data"][1][0] = 42
+    obj["data"][2][1] = 1e300
+    obj["data"][3][1] = -(MAX_ABS_TARGET * 2)
+    obj["data"][4][1] = MAX_ABS_TARGET  # at the bound: usable
+    obj["data"][5][0]["sites"][0]["species"] = [{"element": "Og", "occu": 1}]
+    obj["index"][7] = obj["index"][6]  # r6 twice
+    ds = load_matbench(_write(tmp_path / "cells.json", obj))
+    bad = ds.bad_rows
+    assert "no structure" in bad[0]
+    assert "structure is a int" in bad[1]
+    assert "beyond" in bad[2] and "beyond" in bad[3] and 4 not in bad
+    assert "Og (Z=118)" in bad[5]
+    assert bad[6] == "duplicate id 'r6' (also row 7)" and bad[7] == "duplicate id 'r6' (also row 6)"
+    assert set(ds.bad_structures) == {0, 1, 5, 6, 7} and set(ds.bad_targets) == {2, 3}
+
+
+def test_target_bound_and_parse_number():
+    from tui_ft.core.data import MAX_ABS_TARGET, check_target
+    from tui_ft.core.sources.common import parse_number
+
+    assert check_target(-1.5) == -1.5 and check_target(MAX_ABS_TARGET) == MAX_ABS_TARGET
+    for bad in (1e300, -1e7, float("nan"), float("inf"), None, "1.0", True, 10**400):
+        with pytest.raises(ValueError):
+            check_target(bad)
+    assert parse_number(" 2.5 ") == 2.5
+    with pytest.raises(ValueError, match="beyond"):
+        parse_number("1e300")
+
+
+def test_check_dataset_counts_usable_rows(demo_obj, tmp_path):
+    from tui_ft.core.data import check_dataset
+
+    obj = _small(demo_obj, 40)
+    ds = load_matbench(_write(tmp_path / "ok.json", obj))
+    s = check_dataset(ds, fold=0)
+    assert len(s.train) >= 5 and len(s.val) and len(s.test)
+    for r in obj["data"][6:]:
+        r[1] = None
+    with pytest.raises(DataError, match=r"only \d usable training rows in fold 0 .*r6: bad target"):
+        check_dataset(load_matbench(_write(tmp_path / "few.json", obj)), fold=0)
+    for r in obj["data"]:
+        r[1] = "x"
+    with pytest.raises(DataError, match="none of the 40 rows is usable"):
+        check_dataset(load_matbench(_write(tmp_path / "none.json", obj)), fold=0)
+
+
+def test_structure_checks_before_conversion():
+    from pymatgen.core import Lattice, Structure
+
+    from tui_ft.core.graphstore import MIN_DISTANCE, structure_problem
+
+    ok = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert structure_problem(ok) is None
+    pair = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    assert "overlapping atoms: sites 0 (Na) and 1 (Cl) are 0.2 A apart" in structure_problem(pair)
+    same = Structure(Lattice.cubic(4.0), ["Na", "Na"], [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    assert "0 A apart" in structure_problem(same)
+    image = Structure(Lattice([[MIN_DISTANCE / 2, 0, 0], [0, 8, 0], [0, 0, 8]]), ["H"], [[0, 0, 0]])
+    assert "its periodic image" in structure_problem(image)
+    am = Structure(Lattice.cubic(4.0), ["Am"], [[0, 0, 0]])
+    assert "Am (Z=95)" in structure_problem(am)
+    flat = Structure(Lattice([[4, 0, 0], [0, 4, 0], [0, 0, 1e-4]]), ["Na"], [[0, 0, 0]])
+    assert "degenerate lattice" in structure_problem(flat)
+
+
+def test_convert_items_and_cached_graphs_are_checked(demo_obj, tmp_path, monkeypatch):
+    """convert_items leaves out a structure CHGNet cannot use, with its reason; a graph read from a
+    cache chunk written before the checks (no "checks" marker) is checked when it is read."""
+    import torch
+    from chgnet.graph import CrystalGraphConverter
+
+    from tui_ft.core.graphstore import convert_items, graph_problem
+
+    conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
+    good = demo_obj["data"][0][0]
+    am = json.loads(json.dumps(good))
+    am["sites"][0]["species"] = [{"element": "Am", "occu": 1}]
+    lap = json.loads(json.dumps(good))
+    extra = dict(lap["sites"][0])
+    extra["abc"] = [x + 0.01 for x in extra["abc"]]
+    extra.pop("xyz", None)
+    lap["sites"].append(extra)
+    out = convert_items(conv, [(0, "a", good, None), (1, "b", am, None), (2, "c", lap, None)])
+    assert out[0][1] is not None and out[0][2] is None
+    assert out[1][1] is None and "Am (Z=95)" in out[1][2]
+    assert out[2][1] is None and "overlapping atoms" in out[2][2]
+    arrays = dict(out[0][1])
+    assert graph_problem(arrays) is None
+    assert "Z=118" in graph_problem({**arrays, "atomic_number": np.array([118], dtype=np.int32)})
+    assert "not finite" in graph_problem({**arrays, "lattice": np.full((3, 3), np.nan, dtype=np.float32)})
+
+    # an old cache: chunk 0 written without the marker and holding a graph with Z=118
+    obj = _small(demo_obj, 8)
+    path = _write(tmp_path / "old.json", obj)
+    monkeypatch.delenv("TUI_FT_CACHE", raising=False)  # this test rewrites its cache: keep it private
+    paths = Paths(tmp_path / "proj")
+    ds = load_matbench(path)
+    cache = GraphCache(ds, conv, paths)
+    graphs, failed = cache.get(range(8))
+    assert not failed and len(graphs) == 8
+    (cfile,) = list(cache.dir.glob("chunk-*.pt"))
+    c = torch.load(cfile, weights_only=True)
+    assert c.pop("checks") == 1
+    z = c["packed"]["atomic_number"]
+    z[0] = 118  # row 0's first atom
+    torch.save(c, cfile)
+    graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(8))
+    assert list(failed) == [0] and "Z=118" in failed[0] and 0 not in graphs and len(graphs) == 7
+
+
+def test_old_chunk_extended_is_checked_before_it_gets_the_marker(demo_obj, tmp_path, monkeypatch):
+    """A chunk written before the checks and then extended with new rows is rewritten with the
+    "checks" marker: its old graphs are checked first, so a bad one is recorded as failed."""
+    import torch
+    from chgnet.graph import CrystalGraphConverter
+
+    monkeypatch.delenv("TUI_FT_CACHE", raising=False)
+    conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
+    path = _write(tmp_path / "ext.json", _small(demo_obj, 8))
+    paths = Paths(tmp_path / "proj")
+    cache = GraphCache(load_matbench(path), conv, paths)
+    cache.get(range(4))
+    (cfile,) = list(cache.dir.glob("chunk-*.pt"))
+    c = torch.load(cfile, weights_only=True)
+    del c["checks"]
+    c["packed"]["atomic_number"][0] = 99  # row 0
+    torch.save(c, cfile)
+    graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(2, 8))  # builds rows 4..7
+    assert not failed and len(graphs) == 6
+    c = torch.load(cfile, weights_only=True)
+    assert c["checks"] == 1 and "Z=99" in c["failed"]["0"] and "0" not in c["rows"] and "0" not in map(str, c["rows"])
+    graphs, failed = GraphCache(load_matbench(path), conv, paths).get(range(8))
+    assert list(failed) == [0] and len(graphs) == 7

@@ -244,7 +244,7 @@ def _install_sigterm() -> None:
 
 def load_and_check(path: str):
     """Load a preset or plan and check its files; print the problems and return None on error."""
-    from tui_ft.core.data import read_columns
+    from tui_ft.core.data import check_data, read_columns
     from tui_ft.core.library import Library
     from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, parse_preset
     from tui_ft.core.tomlfile import TomlFileError, read_text
@@ -262,6 +262,7 @@ def load_and_check(path: str):
             return plan
         preset = parse_preset(text, path)
         check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
+        check_data(preset)  # ids, targets and splits of the data file, before any run folder exists
         return preset
     except PresetErrors as exc:
         for e in exc.errors:
@@ -426,7 +427,9 @@ def make_printer(plain: bool) -> Printer:
 
 
 def cmd_eval(ref: str, data: str, target: str, device: str) -> int:
-    from tui_ft.core.data import DataError, resolve_source
+    import math
+
+    from tui_ft.core.data import DataError, check_regular_file, resolve_source
     from tui_ft.core.library import CheckpointError, Library
 
     try:
@@ -438,12 +441,19 @@ def cmd_eval(ref: str, data: str, target: str, device: str) -> int:
         from tui_ft.core.engine import evaluate_checkpoint
 
         path = resolve_source(data)
+        check_regular_file(path)  # a FIFO or device as --data must not hang
         mae, n, skipped = evaluate_checkpoint(info.path, path, target, device=device)
     except (CheckpointError, DataError) as exc:
-        _err(str(exc))
+        _err(" ".join(str(exc).split()))
         return EXIT_USAGE
     for s in skipped:
-        _err(f"[warning] structure {s} left out: graph conversion failed")
+        _err(f"[warning] row {s} left out: unusable structure or target")
+    if n == 0:
+        _err(f"{path}: no usable rows to evaluate ({len(skipped)} left out)")
+        return EXIT_USAGE
+    if not math.isfinite(mae):
+        _err(f"{path}: the MAE is not finite ({mae}); the checkpoint's predictions are not usable on this data")
+        return EXIT_FAILED
     print(f"mae {mae:.4f} eV/atom on {n} structures of {path} (checkpoint {info.path})")
     return EXIT_OK
 

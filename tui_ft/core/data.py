@@ -25,8 +25,10 @@ import inspect
 import json
 import math
 import operator
+import os
 import pickle
 import re
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,14 +62,43 @@ _WS = re.compile(r"[ \t\n\r]*")
 class _Compact:
     """A JSON object from a data row, held pickled (a fifth of the memory of the dicts)."""
 
-    __slots__ = ("blob", "missing")
+    __slots__ = ("blob", "missing", "unknown_element")
 
     def __init__(self, value: dict[str, Any]):
         self.blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         self.missing = tuple(k for k in ("lattice", "sites") if k not in value)  # checked without unpickling
+        self.unknown_element = _unknown_element(value)
 
     def value(self) -> Any:
         return pickle.loads(self.blob)  # our own bytes, made just above; never read from disk
+
+
+_Z_OF: dict[str, int] = {}
+
+
+def _unknown_element(sd: dict[str, Any]) -> str | None:
+    """The first element of a structure dict that CHGNet does not know (Z above 94), as "Og (Z=118)",
+    read from the dict without building a Structure (so a run's data check needs no parsing);
+    ``None`` when all are known or the dict has another shape (parsing reports that)."""
+    from tui_ft.core.graphstore import MAX_Z
+
+    try:
+        symbols = {sp["element"] for site in sd["sites"] for sp in site["species"]}
+    except (KeyError, TypeError):
+        return None
+    for sym in sorted(s for s in symbols if isinstance(s, str)):
+        z = _Z_OF.get(sym)
+        if z is None:
+            try:
+                from pymatgen.core.periodic_table import Element
+
+                z = Element(sym).Z
+            except (ValueError, KeyError, AttributeError):
+                z = 0  # not an element symbol: left to the parser to report
+            _Z_OF[sym] = z
+        if z > MAX_Z:
+            return f"{sym} (Z={z})"
+    return None
 
 
 def _decode_split_json(text: str) -> dict[str, Any]:
@@ -132,22 +163,75 @@ def _decode_split_json(text: str) -> dict[str, Any]:
     return out
 
 
+MAX_DATA_CHARS = 1 << 31  # 2 Gi characters of JSON text (the whole Matbench mp_e_form file is ~0.4 Gi)
+# |target| above this is left out as a bad target: squared in a float32 MSE a value must stay far from
+# float32's 3.4e38 (1e6**2 = 1e12), and no per-atom property in these units (eV, eV/atom, GPa, K, cm^-1)
+# comes near it; 1e300 or 1e20 would make epoch 0 NaN or infinite.
+MAX_ABS_TARGET = 1e6
+
+
+def check_regular_file(path: Path) -> None:
+    """``DataError`` unless ``path`` is a regular file (a FIFO, ``/dev/zero`` or a folder would hang or
+    never end); checked with ``stat`` so that nothing is opened."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the data file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else (
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise DataError(f"{path}: data file is {kind}; expected a regular .json or .json.gz file")
+
+
+def _where(ids: list[Any] | None, row: int) -> str:
+    return f"data[{row}] (id {ids[row]!r})" if ids is not None and row < len(ids) else f"data[{row}]"
+
+
 def _load_json(path: Path) -> dict[str, Any]:
+    """The file as pandas "split" JSON, its table shape checked: ``index`` a list of ids (strings or
+    whole numbers), ``columns`` a list of distinct strings, ``data`` a list of rows, each a list with
+    one value per column, as many rows as ids. Anything else is one ``DataError`` naming the file and
+    the field (and the row); what is inside a cell (structure, target) is checked per row later."""
+    path = Path(path)
+    check_regular_file(path)
     try:
         with _open_text(path) as fh:
-            text = fh.read()
+            text = fh.read(MAX_DATA_CHARS + 1)
+        if len(text) > MAX_DATA_CHARS:
+            raise DataError(f"{path}: data file is larger than {MAX_DATA_CHARS} characters of JSON")
         obj = _decode_split_json(text)
         del text
     except FileNotFoundError:
         raise DataError(f"{path}: no such data file") from None
-    except (OSError, ValueError, EOFError, RecursionError) as exc:
-        raise DataError(f"{path}: not a readable Matbench JSON file ({exc})") from None
+    except (OSError, ValueError, EOFError, RecursionError, MemoryError) as exc:
+        raise DataError(f"{path}: not a readable Matbench JSON file ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict) or not {"index", "columns", "data"} <= obj.keys():
         raise DataError(f"{path}: expected pandas 'split' JSON with keys index, columns, data")
-    if not isinstance(obj["columns"], list) or not isinstance(obj["data"], list):
-        raise DataError(f"{path}: 'columns' and 'data' must be lists")
-    if len(obj["index"]) != len(obj["data"]):
-        raise DataError(f"{path}: index has {len(obj['index'])} entries but data has {len(obj['data'])}")
+    for key in ("index", "columns", "data"):
+        if not isinstance(obj[key], list):
+            raise DataError(f"{path}: {key}: expected a list, got {type(obj[key]).__name__}")
+    cols = obj["columns"]
+    for i, c in enumerate(cols):
+        if not isinstance(c, str):
+            raise DataError(f"{path}: columns[{i}]: expected a column name (a string), got {c!r}")
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise DataError(f"{path}: columns: column {dup[0]!r} appears more than once")
+    ids = obj["index"]
+    for i, ident in enumerate(ids):
+        if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+            raise DataError(f"{path}: index[{i}]: expected an id (a string or whole number), got {ident!r}")
+    if len(ids) != len(obj["data"]):
+        raise DataError(f"{path}: index has {len(ids)} entries but data has {len(obj['data'])}")
+    for row, rec in enumerate(obj["data"]):
+        if not isinstance(rec, list):
+            raise DataError(f"{path}: {_where(ids, row)}: expected a row (a list of {len(cols)} values), "
+                            f"got {type(rec).__name__}")
+        if len(rec) != len(cols):
+            raise DataError(f"{path}: {_where(ids, row)}: row has {len(rec)} values but there are "
+                            f"{len(cols)} columns ({', '.join(cols)})")
     return obj
 
 
@@ -279,6 +363,22 @@ class Dataset:
         return dict(sorted(out.items()))
 
 
+def check_target(val: Any) -> float:
+    """A usable target as a float; ``ValueError`` saying why not: not a number, not finite, or
+    ``|value|`` above :data:`MAX_ABS_TARGET`."""
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise ValueError(f"target {val!r} is not a number")
+    try:
+        v = float(val)
+    except OverflowError:  # an integer too large for a float
+        raise ValueError(f"target {val!r} is not a finite number") from None
+    if not math.isfinite(v):
+        raise ValueError(f"target {val!r} is not a finite number")
+    if abs(v) > MAX_ABS_TARGET:
+        raise ValueError(f"target {val!r} is beyond +-{MAX_ABS_TARGET:g} (squared in the loss it would overflow)")
+    return v
+
+
 def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
     """Read a Matbench-layout file. Rows whose structure or target cannot be used are
     recorded by row (reported by id later), not silently dropped: structure problems
@@ -306,13 +406,11 @@ def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
     targets = np.full(len(ids), np.nan, dtype=np.float64)
     bad: dict[int, str] = {}
     bad_t: dict[int, str] = {}
-    for row, rec in enumerate(data):
-        try:
-            sd = rec[si]
-        except (IndexError, KeyError, TypeError) as exc:
-            sd = None
-            bad[row] = f"unreadable structure ({type(exc).__name__}: {exc})"
-        if row not in bad:
+    for row, rec in enumerate(data):  # _load_json checked that every row is a list of len(cols) values
+        sd = rec[si]
+        if sd is None:
+            bad[row] = "no structure (null)"
+        else:
             if isinstance(sd, _Compact):
                 missing = list(sd.missing)
             elif isinstance(sd, dict):
@@ -320,22 +418,33 @@ def load_matbench(path: Path | str, target: str = "e_form") -> Dataset:
             else:
                 missing = None
             if missing is None:
-                bad[row] = "structure is not a pymatgen Structure dict"
+                bad[row] = f"structure is a {type(sd).__name__}, not a pymatgen Structure dict"
                 sd = None
             elif missing:
                 bad[row] = f"unreadable structure (no {' or '.join(map(repr, missing))} in the structure dict)"
                 sd = None
+            else:
+                unknown = sd.unknown_element if isinstance(sd, _Compact) else _unknown_element(sd)
+                if unknown is not None:  # CHGNet has no embedding for it (graphstore.structure_problem)
+                    bad[row] = f"element {unknown} is not one CHGNet knows (Z 1..94); CHGNet has no embedding for it"
+                    sd = None
         dicts.append(sd)
         try:
-            val = rec[ti]
-            if isinstance(val, _Compact):
-                val = val.value()
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-                raise ValueError(f"target {val!r} is not a finite number")
-            targets[row] = float(val)
-        except (ValueError, IndexError, TypeError) as exc:
+            targets[row] = check_target(rec[ti].value() if isinstance(rec[ti], _Compact) else rec[ti])
+        except ValueError as exc:
             bad_t[row] = f"bad target ({exc})"
         data[row] = None
+    # an id given more than once: which row is meant cannot be known, so every copy is left out
+    # (the same rule as the sources package's RowBuilder); a property of the file, like a structure
+    first: dict[str, int] = {}
+    for row, ident in enumerate(ids):
+        if ident in first:
+            other = first[ident]
+            bad[row] = f"duplicate id {ident!r} (also row {other})"
+            if not bad.get(other, "").startswith("duplicate id"):
+                bad[other] = f"duplicate id {ident!r} (also row {row})"
+        else:
+            first[ident] = row
     structures = LazyStructures(dicts, bad, path, si)
     return Dataset(path, target, ids, structures, targets, file_sha256(path), bad, bad_t)
 
@@ -400,6 +509,59 @@ def make_splits(
     s = Splits(np.sort(keep(train)), np.sort(keep(val)), keep(test), tuple(sorted(bad)))
     s.check_disjoint()
     return s
+
+
+MIN_TRAIN_ROWS = 5  # fewer usable training rows than this is a data error (exit 2), not a run
+
+
+def _examples(ds: Dataset, rows: Sequence[int], k: int = 3) -> str:
+    bad = ds.bad_rows
+    shown = [f"{ds.ids[r]}: {' '.join(str(bad[r]).split())}" for r in list(rows)[:k]]
+    more = f"; ... and {len(rows) - k} more" if len(rows) > k else ""
+    return "; ".join(shown) + more
+
+
+def check_dataset(
+    ds: Dataset, *, fold: int = 0, fraction: float = 1.0, val_fraction: float = 0.1, seed: int = 0,
+    test_limit: int = 0,
+) -> Splits:
+    """The run's splits with every known bad row left out; ``DataError`` (one line naming the file and
+    the ids) when no row is usable, when the file has fewer than 5 rows (Matbench's 5 folds), when
+    fewer than :data:`MIN_TRAIN_ROWS` usable training rows remain, or when the validation or test
+    part is empty. Only what is known without graphs counts (shapes, targets, ids, structure entries):
+    structures that fail graph conversion are left out later, by the run."""
+    n = len(ds)
+    bad = sorted(ds.bad_rows)
+    if n and len(bad) == n:
+        raise DataError(f"{ds.path}: none of the {n} rows is usable ({_examples(ds, bad)})")
+    try:
+        splits = make_splits(n, fold=fold, fraction=fraction, val_fraction=val_fraction, seed=seed,
+                             test_limit=test_limit, exclude=bad)
+    except DataError as exc:
+        raise DataError(f"{ds.path}: {exc}") from None
+    left = f"; {len(bad)} of {n} rows left out ({_examples(ds, bad)})" if bad else f" of {n} rows"
+    if len(splits.train) < MIN_TRAIN_ROWS:
+        raise DataError(f"{ds.path}: only {len(splits.train)} usable training rows in fold {fold} "
+                        f"(at least {MIN_TRAIN_ROWS} are needed){left}")
+    for name, part in (("validation", splits.val), ("test", splits.test)):
+        if len(part) == 0:
+            raise DataError(f"{ds.path}: no usable {name} rows in fold {fold}{left}")
+    return splits
+
+
+def check_data(preset, paths: Paths | None = None) -> Splits:
+    """Check a preset's data before a run folder exists: read the file (ids, targets, table shape;
+    no graphs are built) and make its splits (:func:`check_dataset`). A problem is raised as the
+    preset's error on ``data.source`` (``preset.error``), one line naming the data file and the ids,
+    so the CLI reports it like any other preset problem (exit 2)."""
+    d = preset.data
+    try:
+        path = resolve_source(d.source, paths)
+        ds = load_matbench(path, d.target)
+        return check_dataset(ds, fold=d.fold, fraction=d.fraction, val_fraction=d.val_fraction, seed=d.seed,
+                             test_limit=d.test_limit)
+    except DataError as exc:
+        raise preset.error("data.source", " ".join(str(exc).split())) from None
 
 
 # ---------------------------------------------------------------- graph cache
@@ -608,7 +770,9 @@ class GraphCache:
         second since the call began) is called as rows are found or built, in order,
         last with ``done == total``. ``workers`` overrides ``TUI_FT_GRAPH_WORKERS``.
         """
-        from tui_ft.core.graphstore import PackedGraphs, _Chunk, graph_workers
+        from tui_ft.core.graphstore import (
+            CHECKS_VERSION, GRAPH_FIELDS_CHECKED, PackedGraphs, _Chunk, graph_problem, graph_workers,
+        )
 
         if workers is None:
             try:
@@ -657,6 +821,12 @@ class GraphCache:
                     found.append(r)
                 else:
                     missing.append(r)
+            if obj.get("checks") != CHECKS_VERSION:  # written before the structure checks: check its graphs now
+                for r in found:
+                    if r not in failed:
+                        why = graph_problem({f: _chunk_field(c_store, str(r), f) for f in GRAPH_FIELDS_CHECKED})
+                        if why is not None:
+                            failed[r] = why
             store.add_chunk(c_store, [r for r in found if r not in failed])
             self.hits += len(found)
             if missing:
@@ -680,7 +850,8 @@ class GraphCache:
         import torch
 
         from tui_ft.core.graphstore import (
-            MIN_ROWS_PER_WORKER, TASK_ROWS, _Chunk, can_spawn, convert_items, converter_settings, make_pool,
+            CHECKS_VERSION, GRAPH_FIELDS_CHECKED, MIN_ROWS_PER_WORKER, TASK_ROWS, _Chunk, can_spawn, convert_items,
+            converter_settings, graph_problem, make_pool,
         )
 
         def item(r: int):
@@ -711,6 +882,14 @@ class GraphCache:
                 c_failed = {key: why for key, why in old["failed"].items()
                             if not str(why).startswith(LEGACY_TARGET_REASON)}
                 graphs = dict(old["graphs"])
+                if obj.get("checks") != CHECKS_VERSION:  # the chunk is rewritten with the marker: check its graphs
+                    for key in list(graphs):
+                        g = graphs[key]
+                        why = graph_problem({f: g[f].numpy() if hasattr(g.get(f), "numpy") else g.get(f)
+                                             for f in GRAPH_FIELDS_CHECKED})
+                        if why is not None:
+                            del graphs[key]
+                            c_failed[key] = why
             for r, arrays, reason in sorted(results.pop(k), key=lambda x: x[0]):
                 if arrays is None:
                     c_failed[str(r)] = reason
@@ -722,6 +901,7 @@ class GraphCache:
                                       for n, v in arrays.items()}
             self.dir.mkdir(parents=True, exist_ok=True)
             packed = pack_chunk({"graphs": graphs, "failed": c_failed})
+            packed["checks"] = CHECKS_VERSION
             atomic_write(self._chunk_path(k), lambda fh, c=packed: torch.save(c, fh))
             del graphs, packed
             reread = self._load_chunk(k)  # memory-mapped: the store holds file-backed tensors
@@ -775,6 +955,20 @@ class GraphCache:
                         finish(k)
                     tick(n)
                     submit()
+
+
+def _chunk_field(chunk, key: str, name: str):
+    """One field of one graph of a cache chunk (packed :class:`_Chunk` or ``{key: graph dict}``)."""
+    from tui_ft.core.graphstore import _Chunk
+
+    if isinstance(chunk, _Chunk):
+        i = chunk.index[key]
+        t = chunk.packed.get(name)
+        if t is None or name in chunk.empty.get(key, {}):
+            return chunk.plain[key].get(name)
+        return t.narrow(0, chunk.offsets[name][i], chunk.sizes[name][i]).numpy()
+    v = chunk[key].get(name)
+    return v.numpy() if hasattr(v, "numpy") else v
 
 
 def _convert_in_worker(items):

@@ -27,6 +27,14 @@ import os
 from typing import Any, Iterator, Sequence
 
 ENV_GRAPH_WORKERS = "TUI_FT_GRAPH_WORKERS"
+# What CHGNet can use (checked before and after conversion; a structure that fails is left out by id):
+MAX_Z = 94  # CHGNet's atom embedding has one row per element H (1) .. Pu (94); Am (95) and up index past it
+# Two sites closer than this (or a site and its own periodic image) are overlapping atoms. The shortest
+# bond in any material, H-H in H2, is 0.74 A; CHGNet was trained on relaxed MPtrj structures whose closest
+# pairs are far above 0.5 A, and at near-zero distances its smooth radial basis has never seen data, so such
+# a structure gives huge energies and gradients (NaN at epoch 0) instead of a label one could learn from.
+MIN_DISTANCE = 0.5  # Angstrom
+MIN_VOLUME_PER_SITE = 0.1  # A^3: below this the cell is degenerate (the densest solids have ~5 A^3 per atom)
 MIN_ROWS_PER_WORKER = 32  # below this many rows to convert per worker, workers cost more than they save
 TASK_ROWS = 32  # rows per task sent to a worker
 
@@ -72,11 +80,75 @@ def graph_arrays(graph) -> dict[str, Any]:
     return {k: v.detach().numpy() if isinstance(v, torch.Tensor) else v for k, v in graph.to_dict().items()}
 
 
+def structure_problem(struct) -> str | None:
+    """Why CHGNet cannot use ``struct`` (a pymatgen Structure), or ``None``: no sites, an element
+    outside Z 1..94, a lattice or coordinates that are not finite, a degenerate cell, or two sites
+    (or a site and its periodic image) closer than :data:`MIN_DISTANCE`."""
+    import numpy as np
+
+    n = len(struct)
+    if n == 0:
+        return "structure has no sites"
+    for site in struct:
+        for sp in site.species:
+            z = getattr(sp, "Z", 0)
+            if not 1 <= z <= MAX_Z:
+                return (f"element {sp} (Z={z}) is not one CHGNet knows (Z 1..{MAX_Z}); "
+                        "CHGNet has no embedding for it")
+    matrix = np.asarray(struct.lattice.matrix, dtype=float)
+    if not np.isfinite(matrix).all():
+        return "lattice is not finite (NaN or infinite entries)"
+    if not np.isfinite(np.asarray(struct.frac_coords, dtype=float)).all():
+        return "site coordinates are not finite (NaN or infinite)"
+    volume = abs(float(np.linalg.det(matrix)))
+    if not volume >= MIN_VOLUME_PER_SITE * n:
+        return f"degenerate lattice (cell volume {volume:.3g} A^3 for {n} sites; at least {MIN_VOLUME_PER_SITE} A^3 per site)"
+    centers, points, _, dists = struct.get_neighbor_list(MIN_DISTANCE)
+    if len(dists):
+        k = int(np.argmin(dists))
+        i, j = int(centers[k]), int(points[k])
+        what = f"site {i} ({struct[i].species_string}) and its periodic image" if i == j else (
+            f"sites {min(i, j)} ({struct[min(i, j)].species_string}) and {max(i, j)} ({struct[max(i, j)].species_string})")
+        return f"overlapping atoms: {what} are {float(dists[k]):.3g} A apart (minimum {MIN_DISTANCE} A)"
+    return None
+
+
+def graph_problem(fields: dict[str, Any]) -> str | None:
+    """Why a converted graph (``{field: array or tensor}``) cannot be used, or ``None``: no atoms,
+    atomic numbers outside 1..94, a lattice or coordinates that are not finite. Also run on graphs read
+    from a cache written before these checks existed."""
+    import numpy as np
+
+    z = np.asarray(fields.get("atomic_number", ()))
+    if z.size == 0:
+        return "graph has no atoms"
+    if int(z.min()) < 1 or int(z.max()) > MAX_Z:
+        bad = int(z.max()) if int(z.max()) > MAX_Z else int(z.min())
+        return f"element Z={bad} is not one CHGNet knows (Z 1..{MAX_Z}); CHGNet has no embedding for it"
+    for name in ("lattice", "atom_frac_coord"):
+        v = fields.get(name)
+        if v is not None and not np.isfinite(np.asarray(v, dtype=float)).all():
+            return f"graph {name} is not finite"
+    f, lat, pairs, img = (fields.get(k) for k in ("atom_frac_coord", "lattice", "atom_graph", "neighbor_image"))
+    if f is not None and lat is not None and pairs is not None and img is not None and np.asarray(pairs).size:
+        f, lat = np.asarray(f, dtype=float), np.asarray(lat, dtype=float)
+        pairs, img = np.asarray(pairs, dtype=np.int64).reshape(-1, 2), np.asarray(img, dtype=float).reshape(-1, 3)
+        d = np.linalg.norm((f[pairs[:, 1]] + img - f[pairs[:, 0]]) @ lat, axis=1)
+        if d.size and float(d.min()) < MIN_DISTANCE:
+            return f"overlapping atoms: two sites {float(d.min()):.3g} A apart (minimum {MIN_DISTANCE} A)"
+    return None
+
+
+GRAPH_FIELDS_CHECKED = ("atomic_number", "lattice", "atom_frac_coord", "atom_graph", "neighbor_image")
+CHECKS_VERSION = 1  # cache chunks written with structure_problem / graph_problem applied carry "checks": 1
+
+
 def convert_items(converter, items: Sequence[tuple[int, str, Any, str | None]]) -> list[tuple[int, Any, str | None]]:
     """Convert ``(row, id, structure dict, reason)`` items: ``(row, graph arrays or None, reason)``.
 
     ``reason`` given in an item (a structure entry already known to be unusable)
-    is passed through. A structure that does not parse or convert gets its reason.
+    is passed through. A structure that does not parse, fails :func:`structure_problem`,
+    does not convert or gives a graph that fails :func:`graph_problem` gets its reason.
     """
     from pymatgen.core import Structure
 
@@ -91,11 +163,20 @@ def convert_items(converter, items: Sequence[tuple[int, str, Any, str | None]]) 
             out.append((row, None, f"unreadable structure ({type(exc).__name__}: {exc})"))
             continue
         try:
+            why = structure_problem(struct)
+        except Exception as exc:  # noqa: BLE001 - a structure the checks cannot even measure
+            why = f"unusable structure ({type(exc).__name__}: {exc})"
+        if why is not None:
+            out.append((row, None, why))
+            continue
+        try:
             g = converter(struct, graph_id=str(row), mp_id=ident)
         except Exception as exc:  # noqa: BLE001 - reported by id
             out.append((row, None, f"graph conversion failed ({type(exc).__name__}: {exc})"))
             continue
-        out.append((row, graph_arrays(g), None))
+        arrays = graph_arrays(g)
+        why = graph_problem(arrays)
+        out.append((row, None, why) if why is not None else (row, arrays, None))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from tui_ft.core.data import Dataset, DataError, LazyStructures
+from tui_ft.core.data import MAX_ABS_TARGET, Dataset, DataError, LazyStructures
 
 
 def reason_of(exc: BaseException) -> str:
@@ -90,7 +90,8 @@ def hash_files(files: Iterable[Path], root: Path) -> str:
 
 
 def parse_number(text: Any) -> float:
-    """A finite float from a cell / info value; ``ValueError`` saying what was found otherwise."""
+    """A finite float with ``|value| <= MAX_ABS_TARGET`` from a cell / info value; ``ValueError``
+    saying what was found otherwise."""
     if isinstance(text, bool):
         raise ValueError(f"target {text!r} is not a number")
     if isinstance(text, np.ndarray) and text.size == 1:
@@ -101,6 +102,8 @@ def parse_number(text: Any) -> float:
         raise ValueError(f"target {text!r} is not a number") from None
     if not math.isfinite(v):
         raise ValueError(f"target {text!r} is not a finite number")
+    if abs(v) > MAX_ABS_TARGET:  # see data.MAX_ABS_TARGET: squared in the loss it would overflow
+        raise ValueError(f"target {text!r} is beyond +-{MAX_ABS_TARGET:g} (squared in the loss it would overflow)")
     return v
 
 
@@ -145,6 +148,8 @@ class RowBuilder:
         if need_target:
             for row in np.flatnonzero(~np.isfinite(targets)).tolist():
                 self.bad.setdefault(int(row), f"no {target!r} target")
+        for row in np.flatnonzero(np.isfinite(targets) & (np.abs(targets) > MAX_ABS_TARGET)).tolist():
+            self.bad.setdefault(int(row), f"target {targets[row]!r} is beyond +-{MAX_ABS_TARGET:g}")
         for row, w in enumerate(self.where):
             if w and row in self.bad and not self.bad[row].startswith(w):
                 self.bad[row] = f"{w}: {self.bad[row]}"
