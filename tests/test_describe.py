@@ -10,6 +10,7 @@ from tui_ft.core.events import (
     CheckpointSaved,
     EpochEnd,
     Message,
+    Progress,
     RunFailed,
     RunFinished,
     RunInterrupted,
@@ -36,6 +37,7 @@ def one_of_each(rid: str = "r1") -> list:
         RunFailed(rid, message="diverged at epoch 2", epoch=2),
         RunInterrupted(rid, epoch=1),
         RunPruned(rid, epoch=1, reason="val_mae 0.4 above the median at epoch 1"),
+        Progress(rid, stage="graphs", done=1200, total=5000, rate=410.4),
     ]
 
 
@@ -61,7 +63,7 @@ def test_headless_lines_equal_dashboard_log_lines(capsys):
 
 
 def test_headless_lines_keep_their_documented_shape():
-    started, _, warn, _, ep0, ep1, ckpt, done, done_na, failed, interrupted, pruned = one_of_each()
+    started, _, warn, _, ep0, ep1, ckpt, done, done_na, failed, interrupted, pruned, progress = one_of_each()
     assert describe(started) == (
         "run r1 stage 2: preset p, head mode, device cpu, train 3 / val 1 / test 2, from a@best"
     )
@@ -74,6 +76,7 @@ def test_headless_lines_keep_their_documented_shape():
     assert describe(failed) == "run r1 failed: diverged at epoch 2"
     assert describe(interrupted) == "run r1 interrupted: interrupted"
     assert describe(pruned) == "run r1 pruned at epoch 1: val_mae 0.4 above the median at epoch 1"
+    assert describe(progress) == "graphs 1200/5000 (410/s)" and progress.label() == "graphs 24%"
 
 
 @pytest.mark.parametrize("preset", [{}, {"finetune": "x"}, {"finetune": {}}])
@@ -85,7 +88,7 @@ def test_run_started_with_an_odd_preset_still_reads(preset):
 def test_dashboard_log_styles_by_tone_and_drops_stderr_echoes():
     evs = one_of_each()
     assert [event_line(e).level if event_line(e) else None for e in evs] == [
-        "done", "info", "warning", "error", "epoch", "epoch", None, "done", "done", "error", "warning", "warning",
+        "done", "info", "warning", "error", "epoch", "epoch", None, "done", "done", "error", "warning", "warning", "info",
     ]
     state = RunState(RunSummary(run_id="r1"))
     state.apply(evs)

@@ -20,6 +20,7 @@ from tui_ft.core.events import (
     RunFailed,
     RunFinished,
     RunInterrupted,
+    Progress,
     RunPruned,
     RunStarted,
     event_from_json,
@@ -40,6 +41,7 @@ def _samples(rid="r1"):
         RunFailed(rid, message="boom", epoch=2),
         RunInterrupted(rid, epoch=1),
         RunPruned(rid, epoch=1, reason="median pruner: val_mae 0.5000 at epoch 1"),
+        Progress(rid, stage="graphs", done=10, total=40, rate=12.5),
     ]
 
 

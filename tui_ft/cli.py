@@ -356,13 +356,19 @@ def cmd_resume(run_id: str, *, plain: bool = False) -> int:
 
 class Printer:
     """Writes each run's events to logs/<run>/events.jsonl and shows them to the user:
-    plain lines when stdout is not a terminal (or --plain), a rich display otherwise."""
+    plain lines when stdout is not a terminal (or --plain), a rich display otherwise.
+    Progress events (graph conversion, features, test predictions) drive a rich progress
+    bar on a terminal; in plain output only their milestones are printed
+    (``Progress.milestone``: the first, each tenth and the last of a stage)."""
 
     def __init__(self, plain: bool):
         self.plain = plain or not sys.stdout.isatty()
         self.failed_shown = False
         self.console = None
         self.status = None
+        self._bar = None  # rich.progress.Progress while a stage runs (terminal only)
+        self._tasks: dict[tuple[str, str], object] = {}
+        self._milestones: dict[tuple[str, str], object] = {}  # (run, stage) -> last Progress printed
         if not self.plain:
             from rich.console import Console
 
@@ -381,8 +387,11 @@ class Printer:
     def show(self, ev) -> None:
         """One line per event, the same text the dashboard's log shows (``describe``):
         results on stdout, progress and problems on stderr."""
-        from tui_ft.core.events import EpochEnd, Message, RunFailed, describe
+        from tui_ft.core.events import EpochEnd, Message, Progress, RunFailed, describe
 
+        if isinstance(ev, Progress):
+            self._show_progress(ev)
+            return
         line = describe(ev)
         if isinstance(ev, RunFailed):
             self.failed_shown = True
@@ -411,7 +420,45 @@ class Printer:
                 pass
         _silence("stdout")
 
+    def _show_progress(self, ev) -> None:
+        key = (ev.run_id, ev.stage)
+        if self.console is None:
+            if ev.milestone(self._milestones.get(key)):
+                self._milestones[key] = ev
+                _err(ev.describe())
+            return
+        if self._bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            if self.status is not None:
+                self.status.stop()
+            self._bar = Bar(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(), console=self.console, transient=True,
+            )
+            self._bar.start()
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = self._bar.add_task(ev.stage, total=ev.total, rate="")
+        self._bar.update(task, completed=ev.done, total=ev.total, rate=f"{ev.rate:.0f}/s" if ev.rate else "")
+        if ev.final:
+            self._bar.remove_task(task)
+            del self._tasks[key]
+            if not self._tasks:
+                self._stop_bar()
+            _err(ev.describe())  # the stage's last line stays
+
+    def _stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self._tasks.clear()
+            if self.status is not None:
+                self.status.start()
+
     def close(self) -> None:
+        self._stop_bar()
         if self.status is not None:
             try:
                 self.status.stop()
@@ -442,7 +489,11 @@ def cmd_eval(ref: str, data: str, target: str, device: str) -> int:
 
         path = resolve_source(data)
         check_regular_file(path)  # a FIFO or device as --data must not hang
-        mae, n, skipped = evaluate_checkpoint(info.path, path, target, device=device)
+        printer = make_printer(False)  # progress: a bar on a terminal, a few plain lines otherwise
+        try:
+            mae, n, skipped = evaluate_checkpoint(info.path, path, target, device=device, progress=printer.show)
+        finally:
+            printer.close()
     except (CheckpointError, DataError) as exc:
         _err(" ".join(str(exc).split()))
         return EXIT_USAGE

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,7 @@ from tui_ft.core.events import (  # noqa: E402
     Event,
     EventWriter,
     Message,
+    Progress,
     RunFailed,
     RunFinished,
     RunInterrupted,
@@ -236,28 +238,84 @@ def head_forward(model, x, owners, n_atoms, comp, *, with_comp: bool = True):
     return e
 
 
+PROGRESS_INTERVAL_S = 0.5  # at most about two progress events a second per stage
+FEATURE_BLOCK = 2048  # rows whose graphs are built at once for frozen-feature extraction
+
+
+class ProgressReporter:
+    """Throttled :class:`Progress` events of one stage, passed to ``sink``.
+
+    ``reporter(done, total[, rate])`` emits an event for the first call, then at most
+    one every ``interval`` seconds, and always the one with ``done == total`` (once);
+    calls that go backwards are dropped, so the events are in order. ``rate`` defaults
+    to the items per second since the first call. Safe to call from several threads.
+    """
+
+    def __init__(self, sink: Callable[[Event], None], run_id: str, stage: str, *,
+                 interval: float = PROGRESS_INTERVAL_S):
+        self.sink, self.run_id, self.stage, self.interval = sink, run_id, stage, interval
+        self._lock = threading.Lock()
+        self._t0: float | None = None
+        self._last_t: float | None = None
+        self._last_done = -1
+        self._finished = False
+
+    def __call__(self, done: int, total: int, rate: float | None = None) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if self._t0 is None:
+                self._t0 = now
+            final = done >= total
+            if self._finished or total <= 0 or done < self._last_done or (done == self._last_done and not final):
+                return
+            if not final and self._last_t is not None and now - self._last_t < self.interval:
+                return
+            if rate is None and done > 0:
+                rate = done / max(now - self._t0, 1e-9)
+            self._last_t, self._last_done, self._finished = now, done, final
+            self.sink(Progress(self.run_id, stage=self.stage, done=int(done), total=int(total),
+                               rate=None if rate is None else float(rate)))
+
+
+def atomic_numbers(graphs: Any, row: int):
+    """A row's atomic numbers: read from the packed store where it can (no CrystalGraph built)."""
+    field_of = getattr(graphs, "field", None)
+    return field_of(row, "atomic_number") if field_of is not None else graphs[row].atomic_number
+
+
+def composition_of(numbers, n_elements: int = 94):
+    """The composition vector AtomRef reads (element fractions) from atomic numbers."""
+    c = torch.bincount(numbers.long() - 1, minlength=n_elements).float()
+    return c / numbers.shape[0]
+
+
 def composition_matrix(graphs: Sequence[Any], n_elements: int = 94):
-    rows = []
-    for g in graphs:
-        c = torch.bincount(g.atomic_number.long() - 1, minlength=n_elements).float()
-        rows.append(c / g.atomic_number.shape[0])
-    return torch.stack(rows)
+    return torch.stack([composition_of(g.atomic_number, n_elements) for g in graphs])
+
+
+def composition_rows(graphs: Any, rows: Sequence[int], n_elements: int = 94):
+    """``composition_matrix`` of ``rows`` of a graph store, without building the graphs."""
+    if len(rows) == 0:
+        return torch.zeros(0, n_elements)
+    return torch.stack([composition_of(atomic_numbers(graphs, int(r)), n_elements) for r in rows])
 
 
 def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str, workers: int = 1,
-                     threads: int = 1) -> list:
+                     threads: int = 1, progress: Callable[[int], None] | None = None) -> list:
     """Run the frozen backbone once; capture the per-atom input of the readout.
 
     With ``workers > 1`` on the CPU the structures are split into groups of similar
     cost that run at the same time on replicas of the model (tui_ft.core.parallel);
     a structure's features do not depend on the other structures of its batch.
+    ``progress(n)`` is called with the number of structures each batch finished
+    (from the worker threads when there are several).
     """
     if workers > 1 and device == "cpu" and len(graphs) > 1:
         dp = CpuDataParallel(model, workers, threads)
         try:
             groups = split_batch(graphs, workers)
             parts = dp.map_parts(
-                lambda rep, idx: _extract_serial(rep, [graphs[i] for i in idx], batch_size, device), groups
+                lambda rep, idx: _extract_serial(rep, [graphs[i] for i in idx], batch_size, device, progress), groups
             )
         finally:
             dp.close()
@@ -266,10 +324,11 @@ def extract_features(model, graphs: Sequence[Any], batch_size: int, device: str,
             for i, f in zip(idx, feats):
                 out[i] = f
         return out
-    return _extract_serial(model, graphs, batch_size, device)
+    return _extract_serial(model, graphs, batch_size, device, progress)
 
 
-def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str) -> list:
+def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str,
+                    progress: Callable[[int], None] | None = None) -> list:
     captured: list = []
     target = model.readout_norm if model.readout_norm is not None else model.mlp
 
@@ -287,6 +346,8 @@ def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str) 
                 model(chunk, task="e")
                 sizes = [int(g.atomic_number.shape[0]) for g in chunk]
                 out.extend(torch.split(captured[0], sizes))
+                if progress is not None:
+                    progress(len(chunk))
     finally:
         handle.remove()
     return [t.clone() for t in out]
@@ -299,8 +360,11 @@ class FeatureCache:
         self.path = paths.cache / "features" / f"{bb_hash[:16]}-{data_sha[:16]}.pt"
         self.hits = 0
 
-    def get(self, model, rows: Sequence[int], graphs: dict[int, Any], batch_size: int, device: str,
-            workers: int = 1, threads: int = 1) -> dict[int, Any]:
+    def get(self, model, rows: Sequence[int], graphs: Any, batch_size: int, device: str,
+            workers: int = 1, threads: int = 1, progress: Callable[[int, int], None] | None = None) -> dict[int, Any]:
+        """Features of ``rows``; the missing ones are computed ``FEATURE_BLOCK`` rows at a time
+        (only one block's graphs are built at once) and the cache file rewritten once.
+        ``progress(done, total)`` counts the rows computed, from ``(0, total)`` to ``(total, total)``."""
         store: dict[str, Any] = {}
         if self.path.is_file():
             try:
@@ -310,9 +374,24 @@ class FeatureCache:
         missing = [r for r in rows if str(r) not in store]
         self.hits = len(rows) - len(missing)
         if missing:
-            feats = extract_features(model, [graphs[r] for r in missing], max(batch_size, 32), device, workers, threads)
-            for r, f in zip(missing, feats):
-                store[str(r)] = f
+            total, done, lock = len(missing), 0, threading.Lock()
+
+            def tick(n: int) -> None:
+                nonlocal done
+                with lock:
+                    done += n
+                    if progress is not None:
+                        progress(done, total)
+
+            tick(0)
+            for i in range(0, total, FEATURE_BLOCK):
+                block = missing[i : i + FEATURE_BLOCK]
+                feats = extract_features(
+                    model, [graphs[r] for r in block], max(batch_size, 32), device, workers, threads, tick
+                )
+                for r, f in zip(block, feats):
+                    store[str(r)] = f
+                del feats
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, lambda fh: torch.save(store, fh))
         return {r: store[str(r)] for r in rows}
@@ -339,13 +418,16 @@ class HeadForward:
         loss.backward()
         return pred, loss
 
-    def predict(self, part: str, rows: Sequence[int], batch_size: int):
-        """Predictions (on the CPU) for the split ``part``, in split order; call under no_grad."""
+    def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
+        """Predictions (on the CPU) for the split ``part``, in split order; call under no_grad.
+        ``progress(done, total)`` after each batch."""
         fs = self.fsets[part]
-        return [
-            head_forward(self.model, *fs.batch(list(range(i, min(i + batch_size, len(rows)))), self.device)).cpu()
-            for i in range(0, len(rows), batch_size)
-        ]
+        out = []
+        for i in range(0, len(rows), batch_size):
+            out.append(head_forward(self.model, *fs.batch(list(range(i, min(i + batch_size, len(rows)))), self.device)).cpu())
+            if progress is not None:
+                progress(min(i + batch_size, len(rows)), len(rows))
+        return out
 
     def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
         """Every training structure's energy less its AtomRef term (the refit's residual base)."""
@@ -370,8 +452,9 @@ class FullForward:
         loss.backward()
         return pred, loss
 
-    def predict(self, part: str, rows: Sequence[int], batch_size: int):
-        """Predictions (on the CPU) for ``rows``, in order; call under no_grad."""
+    def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
+        """Predictions (on the CPU) for ``rows``, in order; call under no_grad.
+        ``progress(done, total)`` after each batch."""
         out = []
         for i in range(0, len(rows), batch_size):
             chunk = [self.graphs[int(r)] for r in rows[i : i + batch_size]]
@@ -379,14 +462,25 @@ class FullForward:
                 out.append(self.dp.predict(chunk))
             else:
                 out.append(self.model([g.to(self.device) for g in chunk], task="e")["e"].detach().cpu())
+            if progress is not None:
+                progress(min(i + batch_size, len(rows)), len(rows))
         return out
 
     def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
         """Every training structure's energy less its AtomRef term (the refit's residual base)."""
         self.model.eval()
         total = torch.cat(self.predict("train", rows, batch_size))
-        comp = composition_matrix([self.graphs[int(r)] for r in rows]).to(self.device)
+        comp = composition_rows(self.graphs, rows).to(self.device)
         return total - self.model.composition_model._get_energy(comp).cpu()
+
+
+class _Numbers:
+    """What AtomRef.fit reads of a graph: its atomic numbers."""
+
+    __slots__ = ("atomic_number",)
+
+    def __init__(self, atomic_number):
+        self.atomic_number = atomic_number
 
 
 # ---------------------------------------------------------------- the run
@@ -437,6 +531,10 @@ class Trainer:
 
     def say(self, text: str, level: str = "info") -> None:
         self.emit(Message(self.ctx.run_id, text=text, level=level, pid=os.getpid()))
+
+    def progress(self, stage: str) -> ProgressReporter:
+        """A throttled reporter of ``stage``'s progress events (graphs, features, predict)."""
+        return ProgressReporter(self.emit, self.ctx.run_id, stage)
 
     # -- entry point
     def run(self) -> RunResult:
@@ -532,7 +630,9 @@ class Trainer:
         ds, splits = self.ds, self.splits
         cache = GraphCache(ds, self.model.graph_converter, self.paths)
         self.rows = np.concatenate([splits.train, splits.val, splits.test])
-        graphs, failed = cache.get(self.rows)
+        report = self.progress("graphs")
+        report(0, len(self.rows))
+        graphs, failed = cache.get(self.rows, progress=report)
         self.say(f"graphs: {cache.hits} from cache, {cache.built} built")
         for r, why in sorted(failed.items()):
             self.say(f"structure {ds.ids[r]} (row {r}) left out of every split: {why}", "warning")
@@ -578,18 +678,17 @@ class Trainer:
         t = time.time()
         fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
         wanted = [int(r) for r in self.rows if int(r) in graphs]
-        feats = fc.get(self.model, wanted, graphs, p.train.batch_size, device, fw, ft)
+        feats = fc.get(self.model, wanted, graphs, p.train.batch_size, device, fw, ft, progress=self.progress("features"))
         computed = f"computed the rest in {time.time() - t:.1f}s"
         if fw > 1 and fc.hits < len(wanted):
             computed += f" on {fw} worker threads"
         self.say(f"frozen backbone features: {fc.hits} from cache, {computed}")
         fsets = {}
         for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-            gl = [graphs[int(r)] for r in part]
             fsets[name] = FeatureSet(
                 [feats[int(r)] for r in part],
-                composition_matrix(gl),
-                torch.tensor([float(g.atomic_number.shape[0]) for g in gl]),
+                composition_rows(graphs, part),
+                torch.tensor([float(atomic_numbers(graphs, int(r)).shape[0]) for r in part]),
             )
         return fsets
 
@@ -641,7 +740,7 @@ class Trainer:
         """Test MAE of the best weights, test_predictions.csv, both checkpoints marked finished."""
         best_payload = load_checkpoint(self.ckpt_dir / "best.pt")
         self.model.load_state_dict(best_payload["model_state"])
-        preds = self._predict("test")
+        preds = self._predict("test", progress=self.progress("predict"))
         test_idx = self.splits.test
         test_mae = float((preds - self.y[test_idx]).abs().mean()) if len(test_idx) else None
         pred_path = self.log_dir / "test_predictions.csv"
@@ -677,8 +776,9 @@ class Trainer:
         with torch.no_grad():
             rest = self.forward.energy_without_atomref(tr, self._predict_batch_size())
         resid = (self.y[tr] - rest).tolist()
-        graphs = [self.graphs[int(r)] for r in tr]
-        comp_model.fit(graphs, resid)
+        # AtomRef.fit reads each item's atomic_number: read them from the packed store, one at a time
+        numbers = (_Numbers(atomic_numbers(self.graphs, int(r))) for r in tr)
+        comp_model.fit(numbers, resid)
         comp_model.to(self.device)
         self.say(f"AtomRef refit by least squares on {len(tr)} training targets")
 
@@ -768,12 +868,14 @@ class Trainer:
                 self.ctx.on_batch(epoch, n, len(order))
         return abs_err / max(n, 1), n
 
-    def _predict(self, part: str):
-        """Predictions for a split, in split order, none dropped."""
+    def _predict(self, part: str, progress=None):
+        """Predictions for a split, in split order, none dropped; ``progress(done, total)`` per batch."""
         rows = getattr(self.splits, part)
         self.model.eval()
         with torch.no_grad():
-            out = self.forward.predict(part, rows, self._predict_batch_size())
+            if progress is not None:
+                progress(0, len(rows))
+            out = self.forward.predict(part, rows, self._predict_batch_size(), progress=progress)
         return torch.cat(out) if out else torch.zeros(0)
 
     def _evaluate(self, part: str) -> float:
@@ -900,20 +1002,29 @@ def load_run_preset(paths: Paths, run_id: str) -> Preset:
 
 
 def evaluate_checkpoint(ckpt_path: Path | str, data_path: Path | str, target: str = "e_form", *, batch_size: int = 32, device: str = "auto", paths: Paths | None = None, progress=None) -> tuple[float, int, list[str]]:
-    """MAE of a checkpoint on every row of a Matbench-layout file: (mae, n, skipped ids)."""
+    """MAE of a checkpoint on every row of a Matbench-layout file: (mae, n, skipped ids).
+    ``progress`` receives throttled :class:`Progress` events (run id ``eval``; stages graphs, predict)."""
     paths = paths or Paths.default()
     payload = load_checkpoint(ckpt_path)
     dev = pick_device(device)
     model = model_from_payload(payload).to(dev)
     ds = load_matbench(data_path, target)
-    graphs, failed = GraphCache(ds, model.graph_converter, paths).get(range(len(ds)), progress=progress)
+    graph_report = ProgressReporter(progress, "eval", "graphs") if progress is not None else None
+    if graph_report is not None:
+        graph_report(0, len(ds))
+    graphs, failed = GraphCache(ds, model.graph_converter, paths).get(range(len(ds)), progress=graph_report)
     rows = [r for r in range(len(ds)) if r in graphs]
     model.eval()
     preds = []
+    report = ProgressReporter(progress, "eval", "predict") if progress is not None else None
     with torch.no_grad():
+        if report is not None:
+            report(0, len(rows))
         for i in range(0, len(rows), batch_size):
             batch = [graphs[r].to(dev) for r in rows[i : i + batch_size]]
             preds.append(model(batch, task="e")["e"].cpu())
+            if report is not None:
+                report(min(i + batch_size, len(rows)), len(rows))
     p = torch.cat(preds) if preds else torch.zeros(0)
     y = torch.tensor(ds.targets[rows], dtype=torch.float32)
     return float((p - y).abs().mean()), len(rows), [ds.ids[r] for r in sorted(failed)]

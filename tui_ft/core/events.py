@@ -244,9 +244,57 @@ class RunPruned(Event):
         summary.message = self.reason
 
 
+@dataclass
+class Progress(Event):
+    """How far a long step has come: ``stage`` is ``graphs`` (crystal graph conversion or
+    cache load), ``features`` (frozen-backbone features) or ``predict`` (test predictions).
+
+    The engine throttles them (about two a second per stage, always the first and the
+    last, which has ``done == total``), so a run's file stays small. A front end shows
+    the latest on a progress bar; a log shows only the milestones (:meth:`milestone`).
+    """
+
+    type: ClassVar[str] = "progress"
+    to_stderr: ClassVar[bool] = True
+    stage: str
+    done: int
+    total: int
+    rate: float | None = None  # items per second since the stage began
+
+    @property
+    def final(self) -> bool:
+        return self.done >= self.total
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total > 0 else 1.0
+
+    def describe(self) -> str:
+        rate = f" ({self.rate:.0f}/s)" if self.rate else ""
+        return f"{self.stage} {self.done}/{self.total}{rate}"
+
+    def label(self) -> str:
+        """The short form for a status cell: ``graphs 45%``."""
+        return f"{self.stage} {int(100 * self.fraction)}%"
+
+    def milestone(self, last: "Progress | None") -> bool:
+        """Whether this event earns a line in a log after ``last`` (the last one that did, of
+        the same run and stage): the first, each tenth of the way and the last, so a stage
+        writes at most a dozen lines however long it runs."""
+        if last is None or last.stage != self.stage or self.done < last.done:
+            return True  # a stage (re)starts
+        if self.final:
+            return not last.final
+        return int(10 * self.fraction) > int(10 * last.fraction)
+
+    def apply_to(self, summary: "RunSummary") -> None:
+        """Progress is not part of a run's summary (the dashboard keeps the latest per run)."""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted, RunPruned)
+    for cls in (RunStarted, Message, EpochEnd, CheckpointSaved, RunFinished, RunFailed, RunInterrupted, RunPruned,
+                Progress)
 }
 TERMINAL_TYPES = frozenset({"run_finished", "run_failed", "run_interrupted", "run_pruned"})
 

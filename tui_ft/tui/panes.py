@@ -356,6 +356,7 @@ class RunsPane(Vertical):
     def cells(st: RunState) -> list:
         s = st.summary
         status = Text(s.status, style=STATUS_STYLE.get(s.status, ""))
+        status = Text(st.progress_label, style="cyan") if st.progress_label else status  # e.g. graphs 45%
         if st.cancel_requested and s.status == "running":
             status = Text("stopping", style="yellow")
         if s.epoch is None:

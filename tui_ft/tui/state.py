@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.events import Event, Message, describe
+from tui_ft.core.events import Event, Message, Progress, describe
 from tui_ft.core.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
 
@@ -57,7 +57,9 @@ class RunState:
     overlay: bool = False
     cancel_requested: bool = False
     stderr_loaded: bool = False
+    progress: Progress | None = None  # the latest progress of a stage under way (None once it ends)
     _messages: set[str] = field(default_factory=set, repr=False)
+    _milestones: dict[str, Progress] = field(default_factory=dict, repr=False)  # stage -> last logged
 
     @property
     def run_id(self) -> str:
@@ -78,6 +80,13 @@ class RunState:
         return self.summary.pid
 
     @property
+    def progress_label(self) -> str | None:
+        """``graphs 45%`` while a long step of an active run is under way, else None."""
+        if self.progress is None or not self.active:
+            return None
+        return self.progress.label()
+
+    @property
     def sort_key(self) -> tuple[float, str]:
         started = self.summary.started
         if started is None and self.launched is not None:
@@ -96,6 +105,11 @@ class RunState:
             self.summary.apply(ev)
             if isinstance(ev, Message):
                 self._messages.add(ev.text)
+            if isinstance(ev, Progress):
+                self.progress = None if ev.final else ev
+                if not ev.milestone(self._milestones.get(ev.stage)):
+                    continue  # the log shows a stage's milestones only, like the headless output
+                self._milestones[ev.stage] = ev
             line = event_line(ev)
             if line is not None:
                 if ev.to_stderr:  # the run prints this same line to its stderr too
