@@ -9,7 +9,8 @@ epoch metrics (``val_mae``, ``train_mae``, ``best_val_mae``, ``lr``,
 ``tensorboard``  ``torch.utils.tensorboard.SummaryWriter`` into ``log.tensorboard_dir``
                  (default ``logs/<run_id>/tensorboard``); needs the ``tensorboard`` package.
 ``mlflow``       a run in experiment ``log.mlflow_experiment`` of ``log.mlflow_tracking_uri``
-                 (default: a file store at ``logs/mlruns``), through ``MlflowClient``.
+                 (default: the SQLite file ``logs/mlflow.db``: MLflow 3 keeps its
+                 ``./mlruns`` file store in maintenance mode), through ``MlflowClient``.
 ``wandb``        ``wandb.init(mode=log.wandb_mode, project=log.wandb_project)``;
                  ``mode = "offline"`` writes under ``logs/<run_id>/wandb`` without network.
 
@@ -98,11 +99,15 @@ class _MLflow:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise LoggerError(missing_message("mlflow")) from None
-        uri = cfg.mlflow_tracking_uri or (paths.logs / "mlruns").resolve().as_uri()
+        # default: an SQLite store in logs/ (MLflow 3 keeps its ./mlruns file store in maintenance mode)
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        uri = cfg.mlflow_tracking_uri or f"sqlite:///{(paths.logs / 'mlflow.db').resolve()}"
         try:
             self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(cfg.mlflow_experiment)
-            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.mlflow_experiment)
+            artifacts = None if cfg.mlflow_tracking_uri else (paths.logs / ".mlflow-artifacts").resolve().as_uri()
+            exp_id = (exp.experiment_id if exp is not None
+                      else self.client.create_experiment(cfg.mlflow_experiment, artifact_location=artifacts))
             self.run = self.client.create_run(exp_id, run_name=run_id, tags={"tui_ft.run_id": run_id})
             params = _flat(preset.to_dict())
             from mlflow.entities import Param

@@ -326,7 +326,7 @@ class LogCfg(_Table):
     tensorboard: bool = False
     tensorboard_dir: str = ""  # "" = logs/<run_id>/tensorboard
     mlflow: bool = False
-    mlflow_tracking_uri: str = ""  # "" = a file store at logs/mlruns
+    mlflow_tracking_uri: str = ""  # "" = sqlite:///<logs>/mlflow.db
     mlflow_experiment: str = "tui-ft"
     wandb: bool = False
     wandb_mode: WandbMode = "offline"
