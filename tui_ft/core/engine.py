@@ -448,7 +448,7 @@ class Trainer:
         """Every event of the run goes out here: stamped with the target's unit (and, for
         ``run_started``, the ids the data source left out), then to the run's sinks: the
         event writer (and display) and the optional loggers of ``[log]``."""
-        if getattr(ev, "unit", None) == "":
+        if hasattr(ev, "unit") and ev.unit is None:
             ev.unit = self.unit  # type: ignore[attr-defined]
         if isinstance(ev, RunStarted) and self.source_skipped:
             ev.skipped = list(self.source_skipped) + [i for i in ev.skipped if i not in self.source_skipped]

@@ -73,7 +73,7 @@ class RunStarted(Event):
     epochs: int = 0
     skipped: list[str] = field(default_factory=list)
     pid_start: int | None = None  # the writer's start time (procs.start_ticks): a reused pid is not this run
-    unit: str = ""  # the target's unit (data.unit or units.default_unit); "" unknown
+    unit: str | None = None  # the target's unit (data.unit or units.default_unit); "" unknown, None not recorded
     tone: ClassVar[str] = "done"
 
     def __post_init__(self) -> None:
@@ -143,7 +143,7 @@ class EpochEnd(Event):
     best_val_mae: float
     best_epoch: int
     n_structures: int = 0
-    unit: str = ""  # the MAEs' unit ("" unknown)
+    unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
     tone: ClassVar[str] = "epoch"
 
     def describe(self) -> str:
@@ -180,7 +180,7 @@ class RunFinished(Event):
     n_test: int = 0
     predictions: str | None = None  # CSV with id,true,pred for the test set
     stopped_early: bool = False
-    unit: str = ""  # the MAEs' unit ("" unknown)
+    unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
     tone: ClassVar[str] = "done"
 
     def describe(self) -> str:
