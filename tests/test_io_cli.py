@@ -265,3 +265,23 @@ def test_predict_failures_listed_exit_1(project, tmp_path, capsys):
     _, rows = _csv_rows(out.read_text())
     assert [r["id"] for r in rows] == ["demo-0001.cif", "demo-0003.cif", "demo-0004.cif"]
     assert list(rows[0]) == ["id", "prediction"]
+
+
+def test_chart_labels_carry_the_recorded_unit(tmp_path):
+    """Charts label their axes with the unit the run recorded; older runs (no unit) keep eV/atom."""
+    from tui_ft.core.events import EpochEnd, EventWriter
+    from tui_ft.tui.charts import read_predictions, series_from_history, unit_suffix
+
+    def ep(unit):
+        return EpochEnd("r", epoch=0, train_mae=None, val_mae=0.5, lr=1e-3, seconds=0.1, best_val_mae=0.5,
+                        best_epoch=0, unit=unit)
+
+    assert series_from_history("r", [ep("log10(GPa)")]).unit == "log10(GPa)"
+    assert unit_suffix(series_from_history("r", [ep(None)]).unit) == " (eV/atom)"
+    assert unit_suffix("") == "" and unit_suffix("eV") == " (eV)"
+    run = tmp_path / "r"
+    run.mkdir()
+    with EventWriter(run / "events.jsonl") as w:
+        w.emit(RunStarted("r", preset_name="p", preset={}, device="cpu", n_train=1, n_val=1, n_test=1, unit="meV/atom"))
+    (run / "test_predictions.csv").write_text("id,true,pred\na,1.0,1.5\n")
+    assert read_predictions(run / "test_predictions.csv").unit == "meV/atom"

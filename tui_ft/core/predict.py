@@ -100,7 +100,20 @@ def read_inputs(source_or_paths, target: str, *, format: str | None = None, per_
     paths = [Path(p) for p in source_or_paths]
     if len(paths) == 1:
         return load_source(paths[0], target, format=format, per_atom=per_atom, need_target=False)
-    return load_structures(paths, target)
+    from tui_ft.core.sources import concat_datasets, detect_format
+
+    if format in (None, "structures") and all(detect_format(p) == "structures" for p in paths):
+        return load_structures(paths, target)
+    ds = None  # several data sources (or a mix): one after the other; an id in two of them is an error
+    for p in paths:
+        part = load_source(p, target, format=format, per_atom=per_atom, need_target=False)
+        if ds is not None:
+            both = sorted(set(ds.ids) & set(part.ids))
+            if both:
+                raise DataError(f"{p}: ids also in an earlier input: {', '.join(both[:5])}"
+                                + (f" ... ({len(both)} in all)" if len(both) > 5 else ""))
+        ds = part if ds is None else concat_datasets(ds, part)
+    return ds
 
 
 def _target_of(meta: dict[str, Any]) -> str:
