@@ -273,12 +273,12 @@ def test_fifo_and_device_are_refused_without_opening(tmp_path):
             read_columns(p)
 
 
-@pytest.mark.parametrize("mae, n, rc, text", [
-    (float("nan"), 12, 1, "the MAE is not finite"),
-    (0.0, 0, 2, "no usable rows to evaluate (3 left out)"),
-    (0.25, 12, 0, ""),
+@pytest.mark.parametrize("preds, rc, text", [
+    ([float("nan")] * 12, 1, "the MAE is nan"),
+    ([], 2, "no usable rows"),
+    ([0.25] * 12, 0, ""),
 ])
-def test_eval_exit_code_follows_its_result(mae, n, rc, text, project, monkeypatch, capsys, base):
+def test_eval_exit_code_follows_its_result(preds, rc, text, project, monkeypatch, capsys, base):
     """`tui-ft eval` ending with a NaN MAE exits 1, with 0 usable rows exits 2, each with the reason."""
     import types
 
@@ -288,9 +288,13 @@ def test_eval_exit_code_follows_its_result(mae, n, rc, text, project, monkeypatc
     data = project / "eval.json"
     data.write_bytes(_json(copy.deepcopy(base)))
     ckpt = project / "x.pt"
+    rows = [types.SimpleNamespace(id=f"demo-{i:03d}", prediction=p, target=0.0, error=p) for i, p in enumerate(preds)]
+    failures = [] if preds else [("demo-000", "no graph"), ("demo-001", "no graph"), ("demo-002", "no graph")]
+    mae = sum(abs(p) for p in preds) / len(preds) if preds else None
+    result = types.SimpleNamespace(rows=rows, failures=failures, mae=mae, unit="eV/atom", target="e_form")
+    evaluation = types.SimpleNamespace(result=result, warnings=[], rows="all", n_rows=len(preds) + len(failures), path=data)
     monkeypatch.setattr(library.Library, "resolve_ref", lambda self, ref: types.SimpleNamespace(path=ckpt))
-    monkeypatch.setattr(engine, "evaluate_checkpoint",
-                        lambda *a, **k: (mae, n, [] if n else ["demo-000", "demo-001", "demo-002"]))
+    monkeypatch.setattr(engine, "evaluate_checkpoint", lambda *a, **k: evaluation)
     assert cli.main(["eval", "x.pt", "--data", str(data)]) == rc
     out, err = capsys.readouterr()
     assert "Traceback" not in err

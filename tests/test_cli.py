@@ -90,8 +90,9 @@ def test_demo_preset_runs_headless_and_library_commands(proj, capsys):
     out = capsys.readouterr().out
     assert f"{run_dir.name}@best" in out and f"{run_dir.name}@last" in out
 
-    # eval any checkpoint (by reference) on any Matbench-layout file
-    assert main(["eval", "demo@best", "--data", "demo"]) == 0
+    # eval any checkpoint (by reference) on any Matbench-layout file (--rows all: on its own
+    # data file eval scores only the checkpoint's test rows by default)
+    assert main(["eval", "demo@best", "--data", "demo", "--rows", "all"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("mae ") and "on 240 structures" in out
     mae_all = float(out.split()[1])

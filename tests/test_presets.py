@@ -690,5 +690,10 @@ def test_sections_are_the_schema():
     from tui_ft.core.presets import SECTIONS
 
     p = parse_preset(MINIMAL)
-    full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5})
+    full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5, "data.split": "random",
+                           "data.format": "idprop", "data.per_atom": True, "data.test_fraction": 0.3,
+                           "data.test_source": "t.json", "data.unit": "eV", "data.skip_bad_rows": True,
+                           "log.tensorboard": True})
     assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS
+    # fields added by issue 14 are written only when set: older presets keep their dump and hash
+    assert "split" not in p.to_dict()["data"] and "log" not in p.to_dict()

@@ -21,12 +21,17 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft --preset presets/run2.toml   run a preset (or a two-stage plan) headless
   tui-ft --preset FILE --detach       start it in the background (survives closing the terminal)
   tui-ft resume RUN_ID                continue an interrupted run from its last epoch
-  tui-ft eval CKPT --data FILE        MAE of a checkpoint on a Matbench-layout file
-  tui-ft runs | checkpoints           list runs / the checkpoint library
+  tui-ft eval CKPT --data SOURCE      MAE of a checkpoint (its own test rows on its own data)
+  tui-ft predict CKPT INPUT... --out preds.csv   predictions for any data source or structure files
+  tui-ft export CKPT OUT.pt           a file chgnet's CHGNet.from_file loads
+  tui-ft runs | checkpoints           list runs / the checkpoint library (runs --format csv|json)
+  tui-ft history RUN --format csv     a run's metrics, one row per epoch
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
 
 Exit codes: 0 done, 1 run failed, 2 usage or preset error, 130 interrupted.
+predict: 1 when any structure failed (listed by id; the others are written).
+eval: 1 when no row is usable or the MAE is NaN.
 """
 
 
@@ -93,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_id")
     rs.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
 
-    ev = sub.add_parser("eval", help="MAE of a checkpoint on a Matbench-layout file")
+    ev = sub.add_parser("eval", help="MAE of a checkpoint on a data source (its own test rows on its own data)")
     ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
-    ev.add_argument("--data", required=True, help="Matbench-layout .json or .json.gz file (or 'demo')")
-    ev.add_argument("--target", default="e_form", help="target column (default e_form)")
+    ev.add_argument("--data", required=True, help="any data source: Matbench .json[.gz], id_prop.csv folder, extxyz, ... (or 'demo')")
+    ev.add_argument("--target", default=None, help="target (default: the checkpoint's own)")
+    ev.add_argument("--rows", default="auto", choices=["auto", "test", "all"],
+                    help="auto (default): the checkpoint's test rows on its own data, else all rows")
+    ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     mb = sub.add_parser("matbench", help="run a preset or plan on the Matbench folds as a study (mean ± std, results.json.gz)")
@@ -107,7 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--executor", default="local", choices=["local", "slurm"], help="local processes or Slurm (submitit, [cluster] table)")
     mb.add_argument("--name", help="study name (default: the preset's or plan's name); its folder is logs/.studies/NAME")
 
-    sub.add_parser("runs", help="list runs found under logs/")
+    pr = sub.add_parser("predict", help="predict any data source, structure files or folders of them (CSV)")
+    pr.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a data source, a structure file or a folder of them")
+    pr.add_argument("--out", help="CSV file to write (default: stdout)")
+    pr.add_argument("--target", default=None, help="target column/key read from the input (default: the checkpoint's)")
+    pr.add_argument("--format", default=None, choices=["matbench", "idprop", "ase", "csv", "structures"])
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    exp = sub.add_parser("export", help="write a checkpoint as a file chgnet's CHGNet.from_file loads")
+    exp.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
+    exp.add_argument("out", help="file to write, e.g. model.pt")
+
+    ru = sub.add_parser("runs", help="list runs found under logs/")
+    ru.add_argument("--format", default="table", choices=["table", "csv", "json"], help="csv/json: all columns")
+    hi = sub.add_parser("history", help="a run's metrics, one row per epoch")
+    hi.add_argument("run_id")
+    hi.add_argument("--format", default="csv", choices=["csv", "json"])
     sub.add_parser("sweeps", help="list hyperparameter sweeps (Optuna studies under logs/.sweeps/)")
     sw = sub.add_parser("sweep", help="a sweep's trials, or its best preset as TOML (--best)")
     sw.add_argument("name")
@@ -146,8 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(file, run_id=args.run_id, plain=args.plain, jobs=args.jobs)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
-    if args.command == "eval":
-        return cmd_eval(args.checkpoint, args.data, args.target, args.device)
+    if args.command in ("eval", "predict", "export", "history") or (args.command == "runs" and args.format != "table"):
+        from tui_ft import commands_io as io
+
+        if args.command == "eval":
+            return io.cmd_eval(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size)
+        if args.command == "predict":
+            return io.cmd_predict(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
+                                  device=args.device, target=args.target, format=args.format)
+        if args.command == "export":
+            return io.cmd_export(args.checkpoint, args.out)
+        if args.command == "history":
+            return io.cmd_history(args.run_id, args.format)
+        return io.cmd_runs_export(args.format)
     if args.command == "matbench":
         from tui_ft.core.study import run as run_study
 
@@ -263,7 +299,12 @@ def load_and_check(path: str):
         preset = parse_preset(text, path)
         check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
         check_data(preset)  # ids, targets and splits of the data file, before any run folder exists
-        return preset
+        from tui_ft.commands_io import preflight  # own data formats, loggers (issue 14)
+
+        problems = preflight(preset)
+        for msg in problems:
+            _err(msg)
+        return None if problems else preset
     except PresetErrors as exc:
         for e in exc.errors:
             _err(str(e))
@@ -471,42 +512,6 @@ def make_printer(plain: bool) -> Printer:
 
 
 # ---------------------------------------------------------------- library commands
-
-
-def cmd_eval(ref: str, data: str, target: str, device: str) -> int:
-    import math
-
-    from tui_ft.core.data import DataError, check_regular_file, resolve_source
-    from tui_ft.core.library import CheckpointError, Library
-
-    try:
-        info = Library().resolve_ref(ref)
-    except LookupError as exc:
-        _err(f"{ref}: {exc}")
-        return EXIT_USAGE
-    try:
-        from tui_ft.core.engine import evaluate_checkpoint
-
-        path = resolve_source(data)
-        check_regular_file(path)  # a FIFO or device as --data must not hang
-        printer = make_printer(False)  # progress: a bar on a terminal, a few plain lines otherwise
-        try:
-            mae, n, skipped = evaluate_checkpoint(info.path, path, target, device=device, progress=printer.show)
-        finally:
-            printer.close()
-    except (CheckpointError, DataError) as exc:
-        _err(" ".join(str(exc).split()))
-        return EXIT_USAGE
-    for s in skipped:
-        _err(f"[warning] row {s} left out: unusable structure or target")
-    if n == 0:
-        _err(f"{path}: no usable rows to evaluate ({len(skipped)} left out)")
-        return EXIT_USAGE
-    if not math.isfinite(mae):
-        _err(f"{path}: the MAE is not finite ({mae}); the checkpoint's predictions are not usable on this data")
-        return EXIT_FAILED
-    print(f"mae {mae:.4f} eV/atom on {n} structures of {path} (checkpoint {info.path})")
-    return EXIT_OK
 
 
 def _fmt(x, spec=".4f") -> str:

@@ -549,14 +549,19 @@ def check_dataset(
     return splits
 
 
-def check_data(preset, paths: Paths | None = None) -> Splits:
+def check_data(preset, paths: Paths | None = None) -> Splits | None:
     """Check a preset's data before a run folder exists: read the file (ids, targets, table shape;
     no graphs are built) and make its splits (:func:`check_dataset`). A problem is raised as the
     preset's error on ``data.source`` (``preset.error``), one line naming the data file and the ids,
     so the CLI reports it like any other preset problem (exit 2)."""
     d = preset.data
+    if getattr(d, "format", "auto") not in ("auto", "matbench") or getattr(d, "split", "matbench") != "matbench" \
+            or getattr(d, "test_source", ""):
+        return None  # other formats and splits: checked by commands_io.preflight through the sources package
     try:
         path = resolve_source(d.source, paths)
+        if path.is_dir() or not path.name.lower().endswith((".json", ".json.gz")):
+            return None  # a folder, a CSV or an ase file: see above
         ds = load_matbench(path, d.target)
         return check_dataset(ds, fold=d.fold, fraction=d.fraction, val_fraction=d.val_fraction, seed=d.seed,
                              test_limit=d.test_limit)

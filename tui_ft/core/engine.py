@@ -50,7 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 from chgnet.model import CHGNet  # noqa: E402
 
 from tui_ft.core.atomic import atomic_write, atomic_write_text  # noqa: E402
-from tui_ft.core.data import GraphCache, load_matbench, make_splits, resolve_source  # noqa: E402
+from tui_ft.core.data import GraphCache, resolve_source  # noqa: E402
 from tui_ft.core.events import (  # noqa: E402
     CheckpointSaved,
     EpochEnd,
@@ -73,6 +73,9 @@ from tui_ft.core.library import (  # noqa: E402
 from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch  # noqa: E402
 from tui_ft.core.paths import Paths  # noqa: E402
 from tui_ft.core.presets import Preset, dump_preset, load_preset  # noqa: E402
+from tui_ft.core.sources import load_training_data, make_source_splits  # noqa: E402
+from tui_ft.core.sources import summary as source_summary  # noqa: E402
+from tui_ft.core.units import default_unit  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
@@ -524,10 +527,35 @@ class Trainer:
         self.forward: HeadForward | FullForward | None = None
         self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
+        d = self.p.data
+        self.unit = d.unit if d.unit is not None else default_unit(d.target, d.source)
+        self.n_held_out = 0  # rows at the end of self.ds from data.test_source
+        self.source_skipped: list[str] = []  # ids the data source could not use (sources.summary)
+        self.loggers = None
+        if self.p.log.tensorboard or self.p.log.mlflow or self.p.log.wandb:
+            from tui_ft.core.loggers import RunLoggers  # imported only when a logger is on
+
+            self.loggers = RunLoggers(self.p.log, ctx.run_id, ctx.paths, preset=self.p, say=self.say)
 
     # -- events
     def emit(self, ev: Event) -> None:
+        """Every event of the run goes out here: stamped with the target's unit (and, for
+        ``run_started``, the ids the data source left out), then to the run's sinks: the
+        event writer (and display) and the optional loggers of ``[log]``."""
+        if hasattr(ev, "unit") and ev.unit is None:
+            ev.unit = self.unit  # type: ignore[attr-defined]
+        if isinstance(ev, RunStarted) and self.source_skipped:
+            ev.skipped = list(self.source_skipped) + [i for i in ev.skipped if i not in self.source_skipped]
         self.ctx.emit(ev)
+        if self.loggers is not None:
+            from tui_ft.core.loggers import LoggerError
+
+            try:
+                self.loggers.handle(ev)
+            except LoggerError as exc:  # a logger that cannot start fails the run before its first epoch
+                loggers, self.loggers = self.loggers, None
+                loggers.close("failed")
+                raise TrainingFailed(str(exc)) from None
 
     def say(self, text: str, level: str = "info") -> None:
         self.emit(Message(self.ctx.run_id, text=text, level=level, pid=os.getpid()))
@@ -583,18 +611,32 @@ class Trainer:
         configure_cpu(self.device)
 
     def _make_splits(self, exclude: Sequence[int] = ()):
+        """The run's splits (sources.make_source_splits): Matbench folds, a seeded random split
+        or a separate test file; rows the source could not use and ``exclude`` left out."""
         d = self.p.data
-        return make_splits(
-            len(self.ds), fold=d.fold, fraction=d.fraction, val_fraction=d.val_fraction,
-            seed=d.seed, test_limit=d.test_limit, **({"exclude": list(exclude)} if exclude else {}),
+        bad = sorted(set(self.ds.bad_rows) | {int(r) for r in exclude})
+        return make_source_splits(
+            len(self.ds), n_held_out=self.n_held_out, split=d.split, fold=d.fold, fraction=d.fraction,
+            val_fraction=d.val_fraction, seed=d.seed, test_limit=d.test_limit, test_fraction=d.test_fraction,
+            exclude=bad,
         )
 
     def _load_data(self) -> None:
-        """The data file and its splits (before any structure is left out)."""
-        path = resolve_source(self.p.data.source, self.paths)
-        self.say(f"reading {path}")
-        self.ds = load_matbench(path, self.p.data.target)
+        """The data (any format of tui_ft.core.sources) and its splits; the rows the source
+        could not use are reported once, by id, and left out of every split."""
+        d = self.p.data
+        path = resolve_source(d.source, self.paths)
+        test_path = resolve_source(d.test_source, self.paths) if d.test_source else None
+        self.say(f"reading {path}" + (f" (test rows from {test_path})" if test_path else ""))
+        fmt = None if d.format == "auto" else d.format
+        self.ds, self.n_held_out = load_training_data(
+            path, d.target, format=fmt, per_atom=d.per_atom, test_path=test_path
+        )
         self.data_sha = self.ds.sha256
+        report = source_summary(self.ds)
+        if report:
+            self.say(report, "warning")
+            self.source_skipped = [self.ds.ids[r] for r in sorted(self.ds.bad_rows)]
         self.splits = self._make_splits()
 
     def _remove_stale_temp_files(self) -> None:
@@ -1001,30 +1043,14 @@ def load_run_preset(paths: Paths, run_id: str) -> Preset:
     return load_preset(paths.run_log_dir(run_id) / "preset.toml")
 
 
-def evaluate_checkpoint(ckpt_path: Path | str, data_path: Path | str, target: str = "e_form", *, batch_size: int = 32, device: str = "auto", paths: Paths | None = None, progress=None) -> tuple[float, int, list[str]]:
-    """MAE of a checkpoint on every row of a Matbench-layout file: (mae, n, skipped ids).
-    ``progress`` receives throttled :class:`Progress` events (run id ``eval``; stages graphs, predict)."""
-    paths = paths or Paths.default()
-    payload = load_checkpoint(ckpt_path)
-    dev = pick_device(device)
-    model = model_from_payload(payload).to(dev)
-    ds = load_matbench(data_path, target)
-    graph_report = ProgressReporter(progress, "eval", "graphs") if progress is not None else None
-    if graph_report is not None:
-        graph_report(0, len(ds))
-    graphs, failed = GraphCache(ds, model.graph_converter, paths).get(range(len(ds)), progress=graph_report)
-    rows = [r for r in range(len(ds)) if r in graphs]
-    model.eval()
-    preds = []
-    report = ProgressReporter(progress, "eval", "predict") if progress is not None else None
-    with torch.no_grad():
-        if report is not None:
-            report(0, len(rows))
-        for i in range(0, len(rows), batch_size):
-            batch = [graphs[r].to(dev) for r in rows[i : i + batch_size]]
-            preds.append(model(batch, task="e")["e"].cpu())
-            if report is not None:
-                report(min(i + batch_size, len(rows)), len(rows))
-    p = torch.cat(preds) if preds else torch.zeros(0)
-    y = torch.tensor(ds.targets[rows], dtype=torch.float32)
-    return float((p - y).abs().mean()), len(rows), [ds.ids[r] for r in sorted(failed)]
+def evaluate_checkpoint(
+    ckpt_path: Path | str, data_path: Path | str, target: str | None = None, *, rows: str = "auto",
+    batch_size: int = 32, device: str = "auto", progress=None,
+):
+    """A checkpoint's MAE on a data source (any format), through ``predict``:
+    :class:`tui_ft.core.predict.Evaluation`. ``target`` defaults to the checkpoint's own;
+    ``rows="auto"`` scores the checkpoint's own test rows when the data is its training
+    data, else every row (see :func:`tui_ft.core.predict.evaluate`)."""
+    from tui_ft.core.predict import evaluate
+
+    return evaluate(ckpt_path, data_path, target, rows=rows, batch_size=batch_size, device=device, progress=progress)

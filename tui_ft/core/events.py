@@ -73,6 +73,7 @@ class RunStarted(Event):
     epochs: int = 0
     skipped: list[str] = field(default_factory=list)
     pid_start: int | None = None  # the writer's start time (procs.start_ticks): a reused pid is not this run
+    unit: str | None = None  # the target's unit (data.unit or units.default_unit); "" unknown, None not recorded
     tone: ClassVar[str] = "done"
 
     def __post_init__(self) -> None:
@@ -86,6 +87,7 @@ class RunStarted(Event):
             f"run {self.run_id}{stage}: preset {self.preset_name}, {mode} mode, "
             f"device {self.device}, train {self.n_train} / val {self.n_val} / test {self.n_test}"
             + (f", from {self.parent}" if self.parent else "")
+            + (f", MAE in {self.unit}" if self.unit else "")
         )
 
     def apply_to(self, summary: "RunSummary") -> None:
@@ -141,6 +143,7 @@ class EpochEnd(Event):
     best_val_mae: float
     best_epoch: int
     n_structures: int = 0
+    unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
     tone: ClassVar[str] = "epoch"
 
     def describe(self) -> str:
@@ -148,6 +151,7 @@ class EpochEnd(Event):
         return (
             f"epoch {self.epoch:3d}  val_mae {self.val_mae:.4f}  train_mae {tr:>6}  lr {self.lr:.2e}  "
             f"{self.seconds:6.1f}s  best {self.best_val_mae:.4f}@{self.best_epoch}"
+            + (f"  [{self.unit}]" if self.unit else "")
         )
 
     def apply_to(self, summary: "RunSummary") -> None:
@@ -176,10 +180,11 @@ class RunFinished(Event):
     n_test: int = 0
     predictions: str | None = None  # CSV with id,true,pred for the test set
     stopped_early: bool = False
+    unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
     tone: ClassVar[str] = "done"
 
     def describe(self) -> str:
-        tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}"
+        tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}" + (f" {self.unit}" if self.unit else "")
         return (
             f"test_mae {tm}  (best epoch {self.best_epoch}, val_mae {self.best_val_mae:.4f}, "
             f"{self.n_test} test structures, {self.seconds:.1f}s)  run {self.run_id}"

@@ -197,6 +197,6 @@ def missing_data_message(source: str, path: Path) -> str:
 def data_source_problem(source: str, paths: Paths | None = None, *, base: Path | None = None) -> str | None:
     """None when ``data.source`` names data that is there (the demo data always is), else the message."""
     path = data_source_path(source, paths, base=base)
-    if path is None or path.is_file():
+    if path is None or path.is_file() or path.is_dir():
         return None
     return missing_data_message(source, path)

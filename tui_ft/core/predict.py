@@ -78,16 +78,19 @@ def load_model(ckpt_or_model) -> tuple[Any, dict[str, Any]]:
     """``(model, meta)`` from a checkpoint path (tui-ft's, read with ``weights_only=True``) or a model."""
     if hasattr(ckpt_or_model, "graph_converter"):
         return ckpt_or_model, {}
-    from tui_ft.core.engine import model_from_payload
+    from tui_ft.core.engine import _quiet_stdout, model_from_payload
     from tui_ft.core.library import load_checkpoint
 
-    payload = load_checkpoint(ckpt_or_model)
-    return model_from_payload(payload), dict(payload.get("meta") or {})
+    payload = ckpt_or_model if isinstance(ckpt_or_model, dict) else load_checkpoint(ckpt_or_model)
+    with _quiet_stdout():  # chgnet prints "CHGNet initialized ..." on stdout, where predictions may go
+        model = model_from_payload(payload)
+    return model, dict(payload.get("meta") or {})
 
 
-def read_inputs(source_or_paths, target: str, *, format: str | None = None) -> Dataset:
+def read_inputs(source_or_paths, target: str, *, format: str | None = None, per_atom: bool = False) -> Dataset:
     """The input as one :class:`Dataset`: a Dataset as is; one path through ``load_source``
-    (targets read when present, not required); several paths as structure files."""
+    (targets read when present, not required; ``per_atom`` divides them by the number of
+    atoms, as the checkpoint's training data was); several paths as structure files."""
     from tui_ft.core.sources import load_source, load_structures
 
     if isinstance(source_or_paths, Dataset):
@@ -96,8 +99,21 @@ def read_inputs(source_or_paths, target: str, *, format: str | None = None) -> D
         source_or_paths = [source_or_paths]
     paths = [Path(p) for p in source_or_paths]
     if len(paths) == 1:
-        return load_source(paths[0], target, format=format, need_target=False)
-    return load_structures(paths, target)
+        return load_source(paths[0], target, format=format, per_atom=per_atom, need_target=False)
+    from tui_ft.core.sources import concat_datasets, detect_format
+
+    if format in (None, "structures") and all(detect_format(p) == "structures" for p in paths):
+        return load_structures(paths, target)
+    ds = None  # several data sources (or a mix): one after the other; an id in two of them is an error
+    for p in paths:
+        part = load_source(p, target, format=format, per_atom=per_atom, need_target=False)
+        if ds is not None:
+            both = sorted(set(ds.ids) & set(part.ids))
+            if both:
+                raise DataError(f"{p}: ids also in an earlier input: {', '.join(both[:5])}"
+                                + (f" ... ({len(both)} in all)" if len(both) > 5 else ""))
+        ds = part if ds is None else concat_datasets(ds, part)
+    return ds
 
 
 def _target_of(meta: dict[str, Any]) -> str:
@@ -133,7 +149,8 @@ def predict(
     t0 = time.perf_counter()
     model, meta = load_model(ckpt_or_model)
     target = target or _target_of(meta)
-    ds = read_inputs(source_or_paths, target, format=format)
+    per_atom = bool(((meta.get("preset") or {}).get("data") or {}).get("per_atom", False))
+    ds = read_inputs(source_or_paths, target, format=format, per_atom=per_atom)
     want = list(range(len(ds))) if rows is None else [int(r) for r in rows]
     dev = pick_device(device)
     model = model.to(dev).eval()
@@ -206,10 +223,16 @@ def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> 
 
 def write_csv(result: PredictResult, path: Path | str) -> Path:
     """``id,prediction[,target,error]`` with the unit in a ``# unit: ...`` comment line, written atomically."""
+    from tui_ft.core.atomic import atomic_write_text
+
+    atomic_write_text(path, format_csv(result))
+    return Path(path)
+
+
+def format_csv(result: PredictResult) -> str:
+    """The CSV text :func:`write_csv` writes."""
     import csv
     import io
-
-    from tui_ft.core.atomic import atomic_write_text
 
     buf = io.StringIO()
     buf.write(f"# target: {result.target}; unit: {result.unit or '(none)'}\n")
@@ -222,9 +245,82 @@ def write_csv(result: PredictResult, path: Path | str) -> Path:
                         "" if r.error is None else repr(r.error)])
         else:
             w.writerow([r.id, repr(r.prediction)])
-    atomic_write_text(path, buf.getvalue())
-    return Path(path)
+    return buf.getvalue()
 
 
-__all__ = ["DataError", "PredictResult", "PredictionRow", "convert_graphs", "load_model", "own_test_rows", "predict", "read_inputs",
+@dataclass
+class Evaluation:
+    """``evaluate``'s answer: the predictions, which rows were scored and why."""
+
+    result: PredictResult
+    path: Path
+    rows: str  # "test": the checkpoint's own test rows; "all": every row of the file
+    own_data: bool  # the file is the data the checkpoint was trained on
+    n_rows: int  # rows asked for (scored + failed)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mae(self) -> float | None:
+        return self.result.mae
+
+
+def evaluate(
+    ckpt_or_payload, data: str | Path, target: str | None = None, *, rows: str = "auto", batch_size: int = 32,
+    device: str = "auto", progress: Callable[[str, int, int], None] | None = None,
+) -> Evaluation:
+    """A checkpoint's MAE on a data source of any format (``tui-ft eval``).
+
+    ``target`` defaults to the checkpoint's own. ``rows``: ``"auto"`` scores the
+    checkpoint's own test rows when ``data`` is the data it was trained on (same
+    content hash; read with the checkpoint's ``format``/``per_atom``/``test_source``),
+    else every row; ``"test"`` insists on the own test rows (``DataError`` otherwise);
+    ``"all"`` scores every row, with a warning when training rows are among them.
+    """
+    from tui_ft.core.data import resolve_source
+    from tui_ft.core.library import load_checkpoint
+    from tui_ft.core.sources import load_source, load_training_data
+
+    if rows not in ("auto", "all", "test"):
+        raise ValueError(f"rows must be auto, all or test, got {rows!r}")
+    payload = ckpt_or_payload if isinstance(ckpt_or_payload, dict) else load_checkpoint(ckpt_or_payload)
+    meta = dict(payload.get("meta") or {})
+    d = (meta.get("preset") or {}).get("data") or {}
+    target = target or str(d.get("target") or "e_form")
+    path = resolve_source(str(data))
+    fmt = d.get("format") if d.get("format") not in (None, "auto") else None
+    per_atom = bool(d.get("per_atom", False))
+    src = meta.get("data_source")
+    same_file = bool(src) and _same_path(resolve_source(str(src)), path)
+    if same_file and target == d.get("target", target):
+        test_src = d.get("test_source") or ""
+        ds, n_held = load_training_data(path, target, format=fmt, per_atom=per_atom,
+                                        test_path=resolve_source(test_src) if test_src else None)
+    else:
+        ds, n_held = load_source(path, target, per_atom=per_atom), 0
+    test_rows = own_test_rows(meta, ds, n_held_out=n_held) if target == d.get("target", target) else None
+    warnings: list[str] = []
+    if rows == "test" and test_rows is None:
+        raise DataError(f"{path}: not the data checkpoint was trained on (content differs), so it has no "
+                        "test rows there; use --rows all")
+    if rows == "all" or test_rows is None:
+        want = [r for r in range(len(ds))]
+        kind = "all"
+        if test_rows is not None:
+            warnings.append(f"--rows all: {path} is the checkpoint's training data; its training and validation "
+                            f"rows are included, so this MAE is not a test MAE (the {len(test_rows)} test rows "
+                            "are the default)")
+    else:
+        want, kind = list(test_rows), "test"
+    res = predict(payload, ds, target=target, rows=want, batch_size=batch_size, device=device, progress=progress)
+    return Evaluation(res, path, kind, test_rows is not None, len(want), warnings)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+__all__ = ["DataError", "Evaluation", "PredictResult", "evaluate", "format_csv", "PredictionRow", "convert_graphs", "load_model", "own_test_rows", "predict", "read_inputs",
            "write_csv"]

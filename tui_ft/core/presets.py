@@ -205,17 +205,31 @@ def check_name(v: Any) -> str:
 
 
 def _source(v: str) -> str:
-    want = f'expected "{DEMO_SOURCE}", a Matbench task such as "{MATBENCH_SOURCE}" or a path to a .json/.json.gz file'
+    """``demo``, a Matbench task (``matbench_mp_e_form``, ...) or a path: a Matbench .json/.json.gz
+    file, a folder with id_prop.csv, a CSV, or any file ase reads (extxyz, ...). Whether it exists and
+    parses is checked by :func:`check_resources` (the format is then told by ``sources.detect_format``)."""
+    want = (f'expected "{DEMO_SOURCE}", a Matbench task such as "{MATBENCH_SOURCE}" or a path (a .json/.json.gz '
+            "file, a folder with id_prop.csv, a .csv or an extxyz/ase-readable file)")
     if not v.strip():
         raise ValueError(f"{want}, got an empty string")
     if _has_control(v):
         raise ValueError(f"must not contain control characters, got {show_value(v)}")
-    if v in NAMED_SOURCES or v.endswith(".json") or v.endswith(".json.gz"):
-        return v
-    if v.startswith("matbench_"):
+    if v.startswith("matbench_") and v not in NAMED_SOURCES and "/" not in v and "." not in v:
         tasks = ", ".join(MATBENCH_TASKS)
         raise ValueError(f"{show_value(v)} is not a Matbench regression task on structures (those are: {tasks})")
-    raise ValueError(f"{want}, got {show_value(v)}")
+    return v
+
+
+def _test_source(v: str) -> str:
+    if v == "":
+        return v
+    return _source(v)
+
+
+def _unit(v: str) -> str:
+    if _has_control(v) or len(v) > 40:
+        raise ValueError(f"expected a short unit such as \"eV/atom\", got {show_value(v)}")
+    return v
 
 
 def _target(v: str) -> str:
@@ -247,8 +261,8 @@ def _int(ge: int, le: int | None = None) -> Any:
     return Annotated[int, Field(ge=ge, le=le)]
 
 
-def _num(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
-    return Annotated[float, Field(gt=gt, ge=ge, le=le, allow_inf_nan=False)]
+def _num(*, gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
+    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt, allow_inf_nan=False)]
 
 
 def _text(check: Callable[[str], str]) -> Any:
@@ -262,6 +276,9 @@ Loss = Literal["mse", "huber", "l1"]
 Mode = Literal["head", "full"]
 Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
 LrGroup = Literal["embedding", "interaction", "readout"]
+DataFormat = Literal["auto", "matbench", "idprop", "ase", "csv"]
+SplitKind = Literal["matbench", "random"]
+WandbMode = Literal["offline", "online", "disabled"]
 PRETRAINED_VERSIONS: tuple[str, ...] = get_args(Pretrained)
 LR_GROUPS: tuple[str, ...] = get_args(LrGroup)
 
@@ -300,6 +317,26 @@ class DataCfg(_Table):
     val_fraction: _num(gt=0.0, le=0.5) = 0.1
     seed: _int(0) = 0
     test_limit: _int(0) = 0
+    format: DataFormat = "auto"  # auto: told from the path (sources.detect_format)
+    per_atom: bool = False  # divide each target by the structure's number of atoms (totals)
+    split: SplitKind = "matbench"  # matbench: the 5 Matbench folds (fold); random: seeded (test_fraction)
+    test_fraction: _num(gt=0.0, lt=1.0) = 0.2  # split = "random" only
+    test_source: _text(_test_source) = ""  # a separate held-out test file (any format); overrides split
+    unit: Optional[_text(_unit)] = None  # None: units.default_unit(target, source)
+    skip_bad_rows: bool = False  # own data (not Matbench JSON): train without unusable rows instead of refusing
+
+
+class LogCfg(_Table):
+    """Optional metric loggers (off by default; each needs its pip extra)."""
+
+    tensorboard: bool = False
+    tensorboard_dir: str = ""  # "" = logs/<run_id>/tensorboard
+    mlflow: bool = False
+    mlflow_tracking_uri: str = ""  # "" = sqlite:///<logs>/mlflow.db
+    mlflow_experiment: str = "tui-ft"
+    wandb: bool = False
+    wandb_mode: WandbMode = "offline"
+    wandb_project: str = "tui-ft"
 
 
 class ModelCfg(_Table):
@@ -405,6 +442,7 @@ class Preset(_Table):
     train: TrainCfg
     cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
     sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
+    log: LogCfg = LogCfg()
     _path: Optional[str] = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
@@ -432,7 +470,7 @@ class Preset(_Table):
         return self.run.name
 
     def _key(self) -> tuple:
-        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep)
+        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep, self.log)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Preset):
@@ -461,6 +499,12 @@ class Preset(_Table):
             del d["model"]["pretrained"]
         if self.finetune.backbone_lr is None:
             del d["finetune"]["backbone_lr"]
+        # fields added later are written only when set, so older presets keep their text and hash
+        for key, default in _DATA_DEFAULTS.items():
+            if d["data"].get(key) == default:
+                del d["data"][key]
+        if self.log == LogCfg():
+            del d["log"]
         if self.cluster != ClusterCfg():
             d["cluster"] = self.cluster.model_dump()
         if self.sweep is not None:
@@ -527,6 +571,9 @@ class Preset(_Table):
 
 
 NOT_TRAINED = ("sweep", "cluster")  # optional tables that say how to run a preset, not what one run trains
+_DATA_DEFAULTS: dict[str, Any] = {"format": "auto", "per_atom": False, "split": "matbench", "test_fraction": 0.2,
+                                  "test_source": "", "unit": None, "skip_bad_rows": False}
+
 SECTION_MODELS: dict[str, type[_Table]] = {
     name: info.annotation for name, info in Preset.model_fields.items() if name not in NOT_TRAINED  # type: ignore[misc]
 }
@@ -1003,6 +1050,18 @@ def data_source_path(source: str) -> Path | None:
     return _data_source_path(source)
 
 
+def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
+    """A non-Matbench data source: the format is detected (``data.format`` when given);
+    a folder without id_prop.csv cannot be trained on. Reading it is left to the run."""
+    fmt = preset.data.format
+    if fmt != "auto":
+        return []
+    if path.is_dir() and not (path / "id_prop.csv").is_file():
+        return [preset.error("data.source", f"folder {show_value(preset.data.source)} has no id_prop.csv "
+                             "(expected id,target rows and one structure file per id)")]
+    return []
+
+
 def check_resources(
     preset: Preset,
     *,
@@ -1025,7 +1084,10 @@ def check_resources(
     source = preset.data.source
     path = data_source_path(source)
     if path is not None:
-        if not path.is_file():
+        if path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
+            # a folder (id_prop.csv), a CSV or an ase-readable file: its format must be known and readable
+            errors += _check_other_source(preset, path)
+        elif not path.is_file():
             errors.append(preset.error("data.source", missing_data_message(source, path)))
         elif read_columns is not None:
             try:
@@ -1043,6 +1105,12 @@ def check_resources(
                             f"column {show_value(target)} is not in {show_value(source)} (target columns: {shown})",
                         )
                     )
+    test_source = preset.data.test_source
+    if test_source:
+        tpath = Path(test_source).expanduser()
+        if not tpath.exists():
+            where = "" if tpath.is_absolute() else f" (looked in {Path.cwd()})"
+            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} not found{where}"))
     init = preset.model.init
     if init:
         if resolve_init is not None:

@@ -8,6 +8,7 @@ scale, which colour) is tested here without an app.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class RunSeries:
     val: list[float] = field(default_factory=list)
     train_epochs: list[int] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
+    unit: str | None = None  # the MAEs' unit from the run's events (None: not recorded)
 
     @property
     def last_epoch(self) -> int | None:
@@ -59,7 +61,11 @@ def series_from_history(run_id: str, history: Iterable[object]) -> RunSeries:
     replaces the earlier value; non-finite values are left out."""
     val: dict[int, float] = {}
     train: dict[int, float] = {}
+    unit: str | None = None
     for ev in history:
+        u = getattr(ev, "unit", None)
+        if isinstance(u, str):
+            unit = u
         ep = getattr(ev, "epoch", None)
         if not isinstance(ep, int):
             continue
@@ -69,7 +75,7 @@ def series_from_history(run_id: str, history: Iterable[object]) -> RunSeries:
             val[ep] = float(v)  # type: ignore[arg-type]
         if _finite(t):
             train[ep] = float(t)  # type: ignore[arg-type]
-    s = RunSeries(run_id)
+    s = RunSeries(run_id, unit=unit)
     for ep in sorted(val):
         s.epochs.append(ep)
         s.val.append(val[ep])
@@ -246,9 +252,32 @@ class Predictions:
     true: list[float]
     pred: list[float]
     skipped: int = 0
+    unit: str | None = None  # the target's unit, from the run's events next to the CSV (None: not recorded)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+LEGACY_UNIT = "eV/atom"  # runs from before units were recorded trained e_form
+
+
+def unit_suffix(unit: str | None) -> str:
+    """`` (eV/atom)`` for an axis label; nothing for a unitless target."""
+    u = LEGACY_UNIT if unit is None else unit
+    return f" ({u})" if u else ""
+
+
+def _run_unit(events_path: Path) -> str | None:
+    """The unit recorded in a run's ``run_started`` event (read up to that line)."""
+    try:
+        with open(events_path, encoding="utf-8") as fh:
+            for line in fh:
+                if '"run_started"' in line:
+                    u = json.loads(line).get("unit")
+                    return u if isinstance(u, str) else None
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def read_predictions(path: Path | str) -> Predictions:
@@ -280,6 +309,7 @@ def read_predictions(path: Path | str) -> Predictions:
             out.ids.append(row.get("id") or str(n))
             out.true.append(t)
             out.pred.append(p)
+    out.unit = _run_unit(path.parent / "events.jsonl")
     return out
 
 

@@ -29,6 +29,7 @@ from tui_ft.tui.charts import (
     nice_ticks,
     parity_data,
     short_id,
+    unit_suffix,
 )
 
 
@@ -147,7 +148,8 @@ class CurvePlot(_Plot):
             title += f" (plan: {len(self.boundaries) + 1} stages)"
         plt.title(title)
         plt.xlabel("epoch")
-        plt.ylabel("log10 MAE (eV/atom)" if self.log_scale else "MAE (eV/atom)")
+        u = unit_suffix(self.primary.unit if self.primary else None)
+        plt.ylabel(f"log10 MAE{u}" if self.log_scale else f"MAE{u}")
         self.refresh()
 
 
@@ -243,7 +245,7 @@ class ParityPlot(_TestSetPlot):
         plt.yticks(ticks, labels)
         title = f"{short_id(self.run_id or '', 36)}  n={st.n}  MAE {st.mae:.4f}" if st else "parity"
         plt.title(title)
-        plt.xlabel("true (eV/atom)")
+        plt.xlabel(f"true{unit_suffix(p.unit)}")
         plt.ylabel("predicted")
         self.refresh()
 
@@ -270,6 +272,6 @@ class ErrorPlot(_TestSetPlot):
             plt.yticks(int_ticks(0, max(counts), max(2, (self.size.height or 20) // 4)))
         if st:
             plt.title(f"{short_id(self.run_id or '', 30)}  mean {st.mean:+.4f}  RMSE {st.rmse:.4f}  max {st.max_abs:.3f}")
-        plt.xlabel("pred - true (eV/atom)")
+        plt.xlabel(f"pred - true{unit_suffix(p.unit)}")
         plt.ylabel("count")
         self.refresh()

@@ -88,7 +88,7 @@ def load_source(
     p = Path(path)
     fmt = format or detect_format(p)
     if fmt == "structures":
-        ds = load_structures([p])
+        ds = load_structures([p], target)
     else:
         ds = _loader(fmt)(p, target, need_target=need_target)
     if per_atom:

@@ -1,0 +1,297 @@
+"""Data and model in/out commands of ``tui-ft``: ``eval``, ``export``, ``predict``,
+``runs --format`` and ``history``. ``cli.py`` holds only their parsers and dispatch.
+
+Exit codes (as in ``cli``): 0 done; 1 the command ran but its result is not usable
+(``predict``: at least one structure failed, the others are written; ``eval``: no
+usable rows or a NaN MAE); 2 usage, checkpoint or data error (nothing is written).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _reason(ident: str, why: str) -> str:
+    """A failure's reason without the id repeated at its start."""
+    return why[len(ident) + 2:] if why.startswith(f"{ident}: ") else why
+
+
+def _resolve(ref: str):
+    """A checkpoint reference (``run@best``, a .pt path) -> its path; ``None`` after saying why."""
+    from tui_ft.core.library import Library
+
+    try:
+        return Library().resolve_ref(ref).path
+    except LookupError as exc:
+        _err(f"{ref}: {exc}")
+        return None
+
+
+class Progress:
+    """Progress of ``predict``/``eval`` on stderr: a rich bar on a terminal, else plain
+    lines (one per stage and at most one per 10%)."""
+
+    LABELS = {"graphs": "crystal graphs", "predict": "predicting"}
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        label = self.LABELS.get(stage, stage)
+        if self.bar is not None:
+            if stage not in self.tasks:
+                self.tasks[stage] = self.bar.add_task(label, total=total)
+            self.bar.update(self.tasks[stage], completed=done, total=total)
+            return
+        tenth = (10 * done) // total if total else 10
+        if self.last.get(stage) != tenth:
+            self.last[stage] = tenth
+            _err(f"{label}: {done}/{total}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------- before a run
+
+
+def preflight(preset) -> list[str]:
+    """Problems that stop a run before its folder is made, one message each:
+
+    - a logger of ``[log]`` whose package is missing (names the pip extra);
+    - own data (a folder, CSV or extxyz; not Matbench JSON or ``demo``) that cannot be
+      read, or that has unusable rows (missing/unparsable structure file, bad or missing
+      target, duplicate id), one line per id/frame, unless ``data.skip_bad_rows = true``
+      (then the run leaves them out of every split and reports them once).
+    """
+    from tui_ft.core.loggers import check_available
+
+    out = check_available(preset.log)
+    d = preset.data
+    if d.source in ("demo", "matbench_mp_e_form"):
+        return out
+    from tui_ft.core.data import DataError, resolve_source
+    from tui_ft.core.sources import detect_format, load_training_data, problems
+
+    path = resolve_source(d.source)
+    try:
+        fmt = d.format if d.format != "auto" else detect_format(path)
+        if fmt == "matbench":
+            return out
+        test = resolve_source(d.test_source) if d.test_source else None
+        ds, _ = load_training_data(path, d.target, format=fmt, per_atom=d.per_atom, test_path=test)
+    except DataError as exc:
+        return out + [str(exc)]
+    if ds.bad_rows and not d.skip_bad_rows:
+        probs = problems(ds)
+        out += [f"{ds.path}: {ident}: {why}" for ident, why in probs]
+        out.append(f"{d.source}: {len(probs)} of {len(ds)} rows cannot be used; fix them, or set "
+                   "data.skip_bad_rows = true to train on the others (they are left out of every split)")
+    return out
+
+
+# ---------------------------------------------------------------- eval
+
+
+def _not_a_pipe(data: str) -> bool:
+    """False (after one line) when a data input names a FIFO, a device or the like: reading it
+    could hang or never end. Folders are inputs too (id_prop.csv, structure files)."""
+    from tui_ft.core.data import DataError, check_regular_file
+    from tui_ft.core.paths import NAMED_SOURCES
+
+    path = Path(data).expanduser()
+    if data in NAMED_SOURCES or path.is_dir() or not path.exists():
+        return True  # resolved (and a missing file reported) by the loader
+    try:
+        check_regular_file(path)
+    except DataError as exc:
+        _err(str(exc))
+        return False
+    return True
+
+
+def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "auto", batch_size: int = 32) -> int:
+    """MAE of a checkpoint on a data source; by default its own test rows when the data is its own."""
+    from tui_ft.core.data import DataError
+    from tui_ft.core.library import CheckpointError
+    from tui_ft.core.units import with_unit
+
+    if not _not_a_pipe(data):
+        return EXIT_USAGE
+    path = _resolve(ref)
+    if path is None:
+        return EXIT_USAGE
+    progress = Progress()
+    try:
+        from tui_ft.core.engine import evaluate_checkpoint
+
+        ev = evaluate_checkpoint(path, data, target, rows=rows, batch_size=batch_size, device=device, progress=progress)
+    except (CheckpointError, DataError) as exc:
+        progress.close()
+        _err(str(exc))
+        return EXIT_USAGE
+    progress.close()
+    for w in ev.warnings:
+        _err(f"[warning] {w}")
+    res = ev.result
+    for ident, why in res.failures:
+        _err(f"[warning] structure {ident} left out: {_reason(ident, why)}")
+    which = "the checkpoint's test rows" if ev.rows == "test" else "all rows"
+    n = sum(1 for r in res.rows if r.target is not None)
+    if n == 0:
+        _err(f"error: no usable rows with a {res.target!r} target in {ev.path} ({which}: {ev.n_rows} asked, "
+             f"{len(res.failures)} left out); no MAE")
+        return EXIT_USAGE  # nothing to evaluate is a data error, like an unreadable file
+    mae = res.mae
+    if mae is None or not math.isfinite(mae):
+        bad = sum(1 for r in res.rows if not math.isfinite(r.prediction))
+        _err(f"error: the MAE is {mae} ({bad} of {n} predictions are not finite numbers); checkpoint {path}")
+        return EXIT_FAILED
+    print(f"mae {with_unit(f'{mae:.4f}', res.unit)} on {n} structures of {ev.path} ({which}, target "
+          f"{res.target}) (checkpoint {path})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- export
+
+
+def cmd_export(ref: str, out: str) -> int:
+    """Write a file chgnet's ``CHGNet.from_file`` loads (exit 2 when the checkpoint or the file is bad)."""
+    from tui_ft.core.export import ExportError, export_checkpoint, read_export_info
+    from tui_ft.core.library import CheckpointError
+
+    path = _resolve(ref)
+    if path is None:
+        return EXIT_USAGE
+    try:
+        written = export_checkpoint(path, out)
+    except (CheckpointError, ExportError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    info = read_export_info(written)
+    print(written)
+    _err(f"exported {path} -> {written}: load it with chgnet.model.CHGNet.from_file({str(written)!r}); "
+         f"{info.get('output', '')}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int = 32, device: str = "auto",
+                target: str | None = None, format: str | None = None) -> int:
+    """Predictions for every structure of the inputs as CSV (to ``out`` or stdout).
+
+    Exit 0: every structure predicted; 1: some failed (listed by id on stderr, the
+    others written); 2: the checkpoint or an input cannot be read (nothing written).
+    """
+    from tui_ft.core.data import DataError, resolve_source
+    from tui_ft.core.library import CheckpointError
+    from tui_ft.core.predict import format_csv, predict, write_csv
+
+    if not all(_not_a_pipe(i) for i in inputs):
+        return EXIT_USAGE
+    path = _resolve(ref)
+    if path is None:
+        return EXIT_USAGE
+    srcs = [str(resolve_source(i)) if i == "demo" else i for i in inputs]
+    progress = Progress()
+    try:
+        res = predict(path, srcs if len(srcs) > 1 else srcs[0], target=target, format=format,
+                      batch_size=batch_size, device=device, progress=progress)
+    except (CheckpointError, DataError) as exc:
+        progress.close()
+        _err(str(exc))
+        return EXIT_USAGE
+    progress.close()
+    if res.rows:
+        if out:
+            write_csv(res, out)
+        else:
+            sys.stdout.write(format_csv(res))
+            sys.stdout.flush()
+    for ident, why in res.failures:
+        _err(f"[error] {ident}: {_reason(ident, why)}")
+    total = len(res.rows) + len(res.failures)
+    where = f" -> {out}" if out and res.rows else ""
+    mae = res.mae
+    extra = f", MAE {mae:.4f}{' ' + res.unit if res.unit else ''} on the {sum(r.target is not None for r in res.rows)} with targets" if mae is not None else ""
+    _err(f"predicted {len(res.rows)} of {total} structures{where} ({res.seconds:.1f}s){extra}"
+         + (f"; {len(res.failures)} failed" if res.failures else ""))
+    return EXIT_FAILED if res.failures else EXIT_OK
+
+
+# ---------------------------------------------------------------- metrics out
+
+
+def _run_row(s) -> dict:
+    d = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "history"}
+    d["elapsed"] = s.elapsed
+    d["n_epochs_logged"] = len(s.history)
+    d["unit"] = next((e.unit for e in reversed(s.history) if getattr(e, "unit", "")), "")
+    return d
+
+
+def _write_rows(rows: list[dict], fmt: str) -> None:
+    if fmt == "json":  # NaN/inf are not JSON: null
+        print(json.dumps(_nan_to_none(rows), indent=2, allow_nan=False, default=str))
+        return
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if v is None else v for k, v in r.items()})
+
+
+def _nan_to_none(rows: list[dict]) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+
+
+def cmd_runs_export(fmt: str) -> int:
+    """Every run, one row each, all columns (``tui-ft runs --format csv|json``)."""
+    from tui_ft.core.runs import list_runs
+
+    _write_rows([_run_row(s) for s in list_runs(warn=_err)], fmt)
+    return EXIT_OK
+
+
+def cmd_history(run_id: str, fmt: str) -> int:
+    """A run's epochs, one row each (``tui-ft history RUN --format csv|json``)."""
+    from tui_ft.core.paths import Paths
+    from tui_ft.core.runs import summarize
+
+    d = Paths.default().run_log_dir(run_id)
+    if not (d / "events.jsonl").is_file():
+        _err(f"{run_id}: no such run (no {d / 'events.jsonl'})")
+        return EXIT_USAGE
+    s = summarize(d, warn=_err)
+    rows = []
+    for e in s.history:
+        row = {k: v for k, v in asdict(e).items() if k != "run_id"}
+        rows.append({"run_id": run_id, **row})
+    _write_rows(rows, fmt)
+    return EXIT_OK
