@@ -194,15 +194,15 @@ def fold_result(rec: dict[str, Any], paths: Paths) -> FoldResult:
 
     k = int(rec["fold"])
     if rec.get("kind") == "plan":
-        from tui_ft.core.plans import read_state
+        from tui_ft.core.plan_runner import read_state
         from tui_ft.core.runs import pid_alive
 
         state = read_state(rec["plan"], paths)
         if not state:
             return FoldResult(k, "pending", [])
-        ids = [s["run_id"] for s in state.get("stages", []) if isinstance(s, dict) and s.get("run_id")]
-        status = str(state.get("status"))
-        if status == "running" and not pid_alive(int(state.get("pid") or 0)):
+        ids = [s.run_id for s in state.stages if s.run_id]
+        status = str(state.status)
+        if status == "running" and not pid_alive(int(state.pid or 0)):
             status = "crashed"
         res = FoldResult(k, status, ids)
         sums = [summarize(paths.run_log_dir(r)) for r in ids]
