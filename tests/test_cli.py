@@ -202,7 +202,7 @@ def test_plain_and_run_id_reach_the_command_wherever_given(monkeypatch, argv, co
     import tui_ft.cli as cli
 
     calls = []
-    monkeypatch.setattr(cli, "cmd_run", lambda path, run_id=None, plain=False, jobs=1: calls.append(("run", plain, run_id)) or 0)
+    monkeypatch.setattr(cli, "cmd_run", lambda path, run_id=None, plain=False, jobs=1, gpus=None, executor=None: calls.append(("run", plain, run_id)) or 0)
     monkeypatch.setattr(cli, "cmd_resume", lambda rid, plain=False: calls.append(("resume", plain, rid)) or 0)
     assert main(argv) == 0
     assert calls == [(command, plain, run_id)]

@@ -242,7 +242,7 @@ def test_slurm_executor_through_submitit_local(demo_preset, tui_ft_cli):
 @pytest.mark.slow
 def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     submitit = pytest.importorskip("submitit")
-    from tui_ft.core.executors import FoldTask
+    from tui_ft.core.executors import RunTask, tui_ft_argv
     from tui_ft.core.paths import Paths
     from tui_ft.core.presets import load_preset, save_preset
     from tui_ft.core.runs import new_run_id, summarize
@@ -253,7 +253,8 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     file.parent.mkdir(parents=True)
     save_preset(preset.with_changes({"run.name": "pre-f0"}), file)
     run_id = new_run_id("pre-f0", paths)
-    task = FoldTask(0, "preset", str(file), run_id, str(paths.root), os.getcwd(), str(file.with_suffix(".log")))
+    task = RunTask(tui_ft_argv("--preset", str(file), "--plain", "--run-id", run_id), str(file.with_suffix(".log")),
+                   run_id=run_id, root=str(paths.root), cwd=os.getcwd())
     ex = submitit.AutoExecutor(folder=str(file.parent / "submitit"), cluster="local")
     ex.update_parameters(timeout_min=10)
     job = ex.submit(task)
@@ -267,7 +268,7 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     else:
         pytest.fail("no epoch trained in time")
     # what Slurm does before it preempts or times out a job: USR2 to the job's process (here the
-    # local controller's child), whose submitit handler calls FoldTask.checkpoint and requeues
+    # local controller's child), whose submitit handler calls RunTask.checkpoint and requeues
     (task_pid,) = _children(job._process.pid)
     os.kill(task_pid, signal.SIGUSR2)
     result = job.result()

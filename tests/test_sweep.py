@@ -362,3 +362,27 @@ def test_hyperband_resource_is_the_largest_epoch_count():
     q = parse_preset(sweep_text("hb", epochs=4, extra='pruner = "hyperband"',
                                 space='\n[sweep.space]\n"train.epochs" = { int = [2, 9] }\n'), "hb.toml")
     assert _max_epochs(q) == 9
+
+
+@pytest.mark.slow
+def test_sweep_through_submitit_local_prunes_through_the_handle(project, capsys):
+    # two trials as submitit jobs (submitit's local executor, the slurm code path), both at once;
+    # prune_above prunes each after epoch 1: the sweep stops it through its handle (the job is
+    # cancelled, the job's process stops the run), which records run_interrupted, then run_pruned
+    pytest.importorskip("submitit")
+    path = write(project, "subm", sweep_text("subm", trials=2, epochs=20, extra='pruner = "none"\nprune_above = 1e-6'))
+    out = subprocess.run([sys.executable, "-m", "tui_ft", "--preset", str(path), "--jobs", "2", "--executor", "slurm"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TUI_FT_SUBMITIT_CLUSTER": "local"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "slurm" in out.stdout.splitlines()[0] and out.stdout.count("pruned    at epoch") == 2
+    study = studied(project, "subm")
+    assert states(study) == {"PRUNED": 2}
+    for t in study.get_trials():
+        assert t.user_attrs.get("job_id") and "pid" not in t.user_attrs
+        rid = t.user_attrs["run_id"]
+        events = [json.loads(ln) for ln in (project / "logs" / rid / "events.jsonl").read_text().splitlines() if ln.strip()]
+        kinds = [e["type"] for e in events]
+        assert kinds[-2:] == ["run_interrupted", "run_pruned"], kinds
+        assert max(e["epoch"] for e in events if e["type"] == "epoch_end") < 20
+        assert (project / "checkpoints" / rid / "last.pt").is_file()
+    assert sorted((project / "logs" / ".sweeps" / "subm" / "submitit").glob("*_submitted.pkl"))  # submitit's job files

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--run-id", metavar="ID", help=argparse.SUPPRESS)  # the dashboard allocates ids
     ap.add_argument("--plain", action="store_true", help="one plain line per epoch even on a terminal")
     ap.add_argument("--jobs", type=int, default=1, metavar="N", help="a [sweep] preset: N trials at a time (default 1)")
+    ap.add_argument("--gpus", metavar="0,1", help="a [sweep] preset: local GPUs, one trial per device")
+    ap.add_argument("--executor", choices=["local", "slurm"], help="a [sweep] preset: local processes (default) or Slurm (submitit, [cluster] table)")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--detach", action="store_true", default=argparse.SUPPRESS, help="start it in the background")
     r.add_argument("--run-id", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
     r.add_argument("--jobs", type=int, default=argparse.SUPPRESS, metavar="N", help="a [sweep] preset: N trials at a time")
+    r.add_argument("--gpus", default=argparse.SUPPRESS, metavar="0,1", help="a [sweep] preset: local GPUs, one trial per device")
+    r.add_argument("--executor", choices=["local", "slurm"], default=argparse.SUPPRESS, help="a [sweep] preset: local or slurm")
 
     rs = sub.add_parser("resume", help="continue an interrupted or killed run from its last completed epoch")
     rs.add_argument("run_id")
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         _root_from_preset(file)
         if args.detach:
             return cmd_detach(file)
-        return cmd_run(file, run_id=args.run_id, plain=args.plain, jobs=args.jobs)
+        return cmd_run(file, run_id=args.run_id, plain=args.plain, jobs=args.jobs, gpus=args.gpus, executor=args.executor)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
     if args.command in ("eval", "predict", "export", "history") or (args.command == "runs" and args.format != "table"):
@@ -313,7 +317,8 @@ def load_and_check(path: str):
     return None
 
 
-def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: int = 1) -> int:
+def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: int = 1, gpus: str | None = None,
+            executor: str | None = None) -> int:
     loaded = load_and_check(path)
     if loaded is None:
         return EXIT_USAGE
@@ -323,7 +328,10 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
     if isinstance(loaded, Preset) and loaded.sweep is not None:
         from tui_ft.core.sweep import cmd_sweep_run
 
-        return cmd_sweep_run(loaded, jobs=jobs, err=_err)
+        return cmd_sweep_run(loaded, jobs=jobs, gpus=gpus, executor=executor, err=_err)
+    if gpus or executor:
+        _err("error: --gpus and --executor go with a [sweep] preset (or tui-ft matbench)")
+        return EXIT_USAGE
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
     from tui_ft.core.plan_runner import run_plan

@@ -1,44 +1,54 @@
-"""Where a study's folds run: local processes, or Slurm jobs through submitit.
+"""Where runs execute: local processes, or Slurm jobs through submitit.
 
-Each fold is one :class:`FoldTask`: a callable that runs the ordinary CLI
-(``python -m tui_ft --preset FILE --plain --run-id ID``, or ``python -m tui_ft
-resume ID`` when the run already has a ``last.pt``) as a child process and
-returns how it ended. Both executors run the same callable:
+One layer serves ``tui-ft matbench`` (a study's folds, :mod:`tui_ft.core.study`)
+and sweeps (Optuna trials, :mod:`tui_ft.core.sweep`).
 
-``local`` (:func:`run_local`)
-    ``jobs`` folds at a time, each in its own process (a thread per fold waits
-    on it: ``concurrent.futures``). With ``gpus``, one fold per device, its
-    ``CUDA_VISIBLE_DEVICES`` set to that device; on the CPU, the usable cores
-    are divided between the concurrent folds (``TUI_FT_THREADS``,
-    ``TUI_FT_CPU_WORKERS`` and ``OMP_NUM_THREADS`` = cores // jobs, at least 1).
+A run is one :class:`RunTask`: a command line (normally ``python -m tui_ft
+--preset FILE --plain --run-id ID``), its environment, its log file and the run
+id it makes. An executor takes tasks one at a time, ``submit(task) -> Handle``,
+and runs at most ``jobs`` of them at once (:meth:`Executor.free` says how many
+more it takes now). A :class:`Handle` follows one run: ``done()``, ``result()``
+(``{"run_id", "returncode", "command"[, "error"]}``), ``returncode`` (None until
+done), ``stop()`` (the run records ``run_interrupted`` and keeps ``last.pt``) and
+``wait()``.
 
-``slurm`` (:func:`run_submitit`)
-    each fold is submitted with submitit (partition, GPUs, CPUs, memory, time
+``local`` (:class:`LocalExecutor`)
+    each run is a child process. With ``gpus``, one run per device, its
+    ``CUDA_VISIBLE_DEVICES`` set to that device (and at most ``len(gpus)`` at
+    once); on the CPU, the usable cores are divided between the concurrent runs
+    (``TUI_FT_THREADS``, ``TUI_FT_CPU_WORKERS`` and ``OMP_NUM_THREADS`` = cores //
+    jobs, at least 1). ``stop()`` sends the run SIGINT. ``own_session``: the runs
+    get their own session (a Ctrl-C on the terminal reaches only the parent, which
+    stops them once) and, on Linux, SIGINT when the parent dies.
+
+``slurm`` (:class:`SubmititExecutor`)
+    each run is a job submitted with submitit (partition, GPUs, CPUs, memory, time
     limit and extra sbatch options from the preset's ``[cluster]`` table).
-    :class:`FoldTask` is a ``submitit.helpers.Checkpointable``: when Slurm
-    preempts the job or its time limit nears, submitit calls
-    :meth:`FoldTask.checkpoint`, which stops the child (it records
-    ``run_interrupted``; ``last.pt`` holds the last completed epoch) and
-    requeues the same task, which then continues from ``last.pt``.
-    ``TUI_FT_SUBMITIT_CLUSTER=local`` uses submitit's own local executor
-    instead of Slurm (jobs as local processes, same code path; the tests use it).
+    :class:`RunTask` is a ``submitit.helpers.Checkpointable``: when Slurm preempts
+    the job or its time limit nears, submitit calls :meth:`RunTask.checkpoint`,
+    which stops the run (it records ``run_interrupted``; ``last.pt`` holds the last
+    completed epoch) and requeues the same task, which then continues from
+    ``last.pt`` (``python -m tui_ft resume ID``). ``stop()`` cancels the job; the
+    job's process stops the run, and the handle is done once the run has ended.
+    ``TUI_FT_SUBMITIT_CLUSTER=local`` uses submitit's own local executor instead
+    of Slurm (jobs as local processes, same code path; the tests use it).
+
+:func:`run_all` drives a fixed list through an executor (a study's folds); a
+sweep asks for its trials one at a time and submits them itself.
 
 This module does not import torch; submitit is imported only by the slurm executor.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 try:  # submitit is the optional extra "slurm"; the local executor works without it
     from submitit.helpers import Checkpointable as _Checkpointable
@@ -47,6 +57,12 @@ except ImportError:  # pragma: no cover - exercised only without submitit
 
 ENV_SUBMITIT_CLUSTER = "TUI_FT_SUBMITIT_CLUSTER"
 STOP_TIMEOUT_S = 120
+POLL_S = 0.25
+EXECUTORS = ("local", "slurm")
+
+
+class ExecutorError(Exception):
+    """A usage problem with an executor's settings (usage error, exit 2)."""
 
 
 def usable_cores() -> int:
@@ -56,52 +72,97 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass
-class FoldTask(_Checkpointable):
-    """One fold: run (or continue) its preset or plan through the CLI in a child process."""
+def parse_gpus(text: str | None) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]`` (distinct device numbers); None or "" -> []."""
+    if not text:
+        return []
+    gpus = [g.strip() for g in str(text).split(",")]
+    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ExecutorError(f"--gpus: expected distinct device numbers like 0,1,2,3; got {text!r}")
+    return gpus
 
-    fold: int
-    kind: str  # "preset" | "plan"
-    file: str  # the fold's preset or plan file
-    run_id: str | None  # the preset's run id (plans allocate their own)
-    root: str  # project root (TUI_FT_HOME)
-    cwd: str  # where relative data paths resolve
-    log: str  # the child's stdout and stderr
+
+def tui_ft_argv(*args: str) -> list[str]:
+    """``python -m tui_ft ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "tui_ft", *args]
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the run gets SIGINT (stops cleanly, keeps last.pt) if its parent dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@dataclass
+class RunTask(_Checkpointable):
+    """One run: a command line, its environment and log, and the run id it makes.
+
+    With ``run_id`` and ``root`` set, :meth:`command` continues the run instead of
+    starting it again: nothing when it has finished, ``python -m tui_ft resume ID``
+    when it has a ``last.pt`` (a requeued Slurm job, a study rerun). A plan (which
+    allocates its own run ids) leaves ``run_id`` None: its command is always ``argv``.
+    """
+
+    argv: list[str]
+    log: str  # the run's stdout and stderr (appended)
+    run_id: str | None = None
+    root: str | None = None  # project root (TUI_FT_HOME)
+    cwd: str | None = None  # where relative data paths resolve
     env: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # for messages: "fold 3", "trial 5"
 
     def command(self) -> list[str] | None:
-        """The CLI call for this fold now: None when the run has already finished."""
-        base = [sys.executable, "-m", "tui_ft"]
-        if self.kind == "plan":
-            return [*base, "--preset", self.file, "--plain"]
-        from tui_ft.core.runs import summarize
+        """The command line now: None when the run has already finished."""
+        if self.run_id and self.root:
+            from tui_ft.core.runs import summarize
 
-        run_dir = Path(self.root) / "logs" / str(self.run_id)
-        if summarize(run_dir).status == "finished":
-            return None
-        if (Path(self.root) / "checkpoints" / str(self.run_id) / "last.pt").is_file():
-            return [*base, "resume", str(self.run_id), "--plain"]
-        return [*base, "--preset", self.file, "--plain", "--run-id", str(self.run_id)]
+            if summarize(Path(self.root) / "logs" / self.run_id).status == "finished":
+                return None
+            if (Path(self.root) / "checkpoints" / self.run_id / "last.pt").is_file():
+                return tui_ft_argv("resume", self.run_id, "--plain")
+        return list(self.argv)
 
-    def __call__(self) -> dict[str, Any]:
-        argv = self.command()
-        if argv is None:
-            return {"fold": self.fold, "run_id": self.run_id, "returncode": 0, "command": "already finished"}
-        env = {**os.environ, **self.env, "TUI_FT_HOME": self.root}
+    def start(self, argv: Sequence[str], extra_env: dict[str, str] | None = None, *, own_session: bool = False) -> subprocess.Popen:
+        """Start ``argv`` with the task's environment, output appended to its log."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        if self.root:
+            env["TUI_FT_HOME"] = self.root
         Path(self.log).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             out.write(f"$ {' '.join(argv)}\n".encode())
             out.flush()
-            self._proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                rc = self._proc.wait()
-            except BaseException:  # Ctrl-C, a cancelled job, submitit's requeue exit: stop the child first
-                self.stop()
-                raise
-        return {"fold": self.fold, "run_id": self.run_id, "returncode": rc, "command": " ".join(argv[2:])}
+            linux = sys.platform.startswith("linux")
+            return subprocess.Popen(
+                list(argv), cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=own_session, preexec_fn=_pdeathsig if own_session and linux else None,
+            )
+
+    def result(self, rc: int, argv: Sequence[str] | None) -> dict[str, Any]:
+        return {"run_id": self.run_id, "label": self.label, "returncode": rc,
+                "command": "already finished" if argv is None else " ".join(argv[2:])}
+
+    def __call__(self) -> dict[str, Any]:
+        """Run it to the end in this process (what a submitit job does)."""
+        argv = self.command()
+        if argv is None:
+            return self.result(0, None)
+        self._proc = self.start(argv)
+        try:
+            rc = self._proc.wait()
+        except BaseException:  # Ctrl-C, a cancelled job, submitit's requeue exit: stop the child first
+            self.stop()
+            raise
+        return self.result(rc, argv)
 
     def stop(self) -> None:
-        """Ask the child to stop (it records run_interrupted) and wait for it; kill it if it hangs.
+        """Ask the child to stop (SIGINT: it records run_interrupted) and wait for it; kill it if it hangs.
 
         It does not call ``Popen.wait``: this runs in submitit's signal handler, which may have
         interrupted ``__call__``'s own ``wait`` (holding Popen's wait lock) on the same thread.
@@ -111,7 +172,7 @@ class FoldTask(_Checkpointable):
         proc = getattr(self, "_proc", None)
         if proc is None or proc.returncode is not None:
             return
-        for sig, patience in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 10.0)):
+        for sig, patience in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGKILL, 10.0)):
             try:
                 os.kill(proc.pid, sig)
             except ProcessLookupError:
@@ -123,84 +184,198 @@ class FoldTask(_Checkpointable):
                 time.sleep(0.1)
 
     def checkpoint(self, *args: Any, **kwargs: Any):  # noqa: ARG002 - submitit's signature
-        """Called by submitit on preemption or timeout: stop the run, requeue this fold (it resumes from last.pt)."""
+        """Called by submitit on preemption or timeout: stop the run, requeue this task (it resumes from last.pt)."""
         import submitit
 
         self.stop()
         return submitit.helpers.DelayedSubmission(self.fresh())
 
-    def fresh(self) -> "FoldTask":
-        return FoldTask(self.fold, self.kind, self.file, self.run_id, self.root, self.cwd, self.log, dict(self.env))
+    def fresh(self) -> "RunTask":
+        return RunTask(list(self.argv), self.log, self.run_id, self.root, self.cwd, dict(self.env), self.label)
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d.pop("_proc", None)
         return d
 
+    def run_settled(self) -> bool:
+        """The run is not running any more (True when there is no run id to look at)."""
+        if not (self.run_id and self.root):
+            return True
+        from tui_ft.core.runs import summarize
 
-Done = Callable[[FoldTask, dict[str, Any]], None]
-Start = Callable[[FoldTask], None]
-
-
-def _nothing(task: FoldTask) -> None:  # noqa: ARG001
-    return None
-
-
-def _wait_all(futures: list[concurrent.futures.Future], on_interrupt: Callable[[], None]) -> None:
-    try:
-        pending = set(futures)
-        while pending:
-            _, pending = concurrent.futures.wait(pending, timeout=0.5)
-    except KeyboardInterrupt:
-        on_interrupt()
-        raise
+        return summarize(Path(self.root) / "logs" / self.run_id).status != "running"
 
 
-def run_local(
-    tasks: Sequence[FoldTask], *, jobs: int, gpus: Sequence[str] = (), on_start: Start = _nothing, on_done: Done
-) -> None:
-    """Run the folds ``jobs`` at a time as local processes (one per GPU when ``gpus`` is given)."""
-    if not tasks:
-        return
-    jobs = max(1, min(jobs, len(tasks), len(gpus) if gpus else jobs))
-    devices: "queue.Queue[str]" = queue.Queue()
-    for g in gpus:
-        devices.put(str(g))
-    per = str(max(1, usable_cores() // jobs))
-    stopping = threading.Event()
-    running: list[FoldTask] = []
+# --------------------------------------------------------------------------- handles
 
-    def work(task: FoldTask) -> None:
-        if stopping.is_set():
-            return
-        dev = devices.get() if gpus else None
-        try:
-            if dev is not None:
-                task.env["CUDA_VISIBLE_DEVICES"] = dev
+
+class Handle:
+    """One submitted run."""
+
+    task: RunTask
+    ident: str = ""  # "pid 123" / "job 456", for messages
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the end; ``{"run_id", "returncode", "command"[, "error"]}``."""
+        raise NotImplementedError
+
+    @property
+    def returncode(self) -> int | None:
+        return self.result()["returncode"] if self.done() else None
+
+    def stop(self) -> None:
+        """Stop the run (it records run_interrupted and keeps its last.pt); returns at once."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float = STOP_TIMEOUT_S + 15) -> bool:
+        """Wait until done (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout
+        while not self.done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+class LocalHandle(Handle):
+    def __init__(self, task: RunTask, proc: subprocess.Popen | None, argv: list[str] | None, release: Callable[[], None]):
+        self.task, self.proc, self.argv, self._release = task, proc, argv, release
+        self.pid = proc.pid if proc is not None else None
+        self.ident = f"pid {self.pid}" if proc is not None else "nothing to run"
+        self._stopped_at: float | None = None
+        if proc is None:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None  # type: ignore[assignment]
+
+    def done(self) -> bool:
+        if self.proc is not None and self.proc.poll() is None:
+            if self._stopped_at is not None and time.monotonic() - self._stopped_at > STOP_TIMEOUT_S:
+                self.proc.kill()  # it did not stop in time
+                self.proc.wait()
             else:
-                task.env.update(TUI_FT_THREADS=per, TUI_FT_CPU_WORKERS=per, OMP_NUM_THREADS=per)
-            on_start(task)
-            running.append(task)
-            result = task()
-        finally:
-            if dev is not None:
-                devices.put(dev)
-        if not stopping.is_set():
-            on_done(task, result)
+                return False
+        self._finish()
+        return True
 
-    def interrupt() -> None:
-        stopping.set()
-        for t in list(running):
-            t.stop()
+    def result(self) -> dict[str, Any]:
+        while not self.done():
+            time.sleep(0.1)
+        return self.task.result(self.proc.returncode if self.proc is not None else 0, self.argv)
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="fold")
-    try:
-        futures = [pool.submit(work, t) for t in tasks]
-        _wait_all(futures, interrupt)
-        for f in futures:
-            f.result()  # re-raise an error from on_done
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None or self._stopped_at is not None:
+            return  # stopped once: a second SIGINT could cut its clean stop short
+        self._stopped_at = time.monotonic()
+        try:
+            self.proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+
+class SubmititHandle(Handle):
+    def __init__(self, task: RunTask, job: Any):
+        self.task, self.job = task, job
+        self.job_id = str(job.job_id)
+        self.ident = f"job {self.job_id}"
+        self._stopped_at: float | None = None
+        self._result: dict[str, Any] | None = None
+
+    def done(self) -> bool:
+        if not self.job.done():
+            return False
+        if self._stopped_at is not None and not self.task.run_settled():
+            # a cancelled job's process may end before the run it stopped has written run_interrupted
+            return time.monotonic() - self._stopped_at > STOP_TIMEOUT_S + 15
+        return True
+
+    def result(self) -> dict[str, Any]:
+        while not self.done():
+            time.sleep(0.2)
+        if self._result is None:
+            try:
+                self._result = dict(self.job.result())
+            except Exception as exc:  # noqa: BLE001 - the job failed or was cancelled (submitit's error)
+                self._result = {"run_id": self.task.run_id, "label": self.task.label, "returncode": 1,
+                                "error": f"{type(exc).__name__}: {exc}"}
+        return self._result
+
+    def stop(self) -> None:
+        if self._stopped_at is not None or self.job.done():
+            return
+        self._stopped_at = time.monotonic()
+        try:
+            self.job.cancel(check=False)
+        except Exception:  # noqa: BLE001 - best effort (already ended)
+            pass
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class Executor:
+    """``submit(task) -> Handle``, at most ``jobs`` at once."""
+
+    kind = ""
+    jobs = 1
+
+    def __init__(self) -> None:
+        self.active: list[Handle] = []
+
+    def free(self) -> int:
+        """How many more runs it takes now."""
+        self.active = [h for h in self.active if not h.done()]
+        return max(0, self.jobs - len(self.active))
+
+    def submit(self, task: RunTask) -> Handle:
+        if self.free() <= 0:
+            raise RuntimeError(f"{self.kind} executor: {self.jobs} run(s) already running")
+        h = self._submit(task)
+        self.active.append(h)
+        return h
+
+    def _submit(self, task: RunTask) -> Handle:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    kind = "local"
+
+    def __init__(self, jobs: int = 1, gpus: Sequence[str] = (), *, own_session: bool = False):
+        super().__init__()
+        if jobs < 1:
+            raise ExecutorError(f"--jobs: expected a number >= 1, got {jobs}")
+        self.gpus = [str(g) for g in gpus]
+        self.jobs = min(jobs, len(self.gpus)) if self.gpus else jobs
+        self.free_gpus = list(self.gpus)
+        self.own_session = own_session
+        self.per = str(max(1, usable_cores() // self.jobs))
+
+    def _submit(self, task: RunTask) -> Handle:
+        argv = task.command()
+        if argv is None:
+            return LocalHandle(task, None, None, lambda: None)
+        if self.gpus:
+            dev = self.free_gpus.pop(0)
+            extra = {"CUDA_VISIBLE_DEVICES": dev}
+            release = lambda: self.free_gpus.append(dev)  # noqa: E731
+        else:
+            extra = {"TUI_FT_THREADS": self.per, "TUI_FT_CPU_WORKERS": self.per, "OMP_NUM_THREADS": self.per}
+            release = lambda: None  # noqa: E731
+        task.env.update(extra)
+        try:
+            proc = task.start(argv, own_session=self.own_session)
+        except BaseException:
+            release()
+            raise
+        return LocalHandle(task, proc, argv, release)
 
 
 def submitit_cluster() -> str:
@@ -232,56 +407,73 @@ def make_submitit_executor(cluster_cfg, folder: Path, name: str):
     return ex
 
 
-def run_submitit(
-    tasks: Sequence[FoldTask],
-    *,
-    executor,
-    jobs: int,
-    on_start: Start = _nothing,
-    on_done: Done,
-    on_submit: Callable[[FoldTask, Any], None],
-) -> None:
-    """Submit the folds (at most ``jobs`` in the queue at once) and wait for them.
+class SubmititExecutor(Executor):
+    kind = "slurm"
 
-    Ctrl-C cancels the submitted jobs; running the study again continues them from ``last.pt``.
-    """
-    if not tasks:
-        return
-    stopping = threading.Event()
-    submitted: list[Any] = []
-    lock = threading.Lock()
-
-    def work(task: FoldTask) -> None:
-        with lock:
-            if stopping.is_set():
-                return
-            on_start(task)
-            job = executor.submit(task)
-            submitted.append(job)
-        on_submit(task, job)
+    def __init__(self, cluster_cfg, folder: Path, name: str, jobs: int = 1):
+        super().__init__()
+        if jobs < 1:
+            raise ExecutorError(f"--jobs: expected a number >= 1, got {jobs}")
         try:
-            result = job.result()
-        except Exception as exc:  # noqa: BLE001 - the job failed outside the run (submitit's error)
-            if stopping.is_set():
-                return
-            result = {"fold": task.fold, "run_id": task.run_id, "returncode": 1, "error": f"{type(exc).__name__}: {exc}"}
-        if not stopping.is_set():
-            on_done(task, result)
+            self.ex = make_submitit_executor(cluster_cfg, folder, name)
+        except ImportError:
+            raise ExecutorError("the slurm executor needs submitit: pip install 'tui-ft[slurm]'") from None
+        self.jobs = jobs
 
-    def interrupt() -> None:
-        with lock:
-            stopping.set()
-            for job in submitted:
-                try:
-                    job.cancel(check=False)
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
+    def _submit(self, task: RunTask) -> Handle:
+        return SubmititHandle(task, self.ex.submit(task))
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fold")
+
+def make_executor(kind: str, *, jobs: int, gpus: Sequence[str] = (), cluster_cfg=None, folder: Path | None = None,
+                  name: str = "tui-ft", own_session: bool = False) -> Executor:
+    """``local`` or ``slurm`` (``cluster_cfg`` and ``folder`` for the latter)."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"--executor: expected local or slurm, got {kind!r}")
+    if kind == "local":
+        return LocalExecutor(jobs, gpus, own_session=own_session)
+    if gpus:
+        raise ExecutorError("--gpus is for the local executor; on Slurm set [cluster] gpus_per_node")
+    assert cluster_cfg is not None and folder is not None
+    return SubmititExecutor(cluster_cfg, folder, name, jobs)
+
+
+# --------------------------------------------------------------------------- a fixed list of runs
+
+T = TypeVar("T")
+
+
+def run_all(
+    executor: Executor,
+    items: Iterable[T],
+    *,
+    make_task: Callable[[T], RunTask],
+    on_submit: Callable[[T, Handle], None] = lambda item, h: None,
+    on_done: Callable[[T, Handle], None] = lambda item, h: None,
+) -> None:
+    """Run every item's task through the executor, as many at once as it takes.
+
+    ``make_task`` is called just before an item is submitted (a run id can be allocated
+    then). Ctrl-C (KeyboardInterrupt) stops the running ones, waits for them (they
+    record run_interrupted) and re-raises; their ``on_done`` is not called.
+    """
+    pending = list(items)
+    running: list[tuple[T, Handle]] = []
     try:
-        futures = [pool.submit(work, t) for t in tasks]
-        _wait_all(futures, interrupt)
-        for f in futures:
-            f.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        while pending or running:
+            while pending and executor.free() > 0:
+                item = pending.pop(0)
+                h = executor.submit(make_task(item))
+                running.append((item, h))
+                on_submit(item, h)
+            for pair in list(running):
+                if pair[1].done():
+                    running.remove(pair)
+                    on_done(*pair)
+            if pending or running:
+                time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        for _, h in running:
+            h.stop()
+        for _, h in running:
+            h.wait()
+        raise

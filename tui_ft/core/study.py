@@ -194,15 +194,15 @@ def fold_result(rec: dict[str, Any], paths: Paths) -> FoldResult:
 
     k = int(rec["fold"])
     if rec.get("kind") == "plan":
-        from tui_ft.core.plans import read_state
+        from tui_ft.core.plan_runner import read_state
         from tui_ft.core.runs import pid_alive
 
         state = read_state(rec["plan"], paths)
         if not state:
             return FoldResult(k, "pending", [])
-        ids = [s["run_id"] for s in state.get("stages", []) if isinstance(s, dict) and s.get("run_id")]
-        status = str(state.get("status"))
-        if status == "running" and not pid_alive(int(state.get("pid") or 0)):
+        ids = [s.run_id for s in state.stages if s.run_id]
+        status = str(state.status)
+        if status == "running" and not pid_alive(int(state.pid or 0)):
             status = "crashed"
         res = FoldResult(k, status, ids)
         sums = [summarize(paths.run_log_dir(r)) for r in ids]
@@ -333,6 +333,17 @@ def _summary_md(name: str, source: str, data_source: str, results: list[FoldResu
 # --------------------------------------------------------------------------- the study
 
 
+@dataclass
+class FoldSpec:
+    """A fold to run: its preset or plan file, its run id (a preset fold's, once it starts), its log."""
+
+    fold: int
+    kind: str  # "preset" | "plan"
+    file: str
+    run_id: str | None
+    log: str
+
+
 class Study:
     def __init__(self, source: str, loaded, name: str, folds: list[int], paths: Paths, say: Callable[[str], None]):
         self.source = source
@@ -387,10 +398,8 @@ class Study:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save()
 
-    def prepare(self, k: int):
-        """The fold's file and task, or None when the fold has finished."""
-        from tui_ft.core.executors import FoldTask
-
+    def prepare(self, k: int) -> "FoldSpec | None":
+        """The fold's file (written now), or None when the fold has finished."""
         fname = _fold_name(self.name, k)
         rec = self.state["folds"].get(str(k)) or {"fold": k, "kind": self.kind}
         if self.kind == "plan":
@@ -420,31 +429,34 @@ class Study:
                 self.say(f"fold {k}: plan {fname} {current.status}; running it again keeps its finished stages")
         rec["status"] = "queued"
         self.state["folds"][str(k)] = rec
-        return FoldTask(
-            fold=k, kind=self.kind, file=str(file), run_id=rec.get("run_id"), root=str(self.paths.root),
-            cwd=os.getcwd(), log=str(self.dir / f"fold{k}.log"),
-        )
+        return FoldSpec(k, self.kind, str(file), rec.get("run_id"), str(self.dir / f"fold{k}.log"))
 
-    def start(self, task) -> None:
-        """Just before a fold runs (or is submitted): give a fresh preset fold its run id."""
+    def start(self, fold: "FoldSpec"):
+        """Just before a fold runs (or is submitted): give a fresh preset fold its run id; its task."""
+        from tui_ft.core.executors import RunTask, tui_ft_argv
         from tui_ft.core.runs import new_run_id
 
-        if task.kind == "preset" and not task.run_id:
-            task.run_id = new_run_id(_fold_name(self.name, task.fold), self.paths)
+        if fold.kind == "preset" and not fold.run_id:
+            fold.run_id = new_run_id(_fold_name(self.name, fold.fold), self.paths)
         with self.lock:
-            self.state["folds"][str(task.fold)].update(run_id=task.run_id, status="running")
+            self.state["folds"][str(fold.fold)].update(run_id=fold.run_id, status="running")
         self.save()
-        self.say(f"fold {task.fold}: {'run ' + task.run_id if task.run_id else 'plan ' + task.file} starting")
+        self.say(f"fold {fold.fold}: {'run ' + fold.run_id if fold.run_id else 'plan ' + fold.file} starting")
+        argv = tui_ft_argv("--preset", fold.file, "--plain")
+        if fold.run_id:
+            argv += ["--run-id", fold.run_id]
+        return RunTask(argv, fold.log, run_id=fold.run_id, root=str(self.paths.root), cwd=os.getcwd(), label=f"fold {fold.fold}")
 
-    def done(self, task, result: dict[str, Any]) -> None:
-        rec = self.state["folds"][str(task.fold)]
+    def done(self, fold: "FoldSpec", handle) -> None:
+        result = handle.result()
+        rec = self.state["folds"][str(fold.fold)]
         res = fold_result(rec, self.paths)
         rec.update(status=res.status, run_ids=res.run_ids, returncode=result.get("returncode"))
         if result.get("error"):
             rec["message"] = result["error"]
         self.save()
-        extra = f" (exit {result.get('returncode')}; see {task.log})" if res.status != "finished" else ""
-        self.say(f"fold {task.fold}: {res.status}, test_mae {_fmt(res.test_mae)}, run {', '.join(res.run_ids) or '-'}{extra}")
+        extra = f" (exit {result.get('returncode')}; see {fold.log})" if res.status != "finished" else ""
+        self.say(f"fold {fold.fold}: {res.status}, test_mae {_fmt(res.test_mae)}, run {', '.join(res.run_ids) or '-'}{extra}")
 
     def finish(self, interrupted: bool) -> int:
         results = [fold_result(self.state["folds"].get(str(k)) or {"fold": k, "kind": "preset"}, self.paths) for k in self.folds]
@@ -546,26 +558,28 @@ def run(
     for t in tasks:
         say(f"study {study_name}: fold {t.fold}: {t.kind} {t.file}" + (f", continuing run {t.run_id}" if t.run_id else ""))
     interrupted = False
+    from tui_ft.core.executors import ExecutorError, make_executor, run_all
+
     try:
         if executor == "local":
-            from tui_ft.core.executors import run_local
-
-            n = jobs or (len(gpu_list) if gpu_list else 1)
-            run_local(tasks, jobs=n, gpus=gpu_list, on_start=study.start, on_done=study.done)
+            ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list)
         else:
-            from tui_ft.core.executors import make_submitit_executor, run_submitit
-
             cfg = cluster_of(loaded)
             folder = Path(cfg.folder).expanduser() if cfg.folder else study.dir / "submitit"
-            ex = make_submitit_executor(cfg, folder, study_name)
+            ex = make_executor("slurm", jobs=jobs or max(1, len(tasks)), cluster_cfg=cfg, folder=folder, name=study_name)
+    except ExecutorError as exc:
+        say(str(exc))
+        return EXIT_USAGE
 
-            def submitted(task, job) -> None:
-                study.state["folds"][str(task.fold)]["job_id"] = str(job.job_id)
-                study.save()
-                say(f"fold {task.fold}: submitted job {job.job_id}")
+    def submitted(fold: FoldSpec, handle) -> None:
+        job_id = getattr(handle, "job_id", None)
+        if job_id is not None:
+            study.state["folds"][str(fold.fold)]["job_id"] = job_id
+            study.save()
+            say(f"fold {fold.fold}: submitted job {job_id}")
 
-            run_submitit(tasks, executor=ex, jobs=jobs or max(1, len(tasks)), on_start=study.start, on_done=study.done,
-                         on_submit=submitted)
+    try:
+        run_all(ex, tasks, make_task=study.start, on_submit=submitted, on_done=study.done)
     except KeyboardInterrupt:
         interrupted = True
         say(f"study {study_name}: interrupted; run the same command again to continue")

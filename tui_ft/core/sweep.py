@@ -18,8 +18,11 @@ is an ordinary run of the library:
   trials left RUNNING by a killed sweep as FAIL, enqueues their parameters
   again, and runs only what is missing.
 
-``--jobs N`` runs N trials at a time; every launch goes through
-:func:`_launch` (the place to move onto ``tui_ft.core.executors``).
+``--jobs N`` runs N trials at a time through :mod:`tui_ft.core.executors`, the
+executors of ``tui-ft matbench``: local processes (``--gpus 0,1``: one trial per
+device) or Slurm jobs through submitit (``--executor slurm``, the preset's
+``[cluster]`` table). Pruning stops a trial through its handle (SIGINT to a local
+process; a cancelled job's process stops its run the same way).
 
 Optuna is the optional extra ``sweep``; it is imported only when a sweep runs
 or is read. The pure functions at the end (:func:`trial_rows`,
@@ -33,7 +36,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -210,46 +212,9 @@ def _show(v: Any) -> str:
 # --------------------------------------------------------------------------- launching trials
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the trial gets SIGINT (stops cleanly, keeps last.pt) if the sweep process dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; a rerun stops orphans too
-        pass
-
-
-def _launch(cmd: list[str], env: dict[str, str], log: Path, cwd: str | None = None) -> subprocess.Popen:
-    """Start one trial process. The one place trials start (to be moved onto tui_ft.core.executors).
-
-    Its own session: a Ctrl-C on the terminal reaches the sweep, which stops the trials once.
-    """
-    out = open(log, "ab")
-    try:
-        out.write(f"$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        return subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
-        )
-    finally:
-        out.close()
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _trial_env(paths: Paths, jobs: int) -> dict[str, str]:
-    env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
-    if jobs > 1:  # divide the cores between the concurrent trials (as the executors do)
-        per = str(max(1, _usable_cores() // jobs))
-        env.update(TUI_FT_THREADS=per, TUI_FT_CPU_WORKERS=per, OMP_NUM_THREADS=per)
-    return env
+def _trial_env() -> dict[str, str]:
+    """What a trial adds to the environment (the executor adds TUI_FT_HOME, the cores or GPU)."""
+    return {"PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
@@ -258,29 +223,12 @@ class _Running:
     number: int
     run_id: str
     params: dict[str, Any]
-    proc: subprocess.Popen
+    handle: Any  # tui_ft.core.executors.Handle
     follower: Any
     started: float = field(default_factory=time.time)
     last_epoch: int | None = None
     last_value: float | None = None
     prune_reason: str | None = None
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGINT)
-    except ProcessLookupError:
-        return
-
-
-def _wait(proc: subprocess.Popen) -> None:
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -327,6 +275,8 @@ def run_sweep(
     preset: Preset,
     *,
     jobs: int = 1,
+    gpus: str | None = None,
+    executor: str | None = None,
     paths: Paths | None = None,
     say: Callable[[str], None] = print,
     err: Callable[[str], None] | None = None,
@@ -339,8 +289,20 @@ def run_sweep(
         raise SweepError(f"preset {preset.name} has no [sweep] table")
     if jobs < 1:
         raise SweepError(f"--jobs must be at least 1, got {jobs}")
+    from tui_ft.core.executors import ExecutorError, make_executor, parse_gpus
+
+    kind = executor or "local"
+    try:
+        gpu_list = parse_gpus(gpus)
+        if kind not in ("local", "slurm"):
+            raise ExecutorError(f"--executor: expected local or slurm, got {kind!r}")
+        if gpu_list and kind != "local":
+            raise ExecutorError("--gpus is for the local executor; on Slurm set [cluster] gpus_per_node")
+    except ExecutorError as exc:
+        raise SweepError(str(exc)) from None
     optuna = _optuna()
     from tui_ft.core.events import EpochEnd, EventFollower, EventWriter, RunPruned
+    from tui_ft.core.executors import RunTask, tui_ft_argv
     from tui_ft.core.runs import new_run_id, summarize
 
     paths = paths or Paths.default()
@@ -350,6 +312,15 @@ def run_sweep(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trials").mkdir(exist_ok=True)
     lock = _Lock(folder, name)
+    try:
+        if kind == "local":
+            ex = make_executor("local", jobs=jobs, gpus=gpu_list, own_session=True)
+        else:
+            sub = Path(preset.cluster.folder).expanduser() if preset.cluster.folder else folder / "submitit"
+            ex = make_executor("slurm", jobs=jobs, cluster_cfg=preset.cluster, folder=sub, name=name)
+    except ExecutorError as exc:
+        lock.release()
+        raise SweepError(str(exc)) from None
     State = optuna.trial.TrialState
     running: list[_Running] = []
     try:
@@ -359,9 +330,9 @@ def run_sweep(
         _recover(study, err)
         done = len(study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)))
         remaining = max(0, cfg.trials - done)
-        say(f"sweep {name}: {done} of {cfg.trials} trials done, {remaining} to run, {jobs} at a time "
-            f"({cfg.sampler} sampler, {cfg.pruner} pruner; study {folder / 'study.db'})")
-        env = _trial_env(paths, jobs)
+        where = kind + (f", GPUs {','.join(gpu_list)}" if gpu_list else "")
+        say(f"sweep {name}: {done} of {cfg.trials} trials done, {remaining} to run, {ex.jobs} at a time "
+            f"({cfg.sampler} sampler, {cfg.pruner} pruner; {where}; study {folder / 'study.db'})")
         launched = failed = 0
         t0 = time.time()
 
@@ -378,12 +349,17 @@ def run_sweep(
             (run_dir / "sweep.json").write_text(
                 json.dumps({"sweep": name, "trial": trial.number, "params": params}, indent=1) + "\n", encoding="utf-8"
             )
-            cmd = [sys.executable, "-m", "tui_ft", "--preset", str(file), "--plain", "--run-id", run_id]
-            proc = _launch(cmd, env, folder / "trials" / f"t{trial.number}.log")
+            task = RunTask(tui_ft_argv("--preset", str(file), "--plain", "--run-id", run_id),
+                           str(folder / "trials" / f"t{trial.number}.log"), run_id=run_id, root=str(paths.root),
+                           env=_trial_env(), label=f"trial {trial.number}")
+            handle = ex.submit(task)
             trial.set_user_attr("run_id", run_id)
             trial.set_user_attr("preset", str(file))
-            trial.set_user_attr("pid", proc.pid)
-            running.append(_Running(trial, trial.number, run_id, params, proc, EventFollower(run_dir / "events.jsonl")))
+            if getattr(handle, "pid", None):
+                trial.set_user_attr("pid", handle.pid)
+            if getattr(handle, "job_id", None):
+                trial.set_user_attr("job_id", handle.job_id)
+            running.append(_Running(trial, trial.number, run_id, params, handle, EventFollower(run_dir / "events.jsonl")))
 
         def follow(r: _Running) -> None:
             for ev in r.follower.poll():
@@ -395,7 +371,7 @@ def run_sweep(
                 r.trial.report(ev.val_mae, ev.epoch)
                 if r.trial.should_prune():
                     r.prune_reason = f"{cfg.pruner if cfg.prune_above is None else cfg.pruner + '/prune_above'} pruner: val_mae {ev.val_mae:.4f} at epoch {ev.epoch}"
-                    _stop(r.proc)
+                    r.handle.stop()
 
         def finish(r: _Running) -> None:
             nonlocal failed
@@ -416,28 +392,28 @@ def run_sweep(
             else:
                 failed += 1
                 study.tell(r.trial, state=State.FAIL)
-                why = s.message or f"exit code {r.proc.returncode}"
+                why = s.message or r.handle.result().get("error") or f"exit code {r.handle.returncode}"
                 say(f"trial {r.number:3d}  {s.status:9} {why}  {shown}  run {r.run_id} "
                     f"(log {folder / 'trials' / f't{r.number}.log'})")
 
         try:
             while True:
-                while len(running) < jobs and launched < remaining:
+                while launched < remaining and ex.free() > 0:
                     start()
                     launched += 1
                 if not running:
                     break
                 for r in list(running):
                     follow(r)
-                    if r.proc.poll() is not None:
+                    if r.handle.done():
                         running.remove(r)
                         finish(r)
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             for r in running:
-                _stop(r.proc)
+                r.handle.stop()
             for r in running:
-                _wait(r.proc)
+                r.handle.wait()
                 study.tell(r.trial, state=State.FAIL)
                 study.enqueue_trial(r.params, user_attrs={"retry_of": r.number})
             err(f"sweep {name} interrupted: {len(running)} running trial(s) stopped (their runs keep last.pt); "
@@ -451,8 +427,9 @@ def run_sweep(
         return 1 if failed else 0
     finally:
         for r in running:  # an unexpected error: do not leave trials behind
-            _stop(r.proc)
-            _wait(r.proc)
+            r.handle.stop()
+        for r in running:
+            r.handle.wait()
         lock.release()
 
 
@@ -583,10 +560,12 @@ def summary_lines(trials: Iterable[Any], top: int = 5) -> list[str]:
 # --------------------------------------------------------------------------- CLI entry points
 
 
-def cmd_sweep_run(preset: Preset, *, jobs: int, err: Callable[[str], None]) -> int:
-    """``tui-ft --preset SWEEP.toml [--jobs N]``: 0 done, 1 a trial failed, 2 cannot start, 130 interrupted."""
+def cmd_sweep_run(preset: Preset, *, jobs: int, err: Callable[[str], None], gpus: str | None = None,
+                  executor: str | None = None) -> int:
+    """``tui-ft --preset SWEEP.toml [--jobs N] [--gpus 0,1] [--executor local|slurm]``:
+    0 done, 1 a trial failed, 2 cannot start, 130 interrupted."""
     try:
-        return run_sweep(preset, jobs=jobs, say=lambda m: print(m, flush=True), err=err)
+        return run_sweep(preset, jobs=jobs, gpus=gpus, executor=executor, say=lambda m: print(m, flush=True), err=err)
     except SweepError as exc:
         err(f"error: {exc}")
         return 2
