@@ -403,6 +403,14 @@ class FeatureCache:
 # ---------------------------------------------------------------- one forward object per mode
 
 
+def _backward(pred, target, loss_fn, optimizer):
+    """The loss of one batch and its backward pass (the step itself comes after the NaN check)."""
+    loss = loss_fn(pred, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return pred, loss
+
+
 class HeadForward:
     """Head mode on cached frozen features: the readout head (and AtomRef) on ``fsets``.
 
@@ -416,10 +424,7 @@ class HeadForward:
     def train_step(self, positions: list[int], rows: list[int], target, loss_fn, optimizer):
         """Forward and backward of one training batch; returns ``(pred, loss)``."""
         pred = head_forward(self.model, *self.fsets["train"].batch(positions, self.device))
-        loss = loss_fn(pred, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return pred, loss
+        return _backward(pred, target, loss_fn, optimizer)
 
     def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
         """Predictions (on the CPU) for the split ``part``, in split order; call under no_grad.
@@ -450,10 +455,7 @@ class FullForward:
         if self.dp is not None:  # the batch's gradient ends on the master model
             return self.dp.train_step([self.graphs[r] for r in rows], target, loss_fn)
         pred = self.model([self.graphs[r].to(self.device) for r in rows], task="e")["e"]
-        loss = loss_fn(pred, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return pred, loss
+        return _backward(pred, target, loss_fn, optimizer)
 
     def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
         """Predictions (on the CPU) for ``rows``, in order; call under no_grad.
