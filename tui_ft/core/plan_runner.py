@@ -30,7 +30,6 @@ This module does not import torch or textual at import time.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
