@@ -353,7 +353,8 @@ def cmd_eval(ref: str, data: str, target: str, device: str) -> int:
     try:
         info = Library().resolve_ref(ref)
     except LookupError as exc:
-        _err(f"{ref}: {exc}")
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        _err(msg if msg.startswith(ref) else f"{ref}: {msg}")
         return EXIT_USAGE
     try:
         from tui_ft.core.engine import evaluate_checkpoint

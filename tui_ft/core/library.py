@@ -505,6 +505,7 @@ class Library:
     def __init__(self, paths: Paths | None = None):
         self.paths = paths or Paths.default()
         self.problems: dict[Path, str] = {}  # bad sidecars seen by the last listing: path -> message
+        self.unreadable: dict[Path, str] = {}  # .pt files the last listing could not read: path -> why
 
     @property
     def root(self) -> Path:
@@ -523,6 +524,7 @@ class Library:
         """
         out: list[CheckpointInfo] = []
         self.problems = {}
+        self.unreadable = {}
         if not self.root.is_dir():
             return out
         for run_dir in self.root.iterdir():
@@ -543,6 +545,7 @@ class Library:
         meta, why = read_checkpoint_meta(pt)
         if meta is None:
             self._report(pt, f"{why}; checkpoint not listed")
+            self.unreadable[pt] = why
             return None
         side = pt.with_suffix(".json")
         notes = []
@@ -636,10 +639,11 @@ class Library:
                 raise LookupError(f"checkpoint file {ref!r} does not exist (expected RUN@best, PRESET@best or a .pt path)")
             self.problems = {}
             kind = p.stem if p.stem in KINDS else "file"
+            pt_meta, why = read_checkpoint_meta(p)
+            if pt_meta is None:
+                raise LookupError(f"{p}: {why}")
             info = self._info(p.parent.name, kind, p)
-            if info is None:
-                raise LookupError(f"checkpoint file {ref!r}: {self.problems.get(p, 'not readable')}")
-            meta = info.meta
+            meta = info.meta if info is not None else pt_meta
             return CheckpointInfo(meta.run_id if meta.run_id is not None else p.parent.name, kind, p, meta)
         name, _, kind = ref.rpartition("@")
         if kind not in KINDS:
@@ -661,6 +665,9 @@ class Library:
         if len(prefixed) > 1:
             shown = ", ".join(prefixed[:5]) + (" ..." if len(prefixed) > 5 else "")
             raise LookupError(f"checkpoint reference {ref!r} is ambiguous: it matches runs {shown}")
+        pt = self.root / name / f"{kind}.pt"
+        if pt in self.unreadable:
+            raise LookupError(f"{pt}: {self.unreadable[pt]}")
         unfinished = [c for c in items if c.preset_name == name]
         if unfinished:
             raise LookupError(
