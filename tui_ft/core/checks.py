@@ -49,7 +49,8 @@ def init_problem(ref: str, paths: Paths | None = None) -> str | None:
     try:
         build_model(load_checkpoint(info.path), str(info.path))
     except CheckpointError as exc:
-        return f"{ref}: {exc}"
+        msg = str(exc)
+        return msg if msg.startswith(ref) else f"{ref}: {msg}"
     return None
 
 

@@ -131,7 +131,7 @@ def build_model(payload: dict[str, Any], where: str = "checkpoint"):
     with ``model_state``, and only then built and loaded (strictly).
     Raises :class:`CheckpointError` naming the file and the first mismatch."""
     import contextlib as _cl
-    import sys
+    import io
 
     import torch
     from chgnet.model import CHGNet
@@ -140,7 +140,7 @@ def build_model(payload: dict[str, Any], where: str = "checkpoint"):
     state = payload.get("model_state")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in state.items()):
         raise CheckpointError(f"{where}: model_state: expected a table of named tensors")
-    with _cl.redirect_stdout(sys.stderr):
+    with _cl.redirect_stdout(io.StringIO()):  # CHGNet prints a banner per model built
         try:
             with torch.device("meta"):
                 shapes = {k: tuple(t.shape) for k, t in CHGNet(**args).state_dict().items()}
@@ -642,7 +642,8 @@ class Library:
             pt_meta, why = read_checkpoint_meta(p)
             if pt_meta is None:
                 raise LookupError(f"{p}: {why}")
-            info = self._info(p.parent.name, kind, p)
+            in_library = p.resolve().parent.parent == self.root.resolve()  # else a loose file: no sidecar expected
+            info = self._info(p.parent.name, kind, p) if in_library else None
             meta = info.meta if info is not None else pt_meta
             return CheckpointInfo(meta.run_id if meta.run_id is not None else p.parent.name, kind, p, meta)
         name, _, kind = ref.rpartition("@")
