@@ -254,6 +254,7 @@ def test_ctrl_c_during_a_checkpoint_write_is_delivered_after_it(tmp_path):
 
     path = tmp_path / "checkpoints" / "r" / "last.pt"
     real_save = torch.save
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # an in-process CLI run may have set its own
 
     def save_then_interrupted(obj, fh, *a, **k):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-save

@@ -271,6 +271,23 @@ def test_resume_after_kill_between_best_and_last_does_not_repeat_epoch_end(done_
     assert Library(paths).get("killed", "last").meta.finished is True
 
 
+def test_resume_after_kill_between_last_save_and_epoch_end_logs_that_epoch_once(done_project):
+    """Killed after epoch 2's last.pt, before its epoch_end line: resume writes the epoch_end
+    kept in last.pt, so every epoch is logged exactly once."""
+    root, env = done_project
+    _copy_run(root, "done", "lostline", last_epoch=2)
+    paths = Paths(root)
+    ev_path = paths.run_log_dir("lostline") / "events.jsonl"
+    lines = ev_path.read_text(encoding="utf-8").splitlines()
+    lines = [ln for ln in lines if not (json.loads(ln)["type"] == "epoch_end" and json.loads(ln)["epoch"] == 2)]
+    ev_path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    r = _cli(root, env, "resume", "lostline", "--plain")
+    assert r.returncode == 0, r.stderr
+    events = read_events(ev_path)
+    assert [ev.epoch for ev in events if isinstance(ev, EpochEnd)] == [0, 1, 2]
+    assert isinstance(events[-1], RunFinished)
+
+
 @pytest.mark.parametrize("when", ["after_run_finished", "while_marking_finished"])
 def test_signal_during_teardown_exits_0_finished(when, project, demo_preset, monkeypatch, capsys):
     preset = demo_preset("teardown", epochs=1)

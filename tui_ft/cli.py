@@ -169,6 +169,7 @@ def load_and_check(path: str):
 
 
 def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int:
+    _FINISHED.clear()
     if run_id is not None and not _check_id("run id", run_id):
         return EXIT_USAGE
     loaded = load_and_check(path)

@@ -60,6 +60,7 @@ from tui_ft.core.events import (  # noqa: E402
     RunFinished,
     RunInterrupted,
     RunStarted,
+    event_from_dict,
     read_events,
 )
 from tui_ft.core.library import (  # noqa: E402
@@ -524,7 +525,8 @@ class Trainer:
         resume_payload = None
         if self.ctx.resume:
             resume_payload = load_checkpoint(self.ckpt_dir / "last.pt")
-            model = model_from_payload(resume_payload)
+            model = model_from_payload(resume_payload, str(self.ckpt_dir / "last.pt"))
+            self._recover_epoch_end(resume_payload)
             self.parent = (CheckpointMeta.from_dict(resume_payload["meta"]) or CheckpointMeta()).parent
         else:
             init = self.ctx.init_override or p.model.init
@@ -622,12 +624,30 @@ class Trainer:
         self._bad_epochs = int(ts.get("bad_epochs", 0))
         # epochs after last.pt's that events.jsonl already records (a kill between the best
         # and the last save): they are trained again, but their epoch_end is not repeated
-        self._recorded_epochs = {
-            ev.epoch for ev in read_events(self.log_dir / "events.jsonl")
-            if isinstance(ev, EpochEnd) and isinstance(ev.epoch, int) and ev.epoch > self.epoch
-        }
+        self._recorded_epochs = {e for e in self._logged_epochs() if e > self.epoch}
         self.say(f"resuming after epoch {self.epoch} (best val MAE {self.best_val:.4f} at epoch {self.best_epoch})")
         return self.epoch + 1
+
+    def _logged_epochs(self) -> set[int]:
+        return {
+            ev.epoch for ev in read_events(self.log_dir / "events.jsonl")
+            if isinstance(ev, EpochEnd) and isinstance(ev.epoch, int)
+        }
+
+    def _recover_epoch_end(self, payload: dict[str, Any]) -> None:
+        """A process killed after last.pt was saved but before the epoch's epoch_end line:
+        write the line kept in last.pt, as the last event of that process (before this
+        run_started), so every epoch is logged exactly once."""
+        ts = payload.get("train_state")
+        lost = ts.get("epoch_end") if isinstance(ts, dict) else None
+        if not isinstance(lost, dict):
+            return
+        try:
+            ev = event_from_dict(lost)
+        except (ValueError, TypeError):
+            return
+        if isinstance(ev, EpochEnd) and ev.epoch not in self._logged_epochs():
+            self.emit(ev)
 
     def _start(self) -> int:
         """AtomRef refit, optimizer, and epoch 0 (validation before any update); returns 1."""
@@ -823,13 +843,16 @@ class Trainer:
             best_val_mae=self.best_val, best_epoch=self.best_epoch, n_structures=n,
         )
         self.history.append(ev)
-        if epoch in self._recorded_epochs:  # already in events.jsonl from before a kill (resume)
-            self._recorded_epochs.discard(epoch)
-        else:
-            self.emit(ev)
-        if improved:
-            self._save("best", epoch, val)
-        self._save("last", epoch, val)
+        # epoch_end is written once both checkpoints of the epoch are: an epoch in events.jsonl
+        # always has its last.pt, so a resume never trains (and logs) an epoch_end twice
+        with deferred_signals():  # Ctrl-C / SIGTERM wait for the epoch's line
+            if improved:
+                self._save("best", epoch, val)
+            self._save("last", epoch, val, epoch_end=ev)
+            if epoch in self._recorded_epochs:  # already in events.jsonl from before a kill (resume)
+                self._recorded_epochs.discard(epoch)
+            else:
+                self.emit(ev)
         pat = self.p.train.patience
         return bool(pat) and epoch > 0 and self._bad_epochs >= pat
 
@@ -857,7 +880,7 @@ class Trainer:
             stage=self.ctx.stage,
         )
 
-    def _save(self, kind: str, epoch: int, val: float) -> None:
+    def _save(self, kind: str, epoch: int, val: float, epoch_end: EpochEnd | None = None) -> None:
         payload: dict[str, Any] = {
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "model_args": dict(self.model.model_args),
@@ -870,6 +893,7 @@ class Trainer:
                 "best_val": self.best_val,
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self._bad_epochs,
+                "epoch_end": epoch_end.to_dict() if epoch_end is not None else None,  # re-emitted by a resume if lost
             }
             self._last_saved_epoch = epoch
         path = self.ckpt_dir / f"{kind}.pt"
