@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -484,7 +485,9 @@ def read_checkpoint_meta(pt: Path) -> tuple[CheckpointMeta | None, str]:
     if hit is not None:
         return hit
     try:
-        payload = load_checkpoint(pt, mmap=True)
+        payload = _payload_without_tensors(pt)
+        if payload is None:  # not readable the quick way: torch decides (weights_only, memory-mapped)
+            payload = load_checkpoint(pt, mmap=True)
         meta = CheckpointMeta.from_dict(payload.get("meta"))
         out = (meta, "") if meta is not None else (None, "the checkpoint holds no meta table")
     except CheckpointError as exc:
@@ -494,6 +497,56 @@ def read_checkpoint_meta(pt: Path) -> tuple[CheckpointMeta | None, str]:
         _PT_META.clear()
     _PT_META[key] = out
     return out
+
+
+class _NoTensors:
+    """Stands for every tensor and storage when only a checkpoint's plain data is read."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+
+def _no_tensor(*args: Any, **kwargs: Any) -> _NoTensors:
+    return _NoTensors()
+
+
+def _payload_without_tensors(pt: Path) -> dict[str, Any] | None:
+    """The payload of a ``.pt`` with every tensor replaced by a placeholder, read with
+    ``pickle`` restricted to torch's tensor-rebuild functions and storage types (the
+    Python docs' "restricting globals"): nothing else is ever looked up, so nothing
+    can run, and torch need not be imported to list the library. Checked like
+    :func:`load_checkpoint` (zip limits, model_state, model_args). Returns None when
+    the file holds anything else (then torch's weights_only loader decides)."""
+    import collections
+    import pickle
+    import zipfile
+
+    _check_archive(pt)
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module == "collections" and name == "OrderedDict":
+                return collections.OrderedDict
+            if module == "torch._utils" and name.startswith("_rebuild_"):
+                return _no_tensor
+            if module == "torch" and (name.endswith("Storage") or name in ("Size", "device")):
+                return _NoTensors
+            raise pickle.UnpicklingError(f"{module}.{name}")
+
+        def persistent_load(self, pid: Any) -> Any:
+            return _NoTensors()
+
+    try:
+        with zipfile.ZipFile(pt) as zf:
+            name = next(n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+            raw = zf.read(name)
+        payload = Restricted(io.BytesIO(raw)).load()
+    except Exception:  # noqa: BLE001 - anything odd: leave it to torch's loader
+        return None
+    if not isinstance(payload, dict) or "model_state" not in payload:
+        return None
+    check_model_args(payload.get("model_args"), str(pt))
+    return payload
 
 
 _KEY_FIELDS = ("run_id", "kind", "epoch")
