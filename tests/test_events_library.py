@@ -177,8 +177,9 @@ def test_listing_ignores_half_written_runs(tmp_path):
 
 
 def test_wrong_typed_sidecar_fields_are_reported_once_not_fatal(lib, caplog):
-    """CheckpointMeta.from_dict is total: a sidecar with fields of the wrong type is
-    listed with those fields unknown, its time taken from the .pt, and reported once."""
+    """A sidecar with fields of the wrong type, or one that is not an object, does not
+    change what is listed: the library shows what the .pt holds and reports the
+    sidecar once (cause 8 of issue 12: the .pt is trusted over the sidecar)."""
     side = lib.get("run1-a").path.with_suffix(".json")
     meta = json.loads(side.read_text(encoding="utf-8"))
     meta.update(val_mae="bad", epoch=None, time="x", finished="yes", note=[1, 2])
@@ -189,21 +190,20 @@ def test_wrong_typed_sidecar_fields_are_reported_once_not_fatal(lib, caplog):
     with caplog.at_level("WARNING", logger="tui_ft.library"):
         items = lib.list()
         again = lib.list()
-    assert len(items) == len(again) == 7  # the non-object sidecar is skipped, the wrong-typed one kept
+    assert len(items) == len(again) == 8  # both still listed, from their .pt
     c = next(i for i in items if i.ref == "run1-a@best")
-    assert (c.val_mae, c.epoch, c.finished, c.preset_name) == (None, None, False, "run1")
-    assert c.created == pytest.approx(c.path.stat().st_mtime)  # derived from the .pt
-    assert c.meta.extra == {"note": [1, 2]}
-    assert {name for name, _ in c.meta.problems} == {"val_mae", "epoch", "time", "finished"}
+    assert (c.val_mae, c.epoch, c.finished, c.preset_name) == (0.30, 1, True, "run1")
+    assert c.meta.problems == () and c.meta.extra == {}
+    assert next(i for i in items if i.ref == "run1-b@last").val_mae == 0.20
     assert set(lib.problems) == {side, bad_json}
     assert "val_mae" in lib.problems[side] and "'bad'" in lib.problems[side]
     reports = [r.getMessage() for r in caplog.records]
     assert len(reports) == 2, reports  # each bad sidecar once, although listed twice
-    assert any(m.startswith(f"{side}: ") and "time" in m for m in reports)
+    assert any(m.startswith(f"{side}: ") and "time" in m and "shown from the checkpoint" in m for m in reports)
     assert any(m.startswith(f"{bad_json}: ") and "not a JSON object" in m for m in reports)
     # the rest of the library still works around it
     assert lib.best().run_id == "run1-c" and lib.best(preset="run1").run_id == "run1-c"
-    assert lib.resolve_ref("run1-a@best").val_mae is None
+    assert lib.resolve_ref("run1-a@best").val_mae == 0.30
 
 
 def test_checkpoint_meta_round_trips_the_on_disk_keys():
@@ -258,6 +258,7 @@ def test_ctrl_c_during_a_checkpoint_write_is_delivered_after_it(tmp_path):
 
     path = tmp_path / "checkpoints" / "r" / "last.pt"
     real_save = torch.save
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # an in-process CLI run may have set its own
 
     def save_then_interrupted(obj, fh, *a, **k):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives mid-save

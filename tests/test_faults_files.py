@@ -147,11 +147,14 @@ def test_hostile_checkpoint_through_cli(project, tui_ft_cli, capsys, fault_repor
     out, err = capsys.readouterr()
     assert "refused to load" in one_line(err) and out == ""
     assert not marker.exists()
-    assert cli.main(["checkpoints"]) == 0  # listing reads sidecars only
-    assert "evilrun@best" in capsys.readouterr()[0]
+    assert cli.main(["checkpoints"]) == 0  # the listing reads the .pt (weights_only): refused, not listed
+    out, err = capsys.readouterr()
+    assert "evilrun@best" not in out and "Traceback" not in err
+    lib_now = Library(Paths(project))
+    assert lib_now.list() == [] and "refused to load" in lib_now.unreadable[lib]  # reported (once) as a warning
     assert not marker.exists()
 
-    # as the starting point of a run: the run fails with the message, nothing runs
+    # as the starting point of a run: a preset error (exit 2), no run folder, nothing runs
     preset = project / "presets" / "from_evil.toml"
     preset.write_text(
         '[run]\nname = "from_evil"\n[data]\nsource = "%s"\n[model]\ninit = "evilrun@best"\n'
@@ -159,12 +162,10 @@ def test_hostile_checkpoint_through_cli(project, tui_ft_cli, capsys, fault_repor
     )
     rc = cli.main(["--preset", str(preset), "--plain"])
     out, err = capsys.readouterr()
-    assert rc == 1 and "Traceback" not in out + err
-    (line,) = [x for x in err.splitlines() if "refused to load" in x]  # said once
-    assert line.startswith("run from_evil-") and " failed: " in line
-    (run_dir,) = Paths(project).logs.iterdir()
-    assert summarize(run_dir).status == "failed"
-    assert not Paths(project).run_ckpt_dir(run_dir.name).exists()
+    assert rc == 2 and "Traceback" not in out + err
+    line = one_line(err)
+    assert line.startswith(str(preset)) and "model.init" in line and "refused to load" in line
+    assert not Paths(project).logs.exists() or not any(Paths(project).logs.iterdir())
     assert not marker.exists()
     fault_report["hostile checkpoints refused"] += 3
 

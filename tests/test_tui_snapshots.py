@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tui_ft.core.events import (
     CheckpointSaved,
@@ -28,6 +29,7 @@ from tui_ft.core.events import (
 )
 from textual.widgets import Input
 
+from tui_ft.core.library import save_checkpoint
 from tui_ft.tui.app import TuiFtApp
 
 T0 = 1735732800.0  # 2025-01-01 12:00:00 UTC
@@ -167,8 +169,8 @@ def fake_run(
                 "test_mae": best * 0.93 if end == "finished" else None, "parent": parent,
                 "finished": end == "finished", "status": end, "time": t + 1, "device": "cpu",
             }
-            (ckpt_dir / f"{kind}.pt").write_bytes(b"not a real checkpoint")
-            (ckpt_dir / f"{kind}.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            # a tiny real checkpoint: the library lists what the .pt holds (its sidecar is checked against it)
+            save_checkpoint(ckpt_dir / f"{kind}.pt", {"model_state": {"w": torch.zeros(1)}, "model_args": {}, "meta": meta})
 
 
 def write_history(root: Path) -> None:

@@ -272,14 +272,31 @@ def cmd_detach(path: str) -> int:
     return EXIT_OK
 
 
+_FINISHED: list[str] = []  # run ids whose run_finished was written: a later signal is ignored
+
+
 def _install_sigterm() -> None:
     def handler(signum, frame):  # noqa: ARG001
+        if _FINISHED:  # the run has finished; it is only tearing down: exit 0 as finished
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
     # a process started in the background by a non-interactive shell inherits an
     # ignored SIGINT; a run must still stop cleanly on Ctrl-C / the dashboard's cancel
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _check_id(kind: str, value: str) -> bool:
+    """One line and False for an id that is not one safe path component."""
+    from tui_ft.core.paths import UnsafeName, safe_component
+
+    try:
+        safe_component(kind, value)
+    except UnsafeName as exc:
+        _err(f"error: {exc}")
+        return False
+    return True
 
 
 def load_and_check(path: str):
@@ -299,12 +316,17 @@ def load_and_check(path: str):
 
             plan = parse_plan(text, path)
             check_plan(plan)
+            from tui_ft.core.checks import check_plan_runnable
+
+            check_plan_runnable(plan)
             return plan
         preset = parse_preset(text, path)
         check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
         check_data(preset)  # ids, targets and splits of the data file, before any run folder exists
         from tui_ft.commands_io import preflight  # own data formats, loggers (issue 14)
+        from tui_ft.core.checks import check_runnable
 
+        check_runnable(preset)  # the init checkpoint loads and fits; the device exists
         problems = preflight(preset)
         for msg in problems:
             _err(msg)
@@ -319,6 +341,9 @@ def load_and_check(path: str):
 
 def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: int = 1, gpus: str | None = None,
             executor: str | None = None) -> int:
+    _FINISHED.clear()
+    if run_id is not None and not _check_id("run id", run_id):
+        return EXIT_USAGE
     loaded = load_and_check(path)
     if loaded is None:
         return EXIT_USAGE
@@ -361,16 +386,30 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
         run_id = new_run_id(preset.name, paths)
     else:
         (paths.logs / run_id).mkdir(parents=True, exist_ok=True)
+    _FINISHED.clear()
     printer = make_printer(plain)
-    emit = printer.writer_for(run_id)
+    show = printer.writer_for(run_id)
+
+    def emit(ev) -> None:
+        from tui_ft.core.events import RunFinished
+
+        if isinstance(ev, RunFinished):
+            _FINISHED.append(ev.run_id)
+        show(ev)
+
     try:
-        from tui_ft.core.engine import run_training
+        from tui_ft.core.engine import RunRefused, run_training
 
         try:
             result = run_training(
                 preset, run_id=run_id, paths=paths, emit=emit, resume=resume, on_batch=printer.on_batch
             )
+        except RunRefused as exc:  # locked by a live process, finished, nothing to resume: nothing written
+            _err(str(exc))
+            return EXIT_USAGE
         except KeyboardInterrupt:  # interrupted outside the training loop
+            if _FINISHED:
+                return EXIT_OK
             from tui_ft.core.events import EventWriter, RunInterrupted
 
             with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as w:
@@ -390,9 +429,15 @@ def cmd_resume(run_id: str, *, plain: bool = False) -> int:
     from tui_ft.core.paths import Paths
     from tui_ft.core.presets import PresetError, PresetErrors
 
+    if not _check_id("run id", run_id):
+        return EXIT_USAGE
+    from tui_ft.core.engine import RunRefused, check_resumable
+
     paths = Paths.default()
-    if not (paths.run_ckpt_dir(run_id) / "last.pt").is_file():
-        _err(f"{paths.run_ckpt_dir(run_id) / 'last.pt'}: no last checkpoint for run {run_id!r}; nothing to resume")
+    try:
+        check_resumable(paths, run_id)  # checked again under the run's lock
+    except RunRefused as exc:
+        _err(str(exc))
         return EXIT_USAGE
     try:
         preset = load_run_preset(paths, run_id)

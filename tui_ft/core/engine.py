@@ -49,7 +49,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from chgnet.model import CHGNet  # noqa: E402
 
-from tui_ft.core.atomic import atomic_write, atomic_write_text  # noqa: E402
+from tui_ft.core.atomic import atomic_write, atomic_write_text, deferred_signals  # noqa: E402
 from tui_ft.core.data import GraphCache, resolve_source  # noqa: E402
 from tui_ft.core.events import (  # noqa: E402
     CheckpointSaved,
@@ -62,14 +62,20 @@ from tui_ft.core.events import (  # noqa: E402
     RunFinished,
     RunInterrupted,
     RunStarted,
+    event_from_dict,
+    read_events,
 )
 from tui_ft.core.library import (  # noqa: E402
     CheckpointMeta,
+    CheckpointWriteError,
     Library,
+    build_model,
     load_checkpoint,
     package_versions,
+    read_checkpoint_meta,
     save_checkpoint,
 )
+from tui_ft.core.locks import LockHeld, RunLock  # noqa: E402
 from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch  # noqa: E402
 from tui_ft.core.paths import Paths  # noqa: E402
 from tui_ft.core.presets import Preset, dump_preset, load_preset  # noqa: E402
@@ -103,6 +109,11 @@ class TrainingFailed(Exception):
 
 class Interrupted(Exception):
     pass
+
+
+class RunRefused(Exception):
+    """A run that must not start (nothing is written): its lock is held by a live
+    process, or a resume of a finished run or of a run without last.pt."""
 
 
 @dataclass
@@ -165,11 +176,10 @@ def load_pretrained(version: str):
         return CHGNet.load(model_name=version, use_device="cpu", verbose=False)
 
 
-def model_from_payload(payload: dict[str, Any]):
-    with _quiet_stdout():
-        model = CHGNet(**payload["model_args"])
-    model.load_state_dict(payload["model_state"])
-    return model
+def model_from_payload(payload: dict[str, Any], where: str = "checkpoint"):
+    """The model of a loaded checkpoint, its model_args and weights checked first
+    (:func:`tui_ft.core.library.build_model`; raises CheckpointError)."""
+    return build_model(payload, where)
 
 
 def backbone_hash(model) -> str:
@@ -526,6 +536,8 @@ class Trainer:
         self.scheduler = None
         self.data_sha = ""
         self._last_saved_epoch = -1
+        self._recorded_epochs: set[int] = set()  # epoch_end lines already in events.jsonl (resume)
+        self._finished: RunResult | None = None  # set once run_finished is written
         self.forward: HeadForward | FullForward | None = None
         self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
@@ -573,8 +585,10 @@ class Trainer:
         try:
             return self._run(t0)
         except (KeyboardInterrupt, Interrupted):
+            if self._finished is not None:  # the signal came after run_finished was written: the run is done
+                return self._finished
             self._save_last_on_interrupt()
-            self.emit(RunInterrupted(rid, epoch=self.epoch, message="interrupted by the user; last.pt saved"))
+            self.emit(RunInterrupted(rid, epoch=self.epoch, message=f"interrupted by the user; {self._last_on_disk()}"))
             return RunResult(rid, "interrupted", None, self._best_or_none(), self.best_epoch, self.history)
         except TrainingFailed as exc:
             self.emit(RunFailed(rid, message=str(exc), epoch=self.epoch))
@@ -653,7 +667,8 @@ class Trainer:
         resume_payload = None
         if self.ctx.resume:
             resume_payload = load_checkpoint(self.ckpt_dir / "last.pt")
-            model = model_from_payload(resume_payload)
+            model = model_from_payload(resume_payload, str(self.ckpt_dir / "last.pt"))
+            self._recover_epoch_end(resume_payload)
             self.parent = (CheckpointMeta.from_dict(resume_payload["meta"]) or CheckpointMeta()).parent
         else:
             init = self.ctx.init_override or p.model.init
@@ -750,8 +765,32 @@ class Trainer:
         if self.scheduler is not None and payload.get("scheduler_state") is not None:
             self.scheduler.load_state_dict(payload["scheduler_state"])
         self._bad_epochs = int(ts.get("bad_epochs", 0))
+        # epochs after last.pt's that events.jsonl already records (a kill between the best
+        # and the last save): they are trained again, but their epoch_end is not repeated
+        self._recorded_epochs = {e for e in self._logged_epochs() if e > self.epoch}
         self.say(f"resuming after epoch {self.epoch} (best val MAE {self.best_val:.4f} at epoch {self.best_epoch})")
         return self.epoch + 1
+
+    def _logged_epochs(self) -> set[int]:
+        return {
+            ev.epoch for ev in read_events(self.log_dir / "events.jsonl")
+            if isinstance(ev, EpochEnd) and isinstance(ev.epoch, int)
+        }
+
+    def _recover_epoch_end(self, payload: dict[str, Any]) -> None:
+        """A process killed after last.pt was saved but before the epoch's epoch_end line:
+        write the line kept in last.pt, as the last event of that process (before this
+        run_started), so every epoch is logged exactly once."""
+        ts = payload.get("train_state")
+        lost = ts.get("epoch_end") if isinstance(ts, dict) else None
+        if not isinstance(lost, dict):
+            return
+        try:
+            ev = event_from_dict(lost)
+        except (ValueError, TypeError):
+            return
+        if isinstance(ev, EpochEnd) and ev.epoch not in self._logged_epochs():
+            self.emit(ev)
 
     def _start(self) -> int:
         """AtomRef refit, optimizer, and epoch 0 (validation before any update); returns 1."""
@@ -793,21 +832,26 @@ class Trainer:
             w.writerow(["id", "true", "pred"])
             for r, pv in zip(test_idx.tolist(), preds.tolist()):
                 w.writerow([self.ds.ids[r], f"{float(self.ds.targets[r]):.6f}", f"{pv:.6f}"])
-        for kind in ("best", "last"):
-            f = self.ckpt_dir / f"{kind}.pt"
-            if f.is_file():
-                pl = best_payload if kind == "best" else load_checkpoint(f)
-                meta = CheckpointMeta.from_dict(pl["meta"]) or CheckpointMeta()
-                pl["meta"] = replace(meta, test_mae=test_mae, finished=True, status="finished").to_dict()
-                save_checkpoint(f, pl)
-        self.emit(
-            RunFinished(
-                self.ctx.run_id, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
-                seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
-                stopped_early=stopped_early,
+        last_payload = load_checkpoint(self.ckpt_dir / "last.pt") if (self.ckpt_dir / "last.pt").is_file() else None
+        result = RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
+        # marking both checkpoints finished and writing run_finished is one step: a
+        # Ctrl-C / SIGTERM during it is held until run_finished is written, and then
+        # the run has finished (run() returns it as such)
+        with deferred_signals():
+            for kind, pl in (("best", best_payload), ("last", last_payload)):
+                if pl is not None:
+                    meta = CheckpointMeta.from_dict(pl["meta"]) or CheckpointMeta()
+                    pl["meta"] = replace(meta, test_mae=test_mae, finished=True, status="finished").to_dict()
+                    self._write_checkpoint(self.ckpt_dir / f"{kind}.pt", pl)
+            self.emit(
+                RunFinished(
+                    self.ctx.run_id, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
+                    seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
+                    stopped_early=stopped_early,
+                )
             )
-        )
-        return RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
+            self._finished = result
+        return result
 
     # -- AtomRef
     def _refit_atomref(self) -> None:
@@ -903,7 +947,7 @@ class Trainer:
             if not torch.isfinite(loss):  # checked before the step: the weights stay those of the last good batch
                 raise TrainingFailed(
                     f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
-                    f"(try a smaller optim.lr); the best checkpoint (epoch {self.best_epoch}) is kept"
+                    f"(try a smaller optim.lr); {self._kept()}"
                 )
             self.optimizer.step()
             abs_err += float((pred.detach() - target).abs().sum())
@@ -927,8 +971,7 @@ class Trainer:
         mae = float((preds - self.y[getattr(self.splits, part)]).abs().mean())
         if not math.isfinite(mae):
             raise TrainingFailed(
-                f"{part} MAE became {mae} at epoch {self.epoch}: training diverged; "
-                f"the best checkpoint (epoch {self.best_epoch}) is kept"
+                f"{part} MAE became {mae} at epoch {self.epoch}: training diverged; {self._kept()}"
             )
         return mae
 
@@ -946,10 +989,16 @@ class Trainer:
             best_val_mae=self.best_val, best_epoch=self.best_epoch, n_structures=n,
         )
         self.history.append(ev)
-        self.emit(ev)
-        if improved:
-            self._save("best", epoch, val)
-        self._save("last", epoch, val)
+        # epoch_end is written once both checkpoints of the epoch are: an epoch in events.jsonl
+        # always has its last.pt, so a resume never trains (and logs) an epoch_end twice
+        with deferred_signals():  # Ctrl-C / SIGTERM wait for the epoch's line
+            if improved:
+                self._save("best", epoch, val)
+            self._save("last", epoch, val, epoch_end=ev)
+            if epoch in self._recorded_epochs:  # already in events.jsonl from before a kill (resume)
+                self._recorded_epochs.discard(epoch)
+            else:
+                self.emit(ev)
         pat = self.p.train.patience
         return bool(pat) and epoch > 0 and self._bad_epochs >= pat
 
@@ -977,7 +1026,7 @@ class Trainer:
             stage=self.ctx.stage,
         )
 
-    def _save(self, kind: str, epoch: int, val: float) -> None:
+    def _save(self, kind: str, epoch: int, val: float, epoch_end: EpochEnd | None = None) -> None:
         payload: dict[str, Any] = {
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "model_args": dict(self.model.model_args),
@@ -990,11 +1039,34 @@ class Trainer:
                 "best_val": self.best_val,
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self._bad_epochs,
+                "epoch_end": epoch_end.to_dict() if epoch_end is not None else None,  # re-emitted by a resume if lost
             }
             self._last_saved_epoch = epoch
         path = self.ckpt_dir / f"{kind}.pt"
-        save_checkpoint(path, payload)
+        self._write_checkpoint(path, payload)
         self.emit(CheckpointSaved(self.ctx.run_id, kind=kind, path=str(path), epoch=epoch, val_mae=val))
+
+    def _write_checkpoint(self, path: Path, payload: dict[str, Any]) -> None:
+        """save_checkpoint; a failed write (disk full) ends the run with its one-line reason."""
+        try:
+            save_checkpoint(path, payload)
+        except CheckpointWriteError as exc:
+            raise TrainingFailed(str(exc)) from None
+
+    def _kept(self) -> str:
+        """What a failed run leaves to use, as it is on disk."""
+        if self.best_epoch >= 0 and (self.ckpt_dir / "best.pt").is_file():
+            return f"the best checkpoint (epoch {self.best_epoch}) is kept"
+        return "no checkpoint was saved"
+
+    def _last_on_disk(self) -> str:
+        """What an interrupted run leaves to resume from, as it is on disk."""
+        last = self.ckpt_dir / "last.pt"
+        if not last.is_file():
+            return "no checkpoint was saved (nothing to resume)"
+        meta, _ = read_checkpoint_meta(last)
+        epoch = meta.epoch if meta is not None else None
+        return f"last.pt (epoch {epoch}) saved" if epoch is not None else "last.pt saved"
 
     def _save_last_on_interrupt(self) -> None:
         """Ctrl-C: last.pt already holds the last completed epoch; if none was saved yet,
@@ -1031,14 +1103,39 @@ def run_training(
     """Run one preset. Every event is appended to ``logs/<run_id>/events.jsonl`` and,
     if given, passed to ``emit`` (the front end's display)."""
     paths = paths or Paths.default()
-    if not resume:
-        write_run_files(paths, run_id, preset)
-    with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as writer:
-        ctx = RunContext(
-            preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume,
-            init_override=init_override, on_batch=on_batch,
-        )
-        return Trainer(ctx).run()
+    lock = RunLock(run_id, paths)  # raises UnsafeName for a run id that is not one safe path component
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        raise RunRefused(f"run {run_id}: {exc}; not started") from None
+    try:
+        if resume:
+            check_resumable(paths, run_id)
+        else:
+            write_run_files(paths, run_id, preset)
+        with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as writer:
+            ctx = RunContext(
+                preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume,
+                init_override=init_override, on_batch=on_batch,
+            )
+            return Trainer(ctx).run()
+    finally:
+        lock.release()
+
+
+def check_resumable(paths: Paths, run_id: str) -> None:
+    """Raise :class:`RunRefused` unless run ``run_id`` can be resumed: its last.pt exists
+    and the run has not finished (no run_finished event, last.pt not marked finished)."""
+    last = paths.run_ckpt_dir(run_id) / "last.pt"
+    if not last.is_file():
+        raise RunRefused(f"{last}: no last checkpoint for run {run_id!r}; nothing to resume")
+    meta, _ = read_checkpoint_meta(last)
+    done = meta is not None and (meta.finished is True or meta.status == "finished")
+    if not done:
+        events = read_events(paths.run_log_dir(run_id) / "events.jsonl")
+        done = any(isinstance(ev, RunFinished) for ev in events)
+    if done:
+        raise RunRefused(f"run {run_id} has already finished; nothing to resume (start a new run from {run_id}@best)")
 
 
 def load_run_preset(paths: Paths, run_id: str) -> Preset:

@@ -30,7 +30,6 @@ This module does not import torch or textual at import time.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
+from tui_ft.core.locks import LOCK_NAME, LockHeld, ProcessLock, process_start_time
 from tui_ft.core.paths import Paths
 from tui_ft.core.plans import PREVIOUS, Plan, Stage, _with_changes
 
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 STATE_FORMAT = "tui-ft-plan-state/1"
-LOCK_NAME = "lock"
-_UNWRITTEN_LOCK_GRACE_S = 10.0  # an empty/unreadable lock younger than this is being written, so held
 
 
 # --------------------------------------------------------------------------- state
@@ -155,7 +153,7 @@ _STATE_ADAPTER = TypeAdapter(PlanState)
 
 def state_path(plan_name: str, paths: Paths | None = None) -> Path:
     paths = paths or Paths.default()
-    return paths.logs / ".plans" / plan_name / "state.json"
+    return paths.plan_dir(plan_name) / "state.json"
 
 
 def load_state(plan_name: str, paths: Paths | None = None) -> PlanState | None:
@@ -224,146 +222,20 @@ def _metrics(result) -> dict[str, float | None]:
 # --------------------------------------------------------------------------- lock
 
 
-class PlanLocked(RuntimeError):
-    """Another live process holds the plan's lock."""
-
-    def __init__(self, message: str, pid: int | None = None):
-        super().__init__(message)
-        self.pid = pid
+PlanLocked = LockHeld  # another live process holds the plan's lock
 
 
 def lock_path(plan_name: str, paths: Paths | None = None) -> Path:
     return state_path(plan_name, paths).with_name(LOCK_NAME)
 
 
-def process_start_time(pid: int) -> str | None:
-    """When process ``pid`` started, as a token that differs between two processes
-    that had the same pid: field 22 of ``/proc/<pid>/stat`` (clock ticks after boot),
-    else psutil's ``create_time`` when psutil is installed; None when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
-        return f"proc:{fields[19]}"
-    except (OSError, IndexError):
-        pass
-    try:
-        import psutil  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        return f"psutil:{psutil.Process(pid).create_time():.6f}"
-    except Exception:  # noqa: BLE001 - no such process, access denied, ...
-        return None
-
-
-class PlanLock:
-    """``logs/.plans/<name>/lock``: taken atomically (``O_CREAT | O_EXCL``), holding
-    ``{"pid", "start", "created"}``. Use as a context manager; :meth:`acquire` raises
+class PlanLock(ProcessLock):
+    """``logs/.plans/<name>/lock``: a :class:`~tui_ft.core.locks.ProcessLock` (taken
+    atomically, holding ``{"pid", "start", "created"}``); :meth:`acquire` raises
     :class:`PlanLocked` while another live process holds it."""
 
     def __init__(self, plan_name: str, paths: Paths | None = None):
-        self.path = lock_path(plan_name, paths)
-        self._mine: bytes | None = None
-
-    def acquire(self) -> PlanLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = os.getpid()
-        body = json.dumps({"pid": me, "start": process_start_time(me), "created": time.time()}).encode()
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                seen = self._read()
-                if seen is None:
-                    continue  # released between our create and our read: try again
-                why_stale = self._stale(seen)
-                if why_stale is None:
-                    pid = self._pid(seen)
-                    who = f"process {pid}" if pid else "another process"
-                    raise PlanLocked(f"already running in {who} (lock {self.path})", pid) from None
-                self._break(seen)
-                continue
-            try:
-                os.write(fd, body)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._mine = body
-            return self
-        raise PlanLocked(f"could not take the lock {self.path}: other processes keep taking it")
-
-    def release(self) -> None:
-        """Remove the lock if it is still ours."""
-        if self._mine is not None and self._read() == self._mine:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-        self._mine = None
-
-    def __enter__(self) -> PlanLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    # -- helpers
-
-    def _read(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    @staticmethod
-    def _parse(raw: bytes) -> dict[str, Any] | None:
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(obj, dict) or not isinstance(obj.get("pid"), int) or isinstance(obj.get("pid"), bool):
-            return None
-        return obj
-
-    def _pid(self, raw: bytes) -> int | None:
-        obj = self._parse(raw)
-        return obj["pid"] if obj else None
-
-    def _stale(self, raw: bytes) -> str | None:
-        """Why the lock with content ``raw`` is stale; None when its owner is alive."""
-        from tui_ft.core.runs import pid_alive
-
-        obj = self._parse(raw)
-        if obj is None:
-            try:
-                age = time.time() - self.path.stat().st_mtime
-            except FileNotFoundError:
-                return "gone"
-            return "unreadable" if age > _UNWRITTEN_LOCK_GRACE_S else None
-        pid = obj["pid"]
-        if not pid_alive(pid):
-            return f"process {pid} is gone"
-        start, now = obj.get("start"), process_start_time(pid)
-        if isinstance(start, str) and now is not None and start != now:
-            return f"pid {pid} now belongs to another process"
-        return None
-
-    def _break(self, seen: bytes) -> None:
-        """Remove the stale lock whose content is ``seen``, and only that one: it is
-        renamed aside first, and put back if another process had already replaced it."""
-        aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return  # another process broke it first
-        try:
-            if aside.read_bytes() != seen:  # a fresh lock, taken after we read the stale one
-                try:
-                    os.link(aside, self.path)
-                except FileExistsError:
-                    pass
-        finally:
-            aside.unlink(missing_ok=True)
+        super().__init__(lock_path(plan_name, paths))
 
 
 # --------------------------------------------------------------------------- running

@@ -91,8 +91,7 @@ __all__ = [
 
 DEMO_TARGET = "e_form"  # the only target column of the demo data
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
-NAME_MAX = 64
-_NAME_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
+from tui_ft.core.paths import NAME_MAX, check_component  # noqa: E402 - the one rule for names
 _REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _CUDA_N = re.compile(r"cuda:(0|[1-9][0-9]{0,3})")
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -186,22 +185,9 @@ def _has_control(s: str) -> bool:
 def check_name(v: Any) -> str:
     """Validate a run/preset name: 1..64 of [A-Za-z0-9_.-], no leading '.'/'-', no '..'.
 
+    The same rule as every id that becomes a path (:func:`tui_ft.core.paths.check_component`).
     Raises ``ValueError`` with the message for the error line."""
-    if not isinstance(v, str):
-        raise ValueError(f"expected a string, got {show_value(v)}")
-    if not v:
-        raise ValueError("must not be empty")
-    if _has_control(v):
-        raise ValueError(f"must not contain control characters, got {show_value(v)}")
-    if len(v) > NAME_MAX:
-        raise ValueError(f"must be at most {NAME_MAX} characters, got {len(v)}")
-    if not _NAME_CHARS.fullmatch(v):
-        raise ValueError(f'may only contain letters, digits, "_", "." and "-", got {show_value(v)}')
-    if v[0] in ".-":
-        raise ValueError(f'must not start with "." or "-", got {show_value(v)}')
-    if ".." in v:
-        raise ValueError(f'must not contain "..", got {show_value(v)}')
-    return v
+    return check_component(v, NAME_MAX)
 
 
 def _source(v: str) -> str:

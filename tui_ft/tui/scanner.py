@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_ft.core.library import CheckpointInfo, Library
-from tui_ft.core.paths import Paths
+from tui_ft.core.paths import Paths, is_safe_component
 from tui_ft.core.presets import Preset, PresetError, is_plan_text, load_preset
 from tui_ft.core.events import Event, read_events
 from tui_ft.core.runs import RunSummary, summarize
@@ -165,7 +165,8 @@ def library_signature(paths: Paths) -> tuple:
 
 def run_dirs(paths: Paths) -> list[str]:
     try:
-        return sorted(d.name for d in os.scandir(paths.logs) if d.is_dir() and not d.name.startswith("."))
+        # only folders whose name is a valid run id (Paths.run_log_dir refuses the others)
+        return sorted(d.name for d in os.scandir(paths.logs) if d.is_dir() and is_safe_component(d.name))
     except OSError:
         return []
 
