@@ -375,6 +375,25 @@ class HeadForward:
         return head_forward(self.model, x, o, n, c, with_comp=False).cpu()
 
 
+def model_energy(model, graphs: Sequence[Any], precision: Precision = FP32):
+    """``model(graphs, task="e")["e"]``; under mixed precision the graph geometry (bond
+    vectors and lengths, basis expansions, AtomRef) stays in float32 and only the
+    network runs under autocast: bf16 coordinates put atoms on top of each other and
+    the run diverges at once. Follows chgnet 0.4's ``CHGNet.forward`` for task "e"."""
+    if not precision.mixed:
+        return model(graphs, task="e")["e"]
+    from chgnet.model.model import BatchedGraph
+
+    comp = 0 if model.composition_model is None else model.composition_model(graphs)
+    batched = BatchedGraph.from_graphs(
+        graphs, bond_basis_expansion=model.bond_basis_expansion,
+        angle_basis_expansion=model.angle_basis_expansion, compute_stress=False,
+    )
+    with precision.autocast():
+        out = model._compute(batched, compute_force=False, compute_stress=False, compute_magmom=False)
+    return out["e"].float() + comp
+
+
 class FullForward:
     """The whole model on crystal graphs; with ``dp`` each batch is split across
     CPU worker threads (tui_ft.core.parallel), which also does the backward pass."""
@@ -388,9 +407,8 @@ class FullForward:
         """Forward and backward of one training batch; returns ``(pred, loss)``."""
         if self.dp is not None:  # the batch's gradient ends on the master model
             return self.dp.train_step([self.graphs[r] for r in rows], target, loss_fn)
-        with self.precision.autocast():
-            pred = self.model([graph_to_device(self.graphs[r], self.device) for r in rows], task="e")["e"].float()
-            loss = loss_fn(pred, target)
+        pred = model_energy(self.model, [graph_to_device(self.graphs[r], self.device) for r in rows], self.precision)
+        loss = loss_fn(pred, target)
         optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss)
         return pred, loss
@@ -405,9 +423,8 @@ class FullForward:
             if self.dp is not None:
                 out.append(self.dp.predict(chunk))
             else:
-                with self.precision.autocast():
-                    pred = self.model([graph_to_device(g, self.device) for g in chunk], task="e")["e"]
-                out.append(pred.detach().float().cpu())
+                pred = model_energy(self.model, [graph_to_device(g, self.device) for g in chunk], self.precision)
+                out.append(pred.detach().cpu())
         return out
 
     def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
