@@ -151,13 +151,12 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False) -> int
     loaded = load_and_check(path)
     if loaded is None:
         return EXIT_USAGE
-    from tui_ft.core.distributed import launched_by_torchrun
     from tui_ft.core.presets import Preset
 
     _install_sigterm()
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
-    if launched_by_torchrun():
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):  # torchrun (no torch import here)
         _err(f"{path}: a plan cannot run under torchrun (DDP runs one preset); run its stages' presets one by one")
         return EXIT_USAGE
     from tui_ft.core.plan_runner import run_plan
