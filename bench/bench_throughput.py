@@ -81,6 +81,8 @@ from common import (  # noqa: E402
 )
 
 LR = {"head": 1e-3, "full": 1e-4}
+# A and B on a GPU (bench/gpu_check.sh): TUI_FT_BENCH_DEVICE=cuda:0 (use --no-model: C stays on the CPU)
+DEVICE = os.environ.get("TUI_FT_BENCH_DEVICE", "cpu")
 HEAD_MODULES = ("readout_norm", "mlp", "composition_model")
 
 
@@ -165,7 +167,7 @@ def tuift_worker(conn, mode: str, n: int, rounds: int, data: str, cache: str, vf
             "optim.lr": LR[mode],
             "train.epochs": rounds,
             "train.batch_size": 8,
-            "train.device": "cpu",
+            "train.device": DEVICE,
             "train.seed": 0,
         },
         Path(data),
@@ -220,7 +222,7 @@ def chgnet_worker(conn, mode: str, n: int, rounds: int, data: str, vf: float, ma
     ds = load_matbench(data)
     quiet = contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 - chgnet prints a lot
     with quiet:
-        model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
+        model = CHGNet.load(model_name="0.3.0", use_device=DEVICE, verbose=False)
 
         def make(rows):
             return StructureData(
@@ -236,7 +238,7 @@ def chgnet_worker(conn, mode: str, n: int, rounds: int, data: str, vf: float, ma
         val_loader = DataLoader(val_ds, batch_size=8, shuffle=False, collate_fn=collate_graphs)
         trainer = Trainer(
             model, targets="e", optimizer="Adam", scheduler="CosLR", criterion="MSE", epochs=rounds + 1,
-            learning_rate=LR[mode], use_device="cpu", torch_seed=0, print_freq=10**9,
+            learning_rate=LR[mode], use_device=DEVICE, torch_seed=0, print_freq=10**9,
         )
         for name, prm in model.named_parameters():
             prm.requires_grad = mode == "full" or name.split(".")[0] in HEAD_MODULES

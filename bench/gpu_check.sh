@@ -6,10 +6,9 @@
 # 1. what the machine has (nvidia-smi, torch's view of CUDA);
 # 2. the tests that need CUDA (pytest marker `cuda`; skipped on machines without one);
 # 3. `tui-ft matbench` on the demo data with one fold per GPU (--gpus), wall time;
-# 4. head/full epoch throughput against chgnet's Trainer on the GPU (bench/bench_throughput.py, when it
-#    takes --device; until then it says so);
-# 5. bf16 vs fp32: speed and test MAE of one head and one full run on the data file (when presets
-#    have train.precision; until then it says so).
+# 4. one DDP run across the GPUs (torchrun, nccl) against one GPU, when there are two or more;
+# 5. fp32 / bf16 / fp16 speed, MAE and peak memory (bench/bench_precision.py);
+# 6. head/full epoch throughput against chgnet's Trainer on the GPU (bench/bench_throughput.py).
 #
 # Everything runs in a scratch project (TUI_FT_HOME) under $OUT or /tmp, so the library is not touched.
 # Prints a summary block to paste into BENCHMARKS.md. Each step is bounded by `timeout`.
@@ -53,50 +52,25 @@ T0=$SECONDS
 ( cd "$TUI_FT_HOME" && timeout 900 $PY -m tui_ft matbench presets/demo_gpu.toml --folds 0-4 --gpus "$GPUS" --name gpucheck ) 2>&1 | tail -12
 say "matbench demo, 5 folds on GPUs $GPUS: exit ${PIPESTATUS[0]}, wall $((SECONDS - T0)) s"
 
-echo "== 4. epoch throughput vs chgnet's Trainer"
-if grep -q -- '"--device"' bench/bench_throughput.py; then
-    if [ -f "$DATA" ]; then
-        timeout 1200 $PY bench/bench_throughput.py --device cuda --data "$DATA" --n 2000 --rounds 3 2>&1 | tee -a "$SUMMARY" | tail -30
-    else
-        say "throughput: data file $DATA not found"
-    fi
+echo "== 4. DDP (nccl) across the GPUs against one GPU, demo preset"
+if [ "$NGPU" -ge 2 ]; then
+    ( cd "$TUI_FT_HOME" && timeout 900 $PY -m tui_ft --preset presets/demo_gpu.toml --plain --run-id gpu-one \
+      && timeout 900 $PY -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m tui_ft \
+         --preset presets/demo_gpu.toml --plain --run-id gpu-ddp ) 2>&1 | grep -E "test_mae|epoch" | tee -a "$SUMMARY"
 else
-    say "throughput: bench/bench_throughput.py has no --device option yet (GPU readiness work): GPU numbers still open"
+    say "DDP: one GPU only, skipped"
 fi
 
-echo "== 5. bf16 vs fp32"
 if [ ! -f "$DATA" ]; then
-    say "precision: data file $DATA not found"
+    say "data file $DATA not found: throughput and precision skipped"
     exit 0
 fi
-timeout 1800 $PY - "$DATA" <<'EOF' 2>&1 | tee -a "$SUMMARY"
-import subprocess, sys, time
-from pathlib import Path
-from tui_ft.core.events import RunFinished, read_events
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import TrainCfg, load_preset, save_preset
+echo "== 5. precision: fp32 / bf16 / fp16 on cuda:0 (speed, MAE, peak memory)"
+timeout 1800 $PY bench/bench_precision.py --device cuda:0 --n 2000 --data "$DATA" 2>&1 | tee -a "$SUMMARY" | tail -20
 
-if "precision" not in TrainCfg.model_fields:
-    print("precision: presets have no train.precision yet (GPU readiness work): bf16 numbers still open")
-    raise SystemExit(0)
-data = sys.argv[1]
-paths = Paths.default()
-for mode, base in (("head", "head_finetune_freeze.toml"), ("full", "full_finetune.toml")):
-    for prec in ("fp32", "bf16"):
-        p = load_preset(paths.presets / base).with_changes({
-            "run.name": f"gpucheck-{mode}-{prec}", "data.source": data, "data.fraction": 0.5,
-            "train.device": "cuda", "train.precision": prec, "train.epochs": 3, "train.batch_size": 64,
-        })
-        f = paths.presets / f"gpucheck-{mode}-{prec}.toml"
-        save_preset(p, f)
-        t = time.time()
-        r = subprocess.run([sys.executable, "-m", "tui_ft", "--preset", str(f), "--plain"], capture_output=True, text=True)
-        wall = time.time() - t
-        runs = sorted(paths.logs.glob(f"gpucheck-{mode}-{prec}-*"))
-        fin = [e for e in read_events(runs[-1] / "events.jsonl") if isinstance(e, RunFinished)] if runs else []
-        mae = f"{fin[-1].test_mae:.4f}" if fin and fin[-1].test_mae is not None else "n/a"
-        print(f"precision: {mode} {prec}: exit {r.returncode}, wall {wall:.1f} s, test MAE {mae}")
-EOF
+echo "== 6. epoch throughput on cuda:0: tui-ft's engine against chgnet's Trainer (head and full)"
+TUI_FT_BENCH_DEVICE=cuda:0 timeout 1800 $PY bench/bench_throughput.py --modes head,full --n 2000 --rounds 3 --no-model \
+    --data "$DATA" 2>&1 | tee -a "$SUMMARY" | tail -30
 
 echo
 echo "== summary (for BENCHMARKS.md)"

@@ -55,6 +55,20 @@ def pytest_configure(config):
     config.stash[_REPORT] = collections.Counter()
 
 
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA device."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in cuda_items:
+        item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
     counts = config.stash.get(_REPORT, None)
     if counts:

@@ -359,6 +359,9 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
         return EXIT_USAGE
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):  # torchrun (no torch import here)
+        _err(f"{path}: a plan cannot run under torchrun (DDP runs one preset); run its stages' presets one by one")
+        return EXIT_USAGE
     from tui_ft.core.plan_runner import run_plan
 
     printer = make_printer(plain)
@@ -380,14 +383,20 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
     from tui_ft.core.runs import new_run_id
 
     import tui_ft.core.engine  # noqa: F401 - the slow import (torch, chgnet) before the run folder exists
+    from tui_ft.core import distributed
 
+    try:  # under torchrun: join the process group (DDP); one process otherwise
+        dist = distributed.setup(preset)
+    except ValueError as exc:
+        _err(f"{preset.path or preset.name}: {exc}")
+        return EXIT_USAGE
     paths = Paths.default()
-    if run_id is None:
-        run_id = new_run_id(preset.name, paths)
-    else:
+    if run_id is None:  # DDP: rank 0 allocates the id, the others take it
+        run_id = dist.broadcast(new_run_id(preset.name, paths) if dist.writer else None)
+    elif dist.writer:
         (paths.logs / run_id).mkdir(parents=True, exist_ok=True)
     _FINISHED.clear()
-    printer = make_printer(plain)
+    printer = make_printer(plain or not dist.writer)
     show = printer.writer_for(run_id)
 
     def emit(ev) -> None:
@@ -402,7 +411,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
 
         try:
             result = run_training(
-                preset, run_id=run_id, paths=paths, emit=emit, resume=resume, on_batch=printer.on_batch
+                preset, run_id=run_id, paths=paths, emit=emit, resume=resume, on_batch=printer.on_batch, dist=dist
             )
         except RunRefused as exc:  # locked by a live process, finished, nothing to resume: nothing written
             _err(str(exc))
@@ -412,6 +421,8 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
                 return EXIT_OK
             from tui_ft.core.events import EventWriter, RunInterrupted
 
+            if not dist.writer:
+                return EXIT_INTERRUPTED
             with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as w:
                 w.emit(RunInterrupted(run_id, message="interrupted before training started"))
             return EXIT_INTERRUPTED
@@ -421,6 +432,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
             return EXIT_FAILED
     finally:
         printer.close()
+        dist.close()
     return _exit_for(result.status)
 
 

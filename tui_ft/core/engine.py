@@ -51,6 +51,7 @@ from chgnet.model import CHGNet  # noqa: E402
 
 from tui_ft.core.atomic import atomic_write, atomic_write_text, deferred_signals  # noqa: E402
 from tui_ft.core.data import GraphCache, resolve_source  # noqa: E402
+from tui_ft.core.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.events import (  # noqa: E402
     CheckpointSaved,
     EpochEnd,
@@ -78,6 +79,7 @@ from tui_ft.core.library import (  # noqa: E402
 from tui_ft.core.locks import LockHeld, RunLock  # noqa: E402
 from tui_ft.core.parallel import CpuDataParallel, plan_workers, split_batch  # noqa: E402
 from tui_ft.core.paths import Paths  # noqa: E402
+from tui_ft.core.precision import FP32, Precision, graph_to_device, is_cuda, to_device  # noqa: E402
 from tui_ft.core.presets import Preset, dump_preset, load_preset  # noqa: E402
 from tui_ft.core.sources import load_training_data, make_source_splits  # noqa: E402
 from tui_ft.core.sources import summary as source_summary  # noqa: E402
@@ -131,11 +133,24 @@ class RunResult:
 
 
 def pick_device(name: str) -> str:
+    """``train.device`` checked against this machine: "auto", "cpu", "cuda" or "cuda:N"."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingFailed("train.device = 'cuda' but no CUDA device is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingFailed(f"train.device = {name!r} but no CUDA device is available")
+        _, _, index = name.partition(":")
+        n = torch.cuda.device_count()
+        if index and int(index) >= n:
+            raise TrainingFailed(
+                f"train.device = {name!r} but this machine has {n} CUDA device(s): cuda:0 .. cuda:{n - 1}"
+            )
     return name
+
+
+def feature_batch_size(batch_size: int, device: str) -> int:
+    """Structures per forward pass of the frozen-feature extraction (no gradients: larger on a GPU)."""
+    return max(batch_size, 256 if is_cuda(device) else 32)
 
 
 def configure_cpu(device: str) -> None:
@@ -228,10 +243,10 @@ class FeatureSet:
         xs = [self.feats[i] for i in idx]
         owners = torch.repeat_interleave(torch.arange(len(xs)), torch.tensor([x.shape[0] for x in xs]))
         return (
-            torch.cat(xs).to(device),
-            owners.to(device),
-            self.n_atoms[list(idx)].to(device),
-            self.comp[list(idx)].to(device),
+            to_device(torch.cat(xs), device),
+            to_device(owners, device),
+            to_device(self.n_atoms[list(idx)], device),
+            to_device(self.comp[list(idx)], device),
         )
 
 
@@ -243,7 +258,7 @@ def head_forward(model, x, owners, n_atoms, comp, *, with_comp: bool = True):
     """The readout of CHGNet (mlp_first, intensive) applied to cached atom features."""
     if model.readout_norm is not None:
         x = model.readout_norm(x)
-    site = model.mlp(x).view(-1)
+    site = model.mlp(x).view(-1).float()  # per-structure sums in float32 (also under autocast)
     e = torch.zeros(n_atoms.shape[0], dtype=site.dtype, device=site.device).index_add(0, owners, site)
     e = e / n_atoms
     if with_comp and model.composition_model is not None:
@@ -354,7 +369,7 @@ def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str,
         model.eval()
         with torch.no_grad():
             for i in range(0, len(graphs), batch_size):
-                chunk = [g.to(device) for g in graphs[i : i + batch_size]]
+                chunk = [graph_to_device(g, device) for g in graphs[i : i + batch_size]]
                 captured.clear()
                 model(chunk, task="e")
                 sizes = [int(g.atomic_number.shape[0]) for g in chunk]
@@ -400,7 +415,7 @@ class FeatureCache:
             for i in range(0, total, FEATURE_BLOCK):
                 block = missing[i : i + FEATURE_BLOCK]
                 feats = extract_features(
-                    model, [graphs[r] for r in block], max(batch_size, 32), device, workers, threads, tick
+                    model, [graphs[r] for r in block], feature_batch_size(batch_size, device), device, workers, threads, tick
                 )
                 for r, f in zip(block, feats):
                     store[str(r)] = f
@@ -413,12 +428,10 @@ class FeatureCache:
 # ---------------------------------------------------------------- one forward object per mode
 
 
-def _backward(pred, target, loss_fn, optimizer):
-    """The loss of one batch and its backward pass (the step itself comes after the NaN check)."""
-    loss = loss_fn(pred, target)
+def _backward(loss, optimizer, precision) -> None:
+    """The backward pass of one batch's loss (the optimizer step itself comes after the NaN check)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    return pred, loss
+    precision.backward(loss)
 
 
 class HeadForward:
@@ -428,23 +441,31 @@ class HeadForward:
     batch is addressed by positions in the split.
     """
 
+    precision: Precision = FP32  # the run's autocast (train.precision)
+
     def __init__(self, model, fsets: dict[str, FeatureSet], device: str):
         self.model, self.fsets, self.device = model, fsets, device
 
     def train_step(self, positions: list[int], rows: list[int], target, loss_fn, optimizer):
         """Forward and backward of one training batch; returns ``(pred, loss)``."""
-        pred = head_forward(self.model, *self.fsets["train"].batch(positions, self.device))
-        return _backward(pred, target, loss_fn, optimizer)
+        with self.precision.autocast():
+            pred = head_forward(self.model, *self.fsets["train"].batch(positions, self.device))
+            loss = loss_fn(pred, target)
+        _backward(loss, optimizer, self.precision)
+        return pred, loss
 
-    def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
-        """Predictions (on the CPU) for the split ``part``, in split order; call under no_grad.
-        ``progress(done, total)`` after each batch."""
+    def predict(self, part: str, rows: Sequence[int], batch_size: int, positions: Sequence[int] | None = None,
+                progress=None):
+        """Predictions (on the CPU) for the split ``part`` (or its ``positions``), in order; call under
+        no_grad. ``progress(done, total)`` after each batch."""
         fs = self.fsets[part]
+        pos = list(range(len(rows))) if positions is None else list(positions)
         out = []
-        for i in range(0, len(rows), batch_size):
-            out.append(head_forward(self.model, *fs.batch(list(range(i, min(i + batch_size, len(rows)))), self.device)).cpu())
-            if progress is not None:
-                progress(min(i + batch_size, len(rows)), len(rows))
+        with self.precision.autocast():
+            for i in range(0, len(pos), batch_size):
+                out.append(head_forward(self.model, *fs.batch(pos[i : i + batch_size], self.device)).cpu())
+                if progress is not None:
+                    progress(min(i + batch_size, len(pos)), len(pos))
         return out
 
     def energy_without_atomref(self, rows: Sequence[int], batch_size: int):
@@ -453,9 +474,30 @@ class HeadForward:
         return head_forward(self.model, x, o, n, c, with_comp=False).cpu()
 
 
+def model_energy(model, graphs: Sequence[Any], precision: Precision = FP32):
+    """``model(graphs, task="e")["e"]``; under mixed precision the graph geometry (bond
+    vectors and lengths, basis expansions, AtomRef) stays in float32 and only the
+    network runs under autocast: bf16 coordinates put atoms on top of each other and
+    the run diverges at once. Follows chgnet 0.4's ``CHGNet.forward`` for task "e"."""
+    if not precision.mixed:
+        return model(graphs, task="e")["e"]
+    from chgnet.model.model import BatchedGraph
+
+    comp = 0 if model.composition_model is None else model.composition_model(graphs)
+    batched = BatchedGraph.from_graphs(
+        graphs, bond_basis_expansion=model.bond_basis_expansion,
+        angle_basis_expansion=model.angle_basis_expansion, compute_stress=False,
+    )
+    with precision.autocast():
+        out = model._compute(batched, compute_force=False, compute_stress=False, compute_magmom=False)
+    return out["e"].float() + comp
+
+
 class FullForward:
     """The whole model on crystal graphs; with ``dp`` each batch is split across
     CPU worker threads (tui_ft.core.parallel), which also does the backward pass."""
+
+    precision: Precision = FP32  # the run's autocast (train.precision); CPU threads (dp) only with fp32
 
     def __init__(self, model, graphs: dict[int, Any], device: str, dp: CpuDataParallel | None = None):
         self.model, self.graphs, self.device, self.dp = model, graphs, device, dp
@@ -464,19 +506,25 @@ class FullForward:
         """Forward and backward of one training batch; returns ``(pred, loss)``."""
         if self.dp is not None:  # the batch's gradient ends on the master model
             return self.dp.train_step([self.graphs[r] for r in rows], target, loss_fn)
-        pred = self.model([self.graphs[r].to(self.device) for r in rows], task="e")["e"]
-        return _backward(pred, target, loss_fn, optimizer)
+        pred = model_energy(self.model, [graph_to_device(self.graphs[r], self.device) for r in rows], self.precision)
+        loss = loss_fn(pred, target)
+        _backward(loss, optimizer, self.precision)
+        return pred, loss
 
-    def predict(self, part: str, rows: Sequence[int], batch_size: int, progress=None):
-        """Predictions (on the CPU) for ``rows``, in order; call under no_grad.
+    def predict(self, part: str, rows: Sequence[int], batch_size: int, positions: Sequence[int] | None = None,
+                progress=None):
+        """Predictions (on the CPU) for ``rows`` (or ``rows[positions]``), in order; call under no_grad.
         ``progress(done, total)`` after each batch."""
+        if positions is not None:
+            rows = [rows[i] for i in positions]
         out = []
         for i in range(0, len(rows), batch_size):
             chunk = [self.graphs[int(r)] for r in rows[i : i + batch_size]]
             if self.dp is not None:
                 out.append(self.dp.predict(chunk))
             else:
-                out.append(self.model([g.to(self.device) for g in chunk], task="e")["e"].detach().cpu())
+                pred = model_energy(self.model, [graph_to_device(g, self.device) for g in chunk], self.precision)
+                out.append(pred.detach().cpu())
             if progress is not None:
                 progress(min(i + batch_size, len(rows)), len(rows))
         return out
@@ -512,6 +560,7 @@ class RunContext:
     resume: bool = False
     init_override: str | None = None  # a resolved reference that replaces preset.model.init (plans)
     on_batch: Callable[[int, int, int], None] | None = None  # (epoch, structures done, total): live display only
+    dist: Dist = LOCAL  # DDP: this process's rank (tui_ft.core.distributed); one process: LOCAL
 
 
 class Trainer:
@@ -541,6 +590,8 @@ class Trainer:
         self.forward: HeadForward | FullForward | None = None
         self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
+        self.dist = ctx.dist
+        self.precision = FP32
         d = self.p.data
         self.unit = d.unit if d.unit is not None else default_unit(d.target, d.source)
         self.n_held_out = 0  # rows at the end of self.ds from data.test_source
@@ -612,7 +663,7 @@ class Trainer:
         self._load_data()
         self._remove_stale_temp_files()
         resume_payload = self._load_model()
-        failed = self._build_graphs()
+        failed = self.dist.rank0_first(self._build_graphs)  # DDP: rank 0 fills the graph cache
         self._announce(failed)
         self.forward = self._make_forward()
         self._setup_trainable()
@@ -623,8 +674,14 @@ class Trainer:
     # -- the steps of a run, in order
     def _setup_process(self) -> None:
         seed_everything(self.p.train.seed)
-        self.device = pick_device(self.p.train.device)
+        self.device = self.dist.device or pick_device(self.p.train.device)
         configure_cpu(self.device)
+        if is_cuda(self.device):
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            self.precision = Precision(self.p.train.precision, self.device)
+        except ValueError as exc:
+            raise TrainingFailed(str(exc)) from None
 
     def _make_splits(self, exclude: Sequence[int] = ()):
         """The run's splits (sources.make_source_splits): Matbench folds, a seeded random split
@@ -722,13 +779,21 @@ class Trainer:
             workers, threads = plan_workers(p.train.batch_size, device)
         except ValueError as exc:
             raise TrainingFailed(str(exc)) from None
+        if self.dist.active:
+            self.say(self.dist.describe())
         if p.finetune.mode == "head" and supports_feature_head(self.model):
-            return HeadForward(self.model, self._feature_sets(), device)
+            fwd = HeadForward(self.model, self.dist.rank0_first(self._feature_sets), device)
+            fwd.precision = self.precision
+            return fwd
+        if self.dist.active or self.precision.mixed:
+            workers = 1  # one thread per DDP process; autocast does not reach CpuDataParallel's threads
         if workers > 1:
             self.dp = CpuDataParallel(self.model, workers, threads, flush_denormal=device == "cpu")
             self.cpu_workers = workers
             self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
-        return FullForward(self.model, self.graphs, device, self.dp)
+        fwd = FullForward(self.model, self.graphs, device, self.dp)
+        fwd.precision = self.precision
+        return fwd
 
     def _feature_sets(self) -> dict[str, FeatureSet]:
         """The frozen backbone's features of every split, from the cache or computed now."""
@@ -736,6 +801,8 @@ class Trainer:
         fc = FeatureCache(self.paths, backbone_hash(self.model), self.ds.sha256)
         t = time.time()
         fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
+        if self.dist.active or self.precision.mixed:
+            fw, ft = 1, ft
         wanted = [int(r) for r in self.rows if int(r) in graphs]
         feats = fc.get(self.model, wanted, graphs, p.train.batch_size, device, fw, ft, progress=self.progress("features"))
         computed = f"computed the rest in {time.time() - t:.1f}s"
@@ -821,11 +888,14 @@ class Trainer:
 
     def _finish(self, t0: float, stopped_early: bool) -> RunResult:
         """Test MAE of the best weights, test_predictions.csv, both checkpoints marked finished."""
+        self.dist.barrier()  # DDP: rank 0 has written best.pt
         best_payload = load_checkpoint(self.ckpt_dir / "best.pt")
         self.model.load_state_dict(best_payload["model_state"])
         preds = self._predict("test", progress=self.progress("predict"))
         test_idx = self.splits.test
         test_mae = float((preds - self.y[test_idx]).abs().mean()) if len(test_idx) else None
+        if not self.dist.writer:  # DDP: rank 0 writes the predictions and marks the checkpoints
+            return RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
         pred_path = self.log_dir / "test_predictions.csv"
         with open(pred_path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -847,11 +917,17 @@ class Trainer:
                 RunFinished(
                     self.ctx.run_id, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
                     seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
-                    stopped_early=stopped_early,
+                    stopped_early=stopped_early, peak_gpu_mem_mb=self._peak_gpu_mem_mb(),
                 )
             )
             self._finished = result
         return result
+
+    def _peak_gpu_mem_mb(self) -> float | None:
+        """Peak memory torch allocated on this run's GPU (None off CUDA)."""
+        if not is_cuda(self.device):
+            return None
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
 
     # -- AtomRef
     def _refit_atomref(self) -> None:
@@ -940,26 +1016,42 @@ class Trainer:
         bs = p.train.batch_size
         self.model.train()
         abs_err, n = 0.0, 0
+        dist = self.dist
         for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            target = self.y[tr[idx]].to(self.device)
-            pred, loss = self.forward.train_step(idx, [int(tr[j]) for j in idx], target, loss_fn, self.optimizer)
+            idx = dist.shard(order[i : i + bs])  # DDP: this rank's share of the global batch
+            target = to_device(self.y[tr[idx]], self.device)
+            if idx:
+                step_loss = dist.batch_loss(loss_fn, len(order[i : i + bs]))
+                pred, loss = self.forward.train_step(idx, [int(tr[j]) for j in idx], target, step_loss, self.optimizer)
+            else:  # DDP: a last global batch smaller than the world leaves this rank nothing
+                self.optimizer.zero_grad(set_to_none=True)
+                pred, loss = target, torch.zeros((), device=self.device)
+            loss = dist.reduce_grads([q for g in self.groups.values() for q in g], loss)  # DDP: summed over ranks
             if not torch.isfinite(loss):  # checked before the step: the weights stay those of the last good batch
                 raise TrainingFailed(
                     f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
                     f"(try a smaller optim.lr); {self._kept()}"
                 )
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
             if self.ctx.on_batch is not None:
-                self.ctx.on_batch(epoch, n, len(order))
+                self.ctx.on_batch(epoch, n * dist.world_size, len(order))
+        if dist.active:
+            abs_err, n = dist.sum_floats(abs_err, n)
+            n = int(n)
         return abs_err / max(n, 1), n
 
     def _predict(self, part: str, progress=None):
         """Predictions for a split, in split order, none dropped; ``progress(done, total)`` per batch."""
         rows = getattr(self.splits, part)
         self.model.eval()
+        if self.dist.active:  # DDP: each rank predicts its positions; gathered in split order on every rank
+            pos = self.dist.positions(len(rows))
+            with torch.no_grad():
+                out = self.forward.predict(part, rows, self._predict_batch_size(), positions=pos)
+            mine = torch.cat(out) if out else torch.zeros(0)
+            return self.dist.gather_predictions(pos, mine, len(rows))
         with torch.no_grad():
             if progress is not None:
                 progress(0, len(rows))
@@ -1027,6 +1119,8 @@ class Trainer:
         )
 
     def _save(self, kind: str, epoch: int, val: float, epoch_end: EpochEnd | None = None) -> None:
+        if not self.dist.writer:  # DDP: only rank 0 writes checkpoints
+            return
         payload: dict[str, Any] = {
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "model_args": dict(self.model.model_args),
@@ -1099,10 +1193,19 @@ def run_training(
     init_override: str | None = None,
     resume: bool = False,
     on_batch: Callable[[int, int, int], None] | None = None,
+    dist: Dist | None = None,
 ) -> RunResult:
     """Run one preset. Every event is appended to ``logs/<run_id>/events.jsonl`` and,
-    if given, passed to ``emit`` (the front end's display)."""
+    if given, passed to ``emit`` (the front end's display). Under DDP (``dist`` from
+    ``tui_ft.core.distributed.setup``) only rank 0 writes files and events."""
     paths = paths or Paths.default()
+    dist = dist or LOCAL
+    if not dist.writer:  # DDP: ranks other than 0 write nothing (no lock, no files, no events)
+        ctx = RunContext(
+            preset, run_id, paths, RankEmit(dist, None), plan=plan, stage=stage, resume=resume,
+            init_override=init_override, dist=dist,
+        )
+        return Trainer(ctx).run()
     lock = RunLock(run_id, paths)  # raises UnsafeName for a run id that is not one safe path component
     try:
         lock.acquire()
@@ -1115,8 +1218,8 @@ def run_training(
             write_run_files(paths, run_id, preset)
         with EventWriter(paths.run_log_dir(run_id) / "events.jsonl", echo=emit) as writer:
             ctx = RunContext(
-                preset, run_id, paths, writer.emit, plan=plan, stage=stage, resume=resume,
-                init_override=init_override, on_batch=on_batch,
+                preset, run_id, paths, RankEmit(dist, writer.emit) if dist.active else writer.emit, plan=plan,
+                stage=stage, resume=resume, init_override=init_override, on_batch=on_batch, dist=dist,
             )
             return Trainer(ctx).run()
     finally:

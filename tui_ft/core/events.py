@@ -181,13 +181,15 @@ class RunFinished(Event):
     predictions: str | None = None  # CSV with id,true,pred for the test set
     stopped_early: bool = False
     unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
+    peak_gpu_mem_mb: float | None = None  # torch.cuda.max_memory_allocated on the run's GPU (rank 0 under DDP)
     tone: ClassVar[str] = "done"
 
     def describe(self) -> str:
         tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}" + (f" {self.unit}" if self.unit else "")
+        gpu = "" if self.peak_gpu_mem_mb is None else f", peak GPU memory {self.peak_gpu_mem_mb:.0f} MiB"
         return (
             f"test_mae {tm}  (best epoch {self.best_epoch}, val_mae {self.best_val_mae:.4f}, "
-            f"{self.n_test} test structures, {self.seconds:.1f}s)  run {self.run_id}"
+            f"{self.n_test} test structures, {self.seconds:.1f}s{gpu})  run {self.run_id}"
         )
 
     def apply_to(self, summary: "RunSummary") -> None:

@@ -259,6 +259,8 @@ LrFactor = _num(gt=0.0, le=10.0)
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["none", "cosine"]
 Loss = Literal["mse", "huber", "l1"]
+Ddp = Literal["auto", "off"]
+Precision = Literal["fp32", "bf16", "fp16"]
 Mode = Literal["head", "full"]
 Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
 LrGroup = Literal["embedding", "interaction", "readout"]
@@ -360,6 +362,8 @@ class TrainCfg(_Table):
     device: _text(_device) = "auto"
     seed: _int(0, 2**32 - 1) = 0  # numpy's seed range
     loss: Loss = "mse"
+    ddp: Ddp = "auto"  # "auto": one run across the processes torchrun starts; "off": each process alone
+    precision: Precision = "fp32"  # autocast: "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
 
 
 class ClusterCfg(_Table):
