@@ -29,7 +29,8 @@ class Col:
     min_width: int = 8
 
 
-KEEP = 100
+KEEP = 100  # never dropped
+IMPORTANT = 90  # dropped only after ids were shortened
 
 
 def cell_text(value: Any) -> str:
@@ -51,8 +52,8 @@ def shorten(text: str, width: int, how: str = "end") -> str:
 def fit_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int, pad: int = 2) -> dict[str, int]:
     """The columns to show and their widths for ``width`` cells (each column
     takes its width plus ``pad``). Order of sacrifice: shorten free text ("end")
-    to its minimum, drop columns from the lowest priority up (never those of
-    priority 100), then shorten ids in the middle."""
+    to its minimum, drop columns of priority below 90 from the lowest up,
+    shorten ids in the middle, then drop the rest but those of priority 100."""
     natural = {}
     for i, c in enumerate(cols):
         natural[c.key] = max([len(c.label), *(len(cell_text(r[i])) for r in rows if i < len(r))])
@@ -72,13 +73,17 @@ def fit_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int, 
 
     if width <= 0 or total() <= width:
         return widths
+    def drop(below: int) -> None:
+        for c in sorted(cols, key=lambda c: c.priority):
+            if total() <= width:
+                return
+            if c.priority < below and c.key in widths:
+                del widths[c.key]
+
     squeeze("end")
-    for c in sorted(cols, key=lambda c: c.priority):
-        if total() <= width:
-            break
-        if c.priority < KEEP and c.key in widths:
-            del widths[c.key]
-    squeeze("middle")
+    drop(IMPORTANT)  # the less important columns go first
+    squeeze("middle")  # then ids lose their middle
+    drop(KEEP)  # then the important ones (a status) before an id
     return {k: widths[k] for k in by_key if k in widths}
 
 
