@@ -80,7 +80,7 @@ class TuiFtApp(App):
     # the keys of each tab are on its pane (PresetsPane, RunsPane, LibraryPane)
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
-        Binding("q", "quit", "Quit", tooltip="quit (asks first while runs started here still train; they keep running)"),
+        Binding("q", "quit", "Quit", tooltip="quit (runs keep training in the background)"),
         Binding("f1", "help", "Help", show=False, tooltip="this help"),
         Binding("1", "show_tab('presets')", "Presets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
