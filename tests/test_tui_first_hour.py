@@ -389,3 +389,91 @@ async def test_bad_events_and_sidecars_written_while_running_are_reported_once_e
         app.action_show_problems()
         await pilot.pause()
         assert f"problems seen ({len(problems)})" in screen_text(app)
+
+
+# --------------------------------------------------------------------------- 13.10: NO_COLOR
+
+
+def relative_luminance(rgb) -> float:
+    def channel(c: int) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = rgb
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def wcag_contrast(fg, bg) -> float:
+    hi, lo = sorted((relative_luminance(fg), relative_luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def region_contrasts(app, region) -> list[tuple[float, str]]:
+    """(contrast, text) of every visible text run in ``region``, with the
+    colours as the terminal gets them (after the app's filters: NO_COLOR's
+    monochrome one included)."""
+    from textual.color import Color
+    from textual.strip import Strip
+
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    lines = list(update.strips)
+    out = []
+    for y in range(region.y, region.y + region.height):
+        strip = Strip.join(list(lines[y])).crop(region.x, region.x + region.width)
+        for f in app.get_line_filters():
+            strip = strip.apply_filter(f, Color(0, 0, 0))
+        for seg in strip:
+            st = seg.style
+            if not seg.text.strip() or st is None or st.color is None or st.bgcolor is None:
+                continue
+            out.append((wcag_contrast(st.color.get_truecolor(), st.bgcolor.get_truecolor()), seg.text.strip()))
+    return out
+
+
+COMMENTED = """\
+# a preset with a comment, a string, numbers and a boolean
+[run]
+name = "commented"   # trailing comment
+description = "colours under NO_COLOR"
+
+[data]
+source = "demo"
+fraction = 0.5
+
+[finetune]
+mode = "head"
+refit_atomref = true
+
+[optim]
+lr = 1e-3
+
+[train]
+epochs = 2
+"""
+
+
+async def test_toml_preview_is_readable_without_colour(hist, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    (hist / "presets" / "commented.toml").write_text(COMMENTED, encoding="utf-8")
+    app = TuiFtApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        for name in ("commented.toml", "demo.toml", "broken.toml"):
+            app.presets_pane.select(name)
+            await pilot.pause(0.3)
+            runs = region_contrasts(app, app.query_one("#preset-toml").region)
+            assert len(runs) > 10, name
+            worst = min(runs)
+            assert worst[0] >= 4.5, f"{name}: {worst[1]!r} has contrast {worst[0]:.2f}:1"
+
+
+def test_curves_differ_by_marker_not_only_by_colour():
+    from tui_ft.tui.charts import RunSeries, learning_curves
+
+    def series(rid: str) -> RunSeries:
+        return RunSeries(rid, [0, 1, 2], [0.5, 0.4, 0.3], [1, 2], [0.3, 0.2])
+
+    curves = learning_curves(series("a"), [series("b"), series("c"), series("d")])
+    assert [c.label.split()[0] for c in curves] == ["val", "train", "val", "val", "val"]
+    markers = [c.marker for c in curves]
+    assert len(set(markers)) == len(markers), markers

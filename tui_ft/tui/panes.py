@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import on
@@ -28,12 +29,13 @@ from tui_ft.tui.columns import KEEP, Col, FitTable
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.launcher import interrupt, resumable
 from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested, ResumeRequested
-from tui_ft.tui.modals import ConfirmScreen, TextScreen
+from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, TextScreen
 from tui_ft.tui.model import Dashboard
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
 
+ERROR_LINE_STYLE = Style(reverse=True, bold=True)
 STATUS_STYLE = {
     "pending": "dim",
     "running": "bold cyan",
@@ -186,18 +188,21 @@ class PresetsPane(Vertical):
         else:
             status.update(Text(entry.error, style="bold red"))
             status.add_class("error")
-        lines = {entry.error_line} if entry.error_line else set()
-        view.update(
-            Syntax(
-                entry.text or "(empty file)",
-                "toml",
-                theme="ansi_dark",
-                line_numbers=True,
-                highlight_lines=lines,
-                word_wrap=True,
-                background_color="default",
-            )
+        syntax = Syntax(
+            entry.text or "(empty file)",
+            "toml",
+            theme=PREVIEW_THEME,
+            line_numbers=True,
+            word_wrap=True,
+            background_color="default",
         )
+        n_lines = (entry.text or "").count("\n") + 1
+        if entry.error_line and 1 <= entry.error_line <= n_lines:
+            # the line with the error in reverse video (Syntax's own "❱" marker is a
+            # fixed dark red that NO_COLOR turns into an unreadable grey)
+            width = len((entry.text or "").splitlines()[entry.error_line - 1]) if entry.text else 0
+            syntax.stylize_range(ERROR_LINE_STYLE, (entry.error_line, 0), (entry.error_line, max(1, width)))
+        view.update(syntax)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
