@@ -477,3 +477,58 @@ def test_curves_differ_by_marker_not_only_by_colour():
     assert [c.label.split()[0] for c in curves] == ["val", "train", "val", "val", "val"]
     markers = [c.marker for c in curves]
     assert len(set(markers)) == len(markers), markers
+
+
+# --------------------------------------------------------------------------- 13.15: the new-preset form
+
+
+async def test_new_preset_form_fields_description_and_empty_values(hist):
+    from textual.widgets import Input, Select
+
+    from tui_ft.core.presets import load_preset
+    from tui_ft.tui.form import PresetForm
+
+    app = TuiFtApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.presets_pane.select("demo.toml")
+        await pilot.pause()
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        form = app.screen
+        assert isinstance(form, PresetForm)
+        for fid in ("source", "target", "device", "patience"):
+            assert isinstance(form.query_one(f"#f-{fid}"), Input), fid
+        for fid in ("optimizer", "scheduler", "mode"):
+            assert isinstance(form.query_one(f"#f-{fid}"), Select), fid
+        desc = form.query_one("#f-description", Input)
+        inherited = desc.value
+        assert inherited.startswith("Smoke test")
+        form.query_one("#f-epochs", Input).value = "10"
+        await pilot.pause(0.2)
+        assert desc.value == "from demo: epochs 6 → 10"  # no longer the inherited text
+        form.query_one("#f-epochs", Input).value = "6"
+        await pilot.pause(0.2)
+        assert desc.value == inherited  # nothing changed: the base's description holds
+        form.query_one("#f-lr", Input).value = ""
+        await pilot.pause(0.2)
+        assert str(form.query_one("#e-lr").render()).startswith("enter a value")
+        assert "missing" not in str(form.query_one("#e-lr").render())
+        form.query_one("#f-lr", Input).value = "1e-4"
+        form.query_one("#f-patience", Input).value = "2"
+        form.query_one("#f-scheduler", Select).value = "cosine"
+        form.query_one("#f-name", Input).value = "demo_cosine"
+        await pilot.pause(0.2)
+        assert desc.value.startswith("from demo: ") and "scheduler none → cosine" in desc.value
+        desc.value = "my own words"
+        await pilot.pause(0.2)
+        form.query_one("#f-epochs", Input).value = "7"
+        await pilot.pause(0.2)
+        assert desc.value == "my own words"  # written by the user: left alone
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.5)
+    path = hist / "presets" / "demo_cosine.toml"
+    text = path.read_text(encoding="utf-8")
+    assert "init" not in text  # an empty optional field is left out, not `init = ""`
+    p = load_preset(path)
+    assert (p.optim.scheduler, p.train.patience, p.train.epochs, p.optim.lr, p.run.description) == ("cosine", 2, 7, 1e-4, "my own words")
