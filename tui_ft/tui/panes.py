@@ -31,6 +31,7 @@ from tui_ft.tui.launcher import interrupt, resumable
 from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested, ResumeRequested
 from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, TextScreen
 from tui_ft.tui.model import Dashboard
+from tui_ft.tui.charts import short_id
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
@@ -458,7 +459,8 @@ class RunsPane(Vertical):
     # -- log
     def show_log(self, run_id: str | None, lines: list[LogLine]) -> None:
         log = self.query_one(RunLog)
-        log.border_title = f"log: {run_id}" if run_id else "log"
+        room = max(12, (log.size.width or 48) - 11)  # the border and "─ log: " take the rest
+        log.border_title = f"log: {short_id(run_id, room)}" if run_id else "log"
         log.show(lines)
 
     def append_log(self, lines: list[LogLine]) -> None:

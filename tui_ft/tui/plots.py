@@ -149,9 +149,18 @@ class CurvePlot(_Plot):
             ylo, yhi = min(ys), max(ys)
             if yhi - ylo < 1e-9:
                 ylo, yhi = ylo - 0.05, yhi + 0.05
-            positions, labels = log_ticks(ylo, yhi, max(3, (self.size.height or 20) // 3))
+            positions, labels = log_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
             plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
             plt.yticks(positions, labels)
+        elif ys:
+            # round values at even steps (plotext's own ticks are uneven: 0.93, 0.83, 0.62, ...)
+            ylo, yhi = min(ys), max(ys)
+            if yhi - ylo < 1e-9:
+                ylo, yhi = ylo - 0.05, yhi + 0.05
+            positions, labels = nice_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
+            if positions:
+                plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
+                plt.yticks(positions, labels)
         title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
         if self.boundaries:
             title += f" (plan: {len(self.boundaries) + 1} stages)"
