@@ -253,6 +253,12 @@ def test_fit_columns_drops_low_priority_first_and_shortens_ids_in_the_middle():
     assert short_id("demo_full-20250101-121500-c3d4", 20) == s
 
 
+async def settled(pilot, table) -> None:
+    """Wait until a table shown after a tab switch was fitted to its width."""
+    await until(pilot, lambda: table.size.width and table._fitted_for == table.available(), f"{table.id} fitted", 10)
+    await pilot.pause(0.1)
+
+
 def fits(table) -> None:
     """No column runs past the table's edge (no horizontal scrolling hides one)."""
     assert table.scrollable_content_region.width > 0
@@ -265,7 +271,7 @@ async def test_tables_keep_identifying_text_whole(hist, size):
     async with app.run_test(size=size) as pilot:
         await ready(pilot)
         app.presets_pane.select("demo_full.toml")
-        await pilot.pause(0.2)
+        await settled(pilot, app.presets_pane.table)
         text = screen_text(app)
         assert "demo@best" in text  # the init column
         for name in ("demo", "demo_full", "broken"):
@@ -273,7 +279,7 @@ async def test_tables_keep_identifying_text_whole(hist, size):
         fits(app.presets_pane.table)
 
         app.action_show_tab("runs")
-        await pilot.pause(0.3)
+        await settled(pilot, app.runs_pane.table)
         text = screen_text(app)
         for run_id in ALL_RUNS:
             shown = short_id(run_id, len(run_id))
@@ -283,7 +289,7 @@ async def test_tables_keep_identifying_text_whole(hist, size):
         fits(app.runs_pane.table)
 
         app.action_show_tab("library")
-        await pilot.pause(0.3)
+        await settled(pilot, app.library_pane.table)
         text = screen_text(app)
         rows = [ln for ln in text.splitlines() if ("@best" in ln or "@last" in ln) and "·" not in ln and "←" not in ln and "children" not in ln]
         assert len(rows) == 5

@@ -87,7 +87,7 @@ class TuiFtApp(App):
         Binding("3,k", "show_tab('library')", "Library tab", show=False),
         Binding(
             "ctrl+p", "command_palette", "palette", show=False, priority=True,
-            tooltip="command palette: launch a preset, show a run, continue from a checkpoint",
+            tooltip="command palette: launch or enqueue a preset, show or resume a run, continue from a checkpoint, problems",
         ),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="quit (runs keep training in the background)"),
     ]
