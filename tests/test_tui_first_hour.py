@@ -538,3 +538,22 @@ async def test_new_preset_form_fields_description_and_empty_values(hist):
     assert "init" not in text  # an empty optional field is left out, not `init = ""`
     p = load_preset(path)
     assert (p.optim.scheduler, p.train.patience, p.train.epochs, p.optim.lr, p.run.description) == ("cosine", 2, 7, 1e-4, "my own words")
+
+
+async def test_an_error_applying_what_a_scan_found_is_reported_once_and_the_app_keeps_running(hist, monkeypatch):
+    from tui_ft.tui.model import Dashboard
+
+    def broken(self, res):
+        raise TypeError("unsupported format string passed to str.__format__")
+
+    app = TuiFtApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        monkeypatch.setattr(Dashboard, "apply_scan", broken)
+        for _ in range(3):
+            app.request_scan(force=True)
+            await pilot.pause(0.4)
+        await until(pilot, lambda: app.model.problems, "the problem reported")
+        assert list(app.model.problems) == ["on_scan_done: TypeError: unsupported format string passed to str.__format__"]
+        assert app.is_running and app.screen is app.screen_stack[0]
+    assert app.return_code in (0, None)

@@ -56,13 +56,20 @@ TAB_TABLES = {"presets": "#presets-table", "runs": "#runs-table", "library": "#c
 
 def needs_ui(method):
     """Skip a handler once the app is closing (its widgets are gone; a worker's
-    last message may still arrive)."""
+    last message may still arrive); report an error in it as a problem."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if self._closing or self._closed or not self.query("#runs-pane"):
             return None
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - what the files held must never end the app
+            # these handlers apply what workers read from logs/, checkpoints/ and
+            # presets/: report the cause once and keep running
+            self.log.error(f"{method.__name__} failed", exc)
+            self.report_problem(f"{method.__name__}: {type(exc).__name__}: {exc}", severity="error")
+            return None
 
     return wrapper
 
