@@ -69,14 +69,15 @@ async def shoot(root: Path, demo: str, full: str) -> dict[str, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keep", type=Path, help="make the project here and keep it (default: a temporary folder)")
+    ap.add_argument("--keep", type=Path, help="make the project here and keep it (default: a temporary folder); runs already there are reused")
     args = ap.parse_args()
     root = (args.keep or Path(tempfile.mkdtemp(prefix="tui-ft-shots-"))) / "tui-ft"
     (root / "presets").mkdir(parents=True, exist_ok=True)
     for p in sorted((REPO / "presets").glob("*.toml")):
         shutil.copy(p, root / "presets" / p.name)
-    demo = train(root, "demo")
-    full = train(root, "demo_full")
+    runs = sorted(os.listdir(root / "logs")) if (root / "logs").is_dir() else []
+    demo = next((r for r in runs if r.startswith("demo-")), None) or train(root, "demo")
+    full = next((r for r in runs if r.startswith("demo_full-")), None) or train(root, "demo_full")
     os.environ["TUI_FT_HOME"] = str(root)
     os.chdir(root)
     shots = asyncio.run(shoot(root, demo, full))

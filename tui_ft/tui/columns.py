@@ -27,6 +27,7 @@ class Col:
     priority: int = 50
     shorten: str = "none"
     min_width: int = 8
+    early: bool = False  # shortened before any column is dropped (a "middle" column that is not an id)
 
 
 KEEP = 100  # never dropped
@@ -52,8 +53,10 @@ def shorten(text: str, width: int, how: str = "end") -> str:
 def fit_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int, pad: int = 2) -> dict[str, int]:
     """The columns to show and their widths for ``width`` cells (each column
     takes its width plus ``pad``). Order of sacrifice: shorten free text ("end")
-    to its minimum, drop columns of priority below 90 from the lowest up,
-    shorten ids in the middle, then drop the rest but those of priority 100."""
+    to its minimum, then "middle" columns marked ``early``, drop columns of
+    priority below 90 from the lowest up, shorten ids in the middle, then drop
+    the rest but those of priority 100. Room left at the end goes back to
+    shortened columns, most important first."""
     natural = {}
     for i, c in enumerate(cols):
         natural[c.key] = max([len(c.label), *(len(cell_text(r[i])) for r in rows if i < len(r))])
@@ -63,8 +66,9 @@ def fit_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int, 
     def total() -> int:
         return sum(w + pad for w in widths.values())
 
-    def squeeze(kind: str) -> None:
-        for c in sorted((c for c in cols if c.shorten == kind and c.key in widths), key=lambda c: c.priority):
+    def squeeze(kind: str, early: bool = False) -> None:
+        chosen = (c for c in cols if c.shorten == kind and c.key in widths and (c.early or not early))
+        for c in sorted(chosen, key=lambda c: c.priority):
             over = total() - width
             if over <= 0:
                 return
@@ -80,10 +84,17 @@ def fit_columns(cols: Sequence[Col], rows: Sequence[Sequence[Any]], width: int, 
             if c.priority < below and c.key in widths:
                 del widths[c.key]
 
-    squeeze("end")
-    drop(IMPORTANT)  # the less important columns go first
+    squeeze("end")  # free text (shown whole elsewhere) first
+    squeeze("middle", early=True)  # then columns marked early, keeping their start and end
+    drop(IMPORTANT)  # then the less important columns go
     squeeze("middle")  # then ids lose their middle
     drop(KEEP)  # then the important ones (a status) before an id
+    # a dropped column may have freed room: give it back to shortened ones, most important first
+    for c in sorted((c for c in cols if c.key in widths), key=lambda c: -c.priority):
+        slack = width - total()
+        if slack <= 0:
+            break
+        widths[c.key] = min(natural[c.key], widths[c.key] + slack)
     return {k: widths[k] for k in by_key if k in widths}
 
 

@@ -85,7 +85,7 @@ def _restore_cursor(table: DataTable, key: str | None) -> None:
 PRESET_COLUMNS = (
     Col("name", "preset", KEEP, "middle", min_width=12),
     Col("mode", "mode", 60),
-    Col("data", "data", 70, "end", min_width=10),
+    Col("data", "data", 70, "middle", min_width=14, early=True),  # "mp_e_f…10% f0": source start, fraction and fold
     Col("lr", "lr", 80),
     Col("epochs", "epochs", 75),
     Col("init", "init", 65, "middle", min_width=12),
@@ -306,7 +306,7 @@ RUN_TABLE = (
     Col("best", "best val", 80),
     Col("test", "test MAE", 70),
     Col("elapsed", "elapsed", 40),
-    Col("preset", "preset", 30, "middle"),
+    Col("preset", "preset", 30),
     Col("device", "device", 20),
 )
 FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
@@ -630,7 +630,7 @@ class _Snapshot(Library):
 
 CKPT_COLUMNS = (
     Col("ref", "checkpoint", KEEP, "middle", min_width=20),
-    Col("preset", "preset", 40, "middle"),
+    Col("preset", "preset", 40),  # the start of the checkpoint id says it too: dropped, not shortened
     Col("epoch", "epoch", 60),
     Col("val", "val MAE", 80),
     Col("test", "test MAE", 70),

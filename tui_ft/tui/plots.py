@@ -264,6 +264,10 @@ class ParityPlot(_TestSetPlot):
         # the same range and the same ticks on both axes (as many as the shorter axis holds)
         n_ticks = max(3, min(self.plot_width // 12, (self.size.height or 20) // 3))
         ticks, labels = nice_ticks(lo, hi, n_ticks)
+        for more in range(n_ticks + 1, n_ticks + 5):  # a round step can leave only two inside the range
+            if len(ticks) >= 3:
+                break
+            ticks, labels = nice_ticks(lo, hi, more)
         plt.xticks(ticks, labels)
         plt.yticks(ticks, labels)
         title = f"{short_id(self.run_id or '', 36)}  n={st.n}  MAE {st.mae:.4f}" if st else "parity"
