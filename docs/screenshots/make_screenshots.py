@@ -37,6 +37,15 @@ async def shoot(root: Path, demo: str, full: str) -> dict[str, str]:
     from tui_ft.tui.app import TuiFtApp
     from tui_ft.tui.screenshots import screen_text
 
+    async def screen(pilot) -> str:
+        """The screen once the footer is drawn (it is rebuilt when the keys change)."""
+        for _ in range(100):
+            await pilot.pause(0.05)
+            text = screen_text(pilot.app)
+            if "? Help" in text:
+                return text
+        return text
+
     app = TuiFtApp()
     shots = {}
     async with app.run_test(size=SIZE) as pilot:
@@ -45,25 +54,25 @@ async def shoot(root: Path, demo: str, full: str) -> dict[str, str]:
         app.sub_title = "~/tui-ft"
         app.presets_pane.select("demo_full.toml")
         await pilot.pause(0.5)
-        shots["presets.txt"] = screen_text(app)
+        shots["presets.txt"] = await screen(pilot)
         app.show_run(demo)
         await pilot.pause()
         app.runs_pane.action_toggle_overlay()
         app.show_run(full)
         await pilot.pause(1.0)
-        shots["runs.txt"] = screen_text(app)
+        shots["runs.txt"] = await screen(pilot)
         app.runs_pane.log_scale = True
         await pilot.pause(0.5)
-        shots["runs-log-scale.txt"] = screen_text(app)
+        shots["runs-log-scale.txt"] = await screen(pilot)
         app.runs_pane.log_scale = False
         app.runs_pane.action_next_chart()
         await pilot.pause(0.5)
-        shots["runs-parity.txt"] = screen_text(app)
+        shots["runs-parity.txt"] = await screen(pilot)
         app.action_show_tab("library")
         await pilot.pause()
         app.library_pane.select(f"{full}@best")
         await pilot.pause(0.5)
-        shots["library-lineage.txt"] = screen_text(app)
+        shots["library-lineage.txt"] = await screen(pilot)
     return shots
 
 
