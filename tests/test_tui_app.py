@@ -496,9 +496,9 @@ async def test_queue_runs_presets_one_after_another(home):
         await started(pilot)
         table = app.query_one("#presets-table", DataTable)
         select_row(table, "q1.toml")
-        await pilot.press("q")
+        await pilot.press("e")
         select_row(table, "q2.toml")
-        await pilot.press("q")
+        await pilot.press("e")
         await pilot.pause()
         assert [i.name for i in app.model.queue.items] == ["q2"]  # q1 started at once
         await wait_for(pilot, lambda: any(r.startswith("q1-") for r in app.model.runs), 30, "q1 to start")
@@ -523,7 +523,7 @@ async def test_help_and_palette_commands(in_finished_home):
         await pilot.pause()
         assert type(app.screen).__name__ == "HelpScreen"
         text = str(app.screen.query_one("#help-text").render())
-        for key in ("l", "q", "c", "g", "enter / n", "d"):
+        for key in ("l", "e", "q", "c", "r", "g", "enter / n", "d"):
             assert key in text
         await close_with(pilot, "escape")
         await pilot.pause()
@@ -608,6 +608,9 @@ async def test_killed_run_shows_as_crashed_and_quit_asks_while_runs_train(home):
 
 
 async def test_worker_error_opens_a_modal_and_the_app_keeps_running(home, monkeypatch):
+    """A launch worker that raises opens a modal; the scan, which runs every two
+    seconds, reports its error once (a notification, listed under "Problems")
+    instead of a modal per scan (issue 12 item 7)."""
     import tui_ft.tui.app as app_mod
 
     app = TuiFtApp()
@@ -619,14 +622,26 @@ async def test_worker_error_opens_a_modal_and_the_app_keeps_running(home, monkey
 
         original = app_mod.scan
         monkeypatch.setattr(app_mod, "scan", broken_scan)
-        app.request_scan(force=True)
-        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 10, "the error modal")
-        assert "disk on fire" in app.screen.body
-        await close_with(pilot, "escape")
+        for _ in range(3):
+            app.request_scan(force=True)
+            await pilot.pause(0.3)
+        await wait_for(pilot, lambda: any("disk on fire" in p for p in app.model.problems), 10, "the scan error reported")
+        assert [p for p in app.model.problems if "disk on fire" in p] == ["scanning the project folders failed: OSError: disk on fire"]
+        assert not isinstance(app.screen, TextScreen)
         monkeypatch.setattr(app_mod, "scan", original)
         app.request_scan(force=True)
         await pilot.pause(0.5)
+
+        def broken_check(*args, **kwargs):
+            raise RuntimeError("launcher bug")
+
+        monkeypatch.setattr(app_mod, "check_target", broken_check)
+        app.launch_entry(app.presets_pane.selected)
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), 10, "the error modal")
+        assert "launcher bug" in app.screen.body
+        await close_with(pilot, "escape")
         assert app.is_running and app.return_code is None
+        assert app.model.launching == 0
 
 
 @pytest.mark.slow

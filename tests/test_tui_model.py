@@ -222,3 +222,46 @@ def test_run_watch_looks_once_more_after_the_process_died(paths):
     assert first.events and not first.ended  # one more look: the last lines may be on their way
     second = watch.step()
     assert second.ended and second.returncode is None
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+def test_continued_run_is_drawn_after_its_parent_when_asked(paths):
+    """13.14: a run continued from a checkpoint (not a plan) starts at its own
+    epoch 0 by default; with ``after_parent`` it follows its parent's last epoch."""
+    write_events(paths, "parent", [0.6, 0.5, 0.4, 0.35])
+    write_events(paths, "child", [0.35, 0.3], parent="parent@best")
+    m = Dashboard(paths)
+    for rid in ("parent", "child"):
+        m.runs[rid] = folded(paths, rid)
+    primary, _, bounds = m.curve("child")
+    assert list(primary.epochs) == [0, 1] and bounds == []
+    m.after_parent = True
+    primary, _, bounds = m.curve("child")
+    assert list(primary.epochs) == [0, 1, 2, 3, 3, 4] and bounds == [3]
+    assert primary.val[-2:] == [0.35, 0.3]
+
+
+def test_checkpoint_status_comes_from_the_run_events_not_the_sidecar(paths):
+    """13.3: one source of truth for a run's status (the events summary)."""
+    from tui_ft.core.library import CheckpointInfo, CheckpointMeta
+
+    write_events(paths, "r1", [0.5, 0.4], pid=2**22 + 12345)  # its process is gone, no final event
+    m = Dashboard(paths)
+    st = folded(paths, "r1")
+    st.summary.check_alive()
+    m.runs["r1"] = st
+    meta = CheckpointMeta.from_dict({"run_id": "r1", "kind": "last", "status": "running", "finished": False})
+    ckpt = CheckpointInfo(run_id="r1", kind="last", path=paths.checkpoints / "r1" / "last.pt", meta=meta)
+    assert m.checkpoint_status(ckpt) == st.status != "running"
+    gone = CheckpointInfo(run_id="gone", kind="last", path=paths.checkpoints / "gone" / "last.pt", meta=meta)
+    assert m.checkpoint_status(gone) == "no log"
+
+
+def test_each_problem_is_new_once(paths):
+    m = Dashboard(paths)
+    assert m.new_problem("logs/x/events.jsonl:3: skipped unreadable event line")
+    assert not m.new_problem("logs/x/events.jsonl:3: skipped unreadable event line")
+    assert m.new_problem("logs/x/events.jsonl:4: skipped unreadable event line")
+    assert list(m.problems) == ["logs/x/events.jsonl:3: skipped unreadable event line", "logs/x/events.jsonl:4: skipped unreadable event line"]

@@ -658,8 +658,9 @@ def _fetch_progress():
 def cmd_dashboard() -> int:
     from tui_ft.tui.app import TuiFtApp
 
-    TuiFtApp().run()
-    return EXIT_OK
+    app = TuiFtApp()
+    app.run()
+    return app.return_code or EXIT_OK  # a crash is not a success (Textual sets 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -733,7 +733,7 @@ class Trainer:
                 info = self.lib.resolve_ref(init)
                 model = model_from_payload(load_checkpoint(info.path))
                 self.parent = info.ref
-                self.say(f"starting from checkpoint {info.ref} (epoch {info.epoch}, val MAE {info.val_mae})")
+                self.say(f"starting from checkpoint {info.ref} (epoch {info.epoch}, val MAE {'n/a' if info.val_mae is None else f'{info.val_mae:.4f}'})")
             else:
                 model = load_pretrained(p.model.pretrained)
                 self.say(f"starting from pretrained CHGNet {p.model.pretrained}")

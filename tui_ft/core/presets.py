@@ -1002,12 +1002,14 @@ def _toml_value(v: Any) -> str:
 def dump_preset(preset: Preset) -> str:
     """The preset as TOML text, all resolved values written out.
 
-    ``parse_preset(dump_preset(p)) == p``. An empty ``lr_factors`` table and an
-    unset ``backbone_lr`` are left out.
+    ``parse_preset(dump_preset(p)) == p``. An empty ``lr_factors`` table, an
+    unset ``backbone_lr`` and an empty ``model.init`` are left out.
     """
     d = preset.to_dict()
     if not d["finetune"].get("lr_factors"):
         d["finetune"].pop("lr_factors", None)
+    if d.get("model", {}).get("init") == "":
+        d["model"].pop("init")  # unset: pretrained CHGNet (the default); `init = ""` read as a mistake
     out: list[str] = [f"# tui-ft preset {preset.name}"]
     for sec, table in d.items():
         out.append("")

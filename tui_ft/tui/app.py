@@ -28,7 +28,7 @@ from tui_ft.core.events import CheckpointSaved, EpochEnd, RunFinished, RunStarte
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import Preset, PresetError, load_preset
 from tui_ft.tui.commands import TuiFtCommands
-from tui_ft.tui.launcher import LaunchedPlan, check_target, launch, tail_lines
+from tui_ft.tui.launcher import LaunchedPlan, check_target, launch, launch_resume, resumable, tail_lines
 from tui_ft.tui.messages import (
     ContinueRequested,
     FollowWarning,
@@ -36,6 +36,7 @@ from tui_ft.tui.messages import (
     LaunchFailed,
     LaunchRequested,
     RescanRequested,
+    ResumeRequested,
     RunEnded,
     RunEvents,
     RunOutput,
@@ -55,13 +56,20 @@ TAB_TABLES = {"presets": "#presets-table", "runs": "#runs-table", "library": "#c
 
 def needs_ui(method):
     """Skip a handler once the app is closing (its widgets are gone; a worker's
-    last message may still arrive)."""
+    last message may still arrive); report an error in it as a problem."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if self._closing or self._closed or not self.query("#runs-pane"):
             return None
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - what the files held must never end the app
+            # these handlers apply what workers read from logs/, checkpoints/ and
+            # presets/: report the cause once and keep running
+            self.log.error(f"{method.__name__} failed", exc)
+            self.report_problem(f"{method.__name__}: {type(exc).__name__}: {exc}", severity="error")
+            return None
 
     return wrapper
 
@@ -79,13 +87,14 @@ class TuiFtApp(App):
     # the keys of each tab are on its pane (PresetsPane, RunsPane, LibraryPane)
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?", tooltip="this help"),
+        Binding("q", "quit", "Quit", tooltip="quit (runs keep training in the background)"),
         Binding("f1", "help", "Help", show=False, tooltip="this help"),
         Binding("1", "show_tab('presets')", "Presets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3,k", "show_tab('library')", "Library tab", show=False),
         Binding(
             "ctrl+p", "command_palette", "palette", show=False, priority=True,
-            tooltip="command palette: launch a preset, show a run, continue from a checkpoint",
+            tooltip="command palette: launch or enqueue a preset, show or resume a run, continue from a checkpoint, problems",
         ),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="quit (runs keep training in the background)"),
     ]
@@ -189,7 +198,19 @@ class TuiFtApp(App):
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help: keys", "Show the keys of each tab", self.action_help)
-        yield SystemCommand("Toggle log scale", "Plot log10 MAE on the learning curve", self.action_toggle_log_any)
+        yield SystemCommand("Toggle log scale", "Logarithmic MAE axis on the learning curve", self.action_toggle_log_any)
+        yield SystemCommand("Problems", "Files the dashboard skipped (bad event lines, bad checkpoint sidecars)", self.action_show_problems)
+
+    def action_show_problems(self) -> None:
+        probs = self.model.problems
+        body = "\n".join(f"- {p}" for p in probs) if probs else "none so far"
+        self.push_screen(TextScreen(f"problems seen ({len(probs)}), each reported once", body))
+
+    def report_problem(self, text: str, *, severity: str = "warning") -> None:
+        """Show a problem once per distinct cause (a notification; all are
+        listed by the "Problems" palette command), never a modal per scan."""
+        if self.model.new_problem(text):
+            self.notify(text, title="problem", severity=severity, timeout=8)
 
     def action_toggle_log_any(self) -> None:
         self.runs_pane.action_toggle_log()
@@ -216,8 +237,10 @@ class TuiFtApp(App):
             self.presets_pane.set_entries(res.presets)
         if res.library is not None:
             self.library_pane.set_items(res.library)
-        for w in res.warnings[:3]:
-            self.notify(w, severity="warning", timeout=6)
+        elif changes.runs_changed:
+            self.library_pane.refresh_status()
+        for w in res.warnings:
+            self.report_problem(w)
         self.scans += 1
 
     def on_rescan_requested(self, message: RescanRequested) -> None:
@@ -290,6 +313,9 @@ class TuiFtApp(App):
                 self.notify(f"{run_id}: {st.summary.message}", title="run failed", severity="error", timeout=10)
         if before != st.status:
             pane.refresh_cancel_key()
+            self.library_pane.refresh_status()
+        if selected and any(isinstance(ev, RunStarted) for ev in events):
+            pane.show_default_chart(run_id)  # a run (re)starts: its learning curve
 
     @needs_ui
     def on_run_output(self, message: RunOutput) -> None:
@@ -313,12 +339,16 @@ class TuiFtApp(App):
             self.runs_pane.append_log(st.log[n_log:])
         if was_active and not st.active:
             self.notify(f"{message.run_id}: {st.summary.message}", title=f"run {st.status}", severity="error", timeout=10)
+            self.library_pane.refresh_status()
+        elif st.launched is not None and st.launched.kind == "resume" and message.returncode not in (0, None) and st.status != "finished":
+            why = message.stderr_tail[-1] if message.stderr_tail else f"exit code {message.returncode}"
+            self.notify(f"resume of {message.run_id} ended: {why}", title="resume failed", severity="error", timeout=10)
         self.runs_pane.refresh_cancel_key()
         self._start_queued()
 
     @needs_ui
     def on_follow_warning(self, message: FollowWarning) -> None:
-        self.notify(message.text, severity="warning", timeout=6)
+        self.report_problem(message.text)
         st = self.model.get(message.run_id)
         if message.stopped and st is not None:
             st.following = False
@@ -378,6 +408,38 @@ class TuiFtApp(App):
             exit_on_error=False,
         )
 
+    def on_resume_requested(self, message: ResumeRequested) -> None:
+        self.resume(message.run_id)
+
+    def resume(self, run_id: str) -> None:
+        """``tui-ft resume RUN_ID`` in its own process (from a thread worker), then follow it."""
+        st = self.model.get(run_id)
+        status = st.status if st is not None else "unknown"
+        why = resumable(run_id, status, self.paths)
+        if st is not None and st.launched is not None and st.launched.poll() is None:
+            why = f"{run_id} is still running"
+        if why:
+            self.notify(f"cannot resume: {why}", severity="warning")
+            return
+        self.model.launching += 1
+        preset_name = st.summary.preset_name if st is not None else "?"
+        self.run_worker(
+            partial(self._resume_blocking, run_id, preset_name),
+            thread=True,
+            group="launch",
+            description=f"resume {run_id}",
+            exclusive=False,
+            exit_on_error=False,
+        )
+
+    def _resume_blocking(self, run_id: str, preset_name: str) -> None:
+        try:
+            launched = launch_resume(run_id, preset_name, self.paths)
+        except OSError as exc:
+            self.post_message(LaunchFailed(f"cannot resume {run_id}", f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(Launched(launched))
+
     def _launch_blocking(self, target: Target, select: bool) -> None:
         name = target.name if isinstance(target, Preset) else f"plan {target.name}"
         try:
@@ -403,9 +465,11 @@ class TuiFtApp(App):
         st = self.model.add_launched(launched)
         self._follow(st)
         self.runs_pane.set_runs(list(self.model.runs.values()))
-        self.notify(f"started {launched.run_id}", timeout=3)
+        self.notify(f"{'resuming' if launched.kind == 'resume' else 'started'} {launched.run_id}", timeout=3)
         if message.select:
             self.show_run(launched.run_id)
+            if launched.kind == "resume":
+                self.runs_pane.watch_selected_run(launched.run_id)  # same run, fresh state: redraw
         elif self.active_tab != "runs":
             # not looking at the runs: have the new run selected when they do
             self.runs_pane.show_run(launched.run_id)
@@ -425,6 +489,10 @@ class TuiFtApp(App):
         err = worker.error
         if worker.group == "launch":
             self.model.launch_done()
+        if worker.group == "scan":
+            # the scan runs every SCAN_S: report its error once per cause, not a modal every time
+            self.report_problem(f"scanning the project folders failed: {type(err).__name__}: {err}", severity="error")
+            return
         self.push_screen(TextScreen(f"error in '{worker.description}'", f"{type(err).__name__}: {err}", error=True))
 
     # ------------------------------------------------------------------ queue

@@ -157,6 +157,47 @@ def nice_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], l
     return ticks, labels
 
 
+def log_ticks(lo: float, hi: float, max_ticks: int = 6) -> tuple[list[float], list[str]]:
+    """Ticks for a logarithmic MAE axis drawn as log10 on a linear axis:
+    ``lo``/``hi`` are log10 values; returns tick positions (log10) and their
+    labels as the values themselves (``0.25``, ``0.3``), never the logarithm.
+
+    Values 1, 2, 5 times a power of ten inside the range; when that gives fewer
+    than three ticks (a narrow range), round linear values inside it."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], []
+    if hi < lo:
+        lo, hi = hi, lo
+    vlo, vhi = 10.0**lo, 10.0**hi
+    max_ticks = max(3, max_ticks)
+
+    def inside(mults: tuple[float, ...]) -> list[float]:
+        return [
+            m * 10.0**e
+            for e in range(math.floor(lo) - 1, math.ceil(hi) + 1)
+            for m in mults
+            if vlo * (1 - 1e-9) <= m * 10.0**e <= vhi * (1 + 1e-9)
+        ]
+
+    values = inside((1,))
+    if len(values) > max_ticks:  # many decades: every k-th power of ten
+        values = values[:: math.ceil(len(values) / max_ticks)]
+    elif len(values) < 3:
+        for mults in ((1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 7)):
+            cand = inside(mults)
+            if len(cand) > max_ticks:
+                break
+            values = cand
+            if len(values) >= 3:
+                break
+    if len(values) < 3:  # a narrow range: round values on the linear scale
+        lin, _ = nice_ticks(vlo, vhi, max_ticks)
+        values = [v for v in lin if v > 0]
+    values = sorted(set(values))
+    labels = [f"{v:.4g}" for v in values]
+    return [math.log10(v) for v in values], labels
+
+
 def max_points_for_width(width: int) -> int:
     """How many points a curve may keep in a plot ``width`` cells wide
     (braille markers give two dots per cell; the axes take about 10 cells)."""
@@ -174,10 +215,24 @@ class Curve:
     marker: str = "braille"
 
 
+# Series differ by marker as well as colour (NO_COLOR, grey-scale terminals,
+# colour-vision deficiencies): the selected run's validation curve is solid
+# braille, its training curve a dotted line, each overlay its own character.
+VAL_MARKER = "braille"
+TRAIN_MARKER = "dot"
+OVERLAY_MARKERS = ("+", "x", "*", "o", "#", "%", "@", "=")
+
+
 def short_id(run_id: str, width: int = 26) -> str:
+    """``run_id`` in at most ``width`` characters, shortened in the middle
+    (``demo_full-2025…-c3d4``): its start names the preset, its end tells runs apart."""
     if len(run_id) <= width:
         return run_id
-    return run_id[: width - 1] + "…"
+    if width <= 1:
+        return "…"[:width]
+    tail = (width - 1) // 2
+    head = width - 1 - tail
+    return run_id[:head] + "…" + (run_id[-tail:] if tail else "")
 
 
 def assign_colors(run_ids: Sequence[str]) -> dict[str, RGB]:
@@ -224,10 +279,11 @@ def learning_curves(
             curves.append(Curve(label, list(xs), list(ys), color, marker))
 
     if primary is not None:
-        add("val", primary.epochs, primary.val, colors[primary.run_id], "braille")
-        add("train", primary.train_epochs, primary.train, dim(colors[primary.run_id], 0.55), "braille")
-    for o in runs[1 if primary is not None else 0 :]:
-        add(f"val {short_id(o.run_id, 22)}", o.epochs, o.val, colors[o.run_id], "braille")
+        add("val", primary.epochs, primary.val, colors[primary.run_id], VAL_MARKER)
+        add("train", primary.train_epochs, primary.train, dim(colors[primary.run_id], 0.55), TRAIN_MARKER)
+    for i, o in enumerate(runs[1 if primary is not None else 0 :]):
+        marker = OVERLAY_MARKERS[i % len(OVERLAY_MARKERS)]
+        add(f"val {short_id(o.run_id, 22)}", o.epochs, o.val, colors[o.run_id], marker)
     return curves
 
 

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tui_ft.tui.launcher import resumable
+from tui_ft.tui.state import fmt_mae
+
 if TYPE_CHECKING:
     from tui_ft.tui.app import TuiFtApp
 
@@ -24,14 +27,19 @@ class TuiFtCommands(Provider):
                     (f"Launch {kind} {entry.name}", f"start presets/{entry.path.name} now", partial(app.launch_entry, entry))
                 )
                 self.items.append(
-                    (f"Queue {kind} {entry.name}", "start it when no run is training", partial(app.enqueue_entry, entry))
+                    (f"Enqueue {kind} {entry.name}", "add it to the queue: it starts when no run is training", partial(app.enqueue_entry, entry))
                 )
         for st in sorted(app.model.runs.values(), key=lambda s: s.sort_key, reverse=True):
             s = st.summary
             self.items.append((f"Show run {s.run_id}", f"{s.status} · preset {s.preset_name}", partial(app.show_run, s.run_id)))
+            ours_running = st.launched is not None and st.launched.poll() is None
+            if not st.active and not ours_running and resumable(s.run_id, s.status, app.paths) is None:
+                self.items.append(
+                    (f"Resume run {s.run_id}", f"{s.status}: continue from its last.pt (tui-ft resume)", partial(app.resume, s.run_id))
+                )
         for c in app.model.checkpoints:
             self.items.append(
-                (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val {c.val_mae})", partial(app.continue_from, c.ref))
+                (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val MAE {fmt_mae(c.val_mae)} eV/atom)", partial(app.continue_from, c.ref))
             )
 
     async def discover(self) -> Hits:

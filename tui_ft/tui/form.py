@@ -32,17 +32,46 @@ class FormField:
 
 FIELDS: tuple[FormField, ...] = (
     FormField("name", "run.name", "Name", "file presets/<name>.toml; letters, digits, . _ -"),
-    FormField("description", "run.description", "Description"),
-    FormField("mode", "finetune.mode", "Mode"),
-    FormField("lr", "optim.lr", "Learning rate", "e.g. 1e-4"),
-    FormField("backbone_lr", "finetune.backbone_lr", "Backbone lr", "full mode only; empty = same as lr"),
-    FormField("epochs", "train.epochs", "Epochs"),
-    FormField("batch_size", "train.batch_size", "Batch size"),
+    FormField("description", "run.description", "Description", "what this preset is for"),
+    FormField("source", "data.source", "Data source", '"demo", "matbench_mp_e_form" or a .json/.json.gz file'),
+    FormField("target", "data.target", "Target column", "e.g. e_form"),
     FormField("fraction", "data.fraction", "Data fraction", "share of the training part, (0, 1]"),
     FormField("fold", "data.fold", "Fold", "Matbench fold 0-4"),
+    FormField("mode", "finetune.mode", "Mode"),
     FormField("init", "model.init", "Init checkpoint", "RUN@best, PRESET@best or empty (pretrained CHGNet)"),
+    FormField("optimizer", "optim.optimizer", "Optimizer"),
+    FormField("lr", "optim.lr", "Learning rate", "e.g. 1e-4"),
+    FormField("backbone_lr", "finetune.backbone_lr", "Backbone lr", "full mode only; empty = same as lr"),
+    FormField("scheduler", "optim.scheduler", "Scheduler"),
+    FormField("epochs", "train.epochs", "Epochs"),
+    FormField("patience", "train.patience", "Patience", "epochs without improvement before stopping; 0 = never"),
+    FormField("batch_size", "train.batch_size", "Batch size"),
+    FormField("device", "train.device", "Device", '"auto", "cpu", "cuda" or "cuda:N"'),
 )
 BY_KEY = {f.key: f for f in FIELDS}
+# fields shown as a choice (Select) and their options: (label, value)
+CHOICES: dict[str, list[tuple[str, str]]] = {
+    "mode": [("head: train the readout head only", "head"), ("full: train all layers", "full")],
+    "optimizer": [("adam", "adam"), ("adamw", "adamw"), ("sgd", "sgd")],
+    "scheduler": [("none: constant lr", "none"), ("cosine: cosine decay to 0", "cosine")],
+}
+# empty means "unset" for these (the schema's default applies); an empty required field says so
+MAY_BE_EMPTY = {"backbone_lr", "init", "description"}
+# the fields whose change makes the inherited description out of date
+SETTINGS = tuple(f.id for f in FIELDS if f.id not in ("name", "description"))
+
+
+def derived_description(base: Preset, values: dict[str, str]) -> str | None:
+    """A description for a preset made from ``base`` with ``values``: what
+    changed (``None`` when no setting did: the base's description still holds)."""
+    before = initial_values(base, set())
+    changed = [f"{FIELD_LABEL[k]} {before[k] or '-'} → {values.get(k, '') or '-'}" for k in SETTINGS if values.get(k, "") != before[k]]
+    if not changed:
+        return None
+    return f"from {base.name}: " + ", ".join(changed)
+
+
+FIELD_LABEL = {f.id: f.label.lower() for f in FIELDS}
 
 
 def initial_values(base: Preset, existing_names: set[str]) -> dict[str, str]:
@@ -56,6 +85,12 @@ def initial_values(base: Preset, existing_names: set[str]) -> dict[str, str]:
     return {
         "name": name,
         "description": base.run.description,
+        "source": base.data.source,
+        "target": base.data.target,
+        "device": base.train.device,
+        "optimizer": base.optim.optimizer,
+        "scheduler": base.optim.scheduler,
+        "patience": str(base.train.patience),
         "mode": base.finetune.mode,
         "lr": f"{base.optim.lr:g}",
         "backbone_lr": "" if base.finetune.backbone_lr is None else f"{base.finetune.backbone_lr:g}",
@@ -71,10 +106,15 @@ def validate(base: Preset, values: dict[str, str]) -> tuple[Preset | None, dict[
     """The new preset, or the problems by form field id (``""`` for problems
     that belong to no field of the form)."""
     changes: dict[str, object] = {f.key: values.get(f.id, "") for f in FIELDS}
+    errors: dict[str, str] = {}
+    for f in FIELDS:
+        if f.id not in MAY_BE_EMPTY and not str(values.get(f.id, "")).strip():
+            errors[f.id] = "enter a value" + (f" ({f.hint})" if f.hint else "")
+    if errors:
+        return None, errors
     try:
         return base.with_changes(changes), {}
     except PresetError as exc:
-        errors: dict[str, str] = {}
         for e in exc.errors:
             fld = BY_KEY.get(e.field)
             fid = fld.id if fld else ""
@@ -101,6 +141,9 @@ class PresetForm(ModalScreen["Path | None"]):
         self.values = initial_values(base, existing)
         self.errors: dict[str, str] = {}
         self.saved: Path | None = None
+        # the description follows the settings (says what changed) until the user edits it
+        self.description_auto = self.values["description"]
+        self.description_edited = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="preset-form"):
@@ -109,13 +152,13 @@ class PresetForm(ModalScreen["Path | None"]):
                 for f in FIELDS:
                     with Horizontal(classes="form-row"):
                         yield Label(f.label, classes="form-label")
-                        if f.id == "mode":
+                        if f.id in CHOICES:
                             yield Select(
-                                [("head: train the readout head only", "head"), ("full: train all layers", "full")],
-                                value=self.values["mode"],
+                                CHOICES[f.id],
+                                value=self.values[f.id],
                                 allow_blank=False,
                                 compact=True,
-                                id="f-mode",
+                                id=f"f-{f.id}",
                             )
                         else:
                             yield Input(
@@ -143,7 +186,23 @@ class PresetForm(ModalScreen["Path | None"]):
             vals[f.id] = str(w.value) if not isinstance(w, Select) or w.value is not Select.BLANK else ""
         return vals
 
+    def _follow_description(self) -> None:
+        """Keep the inherited description honest: once a setting changes it
+        says what was changed from the base preset, unless the user wrote one."""
+        box = self.query_one("#f-description", Input)
+        if box.value != self.description_auto:
+            self.description_edited = True
+        if self.description_edited:
+            return
+        derived = derived_description(self.base, self._read())
+        want = self.base.run.description if derived is None else derived
+        if box.value != want:
+            self.description_auto = want
+            with box.prevent(Input.Changed):
+                box.value = want
+
     def _validate(self) -> Preset | None:
+        self._follow_description()
         self.values = self._read()
         preset, self.errors = validate(self.base, self.values)
         for f in [*FIELDS, FormField("", "", "")]:

@@ -1,7 +1,7 @@
 """Start, signal and read the output of training processes.
 
 Training always runs in its own process (``python -m tui_ft run FILE --run-id
-ID --plain``) in its own session, so closing the dashboard never stops a run,
+ID --plain``, or ``python -m tui_ft resume ID --plain``) in its own session, so closing the dashboard never stops a run,
 and cancelling is a SIGINT to the process group (the run saves ``last.pt``,
 records ``run_interrupted`` and exits 130).
 """
@@ -24,6 +24,7 @@ from tui_ft.core.tail import LineTail
 # the preset a run was started with; the run writes the same file itself (engine.write_run_files)
 LAUNCH_FILE = "preset.toml"
 STDERR_FILE = "stderr.log"
+RESUMABLE = ("interrupted", "crashed", "failed")  # statuses `tui-ft resume` continues (with a last.pt)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class LaunchedRun:
     stderr_path: Path
     proc: subprocess.Popen = field(repr=False)
     started: float = field(default_factory=time.time)
+    kind: str = "run"  # "run": a new run of a preset; "resume": `tui-ft resume` of an ended run
 
     @property
     def pid(self) -> int:
@@ -118,21 +120,43 @@ def launch(target: Preset | Path, paths: Paths, *, python: str | None = None) ->
         preset_file = run_dir / LAUNCH_FILE
         save_preset(target, preset_file)
         stderr_path = run_dir / STDERR_FILE
-        proc = _spawn([str(preset_file), "--run-id", run_id], stderr_path, paths, python)
+        proc = _spawn(["run", str(preset_file), "--run-id", run_id], stderr_path, paths, python)
         return LaunchedRun(run_id, target.name, preset_file, stderr_path, proc)
     err_dir = paths.logs / ".plans"
     err_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = err_dir / f"{target.stem}-{time.strftime('%Y%m%d-%H%M%S')}.stderr.log"
-    proc = _spawn([str(target)], stderr_path, paths, python)
+    proc = _spawn(["run", str(target)], stderr_path, paths, python)
     return LaunchedPlan(target.stem, target, stderr_path, proc)
 
 
+def resumable(run_id: str, status: str, paths: Paths) -> str | None:
+    """Why ``run_id`` cannot be resumed from the dashboard, or ``None`` when it
+    can: it ended without finishing (interrupted, crashed, failed) and left a
+    ``last.pt``."""
+    if status not in RESUMABLE:
+        return f"{run_id} is {status}: only interrupted, crashed or failed runs can be resumed"
+    if not (paths.checkpoints / run_id / "last.pt").is_file():
+        return f"{run_id} has no last.pt to resume from (it ended before its first epoch was saved)"
+    return None
+
+
+def launch_resume(run_id: str, preset_name: str, paths: Paths, *, python: str | None = None) -> LaunchedRun:
+    """Start ``tui-ft resume RUN_ID`` in its own session, like a launch: its
+    stderr is appended to ``logs/RUN_ID/stderr.log``; it appends to the run's
+    own ``events.jsonl``, which the dashboard follows."""
+    run_dir = paths.run_log_dir(run_id)
+    stderr_path = run_dir / STDERR_FILE
+    proc = _spawn(["resume", run_id], stderr_path, paths, python)
+    return LaunchedRun(run_id, preset_name, run_dir / LAUNCH_FILE, stderr_path, proc, kind="resume")
+
+
 def _spawn(args: list[str], stderr_path: Path, paths: Paths, python: str | None) -> subprocess.Popen:
+    """``python -m tui_ft COMMAND ARGS --plain`` in its own session, stderr to ``stderr_path``."""
     env = {**os.environ, "TUI_FT_HOME": str(paths.root), "PYTHONUNBUFFERED": "1"}
     env.pop("TEXTUAL", None)
     with open(stderr_path, "ab") as err:
         return subprocess.Popen(
-            [python or sys.executable, "-m", "tui_ft", "run", *args, "--plain"],
+            [python or sys.executable, "-m", "tui_ft", *args, "--plain"],
             cwd=paths.root,
             env=env,
             stdin=subprocess.DEVNULL,

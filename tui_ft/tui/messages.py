@@ -95,3 +95,10 @@ class ContinueRequested(Message):
 @dataclass
 class RescanRequested(Message):
     """A pane changed files (a saved preset, deleted checkpoints): look again."""
+
+
+@dataclass
+class ResumeRequested(Message):
+    """The runs pane asks to resume an ended run (``tui-ft resume RUN_ID``)."""
+
+    run_id: str

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rich.syntax import Syntax
+from pygments.token import Comment, Generic, Keyword, Literal, Name, Number, Operator, Punctuation, String, Token
+from rich.style import Style
+from rich.syntax import ANSISyntaxTheme, Syntax
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -15,6 +17,27 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
+
+
+# The TOML preview's colours: bright ANSI colours only, so that with NO_COLOR
+# (Textual turns each colour into its grey) every token keeps a WCAG contrast
+# of at least 4.5:1 on the dark background (tests/test_tui_first_hour.py).
+PREVIEW_THEME = ANSISyntaxTheme(
+    {
+        Token: Style(color="default"),
+        Comment: Style(color="bright_blue", italic=True),
+        Keyword: Style(color="bright_cyan", bold=True),
+        Name: Style(color="default"),
+        Name.Tag: Style(color="bright_cyan", bold=True),
+        Name.Attribute: Style(color="default"),
+        String: Style(color="bright_green"),
+        Number: Style(color="bright_yellow"),
+        Literal: Style(color="bright_yellow"),
+        Operator: Style(color="default"),
+        Punctuation: Style(color="default"),
+        Generic.Error: Style(color="bright_red", bold=True),
+    }
+)
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -67,7 +90,7 @@ class TextScreen(ModalScreen[None]):
             yield Label(self.title_text, classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
                 if self.language:
-                    yield Static(Syntax(self.body, self.language, theme="ansi_dark", word_wrap=True, background_color="default"))
+                    yield Static(Syntax(self.body, self.language, theme=PREVIEW_THEME, word_wrap=True, background_color="default"))
                 else:
                     yield Static(Text(self.body))
             yield Label("escape: close", classes="dialog-hint")

@@ -47,6 +47,8 @@ class Dashboard:
         self.preset_entries: list[PresetEntry] = []
         self.checkpoints: list[CheckpointInfo] = []
         self.launching = 0  # launches asked for whose process is not known yet
+        self.after_parent = False  # draw a continued run after its parent's last epoch (plans always are)
+        self.problems: dict[str, float] = {}  # each distinct problem seen (bad event line, bad sidecar, scan error) -> first seen
         self.presets_sig: tuple | None = None
         self.library_sig: tuple | None = None
         self._predictions: dict[str, Predictions | str] = {}
@@ -96,9 +98,15 @@ class Dashboard:
         return ScanChanges(changed, follow)
 
     def add_launched(self, launched: LaunchedRun) -> RunState:
-        """A run we started: its state (the follower may have made it already)."""
+        """A run we started: its state (the follower may have made it already).
+        A resumed run starts a fresh state: its follower reads the run's whole
+        ``events.jsonl`` again, the earlier attempt included."""
         self.launch_done()
         st = self.runs.get(launched.run_id)
+        if launched.kind == "resume" and st is not None and not st.following:
+            old = st
+            st = self.runs[launched.run_id] = RunState(RunSummary(run_id=launched.run_id, preset_name=old.summary.preset_name))
+            st.overlay = old.overlay
         if st is None:
             st = self.runs[launched.run_id] = RunState(RunSummary(run_id=launched.run_id, preset_name=launched.preset_name))
         st.launched = launched
@@ -127,7 +135,7 @@ class Dashboard:
 
     def training(self) -> list[str]:
         """Our runs and plans whose process still runs (quitting leaves them running)."""
-        ours = [st.run_id for st in self.runs.values() if st.active and st.launched is not None and st.launched.poll() is None]
+        ours = [st.run_id for st in self.runs.values() if st.launched is not None and st.launched.poll() is None]
         return ours + [f"plan {lp.name}" for lp in self.plans if lp.poll() is None]
 
     def ended_plans(self) -> list[tuple[LaunchedPlan, int]]:
@@ -171,15 +179,19 @@ class Dashboard:
 
     # ------------------------------------------------------------------ charts
 
-    def plan_chain(self, st: RunState) -> list[RunState]:
+    def plan_chain(self, st: RunState, *, any_parent: bool = False) -> list[RunState]:
         """The earlier stages of the plan ``st`` belongs to, followed by ``st``
-        (parent links between stages of the same plan), oldest first."""
+        (parent links between stages of the same plan), oldest first. With
+        ``any_parent`` every parent run still in ``logs/`` is joined in front
+        (a run continued from a checkpoint by hand or from the library)."""
         chain = [st]
         seen = {st.run_id}
         cur = st
-        while cur.summary.plan and (cur.summary.stage or 1) > 1 and cur.summary.parent:
+        while cur.summary.parent and (any_parent or (cur.summary.plan and (cur.summary.stage or 1) > 1)):
             prev = self.runs.get(cur.summary.parent.split("@")[0])
-            if prev is None or prev.run_id in seen or prev.summary.plan != cur.summary.plan:
+            if prev is None or prev.run_id in seen:
+                break
+            if not any_parent and prev.summary.plan != cur.summary.plan:
                 break
             chain.append(prev)
             seen.add(prev.run_id)
@@ -193,7 +205,8 @@ class Dashboard:
         primary = None
         bounds: list[float] = []
         if st is not None:
-            stages = [series_from_history(s.run_id, s.summary.history) for s in self.plan_chain(st)]
+            chain = self.plan_chain(st, any_parent=self.after_parent)
+            stages = [series_from_history(s.run_id, s.summary.history) for s in chain]
             primary, bounds = chain_stages(stages)
         overlays = [
             series_from_history(o.run_id, o.summary.history)
@@ -225,7 +238,31 @@ class Dashboard:
             self._predictions[st.run_id] = cached
         return (st.run_id, None, cached) if isinstance(cached, str) else (st.run_id, cached, "")
 
+    # ------------------------------------------------------------------ problems
+
+    def new_problem(self, text: str) -> bool:
+        """Record a problem (a skipped event line, a bad sidecar, a failed
+        scan); True the first time this cause is seen, so it is shown once."""
+        key = text.strip()
+        if not key or key in self.problems:
+            return False
+        self.problems[key] = time.time()
+        return True
+
     # ------------------------------------------------------------------ presets and checkpoints
+
+    def run_status(self, run_id: str, fallback: str | None = None) -> str:
+        """A run's status as its events say (the one source of truth, as in
+        ``tui-ft runs``); ``fallback`` when its log folder is gone (a
+        checkpoint kept after its logs were deleted)."""
+        st = self.runs.get(run_id)
+        if st is not None:
+            return st.status
+        return fallback or "no log"
+
+    def checkpoint_status(self, c: CheckpointInfo) -> str:
+        """The status shown for a checkpoint: its run's, from the run's events."""
+        return self.run_status(c.run_id, "finished" if c.finished else "no log")
 
     def init_refs(self) -> list[str]:
         """Checkpoint references the preset form offers for ``model.init``."""

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import on
@@ -24,15 +25,18 @@ from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 from tui_ft.core.library import CheckpointInfo, Library
 from tui_ft.core.paths import Paths
 from tui_ft.core.presets import PresetError, dump_preset, preset_from_dict
+from tui_ft.tui.columns import KEEP, Col, FitTable
 from tui_ft.tui.form import PresetForm
-from tui_ft.tui.launcher import interrupt
-from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested
-from tui_ft.tui.modals import ConfirmScreen, TextScreen
+from tui_ft.tui.launcher import interrupt, resumable
+from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested, ResumeRequested
+from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, TextScreen
 from tui_ft.tui.model import Dashboard
+from tui_ft.tui.charts import short_id
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
 
+ERROR_LINE_STYLE = Style(reverse=True, bold=True)
 STATUS_STYLE = {
     "pending": "dim",
     "running": "bold cyan",
@@ -78,12 +82,22 @@ def _restore_cursor(table: DataTable, key: str | None) -> None:
 # --------------------------------------------------------------------------- presets
 
 
+PRESET_COLUMNS = (
+    Col("name", "preset", KEEP, "middle", min_width=12),
+    Col("mode", "mode", 60),
+    Col("data", "data", 70, "middle", min_width=14, early=True),  # "mp_e_f…10% f0": source start, fraction and fold
+    Col("lr", "lr", 80),
+    Col("epochs", "epochs", 75),
+    Col("init", "init", 65, "middle", min_width=12),
+)
+
+
 class PresetsPane(Vertical):
     """Preset files with their TOML; broken files listed with their error."""
 
     BINDINGS = [
         Binding("l", "launch", "Launch", tooltip="launch the selected preset now"),
-        Binding("q", "enqueue", "Queue", tooltip="queue it: queued presets start one by one, when no run is training"),
+        Binding("e", "enqueue", "Enqueue", tooltip="add it to the queue: queued presets start one by one, when no run is training"),
         Binding("n", "new_preset", "New preset", tooltip="new preset from the selected one (form)"),
     ]
 
@@ -96,25 +110,20 @@ class PresetsPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="presets-main"):
             with Vertical(id="presets-left"):
-                yield DataTable(id="presets-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="presets-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="preset-status")
             with VerticalScroll(id="preset-view"):
                 yield Static("", id="preset-toml")
 
     def on_mount(self) -> None:
-        t = self.query_one("#presets-table", DataTable)
-        t.add_column("preset", key="name")
-        t.add_column("mode", key="mode")
-        t.add_column("data", key="data")
-        t.add_column("lr", key="lr")
-        t.add_column("epochs", key="epochs")
-        t.add_column("init", key="init")
+        t = self.table
+        t.set_columns(PRESET_COLUMNS)
         t.border_title = "presets/"
         self.query_one("#preset-view").border_title = "TOML"
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one("#presets-table", DataTable)
+    def table(self) -> FitTable:
+        return self.query_one("#presets-table", FitTable)
 
     @property
     def selected(self) -> PresetEntry | None:
@@ -123,27 +132,26 @@ class PresetsPane(Vertical):
 
     def set_entries(self, entries: list[PresetEntry]) -> None:
         t = self.table
-        key = _cursor_key(t)
         self.entries = {e.key: e for e in entries}
-        t.clear()
+        rows = []
         for e in entries:
             if e.is_plan and e.ok:
-                t.add_row(e.name, Text("plan", style="cyan"), e.data_label, "", "", "", key=e.key)
+                rows.append((e.key, [e.name, Text("plan", style="cyan"), e.data_label, "", "", ""]))
             elif e.ok:
-                t.add_row(e.name, e.mode, e.data_label, e.lr, e.epochs, e.init or "-", key=e.key)
+                rows.append((e.key, [e.name, e.mode, e.data_label, e.lr, e.epochs, e.init or "-"]))
             else:
                 style = "red"
-                t.add_row(
+                # the whole error is under the table; the data column shows its start
+                rows.append((e.key, [
                     Text(e.name, style=style),
                     Text(e.mode if not e.is_plan else "plan", style=style),
                     Text(e.error.split(": ", 1)[-1], style=style),
                     "",
                     "",
                     "",
-                    key=e.key,
-                )
+                ]))
+        t.set_rows(rows)
         t.border_title = f"presets/ ({len(entries)})"
-        _restore_cursor(t, key)
         self.show(self.selected)
         if self.select_after_scan:
             self.select(self.select_after_scan)
@@ -181,18 +189,21 @@ class PresetsPane(Vertical):
         else:
             status.update(Text(entry.error, style="bold red"))
             status.add_class("error")
-        lines = {entry.error_line} if entry.error_line else set()
-        view.update(
-            Syntax(
-                entry.text or "(empty file)",
-                "toml",
-                theme="ansi_dark",
-                line_numbers=True,
-                highlight_lines=lines,
-                word_wrap=True,
-                background_color="default",
-            )
+        syntax = Syntax(
+            entry.text or "(empty file)",
+            "toml",
+            theme=PREVIEW_THEME,
+            line_numbers=True,
+            word_wrap=True,
+            background_color="default",
         )
+        n_lines = (entry.text or "").count("\n") + 1
+        if entry.error_line and 1 <= entry.error_line <= n_lines:
+            # the line with the error in reverse video (Syntax's own "❱" marker is a
+            # fixed dark red that NO_COLOR turns into an unreadable grey)
+            width = len((entry.text or "").splitlines()[entry.error_line - 1]) if entry.text else 0
+            syntax.stylize_range(ERROR_LINE_STYLE, (entry.error_line, 0), (entry.error_line, max(1, width)))
+        view.update(syntax)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -286,6 +297,18 @@ class RunLog(RichLog):
 
 
 RUN_COLUMNS = ("overlay", "run", "status", "epoch", "best", "test", "elapsed", "preset", "device")
+# what a narrow terminal drops first: low priority; ids are shortened in the middle, never dropped
+RUN_TABLE = (
+    Col("overlay", "", KEEP, min_width=1),
+    Col("run", "run", KEEP, "middle", min_width=16),
+    Col("status", "status", 95),
+    Col("epoch", "epoch", 85),
+    Col("best", "best val", 80),
+    Col("test", "test MAE", 70),
+    Col("elapsed", "elapsed", 40),
+    Col("preset", "preset", 30),
+    Col("device", "device", 20),
+)
 FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
 
 
@@ -294,9 +317,11 @@ class RunsPane(Vertical):
 
     BINDINGS = [
         Binding("c", "cancel_run", "Cancel run", tooltip="cancel the selected run (it saves last.pt)"),
+        Binding("r", "resume_run", "Resume", tooltip="resume the selected interrupted, crashed or failed run from its last.pt"),
         Binding("o,space", "toggle_overlay", "Overlay", tooltip="overlay the selected run on the chart"),
-        Binding("g", "toggle_log", "Log scale", tooltip="log scale (log10 MAE) on/off"),
+        Binding("g", "toggle_log", "Log scale", tooltip="logarithmic MAE axis on/off"),
         Binding("v", "next_chart", "Chart", tooltip="next chart: learning curve, parity plot, error histogram"),
+        Binding("t", "toggle_after_parent", "After parent", show=False, tooltip="draw a continued run after its parent's last epoch, or from its own epoch 0"),
         Binding("x", "clear_queue", "Clear queue", show=False, tooltip="clear the queue"),
     ]
     CHARTS = ("tab-curve", "tab-parity", "tab-errors")
@@ -307,13 +332,15 @@ class RunsPane(Vertical):
     def __init__(self, model: Dashboard, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self._cancel_enabled = False
+        self._keys_enabled: tuple[bool, bool] = (False, False)  # (cancel, resume) as the footer shows them
+        self.chart_choice: dict[str, str] = {}  # the chart the user picked for a run (v or a click)
+        self._auto_chart = self.CHARTS[0]  # the chart last shown without the user asking
         self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
         self._dirty: dict[str, RunState] = {}
         self._flush_timer = None
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="queue-line")
         with Horizontal(id="runs-bottom"):
             with TabbedContent(id="chart-tabs"):
@@ -326,27 +353,16 @@ class RunsPane(Vertical):
             yield RunLog(id="run-log")
 
     def on_mount(self) -> None:
-        t = self.query_one("#runs-table", DataTable)
-        t.add_column("", key="overlay", width=1)
-        for label, key in (
-            ("run", "run"),
-            ("status", "status"),
-            ("epoch", "epoch"),
-            ("best val", "best"),
-            ("test MAE", "test"),
-            ("elapsed", "elapsed"),
-            ("preset", "preset"),
-            ("device", "device"),
-        ):
-            t.add_column(label, key=key)
+        t = self.table
+        t.set_columns(RUN_TABLE)
         t.border_title = "runs"
         self.query_one(RunLog).border_title = "log"
         self.set_queue("")
         self.watch_selected_run(None)
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one("#runs-table", DataTable)
+    def table(self) -> FitTable:
+        return self.query_one("#runs-table", FitTable)
 
     @property
     def selected_run_id(self) -> str | None:
@@ -380,16 +396,15 @@ class RunsPane(Vertical):
     def set_runs(self, states: list[RunState]) -> None:
         """Rebuild the table, newest first, keeping the cursor on the same run."""
         t = self.table
-        key = _cursor_key(t)
-        t.clear()
         self._shown.clear()
         self._dirty.clear()
+        rows = []
         for st in sorted(states, key=lambda s: s.sort_key, reverse=True):
             cells = self.cells(st)
-            t.add_row(*cells, key=st.run_id)
+            rows.append((st.run_id, cells))
             self._shown[st.run_id] = [str(c) for c in cells]
+        t.set_rows(rows)
         t.border_title = f"runs ({len(states)})"
-        _restore_cursor(t, key)
 
     def update_run(self, st: RunState, *, now: bool = False) -> None:
         """Show a run's new state: at once with ``now``, else within FLUSH_S
@@ -418,12 +433,7 @@ class RunsPane(Vertical):
                 if text == shown[i]:
                     continue
                 shown[i] = text
-                # widening a column relayouts the screen: only when it must
-                try:
-                    wider = len(text) > t.columns[col].content_width
-                except (KeyError, AttributeError):
-                    wider = False
-                t.update_cell(run_id, col, value, update_width=wider)
+                t.update_fitted(run_id, col, value)
 
     def select(self, run_id: str) -> None:
         _restore_cursor(self.table, run_id)
@@ -450,7 +460,8 @@ class RunsPane(Vertical):
     # -- log
     def show_log(self, run_id: str | None, lines: list[LogLine]) -> None:
         log = self.query_one(RunLog)
-        log.border_title = f"log: {run_id}" if run_id else "log"
+        room = max(12, (log.size.width or 48) - 11)  # the border and "─ log: " take the rest
+        log.border_title = f"log: {short_id(run_id, room)}" if run_id else "log"
         log.show(lines)
 
     def append_log(self, lines: list[LogLine]) -> None:
@@ -469,6 +480,24 @@ class RunsPane(Vertical):
         self.update_curve()
         self.update_predictions()
         self.refresh_cancel_key()
+        self.show_default_chart(run_id)
+
+    def show_default_chart(self, run_id: str | None) -> None:
+        """The learning curve for a newly selected (or newly started) run,
+        unless the user picked another chart for that run."""
+        tabs = self.query_one("#chart-tabs", TabbedContent)
+        want = self.chart_choice.get(run_id or "", self.CHARTS[0])
+        self._auto_chart = want
+        if tabs.active != want:
+            tabs.active = want
+
+    @on(TabbedContent.TabActivated, "#chart-tabs")
+    def _chart_picked(self, event: TabbedContent.TabActivated) -> None:
+        event.stop()
+        pane_id = event.pane.id or ""
+        if pane_id != self._auto_chart and self.selected_run:
+            self.chart_choice[self.selected_run] = pane_id
+            self._auto_chart = pane_id
 
     def watch_log_scale(self, value: bool) -> None:
         self.query_one("#curve", CurvePlot).log_scale = value
@@ -482,13 +511,19 @@ class RunsPane(Vertical):
         self.query_one("#parity", ParityPlot).set_predictions(*shown)
         self.query_one("#errors", ErrorPlot).set_predictions(*shown)
 
+    def can_resume(self, st: RunState | None) -> bool:
+        if st is None or st.active or (st.launched is not None and st.launched.poll() is None):
+            return False
+        return resumable(st.run_id, st.status, self.model.paths) is None
+
     def refresh_cancel_key(self) -> None:
-        """Dim or light "c Cancel run" in the footer when that changes (a footer
-        refresh rebuilds its keys and relayouts the screen: not on every move)."""
+        """Dim or light "c Cancel run" and "r Resume" in the footer when that
+        changes (a footer refresh rebuilds its keys and relayouts the screen:
+        not on every move)."""
         st = self.model.get(self.selected_run)
-        can = st is not None and st.active
-        if can != self._cancel_enabled:
-            self._cancel_enabled = can
+        keys = (st is not None and st.active, self.can_resume(st))
+        if keys != self._keys_enabled:
+            self._keys_enabled = keys
             self.refresh_bindings()
 
     # -- keys
@@ -496,6 +531,8 @@ class RunsPane(Vertical):
         if action == "cancel_run":
             st = self.model.get(self.selected_run)
             return True if st is not None and st.active else None
+        if action == "resume_run":
+            return True if self.can_resume(self.model.get(self.selected_run)) else None
         if action == "clear_queue":
             return bool(len(self.model.queue))
         return True
@@ -510,12 +547,36 @@ class RunsPane(Vertical):
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
-        self.notify("log scale: log10 MAE" if self.log_scale else "linear scale", timeout=2)
+        self.notify("logarithmic MAE axis" if self.log_scale else "linear MAE axis", timeout=2)
+
+    def action_toggle_after_parent(self) -> None:
+        self.model.after_parent = not self.model.after_parent
+        self.notify(
+            "continued runs drawn after their parent's last epoch" if self.model.after_parent
+            else "continued runs drawn from their own epoch 0 (plans stay joined)",
+            timeout=3,
+        )
+        self.update_curve()
 
     def action_next_chart(self) -> None:
         tabs = self.query_one("#chart-tabs", TabbedContent)
         order = self.CHARTS
-        tabs.active = order[(order.index(tabs.active) + 1) % len(order)] if tabs.active in order else order[0]
+        nxt = order[(order.index(tabs.active) + 1) % len(order)] if tabs.active in order else order[0]
+        if self.selected_run:
+            self.chart_choice[self.selected_run] = nxt
+        self._auto_chart = nxt
+        tabs.active = nxt
+
+    def action_resume_run(self) -> None:
+        st = self.model.get(self.selected_run)
+        if st is None:
+            self.notify("select an interrupted, crashed or failed run to resume it", severity="warning")
+            return
+        why = "it is still running" if st.active else resumable(st.run_id, st.status, self.model.paths)
+        if why:
+            self.notify(f"cannot resume: {why}", severity="warning")
+            return
+        self.post_message(ResumeRequested(st.run_id))
 
     def action_clear_queue(self) -> None:
         self.model.queue.items.clear()
@@ -568,6 +629,18 @@ class _Snapshot(Library):
         return list(self._items)
 
 
+CKPT_COLUMNS = (
+    Col("ref", "checkpoint", KEEP, "middle", min_width=20),
+    Col("preset", "preset", 40),  # the start of the checkpoint id says it too: dropped, not shortened
+    Col("epoch", "epoch", 60),
+    Col("val", "val MAE", 80),
+    Col("test", "test MAE", 70),
+    Col("status", "run", 95),
+    Col("time", "saved", 30),
+    Col("parent", "parent", 50, "middle", min_width=20),
+)
+
+
 class LibraryPane(Vertical):
     """All checkpoints; lineage and children of the selected one."""
 
@@ -586,29 +659,19 @@ class LibraryPane(Vertical):
         self.library = _Snapshot(paths, [])
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="ckpt-detail-box"):
             yield Static("", id="ckpt-detail")
 
     def on_mount(self) -> None:
-        t = self.query_one("#ckpt-table", DataTable)
-        for label, key in (
-            ("checkpoint", "ref"),
-            ("preset", "preset"),
-            ("epoch", "epoch"),
-            ("val MAE", "val"),
-            ("test MAE", "test"),
-            ("run", "status"),
-            ("saved", "time"),
-            ("parent", "parent"),
-        ):
-            t.add_column(label, key=key)
+        t = self.table
+        t.set_columns(CKPT_COLUMNS)
         t.border_title = "checkpoints/"
         self.query_one("#ckpt-detail-box").border_title = "lineage"
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one("#ckpt-table", DataTable)
+    def table(self) -> FitTable:
+        return self.query_one("#ckpt-table", FitTable)
 
     @property
     def selected(self) -> CheckpointInfo | None:
@@ -617,13 +680,12 @@ class LibraryPane(Vertical):
 
     def set_items(self, items: list[CheckpointInfo]) -> None:
         t = self.table
-        key = _cursor_key(t)
         self.items = {c.ref: c for c in items}
         self.library = _Snapshot(self.paths, items)
-        t.clear()
+        rows = []
         for c in items:
-            status = "finished" if c.finished else str(c.meta.get("status") or "unfinished")
-            t.add_row(
+            status = self.model.checkpoint_status(c)
+            rows.append((c.ref, [
                 Text(c.ref, style="" if c.kind == "best" else "dim"),
                 c.preset_name,
                 "-" if c.epoch is None else str(c.epoch),
@@ -632,15 +694,19 @@ class LibraryPane(Vertical):
                 Text(status, style=STATUS_STYLE.get(status, "yellow")),
                 fmt_time(c.created),
                 c.parent or "-",
-                key=c.ref,
-            )
+            ]))
+        t.set_rows(rows)
         t.border_title = f"checkpoints/ ({len(items)})"
-        _restore_cursor(t, key)
         self.show(self.selected)
 
     def select(self, ref: str) -> None:
         _restore_cursor(self.table, ref)
         self.show(self.selected)
+
+    def refresh_status(self) -> None:
+        """A run's status changed: show it (it comes from the run's events)."""
+        if self.items:
+            self.set_items(list(self.items.values()))
 
     def show(self, c: CheckpointInfo | None) -> None:
         detail = self.query_one("#ckpt-detail", Static)
@@ -653,7 +719,7 @@ class LibraryPane(Vertical):
         text.append(
             f"   preset {c.preset_name} · {meta.get('mode', '?')} mode · epoch {c.epoch} · "
             f"val {fmt_mae(c.val_mae)} · test {fmt_mae(c.test_mae)} · "
-            f"{'finished' if c.finished else meta.get('status', 'unfinished')} · {fmt_time(c.created)}\n"
+            f"run {self.model.checkpoint_status(c)} · {fmt_time(c.created)}\n"
         )
         chain = self.library.lineage(c)
         text.append("lineage  ", style="bold")

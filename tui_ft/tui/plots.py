@@ -25,10 +25,12 @@ from tui_ft.tui.charts import (
     error_stats,
     int_ticks,
     learning_curves,
+    log_ticks,
     max_points_for_width,
     nice_ticks,
     parity_data,
     short_id,
+    LEGACY_UNIT,
     unit_suffix,
 )
 
@@ -143,14 +145,41 @@ class CurvePlot(_Plot):
             lo, hi = bounds
             plt.xlim(lo, hi)
             plt.xticks(int_ticks(int(lo), int(hi), max(2, self.plot_width // 10)))
+        ys = [y for c in curves for y in c.ys]
+        if self.log_scale and ys:
+            # log10 is plotted; the ticks say the MAE itself, people read MAE, not its logarithm
+            ylo, yhi = min(ys), max(ys)
+            if yhi - ylo < 1e-9:
+                ylo, yhi = ylo - 0.05, yhi + 0.05
+            positions, labels = log_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
+            plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
+            plt.yticks(positions, labels)
+        elif ys:
+            # round values at even steps (plotext's own ticks are uneven: 0.93, 0.83, 0.62, ...)
+            ylo, yhi = min(ys), max(ys)
+            if yhi - ylo < 1e-9:
+                ylo, yhi = ylo - 0.05, yhi + 0.05
+            positions, labels = nice_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
+            if positions:
+                plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
+                plt.yticks(positions, labels)
         title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
         if self.boundaries:
             title += f" (plan: {len(self.boundaries) + 1} stages)"
         plt.title(title)
         plt.xlabel("epoch")
-        u = unit_suffix(self.primary.unit if self.primary else None)
-        plt.ylabel(f"log10 MAE{u}" if self.log_scale else f"MAE{u}")
+        u = self.primary.unit if self.primary else None
+        shown = LEGACY_UNIT if u is None else u
+        if self.log_scale:
+            plt.ylabel(f"MAE ({shown}, log scale)" if shown else "MAE (log scale)")
+        else:
+            plt.ylabel(f"MAE{unit_suffix(u)}")
         self.refresh()
+
+
+def marker_sample(marker: str) -> str:
+    """How a curve's marker looks in the legend (the same glyph as in the plot)."""
+    return {"braille": "⣿⣿", "dot": "••", "hd": "▀▀", "fhd": "▛▛", "sd": "██"}.get(marker, (marker * 2)[:2])
 
 
 def legend_text(curves: list[Curve]) -> Text:
@@ -159,7 +188,7 @@ def legend_text(curves: list[Curve]) -> Text:
         if i:
             text.append("   ")
         r, g, b = c.color
-        text.append("━━ " if c.marker != "dot" else "•• ", style=f"bold rgb({r},{g},{b})")
+        text.append(marker_sample(c.marker) + " ", style=f"bold rgb({r},{g},{b})")
         text.append(c.label)
     return text
 
@@ -239,14 +268,19 @@ class ParityPlot(_TestSetPlot):
         plt.scatter(xs, ys, color=(86, 180, 233), marker="•" if len(xs) <= 400 else "braille", label="test")
         plt.xlim(lo, hi)
         plt.ylim(lo, hi)
-        ticks, labels = nice_ticks(lo, hi, max(3, self.plot_width // 12))
+        # the same range and the same ticks on both axes (as many as the shorter axis holds)
+        n_ticks = max(3, min(self.plot_width // 12, (self.size.height or 20) // 3))
+        ticks, labels = nice_ticks(lo, hi, n_ticks)
+        for more in range(n_ticks + 1, n_ticks + 5):  # a round step can leave only two inside the range
+            if len(ticks) >= 3:
+                break
+            ticks, labels = nice_ticks(lo, hi, more)
         plt.xticks(ticks, labels)
-        ticks, labels = nice_ticks(lo, hi, max(3, self.size.height // 4 or 5))
         plt.yticks(ticks, labels)
         title = f"{short_id(self.run_id or '', 36)}  n={st.n}  MAE {st.mae:.4f}" if st else "parity"
         plt.title(title)
         plt.xlabel(f"true{unit_suffix(p.unit)}")
-        plt.ylabel("predicted")
+        plt.ylabel(f"predicted{unit_suffix(p.unit)}")
         self.refresh()
 
 

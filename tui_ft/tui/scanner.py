@@ -236,5 +236,8 @@ def scan(
         res.presets = load_presets(paths)
     res.library_sig = library_signature(paths)
     if library_sig is None or res.library_sig != library_sig:
-        res.library = Library(paths).list()
+        lib = Library(paths)
+        res.library = lib.list()
+        # a bad sidecar is skipped by the library; say so (the app shows each cause once)
+        res.warnings.extend(f"{side}: {msg}" for side, msg in sorted(lib.problems.items()))
     return res
