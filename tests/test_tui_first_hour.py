@@ -22,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
+import torch
 from test_tui_snapshots import T0, write_history
+
 from tui_ft.core.events import EventWriter, RunStarted
+from tui_ft.core.library import save_checkpoint
 from tui_ft.tui import launcher
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.charts import log_ticks, short_id
@@ -369,7 +372,10 @@ async def test_bad_events_and_sidecars_written_while_running_are_reported_once_e
         for rid, body in (("demo-20250101-170000-3333", {"run_id": 5, "epoch": "x", "val_mae": "bad", "finished": "yes"}), ("demo-20250101-180000-4444", "not json {")):
             d = hist / "checkpoints" / rid
             d.mkdir(parents=True)
-            (d / "best.pt").write_bytes(b"not a real checkpoint")
+            # a tiny real checkpoint (the library lists what the .pt holds), then a bad sidecar beside it
+            meta = {"run_id": rid, "preset_name": "demo", "kind": "best", "epoch": 1, "val_mae": 0.5,
+                    "finished": True, "status": "finished", "time": 1735740000.0, "device": "cpu"}
+            save_checkpoint(d / "best.pt", {"model_state": {"w": torch.zeros(1)}, "model_args": {}, "meta": meta})
             (d / "best.json").write_text(body if isinstance(body, str) else json.dumps(body), encoding="utf-8")
         start = app.scans
         # several scans, forced ones too (they re-read the library)
