@@ -375,3 +375,11 @@ async def test_sweeps_tab_trials_best_scatter_and_save(project):
         app.simulate_key("y")
         await wait_for(pilot, lambda: not target.read_text().startswith("# mine"), what="the overwrite")
         assert load_preset(target).run.name == "sw-best"
+
+
+def test_view_model_does_not_import_textual():
+    import subprocess
+    import sys
+
+    code = "import sys, tui_ft.tui.study_model; sys.exit('textual' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -97,11 +97,14 @@ class ViewPlot(PlotextPlot):
         plt.yticks([])
         self.refresh()
 
-    def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = ()) -> None:
+    def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = (),
+                    legend: set[str] | None = None) -> None:
+        """``legend``: the labels to name in plotext's legend (None: all of them)."""
         plt = self.plt
         plt.clear_figure()
         for c in curves:
-            plt.plot(c.xs, c.ys, color=c.color, marker=c.marker, label=c.label)
+            shown = legend is None or c.label in legend
+            plt.plot(c.xs, c.ys, color=c.color, marker=c.marker, label=c.label if shown else None)
         for _label, y, color in hlines:
             plt.hline(y, color)
         xs = [x for c in curves for x in c.xs]

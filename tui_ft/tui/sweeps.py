@@ -61,7 +61,8 @@ class SweepCurves(ViewPlot):
             self.blank(f"{v.name}: no trial has an epoch yet")
             return
         best = f"best trial {v.best.number}" if v.best is not None else "no finished trial yet"
-        self.draw_curves(curves, f"sweep {v.name}: {best}")
+        # only the best trial is named: forty faint trials would fill the plot with their legend
+        self.draw_curves(curves, f"sweep {v.name}: {best} (others faint)", legend={curves[-1].label})
 
 
 class ParamScatter(ViewPlot):
