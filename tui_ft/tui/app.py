@@ -48,6 +48,8 @@ from tui_ft.tui.panes import LibraryPane, PresetsPane, RunsPane
 from tui_ft.tui.plots import CurvePlot
 from tui_ft.tui.scanner import PresetEntry, scan
 from tui_ft.tui.state import RunState
+from tui_ft.tui.studies import StudiesPane
+from tui_ft.tui.sweeps import SweepsPane
 
 POLL_S = 0.25  # how often a follower reads a live run's files
 SCAN_S = 2.0  # how often logs/, presets/ and checkpoints/ are looked at
@@ -92,6 +94,8 @@ class TuiFtApp(App):
         Binding("1", "show_tab('presets')", "Presets tab", show=False),
         Binding("2", "show_tab('runs')", "Runs tab", show=False),
         Binding("3,k", "show_tab('library')", "Library tab", show=False),
+        Binding("4", "show_tab('studies')", "Studies tab", show=False),
+        Binding("5", "show_tab('sweeps')", "Sweeps tab", show=False),
         Binding(
             "ctrl+p", "command_palette", "palette", show=False, priority=True,
             tooltip="command palette: launch or enqueue a preset, show or resume a run, continue from a checkpoint, problems",
@@ -116,6 +120,10 @@ class TuiFtApp(App):
                 yield RunsPane(self.model, id="runs-pane")
             with TabPane("Library", id="library"):
                 yield LibraryPane(self.model, id="library-pane")
+            with TabPane("Studies", id="studies"):
+                yield StudiesPane(self.paths, id="studies-pane")
+            with TabPane("Sweeps", id="sweeps"):
+                yield SweepsPane(self.paths, id="sweeps-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -169,7 +177,8 @@ class TuiFtApp(App):
     def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         """The keys, read from the bindings: the app's and its main screen's, then each tab's pane."""
         sections = [("Everywhere", binding_rows([self, self.screen_stack[0]], self.get_key_display))]
-        for title, pane in (("Presets", self.presets_pane), ("Runs", self.runs_pane), ("Library", self.library_pane)):
+        for title, pane in (("Presets", self.presets_pane), ("Runs", self.runs_pane), ("Library", self.library_pane),
+                           ("Studies", self.query_one(StudiesPane)), ("Sweeps", self.query_one(SweepsPane))):
             sections.append((title, binding_rows([pane], self.get_key_display)))
         return sections
 

@@ -19,7 +19,10 @@ class TuiFtCommands(Provider):
 
     async def startup(self) -> None:
         app: TuiFtApp = self.app  # type: ignore[assignment]
-        self.items: list[tuple[str, str, Callable[[], None]]] = []
+        self.items: list[tuple[str, str, Callable[[], None]]] = [
+            ("Show studies", "tui-ft matbench studies: folds, curves, mean ± std", partial(app.action_show_tab, "studies")),
+            ("Show sweeps", "Optuna sweeps: trials, best curve, parameter scatter", partial(app.action_show_tab, "sweeps")),
+        ]
         for entry in app.model.preset_entries:
             if entry.ok:
                 kind = "plan" if entry.is_plan else "preset"

@@ -1,0 +1,255 @@
+"""The Studies tab: ``tui-ft matbench`` studies, their folds, curves and running mean.
+
+A thread worker reads ``logs/.studies/`` every few seconds while the tab is
+shown (:func:`tui_ft.tui.study_model.list_studies` and
+:func:`~tui_ft.tui.study_model.load_study_view`, both total) and posts
+:class:`StudiesPane.Loaded`; the pane draws it. The maths of what is drawn
+lives in :mod:`tui_ft.tui.study_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+from textual_plotext import PlotextPlot
+
+from tui_ft.core.paths import Paths
+from tui_ft.tui.charts import Curve, int_ticks
+from tui_ft.tui.study_model import (
+    StudyListRow,
+    StudyView,
+    fold_cells,
+    list_studies,
+    load_study_view,
+    study_curves,
+    study_reference_lines,
+    study_summary_lines,
+)
+
+REFRESH_S = 3.0  # how often a shown view reads the disk again
+
+
+def cursor_key(table: DataTable) -> str | None:
+    if table.row_count == 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # noqa: BLE001 - an empty or changing table
+        return None
+
+
+def restore_cursor(table: DataTable, key: str | None) -> None:
+    if key is None or table.row_count == 0:
+        return
+    try:
+        table.move_cursor(row=table.get_row_index(key), animate=False)
+    except Exception:  # noqa: BLE001 - the row is gone
+        pass
+
+
+class ViewPlot(PlotextPlot):
+    """A plotext figure rebuilt from its data on :meth:`redraw` (when the data change,
+    on resize, and when shown again after changing while hidden)."""
+
+    DEFAULT_CSS = """
+    ViewPlot {
+        min-height: 6;
+    }
+    """
+
+    _stale = False
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def on_resize(self) -> None:
+        self.redraw()
+
+    def on_show(self) -> None:
+        if self._stale:
+            self.redraw()
+
+    @property
+    def plot_width(self) -> int:
+        return self.size.width or 80
+
+    def redraw(self) -> None:
+        if not self.is_on_screen:
+            self._stale = True
+            return
+        self._stale = False
+        self.draw()
+
+    def draw(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def blank(self, title: str) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(title)
+        plt.xticks([])
+        plt.yticks([])
+        self.refresh()
+
+    def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = (),
+                    legend: set[str] | None = None) -> None:
+        """``legend``: the labels to name in plotext's legend (None: all of them)."""
+        plt = self.plt
+        plt.clear_figure()
+        for c in curves:
+            shown = legend is None or c.label in legend
+            plt.plot(c.xs, c.ys, color=c.color, marker=c.marker, label=c.label if shown else None)
+        for _label, y, color in hlines:
+            plt.hline(y, color)
+        xs = [x for c in curves for x in c.xs]
+        if xs:
+            lo, hi = int(min(xs)), int(max(xs))
+            if hi > lo:
+                plt.xlim(lo, hi)
+            plt.xticks(int_ticks(lo, hi, max(2, self.plot_width // 10)))
+        plt.title(title)
+        plt.xlabel("epoch")
+        plt.ylabel("val MAE (eV/atom)")
+        self.refresh()
+
+
+class StudyCurves(ViewPlot):
+    """Each fold's validation MAE per epoch, with the running mean test MAE and the
+    published numbers (on the task's own data) as horizontal lines."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view: StudyView | None = None
+
+    def set_view(self, view: StudyView | None) -> None:
+        self.view = view
+        self.redraw()
+
+    def draw(self) -> None:
+        v = self.view
+        if v is None:
+            self.blank("no study: run `tui-ft matbench PRESET` and it appears here")
+            return
+        curves = study_curves(v, max(10, 2 * (self.plot_width - 10)))
+        if not curves:
+            self.blank(f"{v.name}: no fold has an epoch yet" if not v.problem else f"{v.name}: unreadable")
+            return
+        self.draw_curves(curves, f"study {v.name}: val MAE per fold", study_reference_lines(v))
+
+
+class StudiesPane(Vertical):
+    """The studies of ``logs/.studies/``; the selected one's folds, curves and mean."""
+
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh", tooltip="read the studies from disk now"),
+    ]
+
+    @dataclass
+    class Loaded(Message):
+        """A worker read the studies (``view``: the selected one, or None)."""
+
+        rows: list[StudyListRow]
+        view: StudyView | None
+
+    def __init__(self, paths: Paths, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.rows: list[StudyListRow] = []
+        self.view: StudyView | None = None
+        self.loads = 0  # completed reads (tests wait for them)
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="studies-table", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="folds-table", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="study-bottom"):
+            yield StudyCurves(id="study-curve")
+            with VerticalScroll(id="study-summary-box"):
+                yield Static("", id="study-summary")
+
+    def on_mount(self) -> None:
+        t = self.studies_table
+        for label, key in (("study", "name"), ("status", "status"), ("folds", "folds"), ("data", "data"), ("preset", "preset")):
+            t.add_column(label, key=key)
+        t.border_title = "logs/.studies/"
+        f = self.folds_table
+        for label in ("fold", "run", "status", "best val", "test MAE", "epochs", "wall"):
+            f.add_column(label, key=label)
+        f.border_title = "folds"
+        self.query_one("#study-summary-box").border_title = "mean ± std"
+        self.set_interval(REFRESH_S, self.refresh_if_shown, name="studies-refresh")
+
+    @property
+    def studies_table(self) -> DataTable:
+        return self.query_one("#studies-table", DataTable)
+
+    @property
+    def folds_table(self) -> DataTable:
+        return self.query_one("#folds-table", DataTable)
+
+    @property
+    def selected(self) -> str | None:
+        return cursor_key(self.studies_table)
+
+    def on_show(self) -> None:
+        self.studies_table.focus()
+        self.action_refresh()
+
+    def refresh_if_shown(self) -> None:
+        if self.is_on_screen:
+            self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self._read(self.selected)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="studies", description="read studies")
+    def _read(self, name: str | None) -> None:
+        rows = list_studies(self.paths)
+        names = [r.name for r in rows]
+        if name not in names:
+            name = names[0] if names else None
+        view = load_study_view(name, self.paths) if name else None
+        self.post_message(self.Loaded(rows, view))
+
+    def on_studies_pane_loaded(self, message: Loaded) -> None:
+        message.stop()
+        self.loads += 1
+        if message.rows != self.rows:
+            self.rows = message.rows
+            t = self.studies_table
+            key = cursor_key(t) or (message.view.name if message.view else None)
+            t.clear()
+            for r in message.rows:
+                folds = f"{r.finished}/{r.folds}" if r.problem is None else "-"
+                t.add_row(r.name, r.status, folds, r.data_source or "-", r.problem or r.source_name or "-", key=r.name)
+            restore_cursor(t, key)
+        view = message.view
+        if view is not None and view.name != self.selected:
+            return  # the selection moved while it was read: the next read brings it
+        if view != self.view:
+            self.show_view(view)
+
+    def show_view(self, view: StudyView | None) -> None:
+        self.view = view
+        f = self.folds_table
+        key = cursor_key(f)
+        f.clear()
+        if view is not None:
+            for row in view.folds:
+                f.add_row(*fold_cells(row), key=str(row.fold))
+            f.border_title = f"folds of {view.name}"
+        restore_cursor(f, key)
+        lines = study_summary_lines(view) if view else ["no study under logs/.studies/ yet: `tui-ft matbench PRESET`"]
+        self.query_one("#study-summary", Static).update("\n".join(lines))
+        self.query_one(StudyCurves).set_view(view)
+
+    @on(DataTable.RowHighlighted, "#studies-table")
+    def _study_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        name = event.row_key.value if event.row_key else None
+        if name and (self.view is None or self.view.name != name):
+            self._read(name)

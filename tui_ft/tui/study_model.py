@@ -1,0 +1,524 @@
+"""What the study and sweep views show: pure data, no Textual.
+
+The Studies tab (:mod:`tui_ft.tui.studies`) and the Sweeps tab
+(:mod:`tui_ft.tui.sweeps`) only draw what the functions here return. Every
+reader is total: a corrupt ``study.json`` or ``study.db``, a missing run
+folder or a missing Optuna gives a problem line, never an exception, so a
+view refreshed from a worker cannot take the dashboard down.
+
+Studies are read with :mod:`tui_ft.core.study` (``read_study``,
+``fold_result``), sweeps with :mod:`tui_ft.core.sweep` (``load_study``,
+``trial_rows``, ``best_row``, ``best_preset``); per-epoch curves come from each
+run's events (:func:`tui_ft.core.runs.summarize`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tui_ft.core.paths import Paths
+from tui_ft.tui.charts import (
+    PALETTE,
+    RGB,
+    Curve,
+    RunSeries,
+    chain_stages,
+    downsample,
+    series_from_history,
+)
+
+STUDIES = ".studies"
+SWEEPS = ".sweeps"
+FAINT: RGB = (95, 95, 95)  # the other trials' curves under the best one
+MEAN_COLOR: RGB = (240, 240, 240)
+REFERENCE_COLOR: RGB = (150, 150, 150)
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def fmt_value(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def fmt_param(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def fmt_wall(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
+    """Mean and standard deviation (ddof=0, as Matbench reports the fold spread);
+    None for no values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    m = sum(vals) / len(vals)
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
+
+
+# =========================================================================== studies
+
+
+@dataclass(frozen=True)
+class StudyListRow:
+    """One study in the list: ``problem`` is set (and the rest empty) when its study.json cannot be read."""
+
+    name: str
+    status: str = "?"
+    folds: int = 0
+    finished: int = 0
+    data_source: str = ""
+    source_name: str = ""
+    updated: float = 0.0
+    problem: str | None = None
+
+
+def study_root(paths: Paths) -> Path:
+    return paths.logs / STUDIES
+
+
+def _read_study_json(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(study dict, None) or (None, the problem in one line)."""
+    from tui_ft.core.study import STUDY_FORMAT
+
+    path = folder / "study.json"
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{path}: missing"
+    except OSError as exc:
+        return None, f"{path}: cannot read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return None, f"{path}: not valid JSON ({_short_error(exc)})"
+    if not isinstance(obj, dict):
+        return None, f"{path}: expected a JSON object, got {type(obj).__name__}"
+    if obj.get("format") != STUDY_FORMAT:
+        return None, f"{path}: format {obj.get('format')!r}, expected {STUDY_FORMAT!r}"
+    if not isinstance(obj.get("folds", {}), dict):
+        return None, f"{path}: field 'folds': expected an object of folds"
+    return obj, None
+
+
+def list_studies(paths: Paths) -> list[StudyListRow]:
+    """Every folder under ``logs/.studies/`` with a study.json, by name; never raises."""
+    try:
+        dirs = sorted(d for d in study_root(paths).iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError:
+        return []
+    out = []
+    for d in dirs:
+        if not (d / "study.json").exists():
+            continue
+        obj, problem = _read_study_json(d)
+        if obj is None:
+            out.append(StudyListRow(d.name, status="unreadable", problem=problem))
+            continue
+        folds = obj.get("folds") or {}
+        finished = sum(1 for r in folds.values() if isinstance(r, dict) and r.get("status") == "finished")
+        updated = obj.get("updated") or obj.get("started") or 0.0
+        out.append(StudyListRow(
+            d.name, str(obj.get("status", "?")), len(folds), finished, str(obj.get("data_source", "")),
+            str(obj.get("source_name", "")), float(updated) if isinstance(updated, (int, float)) else 0.0,
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class FoldRow:
+    fold: int
+    run_id: str | None
+    status: str
+    best_val_mae: float | None
+    test_mae: float | None
+    epochs: int
+    wall_s: float
+    problem: str | None = None
+
+
+@dataclass
+class StudyView:
+    """One study, ready to draw: fold rows, the folds' validation curves, the running mean."""
+
+    name: str
+    status: str = "?"
+    source: str = ""
+    data_source: str = ""
+    folds: list[FoldRow] = field(default_factory=list)
+    curves: dict[int, RunSeries] = field(default_factory=dict)  # fold -> its val MAE per epoch (a plan's stages chained)
+    boundaries: dict[int, list[float]] = field(default_factory=dict)  # fold -> a plan's stage boundaries
+    problem: str | None = None
+
+    @property
+    def finished_test_maes(self) -> list[float]:
+        return [f.test_mae for f in self.folds if f.status == "finished" and f.test_mae is not None and math.isfinite(f.test_mae)]
+
+    @property
+    def mean_std(self) -> tuple[float, float] | None:
+        """Mean ± std of the finished folds' test MAE so far (the running mean)."""
+        return mean_std(self.finished_test_maes)
+
+    @property
+    def leaderboard(self) -> list[tuple[str, float]]:
+        return leaderboard_for(self.data_source)
+
+
+def leaderboard_for(data_source: str) -> list[tuple[str, float]]:
+    """The published numbers of the Matbench task the study ran on ([] for other data)."""
+    from tui_ft.core.study import LEADERBOARD
+
+    task = Path(data_source).name
+    for ext in (".json.gz", ".json"):
+        if task.endswith(ext):
+            task = task[: -len(ext)]
+    return list(LEADERBOARD.get(task, []))
+
+
+def published_reference() -> tuple[str, list[tuple[str, float]]]:
+    """The task whose leaderboard the study views quote, and its numbers."""
+    from tui_ft.core.study import LEADERBOARD, TASK
+
+    return TASK, list(LEADERBOARD.get(TASK, []))
+
+
+def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float]]:
+    from tui_ft.core.runs import summarize
+
+    stages = []
+    for rid in run_ids:
+        s = summarize(paths.run_log_dir(rid), warn=lambda _msg: None)
+        stages.append(series_from_history(rid, s.history))
+    stages = [s for s in stages if s.epochs] or stages[-1:]
+    if not stages:
+        return None, []
+    if len(stages) == 1:
+        return stages[0], []
+    return chain_stages(stages)
+
+
+def load_study_view(name: str, paths: Paths) -> StudyView:
+    """Read one study: its folds' rows from their runs' events, and their curves. Never raises."""
+    view = StudyView(name)
+    obj, problem = _read_study_json(study_root(paths) / name)
+    if obj is None:
+        view.problem = problem
+        view.status = "unreadable"
+        return view
+    view.status = str(obj.get("status", "?"))
+    view.source = str(obj.get("source_name") or obj.get("source") or "")
+    view.data_source = str(obj.get("data_source", ""))
+    from tui_ft.core.study import fold_result
+
+    recs = obj.get("folds") or {}
+    for key in sorted(recs, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
+        rec = recs[key]
+        try:
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected an object, got {type(rec).__name__}")
+            rec = {"fold": key, **rec}
+            res = fold_result(rec, paths)
+            run_ids = list(res.run_ids)
+            view.folds.append(FoldRow(res.fold, run_ids[-1] if run_ids else None, res.status, res.best_val_mae,
+                                      res.test_mae, res.epochs, res.wall_s))
+            series, bounds = _fold_series(paths, run_ids)
+            if series is not None and series.epochs:
+                view.curves[res.fold] = series
+                if bounds:
+                    view.boundaries[res.fold] = bounds
+        except Exception as exc:  # noqa: BLE001 - one bad fold record is a problem row, not a crash
+            fold = int(key) if str(key).isdigit() else -1
+            view.folds.append(FoldRow(fold, None, "unreadable", None, None, 0, 0.0,
+                                      problem=f"study.json fold {key}: {_short_error(exc)}"))
+    return view
+
+
+def fold_cells(row: FoldRow) -> tuple[str, ...]:
+    """The fold table's cells: fold, run, status, best val MAE, test MAE, epochs, wall time."""
+    return (str(row.fold), row.run_id or "-", row.status, fmt_value(row.best_val_mae), fmt_value(row.test_mae),
+            str(row.epochs), fmt_wall(row.wall_s))
+
+
+def study_summary_lines(view: StudyView) -> list[str]:
+    """The text beside the curves: the running mean ± std, then the published numbers."""
+    if view.problem:
+        return [f"problem: {view.problem}"]
+    lines = [f"study {view.name}: {view.status}", f"preset/plan {view.source or '?'} on {view.data_source or '?'}"]
+    maes = view.finished_test_maes
+    ms = view.mean_std
+    done = f"{len(maes)} of {len(view.folds)} folds finished"
+    if ms is None:
+        lines.append(f"test MAE: no fold finished yet ({done})")
+    else:
+        lines.append(f"test MAE {ms[0]:.4f} ± {ms[1]:.4f} eV/atom (mean ± std, {done})")
+    task, board = published_reference()
+    lines.append("")
+    lines.append(f"published ({task}, Matbench v0.1):")
+    lines += [f"  {m:8} {v:.4f}" for m, v in board]
+    if not view.leaderboard:
+        lines.append(f"(this study's data is not {task}: not comparable)")
+    bad = [f.problem for f in view.folds if f.problem]
+    lines += [f"problem: {p}" for p in bad[:3]]
+    return lines
+
+
+def study_curves(view: StudyView, max_points: int = 200) -> list[Curve]:
+    """Each fold's validation MAE per epoch, one colour per fold."""
+    out = []
+    for fold in sorted(view.curves):
+        s = view.curves[fold]
+        xs, ys = downsample(s.epochs, s.val, max_points)
+        out.append(Curve(f"fold {fold}", xs, ys, PALETTE[fold % len(PALETTE)]))
+    return out
+
+
+def study_reference_lines(view: StudyView) -> list[tuple[str, float, RGB]]:
+    """Horizontal lines on the curves: the running mean test MAE, and the published
+    numbers when the study ran on the task itself (other data would only squash the scale)."""
+    out: list[tuple[str, float, RGB]] = []
+    ms = view.mean_std
+    if ms is not None:
+        out.append((f"mean test {ms[0]:.4f}", ms[0], MEAN_COLOR))
+    out += [(f"{m} {v:.4f}", v, REFERENCE_COLOR) for m, v in view.leaderboard]
+    return out
+
+
+# =========================================================================== sweeps
+
+
+@dataclass(frozen=True)
+class SweepListRow:
+    name: str
+    requested: int | None = None
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best_value: float | None = None
+    best_trial: int | None = None
+    problem: str | None = None
+
+
+def sweep_root(paths: Paths) -> Path:
+    return paths.logs / SWEEPS
+
+
+def _optuna_problem() -> str | None:
+    from tui_ft.core.sweep import SweepError, _optuna
+
+    try:
+        _optuna()
+    except SweepError as exc:
+        return str(exc)
+    return None
+
+
+def list_sweep_rows(paths: Paths) -> tuple[list[SweepListRow], list[str]]:
+    """Every sweep under ``logs/.sweeps/`` (a corrupt one as a row with its problem),
+    and problems that concern them all (Optuna missing). Never raises."""
+    try:
+        dirs = sorted(d for d in sweep_root(paths).iterdir() if (d / "study.db").is_file())
+    except OSError:
+        return [], []
+    if not dirs:
+        return [], []
+    missing = _optuna_problem()
+    if missing:
+        return [], [missing]
+    from tui_ft.core.sweep import best_row, load_study
+
+    out = []
+    for d in dirs:
+        try:
+            study = load_study(paths, d.name)
+            trials = study.get_trials(deepcopy=False)
+            best = best_row(trials)
+            counts = {s: sum(1 for t in trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+            req = study.user_attrs.get("trials")
+            out.append(SweepListRow(d.name, req if isinstance(req, int) else None, counts["COMPLETE"], counts["PRUNED"],
+                                    counts["FAIL"], counts["RUNNING"], best.value if best else None,
+                                    best.number if best else None))
+        except Exception as exc:  # noqa: BLE001 - a corrupt db, another study name, a newer schema
+            out.append(SweepListRow(d.name, problem=f"{d / 'study.db'}: cannot read ({_short_error(exc)})"))
+    return out, []
+
+
+@dataclass
+class SweepView:
+    """One sweep, ready to draw."""
+
+    name: str
+    requested: int | None = None
+    rows: list[Any] = field(default_factory=list)  # tui_ft.core.sweep.TrialRow, sorted as trial_rows sorts
+    best: Any = None  # the best TrialRow, or None
+    keys: list[str] = field(default_factory=list)  # the sampled parameters, in the order of the search space
+    log_keys: frozenset[str] = frozenset()  # parameters sampled on a log scale
+    choices: dict[str, tuple] = field(default_factory=dict)  # categorical parameters: their choices
+    curves: dict[int, RunSeries] = field(default_factory=dict)  # trial number -> its val MAE per epoch
+    problem: str | None = None
+
+
+def param_keys(rows: Iterable[Any]) -> list[str]:
+    """The union of the rows' parameter names, in first-seen order."""
+    out: list[str] = []
+    for r in rows:
+        for k in r.params:
+            if k not in out:
+                out.append(k)
+    return out
+
+
+def load_sweep_view(name: str, paths: Paths) -> SweepView:
+    """Read one sweep's trials (via Optuna) and its trials' curves (via their events). Never raises."""
+    view = SweepView(name)
+    missing = _optuna_problem()
+    if missing:
+        view.problem = missing
+        return view
+    from tui_ft.core.runs import summarize
+    from tui_ft.core.sweep import best_row, load_study, trial_rows
+
+    try:
+        study = load_study(paths, name)
+        trials = study.get_trials(deepcopy=False)
+        req = study.user_attrs.get("trials")
+        view.requested = req if isinstance(req, int) else None
+        view.rows = trial_rows(trials)
+        view.best = best_row(trials)
+        view.keys = param_keys(view.rows)
+        view.log_keys = frozenset(
+            k for t in trials for k, d in (t.distributions or {}).items() if getattr(d, "log", False)
+        )
+        view.choices = {k: tuple(d.choices) for t in trials for k, d in (t.distributions or {}).items()
+                        if hasattr(d, "choices")}
+    except Exception as exc:  # noqa: BLE001 - a corrupt study.db is one problem line
+        view.problem = f"{sweep_root(paths) / name / 'study.db'}: cannot read ({_short_error(exc)})"
+        return view
+    for r in view.rows:
+        if not r.run_id:
+            continue
+        try:
+            s = summarize(paths.run_log_dir(r.run_id), warn=lambda _msg: None)
+        except Exception:  # noqa: BLE001 - a trial without a readable run has no curve
+            continue
+        series = series_from_history(r.run_id, s.history)
+        if series.epochs:
+            view.curves[r.number] = series
+    return view
+
+
+def trial_cells(row: Any, keys: Sequence[str]) -> tuple[str, ...]:
+    """The trials table's cells: number, state, value, last epoch, each parameter, run id."""
+    epoch = "-" if row.epoch is None else str(row.epoch)
+    return (str(row.number), row.state, fmt_value(row.value), epoch,
+            *(fmt_param(row.params[k]) if k in row.params else "-" for k in keys), row.run_id or "-")
+
+
+def next_key(keys: Sequence[str], current: str | None) -> str | None:
+    """The parameter after ``current`` (cycling); the first when ``current`` is not one."""
+    if not keys:
+        return None
+    if current not in keys:
+        return keys[0]
+    return keys[(list(keys).index(current) + 1) % len(keys)]
+
+
+def sweep_curves(view: SweepView, max_points: int = 200) -> list[Curve]:
+    """Every trial's validation MAE per epoch: the others faint, the best on top in colour."""
+    best = view.best.number if view.best is not None else None
+    out = []
+    for number in sorted(view.curves):
+        if number == best:
+            continue
+        s = view.curves[number]
+        xs, ys = downsample(s.epochs, s.val, max_points)
+        out.append(Curve(f"t{number}", xs, ys, FAINT))
+    if best is not None and best in view.curves:
+        s = view.curves[best]
+        xs, ys = downsample(s.epochs, s.val, max_points)
+        out.append(Curve(f"best t{best}", xs, ys, PALETTE[0]))
+    return out
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """A parameter against the objective: ``xs`` are log10 values for a log-scale
+    parameter and category indices for a categorical one (``labels`` name the ticks)."""
+
+    key: str
+    xs: list[float]
+    ys: list[float]
+    ticks: list[float] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    log: bool = False
+    best: tuple[float, float] | None = None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def scatter_data(view: SweepView, key: str) -> Scatter:
+    """The finished trials' (``key``, objective) points, ready for a plotext scatter."""
+    pts = [(r.params[key], r.value, r.number) for r in view.rows
+           if r.state == "finished" and r.value is not None and math.isfinite(r.value) and key in r.params]
+    best_n = view.best.number if view.best is not None else None
+    if not pts:
+        return Scatter(key, [], [])
+    values = [p[0] for p in pts]
+    if key not in view.choices and all(_is_number(v) for v in values):
+        log = key in view.log_keys and all(v > 0 for v in values)
+        xs = [math.log10(v) if log else float(v) for v in values]
+        ticks: list[float] = []
+        labels: list[str] = []
+        if log:
+            lo, hi = math.floor(min(xs)), math.ceil(max(xs))
+            ticks = [float(e) for e in range(lo, hi + 1)]
+            labels = [f"1e{e}" for e in range(lo, hi + 1)]
+    else:  # categorical: one column per choice, in the order of the choices
+        cats: list[str] = [str(c) for c in view.choices.get(key, ())]
+        for v in values:
+            if str(v) not in cats:
+                cats.append(str(v))
+        xs = [float(cats.index(str(v))) for v in values]
+        ticks, labels, log = [float(i) for i in range(len(cats))], cats, False
+    ys = [float(p[1]) for p in pts]
+    best = next(((x, y) for x, y, p in zip(xs, ys, pts) if p[2] == best_n), None)
+    return Scatter(key, xs, ys, ticks, labels, log, best)
+
+
+def best_preset_path(paths: Paths, name: str) -> Path:
+    return paths.presets / f"{name}-best.toml"
+
+
+def save_best_preset(paths: Paths, name: str, *, overwrite: bool = False) -> Path:
+    """Write the sweep's best trial as ``presets/<sweep>-best.toml`` and check that it
+    loads strictly. Raises FileExistsError (the file exists and ``overwrite`` is
+    False), :class:`tui_ft.core.sweep.SweepError` (no finished trial, no study) or
+    :class:`tui_ft.core.presets.PresetError` (what was written does not load)."""
+    from tui_ft.core.presets import dump_preset, load_preset
+    from tui_ft.core.atomic import atomic_write_text
+    from tui_ft.core.sweep import best_preset
+
+    target = best_preset_path(paths, name)
+    if target.exists() and not overwrite:
+        raise FileExistsError(str(target))
+    preset = best_preset(paths, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, dump_preset(preset))
+    load_preset(target)  # the strict loader must read it back
+    return target
