@@ -156,7 +156,7 @@ def test_demo_run_and_eval_report_progress(project, demo_preset, cold_cache, mon
     assert [ln.text for ln in state.apply(evs) if PROGRESS_LINE.match(ln.text)] == shown
 
     # eval: graphs (from the cache now) and predictions, on stderr; the result on stdout
-    assert cli.main(["eval", f"{run_dir.name}@best", "--data", "demo"]) == 0
+    assert cli.main(["eval", f"{run_dir.name}@best", "--data", "demo", "--rows", "all"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("mae ") and "on 240 structures" in out
     lines = [ln for ln in err.splitlines() if PROGRESS_LINE.match(ln)]

@@ -39,39 +39,26 @@ def _resolve(ref: str):
 
 
 class Progress:
-    """Progress of ``predict``/``eval`` on stderr: a rich bar on a terminal, else plain
-    lines (one per stage and at most one per 10%)."""
-
-    LABELS = {"graphs": "crystal graphs", "predict": "predicting"}
+    """Progress of ``predict``/``eval``: ``progress(stage, done, total)`` becomes the same throttled
+    :class:`tui_ft.core.events.Progress` events a run emits, shown by the same printer (a rich bar on
+    a terminal, a few plain milestone lines otherwise), so there is one progress display."""
 
     def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.tasks: dict[str, int] = {}
-        self.last: dict[str, int] = {}
-        if self.tty:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+        from tui_ft.cli import make_printer
 
-            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self.bar.start()
+        self.printer = make_printer(False)
+        self.reporters: dict = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        label = self.LABELS.get(stage, stage)
-        if self.bar is not None:
-            if stage not in self.tasks:
-                self.tasks[stage] = self.bar.add_task(label, total=total)
-            self.bar.update(self.tasks[stage], completed=done, total=total)
-            return
-        tenth = (10 * done) // total if total else 10
-        if self.last.get(stage) != tenth:
-            self.last[stage] = tenth
-            _err(f"{label}: {done}/{total}")
+        from tui_ft.core.engine import ProgressReporter
+
+        rep = self.reporters.get(stage)
+        if rep is None:
+            rep = self.reporters[stage] = ProgressReporter(self.printer.show, "eval", stage)
+        rep(done, total)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.printer.close()
 
 
 # ---------------------------------------------------------------- before a run
