@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.screen import ModalScreen
 
 import torch
 from test_tui_snapshots import T0, write_history
@@ -563,3 +564,72 @@ async def test_an_error_applying_what_a_scan_found_is_reported_once_and_the_app_
         assert list(app.model.problems) == ["on_scan_done: TypeError: unsupported format string passed to str.__format__"]
         assert app.is_running and app.screen is app.screen_stack[0]
     assert app.return_code in (0, None)
+
+
+# --------------------------------------------------------------------------- issue 14: data missing, export, predict
+
+
+async def test_preset_whose_data_is_missing_is_marked_and_not_launchable(hist, monkeypatch):
+    """A preset whose data file is not there is listed with the reason and the fix, and not launched."""
+    text = (hist / "presets" / "demo.toml").read_text(encoding="utf-8")
+    (hist / "presets" / "nodata.toml").write_text(
+        text.replace('name = "demo"', 'name = "nodata"').replace('source = "demo"', 'source = "data/mine.json.gz"'),
+        encoding="utf-8",
+    )
+    launched = []
+    monkeypatch.setattr(TuiFtApp, "launch", lambda self, target, select=True: launched.append(target))
+    app = TuiFtApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        entry = app.presets_pane.entries["nodata.toml"]
+        assert not entry.ok and entry.preset is not None
+        assert "data.source" in entry.error and "not found" in entry.error and "copy the file to" in entry.error
+        assert app.presets_pane.entries["demo.toml"].ok  # the demo data is always there
+        app.presets_pane.select("nodata.toml")
+        await pilot.pause()
+        assert "copy the file to" in screen_text(app)
+        await pilot.press("l")
+        await pilot.pause()
+        assert launched == [] and isinstance(app.screen, ModalScreen)
+        assert "nodata.toml cannot be launched" in screen_text(app)
+
+
+async def test_library_exports_and_predicts_through_the_cli(hist, monkeypatch):
+    """x runs `tui-ft export REF exports/RUN-KIND.pt`, f asks for an input and runs `tui-ft predict`;
+    each outcome is one notification (a failure names its last stderr line)."""
+    calls, notes = [], []
+    answers = iter([(0, "", ""), (1, "", "mp-1: unreadable structure\n"), (2, "", "x.pt: not a readable checkpoint\n")])
+
+    def fake_run_cli(args, paths, **kw):
+        calls.append(list(args))
+        out = Path(args[-1])
+        if args[0] == "predict":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("id,prediction\n", encoding="utf-8")
+        return next(answers)
+
+    monkeypatch.setattr(launcher, "run_cli", fake_run_cli)
+    app = TuiFtApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        record = lambda msg, **kw: notes.append((kw.get("severity", "information"), msg))  # noqa: E731
+        monkeypatch.setattr(app, "notify", record)
+        monkeypatch.setattr(app.library_pane, "notify", record)
+        app.action_show_tab("library")
+        await pilot.pause()
+        app.library_pane.select(f"{FINISHED}@best")
+        app.library_pane.table.focus()
+        await pilot.pause()
+        await pilot.press("x")
+        await until(pilot, lambda: len(calls) == 1 and any("exported" in m for _, m in notes), "the export")
+        assert calls[0] == ["export", f"{FINISHED}@best", str(hist / "exports" / f"{FINISHED}-best.pt")]
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, ModalScreen), "the path prompt")
+        await pilot.press(*"demo", "enter")
+        await until(pilot, lambda: len(calls) == 2 and any(s == "warning" for s, _ in notes), "the predict")
+        out = hist / "predictions" / f"{FINISHED}-best-demo.csv"
+        assert calls[1] == ["predict", f"{FINISHED}@best", "demo", "--out", str(out)]
+        await pilot.press("x")
+        await until(pilot, lambda: any(s == "error" for s, _ in notes), "the failed export")
+        assert [m for s, m in notes if s == "error"] == [f"export {FINISHED}@best failed: x.pt: not a readable checkpoint"]
+        assert app.is_running

@@ -166,6 +166,16 @@ def _spawn(args: list[str], stderr_path: Path, paths: Paths, python: str | None)
         )
 
 
+def run_cli(args: list[str], paths: Paths, *, python: str | None = None, timeout: float = 6 * 3600) -> tuple[int, str, str]:
+    """Run ``python -m tui_ft ARGS`` to its end in the project root (export, predict: work that
+    loads torch runs in its own process, as training does); ``(exit code, stdout, stderr)``."""
+    env = {**os.environ, "TUI_FT_HOME": str(paths.root)}
+    env.pop("TEXTUAL", None)
+    r = subprocess.run([python or sys.executable, "-m", "tui_ft", *args], cwd=paths.root, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
 def interrupt(pid: int, sig: int = signal.SIGINT) -> None:
     """Send ``sig`` to a run: to its process group when it leads one (our own
     launches), else to the process alone (a headless run started in a shell).

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
@@ -27,9 +27,10 @@ from tui_ft.core.paths import Paths
 from tui_ft.core.presets import PresetError, dump_preset, preset_from_dict
 from tui_ft.tui.columns import KEEP, Col, FitTable
 from tui_ft.tui.form import PresetForm
+from tui_ft.tui import launcher
 from tui_ft.tui.launcher import interrupt, resumable
 from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested, ResumeRequested
-from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, TextScreen
+from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, PathPrompt, TextScreen
 from tui_ft.tui.model import Dashboard
 from tui_ft.tui.charts import short_id
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
@@ -649,6 +650,8 @@ class LibraryPane(Vertical):
         Binding("n", "continue_selected", "Continue from", tooltip="continue from this checkpoint: pick a preset, launch it from here"),
         Binding("p", "show_ckpt_preset", "Preset", tooltip="show the resolved preset stored in the checkpoint"),
         Binding("d", "delete_ckpt", "Delete", tooltip="delete the run's checkpoints (asks first)"),
+        Binding("x", "export_ckpt", "Export", tooltip="export for chgnet: exports/RUN-KIND.pt, loads with CHGNet.from_file"),
+        Binding("f", "predict_ckpt", "Predict on…", tooltip="predict a data source, structure file or folder with this checkpoint (predictions/*.csv)"),
     ]
 
     def __init__(self, model: Dashboard, **kwargs) -> None:
@@ -745,7 +748,8 @@ class LibraryPane(Vertical):
         else:
             text.append("none", style="dim")
         text.append("\n")
-        text.append("enter/n: continue from here   p: show its preset   d: delete the run's checkpoints", style="dim")
+        text.append("enter/n: continue from here   p: show its preset   x: export for chgnet   f: predict on...   "
+                    "d: delete the run's checkpoints", style="dim")
         detail.update(text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -779,6 +783,51 @@ class LibraryPane(Vertical):
         except (PresetError, TypeError, ValueError):
             body, lang = json.dumps(d, indent=2, sort_keys=True), "json"
         self.app.push_screen(TextScreen(f"{c.ref}: the resolved preset it was trained with", body, language=lang))
+
+    def action_export_ckpt(self) -> None:
+        c = self._selected_ckpt()
+        if c is not None:
+            out = self.paths.root / "exports" / f"{c.run_id}-{c.kind}.pt"
+            self.notify(f"exporting {c.ref} to {out}...", title="export", timeout=4)
+            self._run_cli(["export", c.ref, str(out)], f"{c.ref} exported (CHGNet.from_file loads it)", out)
+
+    def action_predict_ckpt(self) -> None:
+        c = self._selected_ckpt()
+        if c is None:
+            return
+
+        def chosen(source: str | None) -> None:
+            if not source:
+                return
+            stem = Path(source.rstrip("/")).name.split(".")[0] or "input"
+            out = self.paths.root / "predictions" / f"{c.run_id}-{c.kind}-{stem}.csv"
+            self.notify(f"predicting {source} with {c.ref}...", title="predict", timeout=4)
+            self._run_cli(["predict", c.ref, source, "--out", str(out)], f"{source} predicted with {c.ref}", out)
+
+        self.app.push_screen(
+            PathPrompt(f"Predict with {c.ref}: a data source, a structure file or a folder of them",
+                       "data/my_structures/  or  demo  or  structures.extxyz"),
+            chosen,
+        )
+
+    @work(thread=True, exit_on_error=False, group="library-io", description="export / predict")
+    def _run_cli(self, args: list[str], done: str, out: Path) -> None:
+        """``tui-ft export|predict`` in its own process (they load torch); the outcome as a notification."""
+        try:
+            rc, _stdout, stderr = launcher.run_cli(args, self.paths)
+        except (OSError, ValueError) as exc:  # subprocess could not start / timed out
+            rc, stderr = -1, f"{type(exc).__name__}: {exc}"
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        if rc == 0:
+            self.app.call_from_thread(self.notify, f"{done}: {out}", title=args[0], timeout=10)
+        elif rc == 1 and args[0] == "predict" and out.is_file():  # some structures failed, listed by id
+            failed = sum(1 for ln in lines if "left out" in ln or "failed" in ln)
+            self.app.call_from_thread(self.notify, f"{done}: {out} ({failed} structure(s) failed; see the CSV's input)",
+                                      title=args[0], severity="warning", timeout=10)
+        else:
+            why = lines[-1] if lines else f"exit code {rc}"
+            self.app.call_from_thread(self.notify, f"{args[0]} {args[1]} failed: {why}", title=args[0],
+                                      severity="error", timeout=15)
 
     def action_delete_ckpt(self) -> None:
         c = self._selected_ckpt()

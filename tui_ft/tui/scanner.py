@@ -44,8 +44,8 @@ class PresetEntry:
 
     @property
     def ok(self) -> bool:
-        """Launchable: a valid preset, or a plan without known problems."""
-        return self.preset is not None or (self.is_plan and not self.errors)
+        """Launchable: a valid preset whose data is there, or a plan without known problems."""
+        return (self.preset is not None or self.is_plan) and not self.errors
 
     @property
     def error(self) -> str:
@@ -90,6 +90,16 @@ class PresetEntry:
         return self.preset.model.init if self.preset else ""
 
 
+def _data_problems(preset: Preset, path: Path) -> list[str]:
+    """``["presets/X.toml: data.source: <what is missing and what to do>"]`` when the preset's data is
+    not there (relative paths are taken against the project root, where runs start), else ``[]``."""
+    from tui_ft.core.paths import Paths, data_source_problem
+
+    root = path.resolve().parent.parent
+    problem = data_source_problem(preset.data.source, Paths(root), base=root)
+    return [] if problem is None else [f"presets/{path.name}: data.source: {problem}"]
+
+
 def load_entry(path: Path) -> PresetEntry:
     """Load one preset file; never raises."""
     entry = PresetEntry(path)
@@ -106,6 +116,8 @@ def load_entry(path: Path) -> PresetEntry:
             from tui_ft.core.plans import load_plan
 
             entry.plan = load_plan(path)
+            for stage in getattr(entry.plan, "stages", []):
+                entry.errors += [e for e in _data_problems(stage.preset, path) if e not in entry.errors]
         except PresetError as exc:
             shown = f"presets/{path.name}"
             entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
@@ -115,6 +127,7 @@ def load_entry(path: Path) -> PresetEntry:
         return entry
     try:
         entry.preset = load_preset(path)
+        entry.errors = _data_problems(entry.preset, path)
     except PresetError as exc:
         shown = f"presets/{path.name}"  # shorter than the absolute path, still unambiguous
         entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
