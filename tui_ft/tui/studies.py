@@ -21,6 +21,7 @@ from textual_plotext import PlotextPlot
 
 from tui_ft.core.paths import Paths
 from tui_ft.tui.charts import Curve, int_ticks
+from tui_ft.tui.panes import _cursor_key, _restore_cursor
 from tui_ft.tui.study_model import (
     StudyListRow,
     StudyView,
@@ -35,22 +36,8 @@ from tui_ft.tui.study_model import (
 REFRESH_S = 3.0  # how often a shown view reads the disk again
 
 
-def cursor_key(table: DataTable) -> str | None:
-    if table.row_count == 0:
-        return None
-    try:
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-    except Exception:  # noqa: BLE001 - an empty or changing table
-        return None
-
-
-def restore_cursor(table: DataTable, key: str | None) -> None:
-    if key is None or table.row_count == 0:
-        return
-    try:
-        table.move_cursor(row=table.get_row_index(key), animate=False)
-    except Exception:  # noqa: BLE001 - the row is gone
-        pass
+# the Runs/Library panes' cursor helpers, shared
+cursor_key, restore_cursor = _cursor_key, _restore_cursor
 
 
 class ViewPlot(PlotextPlot):
