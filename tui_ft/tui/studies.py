@@ -17,11 +17,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
 
 from tui_ft.core.paths import Paths
 from tui_ft.tui.charts import Curve, int_ticks
 from tui_ft.tui.panes import _cursor_key, _restore_cursor
+from tui_ft.tui.plots import _Plot
 from tui_ft.tui.study_model import (
     StudyListRow,
     StudyView,
@@ -40,49 +40,15 @@ REFRESH_S = 3.0  # how often a shown view reads the disk again
 cursor_key, restore_cursor = _cursor_key, _restore_cursor
 
 
-class ViewPlot(PlotextPlot):
-    """A plotext figure rebuilt from its data on :meth:`redraw` (when the data change,
-    on resize, and when shown again after changing while hidden)."""
+class ViewPlot(_Plot):
+    """The dashboard's plot base (:class:`tui_ft.tui.plots._Plot`: rebuilt on ``redraw``, on resize,
+    and when shown again after changing while hidden) with the views' curve drawing."""
 
     DEFAULT_CSS = """
     ViewPlot {
         min-height: 6;
     }
     """
-
-    _stale = False
-
-    def on_mount(self) -> None:
-        self.redraw()
-
-    def on_resize(self) -> None:
-        self.redraw()
-
-    def on_show(self) -> None:
-        if self._stale:
-            self.redraw()
-
-    @property
-    def plot_width(self) -> int:
-        return self.size.width or 80
-
-    def redraw(self) -> None:
-        if not self.is_on_screen:
-            self._stale = True
-            return
-        self._stale = False
-        self.draw()
-
-    def draw(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def blank(self, title: str) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        plt.title(title)
-        plt.xticks([])
-        plt.yticks([])
-        self.refresh()
 
     def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = (),
                     legend: set[str] | None = None) -> None:
@@ -118,14 +84,14 @@ class StudyCurves(ViewPlot):
         self.view = view
         self.redraw()
 
-    def draw(self) -> None:
+    def _draw(self) -> None:
         v = self.view
         if v is None:
-            self.blank("no study: run `tui-ft matbench PRESET` and it appears here")
+            self._blank("no study: run `tui-ft matbench PRESET` and it appears here")
             return
         curves = study_curves(v, max(10, 2 * (self.plot_width - 10)))
         if not curves:
-            self.blank(f"{v.name}: no fold has an epoch yet" if not v.problem else f"{v.name}: unreadable")
+            self._blank(f"{v.name}: no fold has an epoch yet" if not v.problem else f"{v.name}: unreadable")
             return
         self.draw_curves(curves, f"study {v.name}: val MAE per fold", study_reference_lines(v))
 

@@ -51,14 +51,14 @@ class SweepCurves(ViewPlot):
         self.view = view
         self.redraw()
 
-    def draw(self) -> None:
+    def _draw(self) -> None:
         v = self.view
         if v is None:
-            self.blank("no sweep: run a preset with a [sweep] table")
+            self._blank("no sweep: run a preset with a [sweep] table")
             return
         curves = sweep_curves(v, max(10, 2 * (self.plot_width - 10)))
         if not curves:
-            self.blank(f"{v.name}: no trial has an epoch yet")
+            self._blank(f"{v.name}: no trial has an epoch yet")
             return
         best = f"best trial {v.best.number}" if v.best is not None else "no finished trial yet"
         # only the best trial is named: forty faint trials would fill the plot with their legend
@@ -77,14 +77,14 @@ class ParamScatter(ViewPlot):
         self.view, self.key = view, key
         self.redraw()
 
-    def draw(self) -> None:
+    def _draw(self) -> None:
         v, key = self.view, self.key
         if v is None or key is None:
-            self.blank("no parameter to show")
+            self._blank("no parameter to show")
             return
         sc = scatter_data(v, key)
         if not sc.xs:
-            self.blank(f"{key}: no finished trial yet")
+            self._blank(f"{key}: no finished trial yet")
             return
         plt = self.plt
         plt.clear_figure()
