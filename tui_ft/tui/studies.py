@@ -96,9 +96,39 @@ class StudyCurves(ViewPlot):
         self.draw_curves(curves, f"study {v.name}: val MAE per fold", study_reference_lines(v))
 
 
-class StudiesPane(Vertical):
+class ListViewPane(Vertical):
+    """A pane listing something under ``logs/`` in the table ``#LIST_TABLE``: the selected row is its
+    key, and the pane re-reads the disk (its ``_read`` worker) when shown and every REFRESH_S while shown."""
+
+    LIST_TABLE = ""
+
+    @property
+    def list_table(self) -> DataTable:
+        return self.query_one(f"#{self.LIST_TABLE}", DataTable)
+
+    @property
+    def selected(self) -> str | None:
+        return cursor_key(self.list_table)
+
+    def on_show(self) -> None:
+        self.list_table.focus()
+        self.action_refresh()
+
+    def refresh_if_shown(self) -> None:
+        if self.is_on_screen:
+            self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self._read(self.selected)
+
+    def _read(self, name: str | None) -> None:  # pragma: no cover - overridden by a worker
+        raise NotImplementedError
+
+
+class StudiesPane(ListViewPane):
     """The studies of ``logs/.studies/``; the selected one's folds, curves and mean."""
 
+    LIST_TABLE = "studies-table"
     BINDINGS = [
         Binding("r", "refresh", "Refresh", tooltip="read the studies from disk now"),
     ]
@@ -145,20 +175,6 @@ class StudiesPane(Vertical):
     def folds_table(self) -> DataTable:
         return self.query_one("#folds-table", DataTable)
 
-    @property
-    def selected(self) -> str | None:
-        return cursor_key(self.studies_table)
-
-    def on_show(self) -> None:
-        self.studies_table.focus()
-        self.action_refresh()
-
-    def refresh_if_shown(self) -> None:
-        if self.is_on_screen:
-            self.action_refresh()
-
-    def action_refresh(self) -> None:
-        self._read(self.selected)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="studies", description="read studies")
     def _read(self, name: str | None) -> None:

@@ -23,7 +23,7 @@ from tui_ft.core.paths import Paths
 from tui_ft.tui.charts import nice_ticks
 from tui_ft.tui.messages import RescanRequested
 from tui_ft.tui.modals import ConfirmScreen, TextScreen
-from tui_ft.tui.studies import REFRESH_S, ViewPlot, cursor_key, restore_cursor
+from tui_ft.tui.studies import REFRESH_S, ListViewPane, ViewPlot, cursor_key, restore_cursor
 from tui_ft.tui.study_model import (
     SweepListRow,
     SweepView,
@@ -105,9 +105,10 @@ class ParamScatter(ViewPlot):
         self.refresh()
 
 
-class SweepsPane(Vertical):
+class SweepsPane(ListViewPane):
     """The sweeps of ``logs/.sweeps/``; the selected one's trials, curves and scatter."""
 
+    LIST_TABLE = "sweeps-table"
     BINDINGS = [
         Binding("p", "next_param", "Next param", tooltip="show the next sampled parameter in the scatter"),
         Binding("b", "save_best", "Save best", tooltip="save the best trial as presets/<sweep>-best.toml"),
@@ -155,20 +156,6 @@ class SweepsPane(Vertical):
     def trials_table(self) -> DataTable:
         return self.query_one("#trials-table", DataTable)
 
-    @property
-    def selected(self) -> str | None:
-        return cursor_key(self.sweeps_table)
-
-    def on_show(self) -> None:
-        self.sweeps_table.focus()
-        self.action_refresh()
-
-    def refresh_if_shown(self) -> None:
-        if self.is_on_screen:
-            self.action_refresh()
-
-    def action_refresh(self) -> None:
-        self._read(self.selected)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweeps", description="read sweeps")
     def _read(self, name: str | None) -> None:
