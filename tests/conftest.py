@@ -184,3 +184,34 @@ def tui_ft_cli():
         )
 
     return run
+
+
+def write_demo_forms(root: Path, n: int) -> dict:
+    """The first ``n`` demo rows in three forms (tests of the data sources): ``matbench`` (JSON),
+    ``cif`` (a folder of CIFs with id_prop.csv), ``xyz`` (an extxyz file); also ``rows``
+    (id, Structure, target) and ``root``."""
+    import json
+
+    import ase.io
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from tui_ft.core.demo import demo_label, demo_structures
+
+    rows = [(ident, s, demo_label(s)) for ident, s, _ in demo_structures()[:n]]
+    root.mkdir(parents=True, exist_ok=True)
+    mb = root / "demo.json"
+    mb.write_text(json.dumps({"index": [r[0] for r in rows], "columns": ["structure", "e_form"],
+                              "data": [[s.as_dict(), y] for _, s, y in rows]}))
+    cif = root / "cif"
+    cif.mkdir()
+    for ident, s, _ in rows:
+        s.to(filename=str(cif / f"{ident}.cif"))
+    (cif / "id_prop.csv").write_text("".join(f"{i},{y}\n" for i, _, y in rows))
+    frames = []
+    for ident, s, y in rows:
+        a = AseAtomsAdaptor.get_atoms(s)
+        a.info = {"id": ident, "e_form": y}
+        frames.append(a)
+    xyz = root / "demo.extxyz"
+    ase.io.write(xyz, frames, format="extxyz")
+    return {"rows": rows, "matbench": mb, "cif": cif, "xyz": xyz, "root": root}

@@ -16,36 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_demo_forms
+
 from tui_ft import cli
 from tui_ft.core.events import RunFinished, RunStarted, read_events
 
 N = 60  # demo rows: 12 test rows in Matbench fold 0
 
 
-def _write_forms(root: Path, n: int = N) -> dict[str, Path]:
-    import ase.io
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from tui_ft.core.demo import demo_label, demo_structures
-
-    rows = [(ident, s, demo_label(s)) for ident, s, _ in demo_structures()[:n]]
-    root.mkdir(parents=True, exist_ok=True)
-    mb = root / "demo.json"
-    mb.write_text(json.dumps({"index": [r[0] for r in rows], "columns": ["structure", "e_form"],
-                              "data": [[s.as_dict(), y] for _, s, y in rows]}))
-    cif = root / "cif"
-    cif.mkdir()
-    for ident, s, _ in rows:
-        s.to(filename=str(cif / f"{ident}.cif"))
-    (cif / "id_prop.csv").write_text("".join(f"{i},{y}\n" for i, _, y in rows))
-    frames = []
-    for ident, s, y in rows:
-        a = AseAtomsAdaptor.get_atoms(s)
-        a.info = {"id": ident, "e_form": y}
-        frames.append(a)
-    xyz = root / "demo.extxyz"
-    ase.io.write(xyz, frames, format="extxyz")
-    return {"matbench": mb, "cif": cif, "xyz": xyz}
+def _write_forms(root: Path, n: int = N) -> dict:
+    return write_demo_forms(root, n)
 
 
 def _preset(project: Path, name: str, source: Path | str, extra: str = "") -> Path:

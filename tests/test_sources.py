@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_demo_forms
 
 from tui_ft.core.data import DataError, load_matbench, make_splits
 from tui_ft.core.sources import (
@@ -21,29 +22,7 @@ N = 40  # demo rows used (fast to write and read)
 @pytest.fixture(scope="module")
 def demo_rows(tmp_path_factory):
     """The first N demo rows in three forms: Matbench JSON, a CIF folder with id_prop.csv, an extxyz file."""
-    import ase.io
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from tui_ft.core.demo import demo_label, demo_structures
-
-    root = tmp_path_factory.mktemp("sources")
-    rows = [(ident, s, demo_label(s)) for ident, s, _ in demo_structures()[:N]]
-    mb = root / "demo.json"
-    mb.write_text(json.dumps({"index": [r[0] for r in rows], "columns": ["structure", "e_form"],
-                              "data": [[s.as_dict(), y] for _, s, y in rows]}))
-    cif = root / "cif"
-    cif.mkdir()
-    for ident, s, _ in rows:
-        s.to(filename=str(cif / f"{ident}.cif"))
-    (cif / "id_prop.csv").write_text("".join(f"{i},{y}\n" for i, _, y in rows))
-    frames = []
-    for ident, s, y in rows:
-        a = AseAtomsAdaptor.get_atoms(s)
-        a.info = {"id": ident, "e_form": y}
-        frames.append(a)
-    xyz = root / "demo.extxyz"
-    ase.io.write(xyz, frames, format="extxyz")
-    return {"rows": rows, "matbench": mb, "cif": cif, "xyz": xyz, "root": root}
+    return write_demo_forms(tmp_path_factory.mktemp("sources"), N)
 
 
 def _same_structure(a, b) -> bool:
