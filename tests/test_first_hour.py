@@ -32,7 +32,7 @@ from tui_ft.core.presets import PresetError, check_resources, load_preset, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_presets"
-SHIPPED_NEEDING_DEV_DATA = ["run1", "run2", "run3", "head_finetune_freeze", "full_finetune", "lpft", "lpft_cosine"]
+SHIPPED_NEEDING_DEV_DATA = ["run1", "run2", "run3", "head_finetune_freeze", "full_finetune", "lpft", "lpft_cosine", "lpft_dev"]
 
 
 def _preset(name: str, source: str = "demo", epochs: int = 2) -> str:

@@ -120,8 +120,19 @@ def test_shipped_lpft_cosine():
     assert s2.preset.name == "run2" and s2.init == "previous@best"
 
 
+def test_shipped_lpft_dev_is_the_benchmarked_recipe():
+    """presets/lpft_dev.toml = BENCHMARKS.md's lpft row (head 30 epochs lr 1e-3 batch 8, then 2 full
+    epochs lr 1e-4 batch 16 from its best checkpoint) on the whole training part."""
+    s1, s2 = load_plan("presets/lpft_dev.toml").stages
+    assert s1.preset.finetune.mode == "head" and s2.preset.finetune.mode == "full"
+    assert (s1.preset.train.epochs, s1.preset.optim.lr, s1.preset.train.batch_size) == (30, 1e-3, 8)
+    assert (s2.preset.train.epochs, s2.preset.optim.lr, s2.preset.train.batch_size) == (2, 1e-4, 16)
+    assert s1.preset.data.fraction == s2.preset.data.fraction == 1.0
+    assert s2.init == "previous@best" and s1.gate is None
+
+
 @pytest.mark.devdata
-@pytest.mark.parametrize("name", ["lpft.toml", "lpft_cosine.toml"])
+@pytest.mark.parametrize("name", ["lpft.toml", "lpft_cosine.toml", "lpft_dev.toml"])
 def test_shipped_plans_check_with_dev_data(name):
     check_plan(load_plan(f"presets/{name}"))  # previous@best is not looked up before the run
 
