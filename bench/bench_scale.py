@@ -8,7 +8,10 @@ no cache entry is shared; its target is the dev target plus 0.01 eV/atom noise. 
 files go into a temporary folder (``--workdir``), never into the repository.
 
 For each N, each stage runs in a fresh ``python`` subprocess (so imports and
-memory start from nothing); its peak RSS is the subprocess's ``VmHWM`` and, for
+memory start from nothing); its peak RSS is the subprocess's ``VmHWM``, split into
+peak anonymous and peak file-backed memory (``RssAnon``/``RssFile`` sampled every 50 ms:
+the graph cache is memory-mapped, so the packed graphs a stage reads count as file-backed
+pages, page cache the kernel can drop and concurrent runs share) and, for
 its graph-conversion workers, ``ru_maxrss`` of ``RUSAGE_CHILDREN`` (an upper bound:
 Linux keeps the parent's RSS at fork time in a child's ``ru_maxrss``), its time the stage's wall
 time measured inside it (imports and model loading excluded). Stages:
@@ -125,7 +128,43 @@ def _hwm_mb() -> float:
     return _rss_mb(resource.RUSAGE_SELF)
 
 
+class RssSampler:
+    """Peak anonymous and file-backed resident memory of this process (``RssAnon`` and
+    ``RssFile`` of ``/proc/self/status``, sampled every 50 ms by a thread): the packed graph
+    cache is memory-mapped, so its pages count in RSS as file-backed memory (page cache the
+    kernel can drop and that concurrent runs share), not as the run's own anonymous memory."""
+
+    def __init__(self, interval: float = 0.05):
+        import threading
+
+        self.anon = self.file = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.anon = max(self.anon, int(line.split()[1]) / 1024)
+                elif line.startswith("RssFile:"):
+                    self.file = max(self.file, int(line.split()[1]) / 1024)
+        except OSError:  # pragma: no cover - not Linux
+            pass
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._read()
+
+    def stop(self) -> tuple[float, float]:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+        return self.anon, self.file
+
+
 def stage_main(stage: str, file: Path) -> dict:
+    sampler = RssSampler()
     from common import fraction_for_n
     from tui_ft.core.data import GraphCache, load_matbench
     from tui_ft.core.paths import Paths
@@ -200,6 +239,7 @@ def stage_main(stage: str, file: Path) -> dict:
     else:
         raise SystemExit(f"unknown stage {stage}")
     out["rss_mb"] = _hwm_mb()
+    out["anon_mb"], out["file_mb"] = sampler.stop()
     out["rss_workers_mb"] = _rss_mb(resource.RUSAGE_CHILDREN)
     return out
 
@@ -242,7 +282,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.stage:
-        print("RESULT " + json.dumps(stage_main(args.stage, args.file)), flush=True)
+        res = stage_main(args.stage, args.file)
+        with open(args.file.parent / "stages.jsonl", "a", encoding="utf-8") as fh:  # every stage's full result
+            fh.write(json.dumps({"file": args.file.name, "stage": args.stage, **res}) + "\n")
+        print("RESULT " + json.dumps(res), flush=True)
         return 0
 
     try:
@@ -290,7 +333,8 @@ def main(argv=None) -> int:
                 else:
                     extra = f", set-up {fmt_s(res['setup_s'])}" if res.get("setup_s") is not None else ""
                     print(f"  {stage}: {fmt_s(res.get('s'))}{extra}, peak RSS {res['rss_mb']:.0f} MiB"
-                          f" (workers {res['rss_workers_mb']:.0f} MiB)", flush=True)
+                          f" (anonymous {res.get('anon_mb', 0):.0f}, file-backed {res.get('file_mb', 0):.0f};"
+                          f" workers {res['rss_workers_mb']:.0f} MiB)", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -310,9 +354,11 @@ def main(argv=None) -> int:
             if "built" in res:
                 note.append(f"built {res['built']}, cached {res['hits']}, failed {res['failed']}, packed {res['packed_mb']:.0f} MiB")
             rows.append([f"{n:,}", stage, fmt_s(res.get("s")), _per(res), f"{res['rss_mb']:.0f}",
+                         f"{res.get('anon_mb', 0):.0f}", f"{res.get('file_mb', 0):.0f}",
                          f"{res['rss_workers_mb']:.0f}", "; ".join(note)])
     print()
-    print(markdown_table(["N", "stage", "time", "ms / structure", "peak RSS MiB", "workers' peak RSS MiB", "notes"], rows))
+    print(markdown_table(["N", "stage", "time", "ms / structure", "peak RSS MiB", "peak anonymous MiB",
+                          "peak file-backed MiB", "workers' peak RSS MiB", "notes"], rows))
 
     # ---- per-structure cost by N (flat = linear) and projection to the full file
     print()
