@@ -178,3 +178,29 @@ def test_head_and_full_forward_objects_agree(model, graphs, cached):
     for ph, pf in zip(head_m.mlp.parameters(), full_m.mlp.parameters()):
         assert ph.grad is not None and ph.grad.abs().sum() > 0
         assert torch.allclose(ph.grad, pf.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_feature_cache_is_read_memory_mapped_and_grows_safely(model, graphs, tmp_path):
+    """A warm feature cache is memory-mapped (file-backed pages that concurrent runs share, not each
+    run's own copy); adding rows later rewrites the file while the features already handed out stay
+    valid; a corrupt file is rebuilt."""
+    import os
+
+    paths = Paths(tmp_path)
+    by_row = dict(enumerate(graphs))
+    key = engine.backbone_hash(model)
+    fc = engine.FeatureCache(paths, key, "ef" * 32)
+    first = fc.get(model, list(range(10)), by_row, 8, "cpu")
+    warm = engine.FeatureCache(paths, key, "ef" * 32).get(model, list(range(10)), by_row, 8, "cpu")
+    if os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            assert str(fc.path) in fh.read()  # the cache file is mapped into this process
+    more = engine.FeatureCache(paths, key, "ef" * 32)
+    both = more.get(model, list(range(20)), by_row, 8, "cpu")  # 10 new rows: the file is rewritten
+    assert more.hits == 10
+    for r in range(10):
+        assert torch.equal(warm[r], first[r]) and torch.equal(both[r], first[r])
+    fc.path.write_bytes(b"not a torch file")
+    broken = engine.FeatureCache(paths, key, "ef" * 32)
+    rebuilt = broken.get(model, list(range(20)), by_row, 8, "cpu")
+    assert broken.hits == 0 and all(torch.equal(rebuilt[r], both[r]) for r in range(20))

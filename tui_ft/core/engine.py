@@ -382,7 +382,10 @@ def _extract_serial(model, graphs: Sequence[Any], batch_size: int, device: str,
 
 
 class FeatureCache:
-    """Frozen-backbone features on disk, keyed by backbone weights, data file and row."""
+    """Frozen-backbone features on disk, keyed by backbone weights, data file and row.
+
+    Read memory-mapped: the features of a warm cache are file-backed pages that concurrent
+    runs (the folds of a study, sweep trials) share instead of each holding a copy."""
 
     def __init__(self, paths: Paths, bb_hash: str, data_sha: str):
         self.path = paths.cache / "features" / f"{bb_hash[:16]}-{data_sha[:16]}.pt"
@@ -395,9 +398,13 @@ class FeatureCache:
         ``progress(done, total)`` counts the rows computed, from ``(0, total)`` to ``(total, total)``."""
         store: dict[str, Any] = {}
         if self.path.is_file():
-            try:
-                store = torch.load(self.path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - corrupt cache is rebuilt
+            for mmap in (True, False):  # memory-mapped: file-backed pages, shared by concurrent runs
+                try:
+                    store = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
+                    break
+                except Exception:  # noqa: BLE001 - corrupt cache is rebuilt
+                    store = {}
+            if not isinstance(store, dict):
                 store = {}
         missing = [r for r in rows if str(r) not in store]
         self.hits = len(rows) - len(missing)
