@@ -21,7 +21,9 @@ time measured inside it (imports and model loading excluded). Stages:
 ``convertN``    the same with the usable cores as workers
 ``warm``        a warm start: ``load_matbench`` and the cached graphs of every row
 ``features``    head mode's frozen-backbone features of every row (the engine's ``FeatureCache``)
-``head_epoch``  a head-mode run (engine, ``head_finetune_freeze``), set-up and one epoch
+``head_epoch``  a head-mode run (engine, ``head_finetune_freeze`` on the whole training part of
+                fold 0: 72% of the rows train, 8% validate, 20% test), set-up and one epoch;
+                its time per structure is per row of the file
 ``full_epoch``  a full-mode run (``full_finetune``), one epoch over a fixed 400-row training
                 subset (40 validation rows, 8 test rows), whatever N is
 
@@ -219,7 +221,8 @@ def stage_main(stage: str, file: Path) -> dict:
                 marks["failed"] = ev.message
 
         if stage == "head_epoch":
-            ch = {"run.name": "scale_head", "train.epochs": 1, "train.device": "cpu", "train.seed": 0}
+            ch = {"run.name": "scale_head", "train.epochs": 1, "train.device": "cpu", "train.seed": 0,
+                  "data.fraction": 1.0}  # the whole training part: every row's features are loaded
             preset = dev_preset("head_finetune_freeze", ch, file)
         else:
             train_part = len(matbench_folds(n_rows)[0][0])
