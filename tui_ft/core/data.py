@@ -716,6 +716,22 @@ def _packed_ok(obj: dict[str, Any]) -> bool:
         return False
 
 
+def load_cache_file(path: Path) -> Any | None:
+    """A cache file (``torch.save``, tensors and plain values) read memory-mapped, so its tensors are
+    file-backed pages that concurrent runs share; a plain read if it cannot be mapped; ``None`` when
+    it is missing or unreadable (a corrupt cache file is rebuilt by its caller)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    for mmap in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001 - corrupt or not a zip file: try the plain read, then give up
+            continue
+    return None
+
+
 class GraphCache:
     """On-disk cache of CHGNet crystal graphs for one data file and converter.
 
@@ -747,20 +763,11 @@ class GraphCache:
 
     def _load_chunk(self, k: int) -> dict[str, Any] | None:
         """The chunk as stored (packed tensors memory-mapped from the file), or ``None``."""
-        import torch
-
-        p = self._chunk_path(k)
-        if not p.is_file():
-            return None
-        for mmap in (True, False):
-            try:
-                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
-            except Exception:  # noqa: BLE001 - a corrupt cache chunk is rebuilt
-                continue
-            if isinstance(obj, dict) and "graphs" in obj and "failed" in obj:
-                if obj.get("format") == PACKED and not _packed_ok(obj):
-                    return None
-                return obj
+        obj = load_cache_file(self._chunk_path(k))
+        if isinstance(obj, dict) and "graphs" in obj and "failed" in obj:
+            if obj.get("format") == PACKED and not _packed_ok(obj):
+                return None
+            return obj
         return None
 
     def get(

@@ -50,7 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 from chgnet.model import CHGNet  # noqa: E402
 
 from tui_ft.core.atomic import atomic_write, atomic_write_text, deferred_signals  # noqa: E402
-from tui_ft.core.data import GraphCache, resolve_source  # noqa: E402
+from tui_ft.core.data import GraphCache, load_cache_file, resolve_source  # noqa: E402
 from tui_ft.core.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.events import (  # noqa: E402
     CheckpointSaved,
@@ -396,16 +396,9 @@ class FeatureCache:
         """Features of ``rows``; the missing ones are computed ``FEATURE_BLOCK`` rows at a time
         (only one block's graphs are built at once) and the cache file rewritten once.
         ``progress(done, total)`` counts the rows computed, from ``(0, total)`` to ``(total, total)``."""
-        store: dict[str, Any] = {}
-        if self.path.is_file():
-            for mmap in (True, False):  # memory-mapped: file-backed pages, shared by concurrent runs
-                try:
-                    store = torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
-                    break
-                except Exception:  # noqa: BLE001 - corrupt cache is rebuilt
-                    store = {}
-            if not isinstance(store, dict):
-                store = {}
+        store = load_cache_file(self.path)
+        if not isinstance(store, dict):  # missing or corrupt: rebuilt
+            store = {}
         missing = [r for r in rows if str(r) not in store]
         self.hits = len(rows) - len(missing)
         if missing:
