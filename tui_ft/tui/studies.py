@@ -10,6 +10,7 @@ lives in :mod:`tui_ft.tui.study_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -50,6 +51,14 @@ class ViewPlot(_Plot):
     }
     """
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.view: Any = None  # the study or sweep view drawn (None: nothing to show)
+
+    def set_view(self, view: Any) -> None:
+        self.view = view
+        self.redraw()
+
     def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = (),
                     legend: set[str] | None = None) -> None:
         """``legend``: the labels to name in plotext's legend (None: all of them)."""
@@ -76,13 +85,7 @@ class StudyCurves(ViewPlot):
     """Each fold's validation MAE per epoch, with the running mean test MAE and the
     published numbers (on the task's own data) as horizontal lines."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.view: StudyView | None = None
-
-    def set_view(self, view: StudyView | None) -> None:
-        self.view = view
-        self.redraw()
+    view: StudyView | None
 
     def _draw(self) -> None:
         v = self.view

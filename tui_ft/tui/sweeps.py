@@ -43,13 +43,7 @@ from tui_ft.tui.study_model import (
 class SweepCurves(ViewPlot):
     """The best trial's validation MAE per epoch, the other trials faint beneath it."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.view: SweepView | None = None
-
-    def set_view(self, view: SweepView | None) -> None:
-        self.view = view
-        self.redraw()
+    view: SweepView | None
 
     def _draw(self) -> None:
         v = self.view
@@ -68,12 +62,13 @@ class SweepCurves(ViewPlot):
 class ParamScatter(ViewPlot):
     """One sampled parameter against the objective, one point per finished trial."""
 
+    view: SweepView | None
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.view: SweepView | None = None
         self.key: str | None = None
 
-    def set_view(self, view: SweepView | None, key: str | None) -> None:
+    def set_view(self, view: SweepView | None, key: str | None) -> None:  # type: ignore[override]
         self.view, self.key = view, key
         self.redraw()
 
