@@ -29,7 +29,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
 
-Exit codes: 0 done, 1 run failed, 2 usage or preset error, 130 interrupted.
+Exit codes: 0 done (or pruned by its sweep), 1 run failed, 2 usage or preset error, 130 interrupted.
 predict: 1 when any structure failed (listed by id; the others are written).
 eval: 1 when no row is usable or the MAE is NaN.
 """
@@ -375,7 +375,7 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
 
 
 def _exit_for(status: str) -> int:
-    return {"finished": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
+    return {"finished": EXIT_OK, "pruned": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
 
 
 def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False) -> int:

@@ -62,6 +62,7 @@ from tui_ft.core.events import (  # noqa: E402
     RunFailed,
     RunFinished,
     RunInterrupted,
+    RunPruned,
     RunStarted,
     event_from_dict,
     read_events,
@@ -113,6 +114,14 @@ class Interrupted(Exception):
     pass
 
 
+class Pruned(Exception):
+    """A sweep's pruner stopped the run after an epoch (``RunContext.on_epoch``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class RunRefused(Exception):
     """A run that must not start (nothing is written): its lock is held by a live
     process, or a resume of a finished run or of a run without last.pt."""
@@ -121,7 +130,7 @@ class RunRefused(Exception):
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # finished | failed | interrupted
+    status: str  # finished | failed | interrupted | pruned
     test_mae: float | None = None
     best_val_mae: float | None = None
     best_epoch: int | None = None
@@ -561,6 +570,9 @@ class RunContext:
     init_override: str | None = None  # a resolved reference that replaces preset.model.init (plans)
     on_batch: Callable[[int, int, int], None] | None = None  # (epoch, structures done, total): live display only
     dist: Dist = LOCAL  # DDP: this process's rank (tui_ft.core.distributed); one process: LOCAL
+    # called after each epoch's epoch_end with (epoch, val_mae); a returned reason stops the
+    # run as pruned. None: a sweep trial's TrialReporter (from its sweep.json), if any
+    on_epoch: Callable[[int, float], str | None] | None = None
 
 
 class Trainer:
@@ -588,6 +600,7 @@ class Trainer:
         self._recorded_epochs: set[int] = set()  # epoch_end lines already in events.jsonl (resume)
         self._finished: RunResult | None = None  # set once run_finished is written
         self.forward: HeadForward | FullForward | None = None
+        self.on_epoch: Callable[[int, float], str | None] | None = None
         self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
         self.dist = ctx.dist
@@ -635,6 +648,10 @@ class Trainer:
         t0 = time.time()
         try:
             return self._run(t0)
+        except Pruned as exc:
+            self.emit(RunInterrupted(rid, epoch=self.epoch, message=f"stopped by the sweep's pruner; {self._last_on_disk()}"))
+            self.emit(RunPruned(rid, epoch=self.epoch, reason=exc.reason))
+            return RunResult(rid, "pruned", None, self._best_or_none(), self.best_epoch, self.history, exc.reason)
         except (KeyboardInterrupt, Interrupted):
             if self._finished is not None:  # the signal came after run_finished was written: the run is done
                 return self._finished
@@ -673,6 +690,7 @@ class Trainer:
 
     # -- the steps of a run, in order
     def _setup_process(self) -> None:
+        self._setup_pruning()
         seed_everything(self.p.train.seed)
         self.device = self.dist.device or pick_device(self.p.train.device)
         configure_cpu(self.device)
@@ -682,6 +700,17 @@ class Trainer:
             self.precision = Precision(self.p.train.precision, self.device)
         except ValueError as exc:
             raise TrainingFailed(str(exc)) from None
+
+    def _setup_pruning(self) -> None:
+        """A sweep trial asks its study after each epoch whether to go on (tui_ft.core.sweep)."""
+        self.on_epoch = self.ctx.on_epoch
+        if self.on_epoch is None and not self.dist.active:
+            from tui_ft.core.sweep import SweepError, trial_reporter
+
+            try:
+                self.on_epoch = trial_reporter(self.log_dir, say=self.say)
+            except SweepError as exc:
+                raise TrainingFailed(str(exc)) from None
 
     def _make_splits(self, exclude: Sequence[int] = ()):
         """The run's splits (sources.make_source_splits): Matbench folds, a seeded random split
@@ -868,6 +897,8 @@ class Trainer:
         t = time.time()
         val0 = self._evaluate("val")
         self._end_epoch(0, None, val0, time.time() - t, 0)
+        if self.on_epoch is not None:
+            self.on_epoch(0, val0)  # the pruners' starting point; nothing is pruned before an update
         return 1
 
     def _train_epochs(self, start_epoch: int) -> bool:
@@ -881,7 +912,11 @@ class Trainer:
             val = self._evaluate("val")
             if self.scheduler is not None:
                 self.scheduler.step()
-            if self._end_epoch(epoch, train_mae, val, time.time() - t, n):
+            stop = self._end_epoch(epoch, train_mae, val, time.time() - t, n)
+            reason = self.on_epoch(epoch, val) if self.on_epoch is not None else None
+            if reason is not None:
+                raise Pruned(reason)
+            if stop:
                 self.say(f"early stopping: no improvement for {p.train.patience} epochs")
                 break
         return self.epoch < p.train.epochs

@@ -10,10 +10,14 @@ is an ordinary run of the library:
   ``<sweep>-tN``, written to ``logs/.sweeps/<name>/trials/tN.toml``) and runs
   as ``python -m tui_ft --preset FILE --plain --run-id ID`` in its own process
   (``logs/<ID>/sweep.json`` names the sweep and trial);
-* the parent follows the trial's ``events.jsonl``: each ``epoch_end`` is
-  ``trial.report(val_mae, epoch)``; when the pruner says so, the run is stopped
-  with SIGINT (it records ``run_interrupted`` and keeps ``last.pt``/``best.pt``)
-  and the parent appends ``run_pruned``: the run's status is then ``pruned``;
+* pruning is decided in the trial's own process, once per epoch, through Optuna's
+  storage (:class:`TrialReporter`, named by ``sweep.json``): after each epoch's
+  ``epoch_end`` and checkpoints, the run calls ``trial.report(val_mae, epoch)`` and
+  ``trial.should_prune()`` and waits for the verdict before the next epoch, so a
+  fast trial cannot outrun the pruner; a pruned run records ``run_interrupted``
+  then ``run_pruned`` (``last.pt``/``best.pt`` kept, status ``pruned``) and the
+  parent tells the study PRUNED. The parent follows ``events.jsonl`` only to show
+  progress;
 * ``trials`` is the number of finished + pruned trials wanted: a rerun marks
   trials left RUNNING by a killed sweep as FAIL, enqueues their parameters
   again, and runs only what is missing.
@@ -21,8 +25,8 @@ is an ordinary run of the library:
 ``--jobs N`` runs N trials at a time through :mod:`tui_ft.core.executors`, the
 executors of ``tui-ft matbench``: local processes (``--gpus 0,1``: one trial per
 device) or Slurm jobs through submitit (``--executor slurm``, the preset's
-``[cluster]`` table). Pruning stops a trial through its handle (SIGINT to a local
-process; a cancelled job's process stops its run the same way).
+``[cluster]`` table). A pruned trial stops itself (its process asks the study after
+each epoch), so pruning works the same on every executor.
 
 Optuna is the optional extra ``sweep``; it is imported only when a sweep runs
 or is read. The pure functions at the end (:func:`trial_rows`,
@@ -60,9 +64,12 @@ __all__ = [
     "param_points",
     "suggest",
     "trial_preset",
+    "TrialReporter",
+    "trial_reporter",
 ]
 
 SWEEPS = ".sweeps"
+TRIAL_FILE = "sweep.json"  # in a trial's logs/<run>/: its sweep, trial number, parameters and study
 POLL_S = 0.25
 STOP_TIMEOUT_S = 120
 EXTRA_HINT = "pip install 'tui-ft[sweep]' (or pip install optuna)"
@@ -98,8 +105,15 @@ def sweep_dir(paths: Paths, name: str) -> Path:
     return paths.logs / SWEEPS / name
 
 
-def _storage(folder: Path) -> str:
-    return f"sqlite:///{folder / 'study.db'}"
+SQLITE_TIMEOUT_S = 60  # the parent and its trials write one SQLite file: wait for its lock, never fail on it
+
+
+def _storage(folder: Path):
+    """The study's RDB storage (SQLite), shared by the parent and the trial processes."""
+    optuna = _optuna()
+    return optuna.storages.RDBStorage(
+        f"sqlite:///{folder / 'study.db'}", engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    )
 
 
 # --------------------------------------------------------------------------- samplers and pruners
@@ -209,6 +223,69 @@ def _show(v: Any) -> str:
     return str(v)
 
 
+# --------------------------------------------------------------------------- the trial's side of pruning
+
+
+class TrialReporter:
+    """Reports a trial run's validation MAE to its study after each epoch and returns the
+    pruner's verdict (the run waits for it before the next epoch).
+
+    Built in the trial's own process from ``logs/<run>/sweep.json``: the study is opened
+    in its RDB storage with the sweep's pruner (from the base preset stored in the study),
+    and the trial is the RUNNING one the parent asked for. ``__call__(epoch, val_mae)``
+    returns the reason to stop, or None. Epoch 0 is reported (no update has happened yet;
+    every pruner here waits one step before pruning)."""
+
+    def __init__(self, study, trial, cfg: SweepCfg):
+        self.study, self.trial, self.cfg = study, trial, cfg
+
+    def __call__(self, epoch: int, val_mae: float) -> str | None:
+        if not math.isfinite(val_mae):
+            return None
+        self.trial.report(val_mae, epoch)
+        if epoch < 1 or not self.trial.should_prune():
+            return None
+        rule = self.cfg.pruner if self.cfg.prune_above is None else self.cfg.pruner + "/prune_above"
+        return f"{rule} pruner: val_mae {val_mae:.4f} at epoch {epoch}"
+
+
+def trial_reporter(run_dir: Path, say: Callable[[str], None] = lambda m: None) -> TrialReporter | None:
+    """The :class:`TrialReporter` of the trial run in ``run_dir`` (None when the run is not
+    a sweep trial, or its trial is no longer running in the study, as in a resume of a
+    trial run after its sweep ended). Raises :class:`SweepError` when ``sweep.json``
+    names a study that cannot be opened."""
+    file = run_dir / TRIAL_FILE
+    if not file.is_file():
+        return None
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+        name, number, db = str(info["sweep"]), int(info["trial"]), info.get("study_db")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SweepError(f"{file}: not a sweep trial file ({type(exc).__name__}: {exc})") from None
+    if not db:  # written by a version whose parent decided pruning itself
+        return None
+    optuna = _optuna()
+    folder = Path(db).parent
+    if not Path(db).is_file():
+        raise SweepError(f"{file}: its study {db} does not exist")
+    storage = _storage(folder)
+    try:
+        base = optuna.load_study(study_name=name, storage=storage).user_attrs.get("preset")
+        preset = preset_from_dict(base) if isinstance(base, dict) else None
+        if preset is None or preset.sweep is None:
+            raise SweepError(f"{db}: study {name!r} has no base preset with a [sweep] table")
+        study = optuna.load_study(study_name=name, storage=storage, pruner=make_pruner(preset))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+        if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+            say(f"sweep {name} trial {number} is no longer running in its study: this run is not pruned")
+            return None
+        return TrialReporter(study, optuna.trial.Trial(study, trial_id), preset.sweep)
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any storage problem is one message naming the study
+        raise SweepError(f"{db}: cannot open trial {number} of sweep {name!r} ({type(exc).__name__}: {exc})") from None
+
+
 # --------------------------------------------------------------------------- launching trials
 
 
@@ -228,7 +305,6 @@ class _Running:
     started: float = field(default_factory=time.time)
     last_epoch: int | None = None
     last_value: float | None = None
-    prune_reason: str | None = None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -301,7 +377,7 @@ def run_sweep(
     except ExecutorError as exc:
         raise SweepError(str(exc)) from None
     optuna = _optuna()
-    from tui_ft.core.events import EpochEnd, EventFollower, EventWriter, RunPruned
+    from tui_ft.core.events import EpochEnd, EventFollower
     from tui_ft.core.executors import RunTask, tui_ft_argv
     from tui_ft.core.runs import new_run_id, summarize
 
@@ -346,9 +422,9 @@ def run_sweep(
             save_preset(tp, file)
             run_id = new_run_id(tp.name, paths)
             run_dir = paths.run_log_dir(run_id)
-            (run_dir / "sweep.json").write_text(
-                json.dumps({"sweep": name, "trial": trial.number, "params": params}, indent=1) + "\n", encoding="utf-8"
-            )
+            (run_dir / TRIAL_FILE).write_text(json.dumps({
+                "sweep": name, "trial": trial.number, "params": params, "study_db": str(folder / "study.db"),
+            }, indent=1) + "\n", encoding="utf-8")
             task = RunTask(tui_ft_argv("--preset", str(file), "--plain", "--run-id", run_id),
                            str(folder / "trials" / f"t{trial.number}.log"), run_id=run_id, root=str(paths.root),
                            env=_trial_env(), label=f"trial {trial.number}")
@@ -361,17 +437,10 @@ def run_sweep(
                 trial.set_user_attr("job_id", handle.job_id)
             running.append(_Running(trial, trial.number, run_id, params, handle, EventFollower(run_dir / "events.jsonl")))
 
-        def follow(r: _Running) -> None:
+        def follow(r: _Running) -> None:  # progress only: the trial reports to the study itself
             for ev in r.follower.poll():
-                if not isinstance(ev, EpochEnd) or r.prune_reason is not None:
-                    continue
-                r.last_epoch, r.last_value = ev.epoch, ev.val_mae
-                if not math.isfinite(ev.val_mae):
-                    continue
-                r.trial.report(ev.val_mae, ev.epoch)
-                if r.trial.should_prune():
-                    r.prune_reason = f"{cfg.pruner if cfg.prune_above is None else cfg.pruner + '/prune_above'} pruner: val_mae {ev.val_mae:.4f} at epoch {ev.epoch}"
-                    r.handle.stop()
+                if isinstance(ev, EpochEnd):
+                    r.last_epoch, r.last_value = ev.epoch, ev.val_mae
 
         def finish(r: _Running) -> None:
             nonlocal failed
@@ -383,9 +452,7 @@ def run_sweep(
                 study.tell(r.trial, s.best_val_mae)
                 say(f"trial {r.number:3d}  finished  {cfg.objective} {s.best_val_mae:.4f} (epoch {s.best_epoch})  "
                     f"{secs:6.1f}s  {shown}  run {r.run_id}")
-            elif r.prune_reason is not None and s.status in ("interrupted", "running", "crashed"):
-                with EventWriter(paths.run_log_dir(r.run_id) / "events.jsonl") as w:
-                    w.emit(RunPruned(r.run_id, epoch=r.last_epoch, reason=r.prune_reason))
+            elif s.status == "pruned":  # the trial's own verdict (TrialReporter), recorded in its events
                 study.tell(r.trial, state=State.PRUNED)
                 say(f"trial {r.number:3d}  pruned    at epoch {r.last_epoch} (val_mae {r.last_value:.4f})  "
                     f"{secs:6.1f}s  {shown}  run {r.run_id}")
