@@ -63,7 +63,7 @@ from common import (  # noqa: E402
 
 # Import the engine before anything imports torch, as the CLI does: the engine then sets
 # OMP_WAIT_POLICY=PASSIVE for torch's OpenMP threads (see BENCHMARKS.md).
-import tui_ft.core.engine  # noqa: E402,F401
+import tui_ft.core.train.engine  # noqa: E402,F401
 
 ROW_NAMES = (
     "zero-shot",
@@ -123,11 +123,11 @@ class RowResult:
 
 
 def run_stage(base: str, changes: dict[str, Any], out: Path, name: str) -> StageResult:
-    from tui_ft.core.engine import run_training
-    from tui_ft.core.events import EpochEnd, RunFailed, RunFinished, RunStarted
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.presets import dump_preset
-    from tui_ft.core.runs import new_run_id
+    from tui_ft.core.train.engine import run_training
+    from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunStarted
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.config.presets import dump_preset
+    from tui_ft.core.library.runs import new_run_id
 
     preset = dev_preset(base, {"run.name": name, **changes})
     paths = Paths.default()

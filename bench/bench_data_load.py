@@ -8,7 +8,7 @@ Prints the ``load_matbench`` and ``GraphCache.get`` columns of BENCHMARKS.md's
 ``bench_startup.py --compare-src ...``). Each measurement is a fresh Python
 process (interpreter and imports not timed), one per tree, alternated:
 
-- ``load_matbench``: ``tui_ft.core.data.load_matbench(dev file, "e_form")``.
+- ``load_matbench``: ``tui_ft.core.data.dataset.load_matbench(dev file, "e_form")``.
 - ``GraphCache.get``: the rows of ``presets/head_finetune_freeze.toml``
   (fold 0, fraction 0.1: 360 train + 400 val + 1,000 test = 1,760 rows, the
   engine's order) from a warm graph cache (filled once per tree before timing,
@@ -47,16 +47,16 @@ src, data, cache, what = sys.argv[1:5]
 if src:
     sys.path.insert(0, src)
 import numpy as np
-from tui_ft.core import data as D
+from tui_ft.core.data import dataset as D
 if src and not Path(D.__file__).resolve().is_relative_to(Path(src).resolve()):
     raise SystemExit(f"--compare-src {src}: imported {D.__file__} instead")
-from tui_ft.core.paths import Paths
+from tui_ft.core.common.paths import Paths
 out = {"module": D.__file__}
 if what == "load":
     t = time.perf_counter(); ds = D.load_matbench(data, "e_form"); out["seconds"] = time.perf_counter() - t
     out["rows"] = len(ds)
 else:
-    from tui_ft.core.engine import load_pretrained
+    from tui_ft.core.train.setup import load_pretrained
     ds = D.load_matbench(data, "e_form")
     sp = D.make_splits(len(ds), fold=0, fraction=0.1, val_fraction=0.1, seed=0)
     rows = np.concatenate([sp.train, sp.val, sp.test])

@@ -3,7 +3,7 @@
     nice python bench/bench_features.py                # 400 dev structures, 3 rounds
     nice python bench/bench_features.py --n 200 --rounds 5
 
-Times ``tui_ft.core.engine.extract_features`` (what ``FeatureCache`` runs for the
+Times ``tui_ft.core.train.engine.extract_features`` (what ``FeatureCache`` runs for the
 rows it does not hold) on the same N structures of the dev file (the first N
 rows of fold 0's training part; graphs built beforehand, not timed), in one
 process, alternating per round: *plain* = one model, torch's intra-op threads
@@ -36,9 +36,11 @@ def main(argv=None) -> int:
     setup_env()
     warn_if_not_niced()
 
-    from tui_ft.core import engine
-    from tui_ft.core.data import energy_only, load_matbench, matbench_folds
-    from tui_ft.core.parallel import plan_workers
+    from tui_ft.core.train import engine
+    from tui_ft.core.train import forward
+    from tui_ft.core.data.dataset import load_matbench, matbench_folds
+    from tui_ft.core.data.graphstore import energy_only
+    from tui_ft.core.train.parallel import plan_workers
 
     engine.configure_cpu("cpu")
     import torch
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for side, w in (("plain", 1), ("split", workers)):
             t = time.perf_counter()
-            out[side] = engine.extract_features(model, graphs, 32, "cpu", w, threads)
+            out[side] = forward.extract_features(model, graphs, 32, "cpu", w, threads)
             times[side].append(time.perf_counter() - t)
         print(f"round {r + 1}: plain {times['plain'][-1]:.2f} s, split {times['split'][-1]:.2f} s  load {loadavg()}",
               file=sys.stderr, flush=True)

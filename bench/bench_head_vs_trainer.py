@@ -7,7 +7,7 @@ validation rows), batch size 8, Adam lr 1e-3, MSE, CPU, same seed. The two
 are run alternately in one process (tui-ft, chgnet, tui-ft, chgnet), 2 epochs
 each, so machine load hits both alike.
 
-* tui-ft (``tui_ft.core.engine.run_training``, head mode): the frozen backbone
+* tui-ft (``tui_ft.core.train.engine.run_training``, head mode): the frozen backbone
   runs once per structure and its per-atom output is cached; epochs train the
   head on those features. Reported twice: the epoch alone, and the epoch plus
   the one-time feature extraction spread over 10 epochs. The feature cache is
@@ -67,7 +67,7 @@ def seed_all(seed: int) -> None:
 
 def pick_rows(n_rows: int, n_train: int, n_val: int, seed: int):
     """The data.fraction / data.val_fraction that give exactly n_train / n_val rows, and the splits."""
-    from tui_ft.core.data import make_splits, matbench_folds
+    from tui_ft.core.data.dataset import make_splits, matbench_folds
 
     train_part = len(matbench_folds(n_rows)[0][0])
     val_fraction = n_val / train_part
@@ -84,9 +84,9 @@ def pick_rows(n_rows: int, n_train: int, n_val: int, seed: int):
 
 
 def run_tuift(data: Path, fraction: float, val_fraction: float, seed: int, paths, tag: str) -> dict:
-    from tui_ft.core.engine import run_training
-    from tui_ft.core.presets import preset_from_dict
-    from tui_ft.core.runs import new_run_id
+    from tui_ft.core.train.engine import run_training
+    from tui_ft.core.config.presets import preset_from_dict
+    from tui_ft.core.library.runs import new_run_id
 
     shutil.rmtree(paths.cache / "features", ignore_errors=True)  # pay for the extraction every round
     preset = preset_from_dict(
@@ -155,7 +155,7 @@ def make_chgnet_loaders(ds, splits, seed: int):
 def run_chgnet(train_loader, val_loader, seed: int, save_dir: Path) -> dict:
     from chgnet.trainer import Trainer
 
-    from tui_ft.core.engine import load_pretrained
+    from tui_ft.core.train.setup import load_pretrained
 
     seed_all(seed)
     model = load_pretrained("0.3.0")
@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tui_ft.core.data import GraphCache, load_matbench
-    from tui_ft.core.engine import load_pretrained
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.train.setup import load_pretrained
+    from tui_ft.core.common.paths import Paths
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tui-ft-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,9 @@ BASE = {"head": "head_finetune_freeze", "full": "full_finetune"}
 
 
 def one(mode: str, precision: str, args) -> list:
-    from tui_ft.core import engine
-    from tui_ft.core.events import EpochEnd, RunFinished
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.train import engine
+    from tui_ft.core.common.events import EpochEnd, RunFinished
+    from tui_ft.core.common.paths import Paths
 
     preset = dev_preset(BASE[mode], {
         "run.name": f"prec_{mode}_{precision}",

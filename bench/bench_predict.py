@@ -1,4 +1,4 @@
-"""Prediction throughput: ``tui_ft.core.predict.predict`` against chgnet's ``CHGNet.predict_structure``.
+"""Prediction throughput: ``tui_ft.core.library.predict.predict`` against chgnet's ``CHGNet.predict_structure``.
 
     nice python bench/bench_predict.py                 # 1,000 dev structures, batch 16, pretrained CHGNet 0.3.0
     nice python bench/bench_predict.py --n 200 --ckpt checkpoints/RUN/best.pt --repeat 2
@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from tui_ft.core.data import load_matbench
-    from tui_ft.core.engine import configure_cpu, load_pretrained
-    from tui_ft.core.parallel import plan_workers
-    from tui_ft.core.predict import load_model, predict
+    from tui_ft.core.data.dataset import load_matbench
+    from tui_ft.core.train.setup import configure_cpu, load_pretrained
+    from tui_ft.core.train.parallel import plan_workers
+    from tui_ft.core.library.predict import load_model, predict
 
     data = require_dev_data(args.data)
     configure_cpu("cpu")

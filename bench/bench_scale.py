@@ -168,11 +168,11 @@ class RssSampler:
 def stage_main(stage: str, file: Path) -> dict:
     sampler = RssSampler()
     from common import fraction_for_n
-    from tui_ft.core.data import GraphCache, load_matbench
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.common.paths import Paths
 
     if stage != "load":
-        from tui_ft.core.engine import load_pretrained
+        from tui_ft.core.train.setup import load_pretrained
 
     out: dict = {}
     if stage == "load":
@@ -190,8 +190,9 @@ def stage_main(stage: str, file: Path) -> dict:
         out.update(n=len(ds), built=cache.built, hits=cache.hits, failed=len(failed), workers=cache.workers_used,
                    packed_mb=graphs.nbytes() / 2**20)
     elif stage == "features":
-        from tui_ft.core.engine import FeatureCache, backbone_hash
-        from tui_ft.core.parallel import plan_workers
+        from tui_ft.core.train.forward import FeatureCache
+        from tui_ft.core.train.setup import backbone_hash
+        from tui_ft.core.train.parallel import plan_workers
 
         model = load_pretrained("0.3.0")
         ds = load_matbench(file)
@@ -205,9 +206,9 @@ def stage_main(stage: str, file: Path) -> dict:
         out.update(n=len(rows), hits=fc.hits, workers=fw)
     elif stage in ("head_epoch", "full_epoch"):
         from common import dev_preset
-        from tui_ft.core import engine
-        from tui_ft.core.data import matbench_folds
-        from tui_ft.core.events import EpochEnd, RunFailed
+        from tui_ft.core.train import engine
+        from tui_ft.core.data.dataset import matbench_folds
+        from tui_ft.core.common.events import EpochEnd, RunFailed
 
         n_rows = len(load_matbench(file).ids)
         subset = SUBSET
@@ -304,7 +305,7 @@ def main(argv=None) -> int:
         ap.error(f"--skip: unknown stage(s) {', '.join(sorted(skip - set(STAGES)))}; stages: {', '.join(STAGES)}")
     stages = [s for s in STAGES if s not in skip]
     dev_path = require_dev_data(args.data)
-    from tui_ft.core.parallel import usable_cores
+    from tui_ft.core.train.parallel import usable_cores
 
     cores = usable_cores()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temp folder is removed

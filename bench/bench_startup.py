@@ -89,7 +89,7 @@ def check_imported_tree(src: str | None, cwd: Path) -> str:
     """The tui_ft a side's ``python -m tui_ft`` imports (same interpreter, environment and folder);
     with ``--compare-src`` it must come from that tree, as in ``bench_throughput.py``."""
     cwd.mkdir(parents=True, exist_ok=True)
-    code = "import tui_ft.core.engine as e; print(e.__file__)"
+    code = "import tui_ft.core.train.engine as e; print(e.__file__)"
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_src_env(src), capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"cannot import tui_ft{f' from {src}' if src else ''}:\n{r.stderr[-2000:]}")
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     presets = [("demo", PRESETS / "demo.toml", args.reps, args.reps)]
     if not args.skip_dev:
         require_dev_data()
-        from tui_ft.core.presets import dump_preset
+        from tui_ft.core.config.presets import dump_preset
 
         p = dev_preset("head_finetune_freeze", {"train.device": "cpu"}, DEV_DATA)
         f = work / "head_finetune_freeze_dev.toml"

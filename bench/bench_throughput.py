@@ -87,7 +87,7 @@ HEAD_MODULES = ("readout_norm", "mlp", "composition_model")
 
 
 def _splits(data: Path, n: int, vf: float):
-    from tui_ft.core.data import make_splits
+    from tui_ft.core.data.dataset import make_splits
 
     rows = count_rows(data)
     frac = fraction_for_n(rows, n, val_fraction=vf)
@@ -116,16 +116,16 @@ _LIVE: dict = {}  # the engine's Trainer of this process, for _threads_info
 def tuift_worker(conn, mode: str, n: int, rounds: int, data: str, cache: str, vf: float, src: str | None,
                  workers: str | None = None) -> None:
     setup_env(cache)
-    if workers:  # TUI_FT_CPU_WORKERS for this side (tui_ft.core.parallel)
+    if workers:  # TUI_FT_CPU_WORKERS for this side (tui_ft.core.train.parallel)
         os.environ["TUI_FT_CPU_WORKERS"] = workers
     if src:  # another source tree of tui-ft (e.g. the commit before a speed-up), ahead of the editable install
         sys.path.insert(0, str(Path(src).resolve()))
-    from tui_ft.core import engine
+    from tui_ft.core.train import engine
 
     if src and not Path(engine.__file__).resolve().is_relative_to(Path(src).resolve()):
         raise SystemExit(f"--compare-src {src}: imported {engine.__file__} instead")
-    from tui_ft.core.events import EpochEnd, RunFailed, RunFinished
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished
+    from tui_ft.core.common.paths import Paths
 
     frac, _ = _splits(Path(data), n, vf)
     times: dict[str, float] = {}
@@ -212,7 +212,7 @@ def chgnet_worker(conn, mode: str, n: int, rounds: int, data: str, vf: float, ma
     from chgnet.trainer import Trainer
     from torch.utils.data import DataLoader
 
-    from tui_ft.core.data import load_matbench
+    from tui_ft.core.data.dataset import load_matbench
 
     if match_env.get("TUI_FT_BENCH_THREADS"):
         torch.set_num_threads(int(match_env["TUI_FT_BENCH_THREADS"]))
@@ -267,9 +267,9 @@ def model_worker(conn, n: int, data: str, cache: str, vf: float) -> None:
     setup_env(cache)
     import torch
 
-    from tui_ft.core import engine  # same process-wide settings as the engine
-    from tui_ft.core.data import GraphCache, load_matbench
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.train import engine  # same process-wide settings as the engine
+    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.common.paths import Paths
 
     if hasattr(engine, "configure_cpu"):
         engine.configure_cpu("cpu")

@@ -41,7 +41,7 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from tui_ft.core.events import EpochEnd, EventWriter, Message, RunFinished, RunStarted
+from tui_ft.core.common.events import EpochEnd, EventWriter, Message, RunFinished, RunStarted
 
 DEMO = """\
 [run]

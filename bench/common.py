@@ -63,7 +63,7 @@ def setup_env(cache: str | Path | None = None, home: str | Path | None = None) -
 
 def dev_preset(base: str, changes: dict[str, Any], data: Path | None = None):
     """A preset built from ``presets/<base>.toml`` with ``changes`` (Preset.with_changes), reading the dev file."""
-    from tui_ft.core.presets import load_preset
+    from tui_ft.core.config.presets import load_preset
 
     p = load_preset(PRESETS / f"{base}.toml")
     ch = {"data.source": str(data or DEV_DATA)}
@@ -73,7 +73,7 @@ def dev_preset(base: str, changes: dict[str, Any], data: Path | None = None):
 
 def fraction_for_n(n_rows: int, n_train: int, *, fold: int = 0, val_fraction: float = 0.1) -> float:
     """The ``data.fraction`` that gives exactly ``n_train`` training rows (fold ``fold``)."""
-    from tui_ft.core.data import make_splits, matbench_folds
+    from tui_ft.core.data.dataset import make_splits, matbench_folds
 
     train_part = len(matbench_folds(n_rows)[fold][0])
     rest = train_part - max(1, int(round(val_fraction * train_part)))
@@ -86,7 +86,7 @@ def fraction_for_n(n_rows: int, n_train: int, *, fold: int = 0, val_fraction: fl
 
 
 def count_rows(path: Path) -> int:
-    from tui_ft.core.data import _load_json
+    from tui_ft.core.data.dataset import _load_json
 
     return len(_load_json(Path(path))["index"])
 

@@ -195,7 +195,7 @@ def write_demo_forms(root: Path, n: int) -> dict:
     import ase.io
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from tui_ft.core.demo import demo_label, demo_structures
+    from tui_ft.core.data.demo import demo_label, demo_structures
 
     rows = [(ident, s, demo_label(s)) for ident, s, _ in demo_structures()[:n]]
     root.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ LINE = re.compile(r"(?P<where>.+?): (?P<field>[A-Za-z_][\w.\[\]]*): (?P<msg>.+)"
 
 @pytest.fixture(scope="module")
 def base():
-    from tui_ft.core.demo import build_demo_dataset
+    from tui_ft.core.data.demo import build_demo_dataset
 
     obj = build_demo_dataset()
     return {"index": [f"demo-{i:03d}" for i in range(N)], "columns": list(obj["columns"]),
@@ -262,7 +262,7 @@ def test_overlapping_atoms_everywhere_fail_the_run_with_the_reason(base, project
 
 
 def test_fifo_and_device_are_refused_without_opening(tmp_path):
-    from tui_ft.core.data import DataError, load_matbench, read_columns
+    from tui_ft.core.data.dataset import DataError, load_matbench, read_columns
 
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
@@ -282,8 +282,8 @@ def test_eval_exit_code_follows_its_result(preds, rc, text, project, monkeypatch
     """`tui-ft eval` ending with a NaN MAE exits 1, with 0 usable rows exits 2, each with the reason."""
     import types
 
-    import tui_ft.core.engine as engine
-    from tui_ft.core import library
+    from tui_ft.core.library import checkpoints as library
+    from tui_ft.core.library import predict as predict_mod
 
     data = project / "eval.json"
     data.write_bytes(_json(copy.deepcopy(base)))
@@ -294,7 +294,7 @@ def test_eval_exit_code_follows_its_result(preds, rc, text, project, monkeypatch
     result = types.SimpleNamespace(rows=rows, failures=failures, mae=mae, unit="eV/atom", target="e_form")
     evaluation = types.SimpleNamespace(result=result, warnings=[], rows="all", n_rows=len(preds) + len(failures), path=data)
     monkeypatch.setattr(library.Library, "resolve_ref", lambda self, ref: types.SimpleNamespace(path=ckpt))
-    monkeypatch.setattr(engine, "evaluate_checkpoint", lambda *a, **k: evaluation)
+    monkeypatch.setattr(predict_mod, "evaluate_checkpoint", lambda *a, **k: evaluation)
     assert cli.main(["eval", "x.pt", "--data", str(data)]) == rc
     out, err = capsys.readouterr()
     assert "Traceback" not in err
@@ -305,7 +305,7 @@ def test_eval_exit_code_follows_its_result(preds, rc, text, project, monkeypatch
 def test_eval_refuses_a_fifo_as_data(project, monkeypatch, capsys):
     import types
 
-    from tui_ft.core import library
+    from tui_ft.core.library import checkpoints as library
 
     fifo = project / "pipe.json"
     os.mkfifo(fifo)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui_ft.cli import main
-from tui_ft.core.events import read_events
+from tui_ft.core.common.events import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_demo_preset_runs_headless_and_library_commands(proj, capsys):
     # eval of the best checkpoint on the run's own test rows gives the run's test MAE
     import csv
 
-    from tui_ft.core.demo import build_demo_dataset
+    from tui_ft.core.data.demo import build_demo_dataset
 
     fin = evs[-1]
     test_ids = [r["id"] for r in csv.DictReader(open(fin.predictions, encoding="utf-8"))]

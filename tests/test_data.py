@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from tui_ft.core.data import (
+from tui_ft.core.data.dataset import (
     DataError,
     GraphCache,
     load_matbench,
@@ -18,8 +18,8 @@ from tui_ft.core.data import (
     matbench_folds,
     read_columns,
 )
-from tui_ft.core.demo import build_demo_dataset
-from tui_ft.core.paths import Paths
+from tui_ft.core.data.demo import build_demo_dataset
+from tui_ft.core.common.paths import Paths
 
 
 
@@ -168,7 +168,7 @@ def test_graph_cache_packed_chunks_round_trip(tmp_path, demo_obj):
     from chgnet.graph import CrystalGraphConverter
     from pymatgen.core import Lattice, Structure
 
-    from tui_ft.core.data import PACKED
+    from tui_ft.core.data.dataset import PACKED
 
     obj = {k: demo_obj[k] for k in ("index", "columns", "data")}
     obj = json.loads(json.dumps(obj))
@@ -250,7 +250,7 @@ def test_table_shape_errors_are_one_data_error(demo_obj, tmp_path, edit, message
 
 def test_cell_problems_are_left_out_by_row(demo_obj, tmp_path):
     """What is inside a cell is a row problem: the row is left out with its reason, the rest is used."""
-    from tui_ft.core.data import MAX_ABS_TARGET
+    from tui_ft.core.data.dataset import MAX_ABS_TARGET
 
     obj = _small(demo_obj)
     obj["data"][0][0] = None
@@ -271,8 +271,8 @@ def test_cell_problems_are_left_out_by_row(demo_obj, tmp_path):
 
 
 def test_target_bound_and_parse_number():
-    from tui_ft.core.data import MAX_ABS_TARGET, check_target
-    from tui_ft.core.sources.common import parse_number
+    from tui_ft.core.data.dataset import MAX_ABS_TARGET, check_target
+    from tui_ft.core.data.sources.common import parse_number
 
     assert check_target(-1.5) == -1.5 and check_target(MAX_ABS_TARGET) == MAX_ABS_TARGET
     for bad in (1e300, -1e7, float("nan"), float("inf"), None, "1.0", True, 10**400):
@@ -284,7 +284,7 @@ def test_target_bound_and_parse_number():
 
 
 def test_check_dataset_counts_usable_rows(demo_obj, tmp_path):
-    from tui_ft.core.data import check_dataset
+    from tui_ft.core.data.dataset import check_dataset
 
     obj = _small(demo_obj, 40)
     ds = load_matbench(_write(tmp_path / "ok.json", obj))
@@ -303,7 +303,7 @@ def test_check_dataset_counts_usable_rows(demo_obj, tmp_path):
 def test_structure_checks_before_conversion():
     from pymatgen.core import Lattice, Structure
 
-    from tui_ft.core.graphstore import MIN_DISTANCE, structure_problem
+    from tui_ft.core.data.graphstore import MIN_DISTANCE, structure_problem
 
     ok = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert structure_problem(ok) is None
@@ -325,7 +325,7 @@ def test_convert_items_and_cached_graphs_are_checked(demo_obj, tmp_path, monkeyp
     import torch
     from chgnet.graph import CrystalGraphConverter
 
-    from tui_ft.core.graphstore import convert_items, graph_problem
+    from tui_ft.core.data.graphstore import convert_items, graph_problem
 
     conv = CrystalGraphConverter(atom_graph_cutoff=6, bond_graph_cutoff=3)
     good = demo_obj["data"][0][0]

@@ -124,7 +124,7 @@ def test_ddp_full_mode_equals_one_process(project, tui_ft_cli):
 
 FAIL_ON_RANK_1 = """\
 import os, sys
-from tui_ft.core import engine
+from tui_ft.core.train import engine
 from tui_ft.cli import main
 
 real = engine.Trainer._train_epoch

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from tui_ft.core import demo
-from tui_ft.core.data import N_FOLDS, load_matbench, make_splits
-from tui_ft.core.paths import Paths
+from tui_ft.core.data import demo
+from tui_ft.core.data.dataset import N_FOLDS, load_matbench, make_splits
+from tui_ft.core.common.paths import Paths
 
 
 @pytest.fixture(scope="module")

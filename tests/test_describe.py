@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tui_ft import cli
-from tui_ft.core.events import (
+from tui_ft.core.common.events import (
     EVENT_TYPES,
     CheckpointSaved,
     EpochEnd,
@@ -18,7 +18,7 @@ from tui_ft.core.events import (
     RunStarted,
     describe,
 )
-from tui_ft.core.runs import RunSummary
+from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.state import RunState, event_line
 
 

@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from tui_ft.core.engine import GROUPS, run_training
-from tui_ft.core.events import CheckpointSaved, EpochEnd, Message, RunFinished, RunStarted
-from tui_ft.core.library import Library, load_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import load_preset
-from tui_ft.core.runs import new_run_id, summarize
+from tui_ft.core.train.setup import GROUPS
+from tui_ft.core.train.engine import run_training
+from tui_ft.core.common.events import CheckpointSaved, EpochEnd, Message, RunFinished, RunStarted
+from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import load_preset
+from tui_ft.core.library.runs import new_run_id, summarize
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def test_head_mode_run_end_to_end(proj):
     assert load_preset(proj.run_log_dir(res.run_id) / "preset.toml") == demo(**{"train.epochs": 3})
     assert summarize(proj.run_log_dir(res.run_id)).status == "finished"  # the events end in run_finished
     # head mode: backbone weights unchanged, head changed
-    from tui_ft.core.engine import load_pretrained
+    from tui_ft.core.train.setup import load_pretrained
 
     ref = load_pretrained("0.3.0").state_dict()
     st = best["model_state"] if fin.best_epoch > 0 else last["model_state"]
@@ -142,7 +143,7 @@ def test_early_stopping_and_cosine(proj):
 
 
 def test_progressive_unfreezing_and_lr_factors(proj):
-    from tui_ft.core.engine import RunContext, Trainer
+    from tui_ft.core.train.engine import RunContext, Trainer
 
     p = demo(**{
         "run.name": "unfreeze", "finetune.mode": "full", "optim.lr": 1e-4, "finetune.backbone_lr": 1e-5,

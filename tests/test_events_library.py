@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tui_ft.core.events import (
+from tui_ft.core.common.events import (
     EVENT_TYPES,
     CheckpointSaved,
     EpochEnd,
@@ -26,9 +26,9 @@ from tui_ft.core.events import (
     event_from_json,
     read_events,
 )
-from tui_ft.core.library import CheckpointError, CheckpointMeta, Library, load_checkpoint, save_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import list_runs, new_run_id
+from tui_ft.core.library.checkpoints import CheckpointError, CheckpointMeta, Library, load_checkpoint, save_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import list_runs, new_run_id
 
 
 def _samples(rid="r1"):

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core.events import EpochEnd, EventFollower, EventWriter, Message, RunStarted, read_events
-from tui_ft.core.paths import Paths
-from tui_ft.core.procs import own_start
-from tui_ft.core.runs import list_runs, summarize
-from tui_ft.core.tail import LineTail
+from tui_ft.core.common.events import EpochEnd, EventFollower, EventWriter, Message, RunStarted, read_events
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.common.procs import own_start
+from tui_ft.core.library.runs import list_runs, summarize
+from tui_ft.core.common.tail import LineTail
 from tui_ft.tui.scanner import scan
 
 
@@ -172,7 +172,7 @@ def test_line_tail_partial_lines_truncation_and_big_files(tmp_path):
 
 
 def test_dashboard_launch_writes_one_preset_file(tmp_path):
-    from tui_ft.core.presets import load_preset
+    from tui_ft.core.config.presets import load_preset
     from tui_ft.tui.launcher import launch
 
     src = Path(__file__).resolve().parents[1] / "presets"

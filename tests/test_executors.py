@@ -1,4 +1,4 @@
-"""tui_ft.core.executors without training: a handle stops a sleeping child, GPUs and cores per run."""
+"""tui_ft.core.orchestrate.executors without training: a handle stops a sleeping child, GPUs and cores per run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core.executors import ExecutorError, LocalExecutor, RunTask, make_executor, parse_gpus, run_all
+from tui_ft.core.orchestrate.executors import ExecutorError, LocalExecutor, RunTask, make_executor, parse_gpus, run_all
 
 SLEEPER = (
     "import signal, sys, time\n"

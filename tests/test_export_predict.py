@@ -3,7 +3,7 @@
 One tiny head-mode run on the demo data (2 epochs, AtomRef refit) is trained
 through the real CLI; its best checkpoint is exported and loaded with chgnet's
 own ``CHGNet.from_file``, whose ``predict_structure`` must reproduce
-``tui_ft.core.predict.predict`` to 1e-6 on the demo test rows.
+``tui_ft.core.library.predict.predict`` to 1e-6 on the demo test rows.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from tui_ft.core.data import load_matbench, make_splits
-from tui_ft.core.export import ExportError, export_checkpoint, read_export_info
-from tui_ft.core.library import CheckpointError, load_checkpoint
-from tui_ft.core.predict import own_test_rows, predict, write_csv
-from tui_ft.core.sources import load_source
+from tui_ft.core.data.dataset import load_matbench, make_splits
+from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
+from tui_ft.core.library.checkpoints import CheckpointError, load_checkpoint
+from tui_ft.core.library.predict import own_test_rows, predict, write_csv
+from tui_ft.core.data.sources import load_source
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def trained(project, demo_preset, tui_ft_cli):
 def test_export_round_trip_and_predict(trained, project, tmp_path):
     from chgnet.model import CHGNet
 
-    from tui_ft.core.demo import ensure_demo_dataset
+    from tui_ft.core.data.demo import ensure_demo_dataset
 
     payload = load_checkpoint(trained)
     assert payload["meta"]["mode"] == "head"
@@ -124,8 +124,8 @@ def test_export_of_pretrained_weights_matches_chgnet(tmp_path):
     loads, with predictions equal to the pretrained model's."""
     from chgnet.model import CHGNet
 
-    from tui_ft.core.demo import demo_structures
-    from tui_ft.core.library import save_checkpoint
+    from tui_ft.core.data.demo import demo_structures
+    from tui_ft.core.library.checkpoints import save_checkpoint
 
     base = CHGNet.load(verbose=False)
     ckpt = tmp_path / "ck" / "best.pt"

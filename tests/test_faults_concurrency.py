@@ -18,11 +18,11 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from tui_ft.core.demo import build_demo_dataset
-from tui_ft.core.events import RunFinished, RunStarted, read_events
-from tui_ft.core.library import Library, load_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import new_run_id, summarize
+from tui_ft.core.data.demo import build_demo_dataset
+from tui_ft.core.common.events import RunFinished, RunStarted, read_events
+from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import new_run_id, summarize
 
 
 def test_two_runs_of_one_preset_started_together(project, demo_preset, tmp_path, fault_report):

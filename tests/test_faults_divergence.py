@@ -1,6 +1,6 @@
 """A loss that becomes NaN or inf ends the run cleanly.
 
-``tui_ft.core.engine._loss_fn`` is patched so that the loss turns NaN/inf from a
+``tui_ft.core.train.engine._loss_fn`` is patched so that the loss turns NaN/inf from a
 given epoch on; the real CLI (``tui_ft.cli.main``, in-process) must then exit 1
 with one clear ``run ... failed: ...`` line and no traceback, the events end in
 ``run_failed`` naming the epoch, and ``best.pt`` (from before the divergence)
@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from tui_ft import cli
-from tui_ft.core import engine
-from tui_ft.core.demo import build_demo_dataset
-from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished, read_events
-from tui_ft.core.library import Library, load_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import summarize
+from tui_ft.core.train import engine
+from tui_ft.core.data.demo import build_demo_dataset
+from tui_ft.core.common.events import EpochEnd, Message, RunFailed, RunFinished, read_events
+from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import summarize
 
 
 @pytest.mark.parametrize("bad, fail_at", [(math.nan, 2), (math.inf, 1)], ids=["nan-epoch2", "inf-epoch1"])
@@ -85,7 +85,7 @@ def test_nonfinite_loss_fails_run_keeps_best(bad, fail_at, project, demo_preset,
 def _untrained_mae(rows, columns) -> float:
     from pymatgen.core import Structure
 
-    from tui_ft.core.engine import load_pretrained
+    from tui_ft.core.train.setup import load_pretrained
 
     model = load_pretrained("0.3.0")
     si, ti = columns.index("structure"), columns.index("e_form")

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tui_ft import cli
-from tui_ft.core.events import (
+from tui_ft.core.common.events import (
     EpochEnd,
     EventFollower,
     EventWriter,
@@ -35,9 +35,9 @@ from tui_ft.core.events import (
     RunStarted,
     read_events,
 )
-from tui_ft.core.library import CheckpointError, Library, load_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import summarize
+from tui_ft.core.library.checkpoints import CheckpointError, Library, load_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import summarize
 
 BAD_IDS = ["bad-isolated", "bad-unparsable", "bad-target"]
 
@@ -76,7 +76,7 @@ def small_data(path: Path, n_good: int = 40, *, bad: bool = True) -> Path:
     structure dict, a non-numeric target."""
     from pymatgen.core import Lattice, Structure
 
-    from tui_ft.core.demo import build_demo_dataset
+    from tui_ft.core.data.demo import build_demo_dataset
 
     demo = build_demo_dataset()
     index, data = list(demo["index"][:n_good]), list(demo["data"][:n_good])

@@ -44,10 +44,10 @@ import pytest
 import torch
 
 from tui_ft import cli
-from tui_ft.core.events import CheckpointSaved, EpochEnd, RunFinished, RunInterrupted, RunStarted, read_events
-from tui_ft.core.library import Library, load_checkpoint, save_checkpoint
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import summarize
+from tui_ft.core.common.events import CheckpointSaved, EpochEnd, RunFinished, RunInterrupted, RunStarted, read_events
+from tui_ft.core.library.checkpoints import Library, load_checkpoint, save_checkpoint
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import summarize
 
 N_TRIALS = int(os.environ.get("TUI_FT_KILL_TRIALS") or 4)
 SEED = int(os.environ.get("TUI_FT_KILL_SEED") or 20261125)
@@ -365,7 +365,7 @@ def test_ctrl_c_exits_130_and_resumes(kill_project, fault_report, monkeypatch, c
 
 def test_run_dead_before_run_started_is_crashed(tmp_path):
     """Unit check of the rule above: messages carry the writer's pid."""
-    from tui_ft.core.events import EventWriter, Message
+    from tui_ft.core.common.events import EventWriter, Message
 
     paths = Paths(tmp_path)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -63,7 +63,7 @@ def _skip_reason(stem: str) -> str | None:
 def _as_plan(stem: str) -> bool:
     """``--preset`` also takes plans: with plan support, plan_file.toml is read as a plan
     (and fails as one: no [plan] table, stage presets not found), not as a preset."""
-    return stem == "plan_file" and importlib.util.find_spec("tui_ft.core.plans") is not None
+    return stem == "plan_file" and importlib.util.find_spec("tui_ft.core.orchestrate.plans") is not None
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ import pytest
 import torch
 
 from tui_ft import cli
-from tui_ft.core import engine
-from tui_ft.core.events import EpochEnd, RunFailed, RunFinished, RunInterrupted, read_events
-from tui_ft.core.library import (
+from tui_ft.core.train import engine
+from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunInterrupted, read_events
+from tui_ft.core.library.checkpoints import (
     CheckpointError,
     CheckpointWriteError,
     Library,
@@ -43,9 +43,9 @@ from tui_ft.core.library import (
     load_checkpoint,
     save_checkpoint,
 )
-from tui_ft.core.locks import LockHeld, ProcessLock, RunLock, process_start_time
-from tui_ft.core.paths import Paths, UnsafeName, check_component, safe_component
-from tui_ft.core.presets import check_name, load_preset
+from tui_ft.core.common.locks import LockHeld, ProcessLock, RunLock, process_start_time
+from tui_ft.core.common.paths import Paths, UnsafeName, check_component, safe_component
+from tui_ft.core.config.presets import check_name, load_preset
 
 HOSTILE_IDS = ["/tmp/abs-run", "../../x", "..", ".", ".hidden", "a/b", "-rf", "a b", "x" * 201, "a\\b", ""]
 
@@ -394,7 +394,7 @@ def test_model_args_keys_are_chgnets(chgnet_payload):
 
     from chgnet.model import CHGNet
 
-    from tui_ft.core.library import _MODEL_ARGS
+    from tui_ft.core.library.checkpoints import _MODEL_ARGS
 
     named = set(inspect.signature(CHGNet.__init__).parameters) - {"self", "kwargs"}
     assert named <= set(_MODEL_ARGS)
@@ -536,7 +536,7 @@ class _FullDisk:
 
 @pytest.mark.parametrize("room", [0, 700])
 def test_disk_full_says_so_and_keeps_the_previous_checkpoint(room, tmp_path, monkeypatch):
-    import tui_ft.core.atomic as atomic
+    import tui_ft.core.common.atomic as atomic
 
     path = tmp_path / "checkpoints" / "r" / "last.pt"
     save_checkpoint(path, _small_payload("r", "last", 1, 0.5))

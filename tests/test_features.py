@@ -14,9 +14,10 @@ import copy
 import pytest
 import torch
 
-from tui_ft.core import engine
-from tui_ft.core.demo import demo_structures
-from tui_ft.core.paths import Paths
+from tui_ft.core.train import engine
+from tui_ft.core.train import forward
+from tui_ft.core.data.demo import demo_structures
+from tui_ft.core.common.paths import Paths
 
 TOL = 1e-5
 
@@ -38,8 +39,8 @@ def graphs(model):
 @pytest.fixture(scope="module")
 def cached(model, graphs):
     """Features extracted in batches of 8 (the full-model reference below runs all 20 at once)."""
-    feats = engine.extract_features(model, graphs, batch_size=8, device="cpu")
-    comp = engine.composition_matrix(graphs)
+    feats = forward.extract_features(model, graphs, batch_size=8, device="cpu")
+    comp = forward.composition_matrix(graphs)
     n_atoms = torch.tensor([float(g.atomic_number.shape[0]) for g in graphs])
     return engine.FeatureSet(feats, comp, n_atoms)
 
@@ -53,7 +54,7 @@ def full_prediction(model, graphs) -> torch.Tensor:
 def head_prediction(model, fs: engine.FeatureSet, idx=None) -> torch.Tensor:
     idx = list(range(len(fs.feats))) if idx is None else idx
     with torch.no_grad():
-        return engine.head_forward(model, *fs.batch(idx, "cpu")).detach()
+        return forward.head_forward(model, *fs.batch(idx, "cpu")).detach()
 
 
 def test_pretrained_model_supports_the_feature_head(model):
@@ -101,8 +102,8 @@ def test_head_equals_full_model_after_changing_the_head(model, graphs, cached):
 
 def test_head_without_composition_is_the_rest(model, graphs, cached):
     with torch.no_grad():
-        rest = engine.head_forward(model, *cached.batch(range(20), "cpu"), with_comp=False)
-        comp = model.composition_model._get_energy(engine.composition_matrix(graphs))
+        rest = forward.head_forward(model, *cached.batch(range(20), "cpu"), with_comp=False)
+        comp = model.composition_model._get_energy(forward.composition_matrix(graphs))
     assert torch.allclose(rest + comp, full_prediction(model, graphs), atol=TOL, rtol=0)
 
 
@@ -133,7 +134,7 @@ def test_cache_key_follows_the_backbone(model, graphs, tmp_path):
     assert fc3.hits == 0
     assert any(not torch.equal(fresh[r], first[r]) for r in rows)
     # and the new features again reproduce the changed full model
-    fs = engine.FeatureSet([fresh[r] for r in rows], engine.composition_matrix(graphs),
+    fs = engine.FeatureSet([fresh[r] for r in rows], forward.composition_matrix(graphs),
                            torch.tensor([float(g.atomic_number.shape[0]) for g in graphs]))
     assert torch.allclose(head_prediction(m, fs), full_prediction(m, graphs), atol=TOL, rtol=0)
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tui_ft.core.data import load_matbench
-from tui_ft.core.fetch import FetchError, fetch_matbench, known_matbench_names, matbench_source
+from tui_ft.core.data.dataset import load_matbench
+from tui_ft.core.data.fetch import FetchError, fetch_matbench, known_matbench_names, matbench_source
 
 TIMEOUT = 5.0
 

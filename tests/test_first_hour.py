@@ -17,18 +17,18 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core import paths as paths_mod
-from tui_ft.core.events import read_events
-from tui_ft.core.paths import (
+from tui_ft.core.common import paths as paths_mod
+from tui_ft.core.common.events import read_events
+from tui_ft.core.common.paths import (
     DEMO_SOURCE,
     MATBENCH_TASKS,
     Paths,
     data_source_problem,
     find_project_root,
     project_root,
-    resolve_data_source,
 )
-from tui_ft.core.presets import PresetError, check_resources, load_preset, parse_preset
+from tui_ft.core.data.dataset import resolve_data_source
+from tui_ft.core.config.presets import PresetError, check_resources, load_preset, parse_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_presets"
@@ -97,7 +97,7 @@ def test_missing_checkpoint_case_needs_no_data(monkeypatch, tmp_path):
 
 def test_checkpoints_preset_filter_and_top_level_preset(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path))
-    from tui_ft.core.library import Library
+    from tui_ft.core.library.checkpoints import Library
 
     asked = []
     monkeypatch.setattr(Library, "filter", lambda self, preset=None, **kw: asked.append(preset) or [])
@@ -126,7 +126,7 @@ class _Gone(io.StringIO):
 
 
 def test_printer_survives_a_closed_stdout(monkeypatch):
-    from tui_ft.core.events import EpochEnd
+    from tui_ft.core.common.events import EpochEnd
 
     monkeypatch.setattr(sys, "stdout", _Gone())
     printer = cli.Printer(plain=True)
@@ -315,13 +315,13 @@ def test_every_matbench_regression_task_is_a_source(tmp_path, monkeypatch):
 
 def test_matbench_tasks_are_ones_data_fetch_accepts():
     pytest.importorskip("matminer")
-    from tui_ft.core.fetch import known_matbench_names
+    from tui_ft.core.data.fetch import known_matbench_names
 
     assert set(MATBENCH_TASKS) <= set(known_matbench_names())
 
 
 def test_fetch_offline_says_where_to_put_the_file(tmp_path, monkeypatch, capsys):
-    from tui_ft.core import fetch
+    from tui_ft.core.data import fetch
 
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path))
 
@@ -340,7 +340,8 @@ def test_fetch_offline_says_where_to_put_the_file(tmp_path, monkeypatch, capsys)
 
 
 def test_the_three_resolvers_agree(tmp_path, monkeypatch):
-    from tui_ft.core import data, presets
+    from tui_ft.core.data import dataset as data
+    from tui_ft.core.config import presets
     from tui_ft.tui.launcher import check_preset
 
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path))

@@ -19,7 +19,7 @@ import pytest
 from conftest import write_demo_forms
 
 from tui_ft import cli
-from tui_ft.core.events import RunFinished, RunStarted, read_events
+from tui_ft.core.common.events import RunFinished, RunStarted, read_events
 
 N = 60  # demo rows: 12 test rows in Matbench fold 0
 
@@ -141,7 +141,7 @@ def test_export_round_trip_through_cli(project, tmp_path, capsys, tui_ft_cli):
     res = tui_ft_cli("predict", "exp@best", forms["cif"], "--out", preds, "--device", "cpu", timeout=600)
     assert res.returncode == 0, res.stderr
     _, rows = _csv_rows(preds.read_text())
-    from tui_ft.core.sources import load_source
+    from tui_ft.core.data.sources import load_source
 
     ds = load_source(forms["cif"], "e_form")
     model = CHGNet.from_file(str(out))
@@ -225,7 +225,7 @@ def test_predict_failures_listed_exit_1(project, tmp_path, capsys):
     """Structure files: the broken one is named, the others written; exit 1."""
     from chgnet.model import CHGNet
 
-    from tui_ft.core.library import save_checkpoint
+    from tui_ft.core.library.checkpoints import save_checkpoint
 
     forms = _write_forms(tmp_path / "forms", 4)
     m = CHGNet.load(verbose=False)
@@ -249,7 +249,7 @@ def test_predict_failures_listed_exit_1(project, tmp_path, capsys):
 
 def test_chart_labels_carry_the_recorded_unit(tmp_path):
     """Charts label their axes with the unit the run recorded; older runs (no unit) keep eV/atom."""
-    from tui_ft.core.events import EpochEnd, EventWriter
+    from tui_ft.core.common.events import EpochEnd, EventWriter
     from tui_ft.tui.charts import read_predictions, series_from_history, unit_suffix
 
     def ep(unit):

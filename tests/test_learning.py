@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core import engine
-from tui_ft.core.engine import run_training
-from tui_ft.core.events import EpochEnd
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import load_preset
-from tui_ft.core.runs import new_run_id
+from tui_ft.core.train import engine
+from tui_ft.core.train.engine import run_training
+from tui_ft.core.common.events import EpochEnd
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import load_preset
+from tui_ft.core.library.runs import new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "mp_e_form_dev.json.gz"

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from tui_ft.core.events import EpochEnd, RunFailed, RunFinished, RunStarted
-from tui_ft.core.loggers import RunLoggers, check_available, missing_message
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import LogCfg, parse_preset
+from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunStarted
+from tui_ft.core.train.loggers import RunLoggers, check_available, missing_message
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import LogCfg, parse_preset
 
 PRESET = """[run]
 name = "lg"
@@ -48,8 +48,8 @@ def _scalars(logdir) -> dict[str, list[tuple[int, float]]]:
 def test_off_by_default_and_not_imported():
     p = parse_preset(PRESET)
     assert p.log == LogCfg() and "log" not in p.to_dict()
-    code = ("import sys; from tui_ft.core.presets import parse_preset; import tui_ft.core.engine; "
-            "print(any(m in sys.modules for m in ('tui_ft.core.loggers', 'mlflow', 'wandb', 'torch.utils.tensorboard')))")
+    code = ("import sys; from tui_ft.core.config.presets import parse_preset; import tui_ft.core.train.engine; "
+            "print(any(m in sys.modules for m in ('tui_ft.core.train.loggers', 'mlflow', 'wandb', 'torch.utils.tensorboard')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.stdout.strip() == "False", res.stderr[-2000:]
 
@@ -129,7 +129,7 @@ def test_real_run_logs_to_tensorboard_and_mlflow(project, capsys):
     from mlflow.tracking import MlflowClient
 
     from tui_ft import cli
-    from tui_ft.core.events import read_events
+    from tui_ft.core.common.events import read_events
 
     path = project / "presets" / "lg.toml"
     path.write_text(PRESET + "[log]\ntensorboard = true\nmlflow = true\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Data-parallel CPU training (tui_ft.core.parallel) against one plain pass of the real CHGNet."""
+"""Data-parallel CPU training (tui_ft.core.train.parallel) against one plain pass of the real CHGNet."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import copy
 import pytest
 import torch
 
-from tui_ft.core.engine import load_pretrained, run_training
-from tui_ft.core.events import EpochEnd, Message, RunFailed, RunFinished
-from tui_ft.core.library import load_checkpoint
-from tui_ft.core.parallel import CpuDataParallel, graph_cost, plan_workers, split_batch
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import load_preset
-from tui_ft.core.runs import new_run_id
+from tui_ft.core.train.setup import load_pretrained
+from tui_ft.core.train.engine import run_training
+from tui_ft.core.common.events import EpochEnd, Message, RunFailed, RunFinished
+from tui_ft.core.library.checkpoints import load_checkpoint
+from tui_ft.core.train.parallel import CpuDataParallel, graph_cost, plan_workers, split_batch
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import load_preset
+from tui_ft.core.library.runs import new_run_id
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -61,8 +62,9 @@ def test_plan_workers(monkeypatch):
 
 @pytest.mark.slow
 def test_train_step_matches_one_pass_over_the_batch(project):
-    from tui_ft.core.data import energy_only, load_matbench
-    from tui_ft.core.demo import ensure_demo_dataset
+    from tui_ft.core.data.dataset import load_matbench
+    from tui_ft.core.data.graphstore import energy_only
+    from tui_ft.core.data.demo import ensure_demo_dataset
 
     ds = load_matbench(ensure_demo_dataset(Paths.default()))
     model = load_pretrained("0.3.0")
@@ -105,9 +107,10 @@ def test_train_step_matches_one_pass_over_the_batch(project):
 
 @pytest.mark.slow
 def test_feature_extraction_split_across_workers_matches_one_thread(project):
-    from tui_ft.core.data import energy_only, load_matbench
-    from tui_ft.core.demo import ensure_demo_dataset
-    from tui_ft.core.engine import extract_features
+    from tui_ft.core.data.dataset import load_matbench
+    from tui_ft.core.data.graphstore import energy_only
+    from tui_ft.core.data.demo import ensure_demo_dataset
+    from tui_ft.core.train.forward import extract_features
 
     ds = load_matbench(ensure_demo_dataset(Paths.default()))
     model = load_pretrained("0.3.0")

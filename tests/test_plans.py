@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core.plans import (
+from tui_ft.core.orchestrate.plans import (
     Gate,
     check_plan,
     load_plan,
     parse_gate,
     parse_plan,
 )
-from tui_ft.core.plan_runner import (
+from tui_ft.core.orchestrate.plan_runner import (
     PlanLock,
     PlanLocked,
     PlanState,
@@ -29,7 +29,7 @@ from tui_ft.core.plan_runner import (
     run_plan,
     state_path,
 )
-from tui_ft.core.presets import PresetError, PresetErrors, is_plan_text, load_preset
+from tui_ft.core.config.presets import PresetError, PresetErrors, is_plan_text, load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -401,7 +401,7 @@ def _dead_pid() -> int:
 
 def test_second_start_is_stopped_by_the_lock(tmp_path):
     """A live process holding the plan's lock: the second start does not run and writes nothing."""
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     plan = parse_plan(TWO_FILES)
@@ -417,7 +417,7 @@ def test_second_start_is_stopped_by_the_lock(tmp_path):
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     with PlanLock("p", paths) as first:
@@ -440,8 +440,8 @@ def test_simultaneous_starts_only_one_runs(tmp_path):
     code = f"""
 import os, sys, time
 from pathlib import Path
-from tui_ft.core.paths import Paths
-from tui_ft.core.plan_runner import PlanLock, PlanLocked
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.orchestrate.plan_runner import PlanLock, PlanLocked
 while not os.path.exists({str(go)!r}):
     time.sleep(0.001)
 try:
@@ -468,7 +468,7 @@ lock.release()
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     pid = _dead_pid()
@@ -484,7 +484,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 def test_stale_lock_with_a_reused_pid_is_taken_over(tmp_path):
     """The lock's pid is alive but is another process now (its start time differs)."""
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     parent = os.getppid()
@@ -502,7 +502,7 @@ def test_stale_lock_with_a_reused_pid_is_taken_over(tmp_path):
 
 
 def test_state_round_trip_and_old_dict_format(tmp_path):
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     plan = parse_plan(TWO_FILES)
@@ -544,7 +544,7 @@ def test_state_round_trip_and_old_dict_format(tmp_path):
     ],
 )
 def test_corrupt_state_is_reported_once_and_ignored(tmp_path, content, where):
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     p = state_path("q", paths)
@@ -569,7 +569,7 @@ def test_corrupt_state_is_reported_once_and_ignored(tmp_path, content, where):
 
 
 def test_unresolvable_init_fails_the_stage(tmp_path):
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths(tmp_path / "home")
     text = '[plan]\nname = "q"\n' + inline_stage("a", "head", 1, lr=1e-3, extra='init = "ghost@best"')
@@ -638,9 +638,9 @@ def _two_stage(name: str, gate: str) -> str:
 
 @pytest.mark.slow
 def test_two_stage_run(home):
-    from tui_ft.core.library import Library
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.runs import summarize
+    from tui_ft.core.library.checkpoints import Library
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.library.runs import summarize
 
     paths = Paths.default()
     f = home / "lpft_demo.toml"
@@ -662,7 +662,7 @@ def test_two_stage_run(home):
     assert b1.parent is None and b2.parent == f"{r1}@best"
     assert (b1.meta["plan"], b1.meta["stage"], b2.meta["plan"], b2.meta["stage"]) == ("lpft_demo", 1, "lpft_demo", 2)
     assert [c.ref for c in lib.lineage(b2)] == [f"{r2}@best", f"{r1}@best"]
-    from tui_ft.core.events import read_events
+    from tui_ft.core.common.events import read_events
 
     assert [e.type for e in read_events(paths.run_log_dir(r2) / "events.jsonl")] == [e.type for e in sink.events[r2]]
     s2 = summarize(paths.run_log_dir(r2))
@@ -684,7 +684,7 @@ def test_two_stage_run(home):
 @pytest.mark.slow
 def test_gate_not_met_stops_after_stage_1_via_cli(home, capsys):
     from tui_ft import cli
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     f = home / "gated.toml"
     f.write_text(_two_stage("gated", "best_val_mae < 0.0001"))
@@ -700,8 +700,8 @@ def test_gate_not_met_stops_after_stage_1_via_cli(home, capsys):
 
 @pytest.mark.slow
 def test_resume_after_interrupted_stage_2(home):
-    from tui_ft.core.library import Library
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.library.checkpoints import Library
+    from tui_ft.core.common.paths import Paths
 
     paths = Paths.default()
     plan = parse_plan(_two_stage("resumable", "best_val_mae < 100"), "resumable.toml")
@@ -742,10 +742,10 @@ def test_changed_stage_is_not_reused(home):
     structures) and the plan state naming it is written by hand."""
     import shutil
 
-    from tui_ft.core.engine import run_training
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.plan_runner import PlanState, StageState, _resume_point
-    from tui_ft.core.runs import new_run_id
+    from tui_ft.core.train.engine import run_training
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.orchestrate.plan_runner import PlanState, StageState, _resume_point
+    from tui_ft.core.library.runs import new_run_id
 
     paths = Paths.default()
     plan = parse_plan(_two_stage("changed_stage", "best_val_mae < 100"))

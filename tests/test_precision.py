@@ -14,12 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_ft.core.engine import TrainingFailed, pick_device, run_training
-from tui_ft.core.events import EpochEnd, RunFailed, RunFinished
-from tui_ft.core.paths import Paths
-from tui_ft.core.precision import Precision, to_device
-from tui_ft.core.presets import PresetError, PresetErrors, load_preset, parse_preset
-from tui_ft.core.runs import new_run_id
+from tui_ft.core.train.errors import TrainingFailed
+from tui_ft.core.train.setup import pick_device
+from tui_ft.core.train.engine import run_training
+from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.train.precision import Precision, to_device
+from tui_ft.core.config.presets import PresetError, PresetErrors, load_preset, parse_preset
+from tui_ft.core.library.runs import new_run_id
 
 BF16_TOL = 0.02  # eV/atom; see the module docstring for the measurement
 

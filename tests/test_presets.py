@@ -1,4 +1,4 @@
-"""Tests for tui_ft.core.presets: schema, loader, line numbers, writer, resources."""
+"""Tests for tui_ft.core.config.presets: schema, loader, line numbers, writer, resources."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tui_ft.core.presets import (
+from tui_ft.core.config.presets import (
     DataCfg,
     FinetuneCfg,
     ModelCfg,
@@ -687,7 +687,7 @@ def test_form_values_use_the_lax_schema():
 
 def test_sections_are_the_schema():
     """Every field is described once: the models give the sections, the dump and the keys."""
-    from tui_ft.core.presets import SECTIONS
+    from tui_ft.core.config.presets import SECTIONS
 
     p = parse_preset(MINIMAL)
     full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5, "data.split": "random",

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core.events import Progress, RunFinished, RunStarted, read_events
-from tui_ft.core.runs import RunSummary
+from tui_ft.core.common.events import Progress, RunFinished, RunStarted, read_events
+from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.state import RunState
 
 STAGES = ("graphs", "features", "predict")
@@ -42,7 +42,7 @@ def _check_stage(evs: list[Progress]) -> None:
 
 
 def test_reporter_throttles_keeps_order_and_ends_once():
-    from tui_ft.core.engine import ProgressReporter
+    from tui_ft.core.common.progress import ProgressReporter
 
     got: list[Progress] = []
     rep = ProgressReporter(got.append, "r", "graphs", interval=3600)
@@ -170,8 +170,8 @@ def test_demo_run_and_eval_report_progress(project, demo_preset, cold_cache, mon
 def _setup(paths, fraction: float):
     """A head-mode run's set-up on the demo data, traced: graphs, features, compositions, AtomRef refit.
     Returns (transient peak above what stays, what stays, the trainer)."""
-    from tui_ft.core.engine import RunContext, Trainer
-    from tui_ft.core.presets import load_preset
+    from tui_ft.core.train.engine import RunContext, Trainer
+    from tui_ft.core.config.presets import load_preset
 
     root = Path(__file__).resolve().parents[1]
     preset = load_preset(str(root / "presets" / "demo.toml")).with_changes({"data.fraction": fraction, "train.epochs": 1})
@@ -199,7 +199,7 @@ def test_setup_memory_does_not_grow_with_rows(tmp_path, cold_cache, monkeypatch)
     atom counts and compositions, to extract features, to refit AtomRef) is the same for 102
     rows and 240: graphs are built per block or not at all (fields read from the packed store).
     Before, each split's graphs were built at once: about one graph's Python footprint per row."""
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.common.paths import Paths
 
     monkeypatch.setenv("TUI_FT_CACHE", str(cold_cache))
     paths = Paths(tmp_path)

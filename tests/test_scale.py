@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui_ft.core import data as data_mod
-from tui_ft.core.data import DataError, GraphCache, load_matbench, make_splits, matbench_folds
-from tui_ft.core.demo import build_demo_dataset, ensure_demo_dataset
-from tui_ft.core.paths import Paths
+from tui_ft.core.data import dataset as data_mod
+from tui_ft.core.data.dataset import DataError, GraphCache, load_matbench, make_splits, matbench_folds
+from tui_ft.core.data.demo import build_demo_dataset, ensure_demo_dataset
+from tui_ft.core.common.paths import Paths
 
 
 @pytest.fixture

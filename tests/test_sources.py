@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import write_demo_forms
 
-from tui_ft.core.data import DataError, load_matbench, make_splits
-from tui_ft.core.sources import (
+from tui_ft.core.data.dataset import DataError, load_matbench, make_splits
+from tui_ft.core.data.sources import (
     concat_datasets, detect_format, held_out_splits, load_source, load_structures, problems, random_split, summary,
 )
-from tui_ft.core.units import default_unit
+from tui_ft.core.common.units import default_unit
 
 N = 40  # demo rows used (fast to write and read)
 
@@ -298,7 +298,7 @@ def test_default_units():
 
 
 def test_make_source_splits_entry_point(demo_rows, tmp_path):
-    from tui_ft.core.sources import load_training_data, make_source_splits
+    from tui_ft.core.data.sources import load_training_data, make_source_splits
 
     ds, held = load_training_data(demo_rows["matbench"], "e_form")
     assert held == 0
@@ -327,8 +327,8 @@ def test_graph_cache_reads_folder_and_concatenated_datasets(demo_rows, tmp_path)
 
     from chgnet.graph import CrystalGraphConverter
 
-    from tui_ft.core.data import GraphCache
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.data.dataset import GraphCache
+    from tui_ft.core.common.paths import Paths
 
     d = tmp_path / "f"
     shutil.copytree(demo_rows["cif"], d)

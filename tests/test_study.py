@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core.events import RunFinished, RunInterrupted, RunStarted, read_events
-from tui_ft.core.study import StudyError, hash_dictionary, parse_folds, scores
+from tui_ft.core.common.events import RunFinished, RunInterrupted, RunStarted, read_events
+from tui_ft.core.orchestrate.study import StudyError, hash_dictionary, parse_folds, scores
 
 
 def _cuda_available() -> bool:
@@ -81,8 +81,8 @@ def _finished_mae(run_id: str) -> float:
 
 
 def _demo_ids() -> list[str]:
-    from tui_ft.core.demo import ensure_demo_dataset
-    from tui_ft.core.paths import Paths
+    from tui_ft.core.data.demo import ensure_demo_dataset
+    from tui_ft.core.common.paths import Paths
 
     with gzip.open(ensure_demo_dataset(Paths.default()), "rt", encoding="utf-8") as fh:
         return [str(i) for i in json.load(fh)["index"]]
@@ -200,7 +200,7 @@ def test_study_killed_during_fold_3_continues_with_folds_3_and_4(demo_preset, tu
 
 @pytest.mark.slow
 def test_plan_study_sets_every_stage_fold(project, preset_text, tui_ft_cli):
-    from tui_ft.core.plans import load_plan
+    from tui_ft.core.orchestrate.plans import load_plan
 
     def stage(name: str) -> str:
         body = preset_text(name, epochs=1).replace("[", "[stage.").replace("fold = 0\n", "")
@@ -242,10 +242,10 @@ def test_slurm_executor_through_submitit_local(demo_preset, tui_ft_cli):
 @pytest.mark.slow
 def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     submitit = pytest.importorskip("submitit")
-    from tui_ft.core.executors import RunTask, tui_ft_argv
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.presets import load_preset, save_preset
-    from tui_ft.core.runs import new_run_id, summarize
+    from tui_ft.core.orchestrate.executors import RunTask, tui_ft_argv
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.config.presets import load_preset, save_preset
+    from tui_ft.core.library.runs import new_run_id, summarize
 
     paths = Paths.default()
     preset = load_preset(demo_preset("pre", epochs=6))

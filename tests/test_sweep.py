@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps (tui_ft.core.sweep): the [sweep] table, Optuna studies, trials as runs.
+"""Hyperparameter sweeps (tui_ft.core.orchestrate.sweep): the [sweep] table, Optuna studies, trials as runs.
 
 Fast tests: the schema and its errors, seeded sampling, the rows a sweep view
 shows, the message when Optuna is missing. Slow tests run real sweeps on the
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core.presets import PresetError, dump_preset, load_preset, parse_preset
-from tui_ft.core.sweep import (
+from tui_ft.core.config.presets import PresetError, dump_preset, load_preset, parse_preset
+from tui_ft.core.orchestrate.sweep import (
     SweepError,
     best_row,
     make_sampler,
@@ -316,8 +316,8 @@ def test_killed_sweep_continues_to_exactly_the_requested_trials(project, capsys)
 
 
 def test_run_pruned_event_gives_status_pruned(tmp_path):
-    from tui_ft.core.events import EpochEnd, EventWriter, RunInterrupted, RunPruned, RunStarted
-    from tui_ft.core.runs import summarize
+    from tui_ft.core.common.events import EpochEnd, EventWriter, RunInterrupted, RunPruned, RunStarted
+    from tui_ft.core.library.runs import summarize
 
     d = tmp_path / "r1"
     with EventWriter(d / "events.jsonl") as w:
@@ -336,7 +336,7 @@ def test_run_pruned_event_gives_status_pruned(tmp_path):
     [('pruner = "median"', True), ('pruner = "none"', False), ('pruner = "none"\nprune_above = 1.0', True)],
 )
 def test_pruners_judge_a_bad_epoch(extra, prunes):
-    from tui_ft.core.sweep import make_pruner
+    from tui_ft.core.orchestrate.sweep import make_pruner
 
     p = parse_preset(sweep_text("pr", epochs=4, extra=extra), "pr.toml")
     study = optuna.create_study(sampler=make_sampler(p.sweep), pruner=make_pruner(p), direction="minimize")
@@ -355,7 +355,7 @@ def test_pruners_judge_a_bad_epoch(extra, prunes):
 
 
 def test_hyperband_resource_is_the_largest_epoch_count():
-    from tui_ft.core.sweep import _max_epochs, make_pruner
+    from tui_ft.core.orchestrate.sweep import _max_epochs, make_pruner
 
     p = parse_preset(sweep_text("hb", epochs=4, extra='pruner = "hyperband"'), "hb.toml")
     assert isinstance(make_pruner(p), optuna.pruners.HyperbandPruner) and _max_epochs(p) == 4

@@ -1,4 +1,4 @@
-"""The one TOML reader (tui_ft.core.tomlfile) against hostile files.
+"""The one TOML reader (tui_ft.core.config.tomlfile) against hostile files.
 
 Each case must end quickly with one clear ``FILE[:LINE]: field: message``
 error: no hang, no RecursionError, no quadratic parse.
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core import tomlfile
-from tui_ft.core.plans import load_plan
-from tui_ft.core.presets import PresetError, load_preset, parse_preset
-from tui_ft.core.tomlfile import MAX_BYTES, MAX_DEPTH, MAX_KEY_PARTS, TomlFileError, parse_toml, read_text
+from tui_ft.core.config import tomlfile
+from tui_ft.core.orchestrate.plans import load_plan
+from tui_ft.core.config.presets import PresetError, load_preset, parse_preset
+from tui_ft.core.config.tomlfile import MAX_BYTES, MAX_DEPTH, MAX_KEY_PARTS, TomlFileError, parse_toml, read_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = (ROOT / "presets" / "demo.toml").read_text(encoding="utf-8")

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Label
 
-from tui_ft.core.events import EpochEnd, RunStarted, read_events
-from tui_ft.core.library import Library
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import load_preset
+from tui_ft.core.common.events import EpochEnd, RunStarted, read_events
+from tui_ft.core.library.checkpoints import Library
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import load_preset
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui.messages import RunEvents

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tui_ft.core.events import EpochEnd
+from tui_ft.core.common.events import EpochEnd
 from tui_ft.tui.charts import (
     PALETTE,
     PredictionsError,

@@ -26,8 +26,8 @@ from textual.screen import ModalScreen
 import torch
 from test_tui_snapshots import T0, write_history
 
-from tui_ft.core.events import EventWriter, RunStarted
-from tui_ft.core.library import save_checkpoint
+from tui_ft.core.common.events import EventWriter, RunStarted
+from tui_ft.core.library.checkpoints import save_checkpoint
 from tui_ft.tui import launcher
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.charts import log_ticks, short_id
@@ -149,7 +149,7 @@ async def test_q_asks_while_our_runs_train(hist):
 
 FAKE_RESUME = r"""
 import sys, time
-from tui_ft.core.events import EventWriter, RunStarted, EpochEnd, RunFinished
+from tui_ft.core.common.events import EventWriter, RunStarted, EpochEnd, RunFinished
 args = sys.argv[1:]
 assert args[:2] == ["-m", "tui_ft"], args
 cmd, run_id = args[2], args[3]
@@ -498,7 +498,7 @@ def test_curves_differ_by_marker_not_only_by_colour():
 async def test_new_preset_form_fields_description_and_empty_values(hist):
     from textual.widgets import Input, Select
 
-    from tui_ft.core.presets import load_preset
+    from tui_ft.core.config.presets import load_preset
     from tui_ft.tui.form import PresetForm
 
     app = TuiFtApp()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core.events import EpochEnd, EventWriter, RunFinished, RunStarted
-from tui_ft.core.paths import Paths
-from tui_ft.core.runs import RunSummary
+from tui_ft.core.common.events import EpochEnd, EventWriter, RunFinished, RunStarted
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedPlan, LaunchedRun
 from tui_ft.tui.model import Dashboard, RunWatch
 from tui_ft.tui.scanner import ScanResult, load_entry
@@ -64,7 +64,7 @@ def write_events(paths: Paths, run_id: str, vals: list[float], *, finished: bool
 
 
 def folded(paths: Paths, run_id: str) -> RunState:
-    from tui_ft.core.events import read_events
+    from tui_ft.core.common.events import read_events
 
     st = RunState(RunSummary(run_id=run_id))
     st.apply(read_events(paths.run_log_dir(run_id) / "events.jsonl"))
@@ -245,7 +245,7 @@ def test_continued_run_is_drawn_after_its_parent_when_asked(paths):
 
 def test_checkpoint_status_comes_from_the_run_events_not_the_sidecar(paths):
     """13.3: one source of truth for a run's status (the events summary)."""
-    from tui_ft.core.library import CheckpointInfo, CheckpointMeta
+    from tui_ft.core.library.checkpoints import CheckpointInfo, CheckpointMeta
 
     write_events(paths, "r1", [0.5, 0.4], pid=2**22 + 12345)  # its process is gone, no final event
     m = Dashboard(paths)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tui_ft.core.events import (
+from tui_ft.core.common.events import (
     CheckpointSaved,
     EpochEnd,
     EventWriter,
@@ -29,7 +29,7 @@ from tui_ft.core.events import (
 )
 from textual.widgets import Input
 
-from tui_ft.core.library import save_checkpoint
+from tui_ft.core.library.checkpoints import save_checkpoint
 from tui_ft.tui.app import TuiFtApp
 
 T0 = 1735732800.0  # 2025-01-01 12:00:00 UTC

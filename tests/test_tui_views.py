@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
-from tui_ft.core.events import EpochEnd, EventWriter, RunFinished, RunPruned, RunStarted
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import load_preset
-from tui_ft.core.study import LEADERBOARD, STUDY_FORMAT, TASK
+from tui_ft.core.common.events import EpochEnd, EventWriter, RunFinished, RunPruned, RunStarted
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import load_preset
+from tui_ft.core.orchestrate.study import LEADERBOARD, STUDY_FORMAT, TASK
 from tui_ft.tui.study_model import (
     FAINT,
     best_preset_path,

@@ -35,35 +35,14 @@ eval: 1 when no row is usable or the MAE is NaN.
 """
 
 
-def _silence(name: str) -> None:
-    """Send what is still written to ``sys.<name>`` to /dev/null: its reader is gone
-    (``| head``, a closed terminal or SSH session) and output never stops a run."""
-    stream = getattr(sys, name)
-    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
-    try:
-        os.dup2(devnull.fileno(), stream.fileno())  # buffered bytes then flush harmlessly at exit
-    except (AttributeError, OSError, ValueError):  # not a real file (e.g. captured by a test)
-        pass
-    setattr(sys, name, devnull)
-
-
-def _write_line(name: str, line: str) -> None:
-    try:
-        print(line, file=getattr(sys, name), flush=True)
-    except OSError:  # BrokenPipeError, EIO from a hung-up terminal...
-        _silence(name)
-
-
-def _err(msg: str) -> None:
-    _write_line("stderr", msg)
-
-
-def _out(msg: str) -> None:
-    _write_line("stdout", msg)
+from tui_ft.printer import Printer, make_printer  # noqa: E402,F401 - the run display (tests use cli.Printer)
+from tui_ft.printer import err as _err  # noqa: E402
+from tui_ft.printer import out as _out  # noqa: E402
+from tui_ft.printer import silence as _silence  # noqa: E402,F401
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tui_ft.core.paths import describe_root
+    from tui_ft.core.common.paths import describe_root
 
     epilog = (
         f"{describe_root()}.\nThe project root (logs/, checkpoints/, data/, .cache/) is TUI_FT_HOME if set, else the\n"
@@ -189,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return io.cmd_history(args.run_id, args.format)
         return io.cmd_runs_export(args.format)
     if args.command == "matbench":
-        from tui_ft.core.study import run as run_study
+        from tui_ft.core.orchestrate.study import run as run_study
 
         return run_study(args.file, folds=args.folds, jobs=args.jobs, gpus=args.gpus, executor=args.executor, name=args.name)
     if args.command == "runs":
@@ -197,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "checkpoints":
         return cmd_checkpoints(args.filter_preset)
     if args.command in ("sweeps", "sweep"):
-        from tui_ft.core.sweep import cmd_sweeps
+        from tui_ft.core.orchestrate.sweep import cmd_sweeps
 
         return cmd_sweeps(args.name if args.command == "sweep" else None, best=getattr(args, "best", False), err=_err)
     if args.command == "data":
         if args.data_command == "fetch":
             return cmd_fetch(args.name, args.dest)
         if args.data_command == "demo":
-            from tui_ft.core.demo import ensure_demo_dataset
-            from tui_ft.core.paths import Paths
+            from tui_ft.core.data.demo import ensure_demo_dataset
+            from tui_ft.core.common.paths import Paths
 
             print(ensure_demo_dataset(Paths.default()))
             return EXIT_OK
@@ -222,7 +201,7 @@ def _root_from_preset(file: str) -> None:
     tui-ft/presets/demo.toml`` keeps its files in tui-ft/)."""
     from pathlib import Path
 
-    from tui_ft.core.paths import HOME_ENV, find_project_root, project_root
+    from tui_ft.core.common.paths import HOME_ENV, find_project_root, project_root
 
     if project_root()[1] != "cwd":
         return
@@ -239,9 +218,9 @@ def cmd_detach(path: str) -> int:
     import time
     from pathlib import Path
 
-    from tui_ft.core.paths import HOME_ENV, Paths
-    from tui_ft.core.presets import Preset
-    from tui_ft.core.runs import new_run_id
+    from tui_ft.core.common.paths import HOME_ENV, Paths
+    from tui_ft.core.config.presets import Preset
+    from tui_ft.core.library.runs import new_run_id
 
     file = Path(path).expanduser()
     if file.exists() and not file.is_file():
@@ -289,7 +268,7 @@ def _install_sigterm() -> None:
 
 def _check_id(kind: str, value: str) -> bool:
     """One line and False for an id that is not one safe path component."""
-    from tui_ft.core.paths import UnsafeName, safe_component
+    from tui_ft.core.common.paths import UnsafeName, safe_component
 
     try:
         safe_component(kind, value)
@@ -301,42 +280,9 @@ def _check_id(kind: str, value: str) -> bool:
 
 def load_and_check(path: str):
     """Load a preset or plan and check its files; print the problems and return None on error."""
-    from tui_ft.core.data import check_data, read_columns
-    from tui_ft.core.library import Library
-    from tui_ft.core.presets import PresetError, PresetErrors, check_resources, is_plan_text, parse_preset
-    from tui_ft.core.tomlfile import TomlFileError, read_text
+    from tui_ft.core.config.checks import load_and_check as check
 
-    try:
-        try:  # read once: PATH may be a pipe, e.g. --preset <(...)
-            text = read_text(path, "preset")
-        except TomlFileError as exc:
-            raise PresetError.from_toml(exc) from None
-        if is_plan_text(text):
-            from tui_ft.core.plans import check_plan, parse_plan
-
-            plan = parse_plan(text, path)
-            check_plan(plan)
-            from tui_ft.core.checks import check_plan_runnable
-
-            check_plan_runnable(plan)
-            return plan
-        preset = parse_preset(text, path)
-        check_resources(preset, read_columns=read_columns, resolve_init=lambda ref: Library().resolve_ref(ref))
-        check_data(preset)  # ids, targets and splits of the data file, before any run folder exists
-        from tui_ft.commands_io import preflight  # own data formats, loggers (issue 14)
-        from tui_ft.core.checks import check_runnable
-
-        check_runnable(preset)  # the init checkpoint loads and fits; the device exists
-        problems = preflight(preset)
-        for msg in problems:
-            _err(msg)
-        return None if problems else preset
-    except PresetErrors as exc:
-        for e in exc.errors:
-            _err(str(e))
-    except PresetError as exc:
-        _err(str(exc))
-    return None
+    return check(path, _err)
 
 
 def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: int = 1, gpus: str | None = None,
@@ -347,11 +293,11 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
     loaded = load_and_check(path)
     if loaded is None:
         return EXIT_USAGE
-    from tui_ft.core.presets import Preset
+    from tui_ft.core.config.presets import Preset
 
     _install_sigterm()
     if isinstance(loaded, Preset) and loaded.sweep is not None:
-        from tui_ft.core.sweep import cmd_sweep_run
+        from tui_ft.core.orchestrate.sweep import cmd_sweep_run
 
         return cmd_sweep_run(loaded, jobs=jobs, gpus=gpus, executor=executor, err=_err)
     if gpus or executor:
@@ -362,7 +308,7 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
     if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):  # torchrun (no torch import here)
         _err(f"{path}: a plan cannot run under torchrun (DDP runs one preset); run its stages' presets one by one")
         return EXIT_USAGE
-    from tui_ft.core.plan_runner import run_plan
+    from tui_ft.core.orchestrate.plan_runner import run_plan
 
     printer = make_printer(plain)
     try:
@@ -379,11 +325,11 @@ def _exit_for(status: str) -> int:
 
 
 def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False) -> int:
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.runs import new_run_id
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.library.runs import new_run_id
 
-    import tui_ft.core.engine  # noqa: F401 - the slow import (torch, chgnet) before the run folder exists
-    from tui_ft.core import distributed
+    import tui_ft.core.train.engine  # noqa: F401 - the slow import (torch, chgnet) before the run folder exists
+    from tui_ft.core.train import distributed
 
     try:  # under torchrun: join the process group (DDP); one process otherwise
         dist = distributed.setup(preset)
@@ -400,14 +346,15 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
     show = printer.writer_for(run_id)
 
     def emit(ev) -> None:
-        from tui_ft.core.events import RunFinished
+        from tui_ft.core.common.events import RunFinished
 
         if isinstance(ev, RunFinished):
             _FINISHED.append(ev.run_id)
         show(ev)
 
     try:
-        from tui_ft.core.engine import RunRefused, run_training
+        from tui_ft.core.train.errors import RunRefused
+        from tui_ft.core.train.engine import run_training
 
         try:
             result = run_training(
@@ -419,7 +366,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
         except KeyboardInterrupt:  # interrupted outside the training loop
             if _FINISHED:
                 return EXIT_OK
-            from tui_ft.core.events import EventWriter, RunInterrupted
+            from tui_ft.core.common.events import EventWriter, RunInterrupted
 
             if not dist.writer:
                 return EXIT_INTERRUPTED
@@ -437,13 +384,14 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
 
 
 def cmd_resume(run_id: str, *, plain: bool = False) -> int:
-    from tui_ft.core.engine import load_run_preset
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.presets import PresetError, PresetErrors
+    from tui_ft.core.train.engine import load_run_preset
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.config.presets import PresetError, PresetErrors
 
     if not _check_id("run id", run_id):
         return EXIT_USAGE
-    from tui_ft.core.engine import RunRefused, check_resumable
+    from tui_ft.core.train.errors import RunRefused
+    from tui_ft.core.train.engine import check_resumable
 
     paths = Paths.default()
     try:
@@ -460,122 +408,6 @@ def cmd_resume(run_id: str, *, plain: bool = False) -> int:
     return _run_preset(preset, run_id=run_id, plain=plain, resume=True)
 
 
-class Printer:
-    """Writes each run's events to logs/<run>/events.jsonl and shows them to the user:
-    plain lines when stdout is not a terminal (or --plain), a rich display otherwise.
-    Progress events (graph conversion, features, test predictions) drive a rich progress
-    bar on a terminal; in plain output only their milestones are printed
-    (``Progress.milestone``: the first, each tenth and the last of a stage)."""
-
-    def __init__(self, plain: bool):
-        self.plain = plain or not sys.stdout.isatty()
-        self.failed_shown = False
-        self.console = None
-        self.status = None
-        self._bar = None  # rich.progress.Progress while a stage runs (terminal only)
-        self._tasks: dict[tuple[str, str], object] = {}
-        self._milestones: dict[tuple[str, str], object] = {}  # (run, stage) -> last Progress printed
-        if not self.plain:
-            from rich.console import Console
-
-            self.console = Console(no_color=bool(os.environ.get("NO_COLOR")))
-            self.status = self.console.status("starting...")
-            self.status.start()
-
-    def writer_for(self, run_id: str):
-        """The display callback for a run (the engine itself writes events.jsonl)."""
-        return self.show
-
-    def on_batch(self, epoch: int, done: int, total: int) -> None:
-        if self.status is not None:
-            self.status.update(f"epoch {epoch}: {done}/{total} structures")
-
-    def show(self, ev) -> None:
-        """One line per event, the same text the dashboard's log shows (``describe``):
-        results on stdout, progress and problems on stderr."""
-        from tui_ft.core.events import EpochEnd, Message, Progress, RunFailed, describe
-
-        if isinstance(ev, Progress):
-            self._show_progress(ev)
-            return
-        line = describe(ev)
-        if isinstance(ev, RunFailed):
-            self.failed_shown = True
-        if isinstance(ev, Message) and self.status is not None:
-            self.status.update(ev.text)
-        if line is None:
-            return
-        if ev.to_stderr:
-            _err(line)
-        elif self.console is not None:
-            try:
-                self.console.print(line, highlight=False, markup=False)
-                if isinstance(ev, EpochEnd) and self.status is not None:
-                    self.status.update(f"epoch {ev.epoch + 1} training...")
-            except OSError:  # the terminal went away: keep training, show nothing more
-                self._drop_console()
-        else:
-            _out(line)
-
-    def _drop_console(self) -> None:
-        status, self.status, self.console = self.status, None, None
-        if status is not None:
-            try:
-                status.stop()
-            except OSError:
-                pass
-        _silence("stdout")
-
-    def _show_progress(self, ev) -> None:
-        key = (ev.run_id, ev.stage)
-        if self.console is None:
-            if ev.milestone(self._milestones.get(key)):
-                self._milestones[key] = ev
-                _err(ev.describe())
-            return
-        if self._bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as Bar
-
-            if self.status is not None:
-                self.status.stop()
-            self._bar = Bar(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(), console=self.console, transient=True,
-            )
-            self._bar.start()
-        task = self._tasks.get(key)
-        if task is None:
-            task = self._tasks[key] = self._bar.add_task(ev.stage, total=ev.total, rate="")
-        self._bar.update(task, completed=ev.done, total=ev.total, rate=f"{ev.rate:.0f}/s" if ev.rate else "")
-        if ev.final:
-            self._bar.remove_task(task)
-            del self._tasks[key]
-            if not self._tasks:
-                self._stop_bar()
-            _err(ev.describe())  # the stage's last line stays
-
-    def _stop_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-            self._tasks.clear()
-            if self.status is not None:
-                self.status.start()
-
-    def close(self) -> None:
-        self._stop_bar()
-        if self.status is not None:
-            try:
-                self.status.stop()
-            except OSError:
-                self._drop_console()
-
-
-def make_printer(plain: bool) -> Printer:
-    return Printer(plain)
-
-
 # ---------------------------------------------------------------- library commands
 
 
@@ -584,8 +416,8 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def cmd_runs() -> int:
-    from tui_ft.core.paths import Paths, describe_root
-    from tui_ft.core.runs import list_runs
+    from tui_ft.core.common.paths import Paths, describe_root
+    from tui_ft.core.library.runs import list_runs
 
     _err(describe_root())
     paths = Paths.default()
@@ -601,7 +433,7 @@ def cmd_runs() -> int:
 
 
 def cmd_checkpoints(preset: str | None) -> int:
-    from tui_ft.core.library import Library
+    from tui_ft.core.library.checkpoints import Library
 
     items = Library().filter(preset=preset)
     if not items:
@@ -616,7 +448,7 @@ def cmd_checkpoints(preset: str | None) -> int:
 def cmd_fetch(name: str, dest: str | None) -> int:
     from pathlib import Path
 
-    from tui_ft.core.fetch import FetchError, fetch_matbench
+    from tui_ft.core.data.fetch import FetchError, fetch_matbench
 
     try:
         path = fetch_matbench(name, Path(dest) if dest else None, progress=_fetch_progress())
@@ -624,7 +456,7 @@ def cmd_fetch(name: str, dest: str | None) -> int:
         _err(f"error: {exc}")
         return EXIT_FAILED
     except FetchError as exc:
-        from tui_ft.core.paths import Paths, matbench_file
+        from tui_ft.core.common.paths import Paths, matbench_file
 
         where = Path(dest) / f"{name}.json.gz" if dest else matbench_file(name, Paths.default())
         _err(f"error: {exc}")

@@ -29,7 +29,7 @@ def _reason(ident: str, why: str) -> str:
 
 def _resolve(ref: str):
     """A checkpoint reference (``run@best``, a .pt path) -> its path; ``None`` after saying why."""
-    from tui_ft.core.library import Library
+    from tui_ft.core.library.checkpoints import Library
 
     try:
         return Library().resolve_ref(ref).path
@@ -40,17 +40,17 @@ def _resolve(ref: str):
 
 class Progress:
     """Progress of ``predict``/``eval``: ``progress(stage, done, total)`` becomes the same throttled
-    :class:`tui_ft.core.events.Progress` events a run emits, shown by the same printer (a rich bar on
+    :class:`tui_ft.core.common.events.Progress` events a run emits, shown by the same printer (a rich bar on
     a terminal, a few plain milestone lines otherwise), so there is one progress display."""
 
     def __init__(self) -> None:
-        from tui_ft.cli import make_printer
+        from tui_ft.printer import make_printer
 
         self.printer = make_printer(False)
         self.reporters: dict = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        from tui_ft.core.engine import ProgressReporter
+        from tui_ft.core.common.progress import ProgressReporter
 
         rep = self.reporters.get(stage)
         if rep is None:
@@ -61,52 +61,14 @@ class Progress:
         self.printer.close()
 
 
-# ---------------------------------------------------------------- before a run
-
-
-def preflight(preset) -> list[str]:
-    """Problems that stop a run before its folder is made, one message each:
-
-    - a logger of ``[log]`` whose package is missing (names the pip extra);
-    - own data (a folder, CSV or extxyz; not Matbench JSON or ``demo``) that cannot be
-      read, or that has unusable rows (missing/unparsable structure file, bad or missing
-      target, duplicate id), one line per id/frame, unless ``data.skip_bad_rows = true``
-      (then the run leaves them out of every split and reports them once).
-    """
-    from tui_ft.core.loggers import check_available
-
-    out = check_available(preset.log)
-    d = preset.data
-    if d.source in ("demo", "matbench_mp_e_form"):
-        return out
-    from tui_ft.core.data import DataError, resolve_source
-    from tui_ft.core.sources import detect_format, load_training_data, problems
-
-    path = resolve_source(d.source)
-    try:
-        fmt = d.format if d.format != "auto" else detect_format(path)
-        if fmt == "matbench":
-            return out
-        test = resolve_source(d.test_source) if d.test_source else None
-        ds, _ = load_training_data(path, d.target, format=fmt, per_atom=d.per_atom, test_path=test)
-    except DataError as exc:
-        return out + [str(exc)]
-    if ds.bad_rows and not d.skip_bad_rows:
-        probs = problems(ds)
-        out += [f"{ds.path}: {ident}: {why}" for ident, why in probs]
-        out.append(f"{d.source}: {len(probs)} of {len(ds)} rows cannot be used; fix them, or set "
-                   "data.skip_bad_rows = true to train on the others (they are left out of every split)")
-    return out
-
-
 # ---------------------------------------------------------------- eval
 
 
 def _not_a_pipe(data: str) -> bool:
     """False (after one line) when a data input names a FIFO, a device or the like: reading it
     could hang or never end. Folders are inputs too (id_prop.csv, structure files)."""
-    from tui_ft.core.data import DataError, check_regular_file
-    from tui_ft.core.paths import NAMED_SOURCES
+    from tui_ft.core.data.dataset import DataError, check_regular_file
+    from tui_ft.core.common.paths import NAMED_SOURCES
 
     path = Path(data).expanduser()
     if data in NAMED_SOURCES or path.is_dir() or not path.exists():
@@ -121,9 +83,9 @@ def _not_a_pipe(data: str) -> bool:
 
 def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "auto", batch_size: int = 32) -> int:
     """MAE of a checkpoint on a data source; by default its own test rows when the data is its own."""
-    from tui_ft.core.data import DataError
-    from tui_ft.core.library import CheckpointError
-    from tui_ft.core.units import with_unit
+    from tui_ft.core.data.dataset import DataError
+    from tui_ft.core.library.checkpoints import CheckpointError
+    from tui_ft.core.common.units import with_unit
 
     if not _not_a_pipe(data):
         return EXIT_USAGE
@@ -132,7 +94,7 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
         return EXIT_USAGE
     progress = Progress()
     try:
-        from tui_ft.core.engine import evaluate_checkpoint
+        from tui_ft.core.library.predict import evaluate_checkpoint
 
         ev = evaluate_checkpoint(path, data, target, rows=rows, batch_size=batch_size, device=device, progress=progress)
     except (CheckpointError, DataError) as exc:
@@ -166,8 +128,8 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
 
 def cmd_export(ref: str, out: str) -> int:
     """Write a file chgnet's ``CHGNet.from_file`` loads (exit 2 when the checkpoint or the file is bad)."""
-    from tui_ft.core.export import ExportError, export_checkpoint, read_export_info
-    from tui_ft.core.library import CheckpointError
+    from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
+    from tui_ft.core.library.checkpoints import CheckpointError
 
     path = _resolve(ref)
     if path is None:
@@ -194,9 +156,9 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     Exit 0: every structure predicted; 1: some failed (listed by id on stderr, the
     others written); 2: the checkpoint or an input cannot be read (nothing written).
     """
-    from tui_ft.core.data import DataError, resolve_source
-    from tui_ft.core.library import CheckpointError
-    from tui_ft.core.predict import format_csv, predict, write_csv
+    from tui_ft.core.data.dataset import DataError, resolve_source
+    from tui_ft.core.library.checkpoints import CheckpointError
+    from tui_ft.core.library.predict import format_csv, predict, write_csv
 
     if not all(_not_a_pipe(i) for i in inputs):
         return EXIT_USAGE
@@ -260,7 +222,7 @@ def _nan_to_none(rows: list[dict]) -> list[dict]:
 
 def cmd_runs_export(fmt: str) -> int:
     """Every run, one row each, all columns (``tui-ft runs --format csv|json``)."""
-    from tui_ft.core.runs import list_runs
+    from tui_ft.core.library.runs import list_runs
 
     _write_rows([_run_row(s) for s in list_runs(warn=_err)], fmt)
     return EXIT_OK
@@ -268,8 +230,8 @@ def cmd_runs_export(fmt: str) -> int:
 
 def cmd_history(run_id: str, fmt: str) -> int:
     """A run's epochs, one row each (``tui-ft history RUN --format csv|json``)."""
-    from tui_ft.core.paths import Paths
-    from tui_ft.core.runs import summarize
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.library.runs import summarize
 
     d = Paths.default().run_log_dir(run_id)
     if not (d / "events.jsonl").is_file():

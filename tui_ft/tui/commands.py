@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tui_ft.tui.launcher import resumable
 from tui_ft.tui.state import fmt_mae
 
-if TYPE_CHECKING:
-    from tui_ft.tui.app import TuiFtApp
-
 
 class TuiFtCommands(Provider):
     """Presets, runs and checkpoints by name."""
 
     async def startup(self) -> None:
-        app: TuiFtApp = self.app  # type: ignore[assignment]
+        app = self.app  # the TuiFtApp (tui_ft.tui.app), which imports this module
         self.items: list[tuple[str, str, Callable[[], None]]] = [
             ("Show studies", "tui-ft matbench studies: folds, curves, mean ± std", partial(app.action_show_tab, "studies")),
             ("Show sweeps", "Optuna sweeps: trials, best curve, parameter scatter", partial(app.action_show_tab, "sweeps")),

@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
-from tui_ft.core.presets import Preset, PresetError, save_preset
+from tui_ft.core.config.presets import Preset, PresetError, save_preset
 from tui_ft.tui.modals import ConfirmScreen
 
 

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.paths import NAMED_SOURCES, Paths, data_source_problem
-from tui_ft.core.presets import Preset, check_resources, save_preset
-from tui_ft.core.runs import new_run_id, pid_alive
-from tui_ft.core.tail import LineTail
+from tui_ft.core.common.paths import NAMED_SOURCES, Paths, data_source_problem
+from tui_ft.core.config.presets import Preset, check_resources, save_preset
+from tui_ft.core.common.procs import pid_alive
+from tui_ft.core.library.runs import new_run_id
+from tui_ft.core.common.tail import LineTail
 
 # the preset a run was started with; the run writes the same file itself (engine.write_run_files)
 LAUNCH_FILE = "preset.toml"
@@ -50,7 +51,7 @@ def check_preset(preset: Preset, paths: Paths) -> None:
     the data file exists. Raises ``PresetError``. Reading the data file's columns
     is left to the training process (it may take seconds for a large file; a
     problem there ends the run with exit code 2 and its message in stderr.log)."""
-    from tui_ft.core.library import Library
+    from tui_ft.core.library.checkpoints import Library
 
     lib = Library(paths)
     source = preset.data.source
@@ -90,7 +91,7 @@ def check_plan_file(path: Path, paths: Paths):
     """Load and check a plan (stage presets, data files, init checkpoints).
     Raises ``PresetError``. Its stage files are relative to the project root,
     so without the root as the current folder that is left to the run."""
-    from tui_ft.core.plans import check_plan, load_plan
+    from tui_ft.core.orchestrate.plans import check_plan, load_plan
 
     if Path.cwd().resolve() != paths.root.resolve():
         return None

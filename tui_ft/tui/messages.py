@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Union
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from tui_ft.core.events import Event
+    from tui_ft.core.common.events import Event
     from tui_ft.tui.launcher import LaunchedPlan, LaunchedRun
     from tui_ft.tui.scanner import PresetEntry, ScanResult
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
-from tui_ft.core.events import TERMINAL_TYPES, EventFollower, RunStarted
-from tui_ft.core.library import CheckpointInfo
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import Preset, PresetError, load_preset
-from tui_ft.core.runs import RunSummary, pid_alive
+from tui_ft.core.common.events import TERMINAL_TYPES, EventFollower, RunStarted
+from tui_ft.core.library.checkpoints import CheckpointInfo
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import Preset, PresetError, load_preset
+from tui_ft.core.common.procs import pid_alive
+from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history
 from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
 from tui_ft.tui.scanner import PENDING_LIVE_S, PresetEntry, ScanResult

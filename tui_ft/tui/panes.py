@@ -22,9 +22,9 @@ from textual.reactive import reactive
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
-from tui_ft.core.library import CheckpointInfo, Library
-from tui_ft.core.paths import Paths
-from tui_ft.core.presets import PresetError, dump_preset, preset_from_dict
+from tui_ft.core.library.checkpoints import CheckpointInfo, Library
+from tui_ft.core.common.paths import Paths
+from tui_ft.core.config.presets import PresetError, dump_preset, preset_from_dict
 from tui_ft.tui.columns import KEEP, Col, FitTable
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui import launcher

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.library import CheckpointInfo, Library
-from tui_ft.core.paths import Paths, is_safe_component
-from tui_ft.core.presets import Preset, PresetError, is_plan_text, load_preset
-from tui_ft.core.events import Event, read_events
-from tui_ft.core.runs import RunSummary, summarize
+from tui_ft.core.library.checkpoints import CheckpointInfo, Library
+from tui_ft.core.common.paths import Paths, is_safe_component
+from tui_ft.core.config.presets import Preset, PresetError, is_plan_text, load_preset
+from tui_ft.core.common.events import Event, read_events
+from tui_ft.core.library.runs import RunSummary, summarize
 
 # a run folder with no run_started yet counts as live while its files changed recently
 PENDING_LIVE_S = 300.0
@@ -32,7 +32,7 @@ class PresetEntry:
     errors: list[str] = field(default_factory=list)
     error_line: int | None = None
     is_plan: bool = False
-    plan: object | None = None  # tui_ft.core.plans.Plan, when the plan file was validated
+    plan: object | None = None  # tui_ft.core.orchestrate.plans.Plan, when the plan file was validated
 
     @property
     def key(self) -> str:
@@ -66,7 +66,7 @@ class PresetEntry:
         p = self.preset
         if p is None:
             return ""
-        from tui_ft.core.paths import NAMED_SOURCES
+        from tui_ft.core.common.paths import NAMED_SOURCES
 
         src = p.data.source
         if src not in NAMED_SOURCES:
@@ -93,7 +93,7 @@ class PresetEntry:
 def _data_problems(preset: Preset, path: Path) -> list[str]:
     """``["presets/X.toml: data.source: <what is missing and what to do>"]`` when the preset's data is
     not there (relative paths are taken against the project root, where runs start), else ``[]``."""
-    from tui_ft.core.paths import Paths, data_source_problem
+    from tui_ft.core.common.paths import Paths, data_source_problem
 
     root = path.resolve().parent.parent
     problem = data_source_problem(preset.data.source, Paths(root), base=root)
@@ -113,7 +113,7 @@ def load_entry(path: Path) -> PresetEntry:
         if Path.cwd().resolve() != path.parent.parent.resolve():
             return entry  # its stage files are relative to the project root: validated by the run itself
         try:
-            from tui_ft.core.plans import load_plan
+            from tui_ft.core.orchestrate.plans import load_plan
 
             entry.plan = load_plan(path)
             for stage in getattr(entry.plan, "stages", []):

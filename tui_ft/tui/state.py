@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.events import Event, Message, Progress, describe
-from tui_ft.core.runs import RunSummary
+from tui_ft.core.common.events import Event, Message, Progress, describe
+from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
 
 ACTIVE = ("pending", "running")

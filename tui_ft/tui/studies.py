@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui_ft.core.paths import Paths
+from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import Curve, int_ticks
 from tui_ft.tui.panes import _cursor_key, _restore_cursor
 from tui_ft.tui.plots import _Plot

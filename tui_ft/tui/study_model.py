@@ -6,10 +6,10 @@ reader is total: a corrupt ``study.json`` or ``study.db``, a missing run
 folder or a missing Optuna gives a problem line, never an exception, so a
 view refreshed from a worker cannot take the dashboard down.
 
-Studies are read with :mod:`tui_ft.core.study` (``read_study``,
-``fold_result``), sweeps with :mod:`tui_ft.core.sweep` (``load_study``,
+Studies are read with :mod:`tui_ft.core.orchestrate.study` (``read_study``,
+``fold_result``), sweeps with :mod:`tui_ft.core.orchestrate.sweep` (``load_study``,
 ``trial_rows``, ``best_row``, ``best_preset``); per-epoch curves come from each
-run's events (:func:`tui_ft.core.runs.summarize`).
+run's events (:func:`tui_ft.core.library.runs.summarize`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tui_ft.core.paths import Paths
+from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import (
     PALETTE,
     RGB,
@@ -95,7 +95,7 @@ def study_root(paths: Paths) -> Path:
 
 def _read_study_json(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(study dict, None) or (None, the problem in one line)."""
-    from tui_ft.core.study import STUDY_FORMAT
+    from tui_ft.core.orchestrate.study import STUDY_FORMAT
 
     path = folder / "study.json"
     try:
@@ -180,7 +180,7 @@ class StudyView:
 
 def leaderboard_for(data_source: str) -> list[tuple[str, float]]:
     """The published numbers of the Matbench task the study ran on ([] for other data)."""
-    from tui_ft.core.study import LEADERBOARD
+    from tui_ft.core.orchestrate.study import LEADERBOARD
 
     task = Path(data_source).name
     for ext in (".json.gz", ".json"):
@@ -191,13 +191,13 @@ def leaderboard_for(data_source: str) -> list[tuple[str, float]]:
 
 def published_reference() -> tuple[str, list[tuple[str, float]]]:
     """The task whose leaderboard the study views quote, and its numbers."""
-    from tui_ft.core.study import LEADERBOARD, TASK
+    from tui_ft.core.orchestrate.study import LEADERBOARD, TASK
 
     return TASK, list(LEADERBOARD.get(TASK, []))
 
 
 def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float]]:
-    from tui_ft.core.runs import summarize
+    from tui_ft.core.library.runs import summarize
 
     stages = []
     for rid in run_ids:
@@ -222,7 +222,7 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
     view.status = str(obj.get("status", "?"))
     view.source = str(obj.get("source_name") or obj.get("source") or "")
     view.data_source = str(obj.get("data_source", ""))
-    from tui_ft.core.study import fold_result
+    from tui_ft.core.orchestrate.study import fold_result
 
     recs = obj.get("folds") or {}
     for key in sorted(recs, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
@@ -318,7 +318,7 @@ def sweep_root(paths: Paths) -> Path:
 
 
 def _optuna_problem() -> str | None:
-    from tui_ft.core.sweep import SweepError, _optuna
+    from tui_ft.core.orchestrate.sweep import SweepError, _optuna
 
     try:
         _optuna()
@@ -339,7 +339,7 @@ def list_sweep_rows(paths: Paths) -> tuple[list[SweepListRow], list[str]]:
     missing = _optuna_problem()
     if missing:
         return [], [missing]
-    from tui_ft.core.sweep import best_row, load_study
+    from tui_ft.core.orchestrate.sweep import best_row, load_study
 
     out = []
     for d in dirs:
@@ -363,7 +363,7 @@ class SweepView:
 
     name: str
     requested: int | None = None
-    rows: list[Any] = field(default_factory=list)  # tui_ft.core.sweep.TrialRow, sorted as trial_rows sorts
+    rows: list[Any] = field(default_factory=list)  # tui_ft.core.orchestrate.sweep.TrialRow, sorted as trial_rows sorts
     best: Any = None  # the best TrialRow, or None
     keys: list[str] = field(default_factory=list)  # the sampled parameters, in the order of the search space
     log_keys: frozenset[str] = frozenset()  # parameters sampled on a log scale
@@ -389,8 +389,8 @@ def load_sweep_view(name: str, paths: Paths) -> SweepView:
     if missing:
         view.problem = missing
         return view
-    from tui_ft.core.runs import summarize
-    from tui_ft.core.sweep import best_row, load_study, trial_rows
+    from tui_ft.core.library.runs import summarize
+    from tui_ft.core.orchestrate.sweep import best_row, load_study, trial_rows
 
     try:
         study = load_study(paths, name)
@@ -508,11 +508,11 @@ def best_preset_path(paths: Paths, name: str) -> Path:
 def save_best_preset(paths: Paths, name: str, *, overwrite: bool = False) -> Path:
     """Write the sweep's best trial as ``presets/<sweep>-best.toml`` and check that it
     loads strictly. Raises FileExistsError (the file exists and ``overwrite`` is
-    False), :class:`tui_ft.core.sweep.SweepError` (no finished trial, no study) or
-    :class:`tui_ft.core.presets.PresetError` (what was written does not load)."""
-    from tui_ft.core.presets import dump_preset, load_preset
-    from tui_ft.core.atomic import atomic_write_text
-    from tui_ft.core.sweep import best_preset
+    False), :class:`tui_ft.core.orchestrate.sweep.SweepError` (no finished trial, no study) or
+    :class:`tui_ft.core.config.presets.PresetError` (what was written does not load)."""
+    from tui_ft.core.config.presets import dump_preset, load_preset
+    from tui_ft.core.common.atomic import atomic_write_text
+    from tui_ft.core.orchestrate.sweep import best_preset
 
     target = best_preset_path(paths, name)
     if target.exists() and not overwrite:

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui_ft.core.paths import Paths
+from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import nice_ticks
 from tui_ft.tui.messages import RescanRequested
 from tui_ft.tui.modals import ConfirmScreen, TextScreen

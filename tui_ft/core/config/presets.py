@@ -1,0 +1,1119 @@
+"""Fine-tuning presets: a strict TOML schema, its loader, and a TOML writer.
+
+A preset is a small TOML file with the tables ``[run]``, ``[data]``,
+``[model]`` (optional), ``[finetune]``, ``[optim]`` and ``[train]``. Every
+key is checked: unknown tables and keys are errors, values must have the
+right type and range, and each error names the file, the line and the field,
+for example::
+
+    presets/x.toml:7: data.fold: expected an integer from 0 to 4, got 7
+
+The schema is the pydantic v2 models below (``RunCfg`` ... ``TrainCfg``): one
+line per field, its type, range and default. Files are validated strictly (no
+strings for numbers, no booleans for integers); strings typed into the form are
+first converted in pydantic's lax mode (:func:`coerce_form_value`). pydantic's
+error locations are the dotted keys; :func:`_message` rewords its errors in
+TOML terms and the line comes from :func:`tui_ft.core.config.tomlfile.locate_lines`.
+Rules between fields (head mode vs backbone options, ``init`` vs
+``pretrained``, the demo data's one target) are in :func:`_cross_field`.
+
+Checks that need the file system (the data file exists, the target column is
+in it, the ``init`` checkpoint exists) live in :func:`check_resources`, so
+that a preset can be parsed anywhere.
+
+This module must stay importable without torch, chgnet, pymatgen or textual.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import types
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union, get_args, get_origin
+
+import annotated_types
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from tui_ft.core.common.paths import DEMO_SOURCE, MATBENCH_SOURCE, MATBENCH_TASKS, NAMED_SOURCES
+from tui_ft.core.common.paths import data_source_path as _data_source_path
+from tui_ft.core.common.paths import missing_data_message
+from tui_ft.core.config.tomlfile import TomlFileError, line_of, locate_lines, parse_toml, read_text
+
+__all__ = [
+    "PresetError",
+    "PresetErrors",
+    "RunCfg",
+    "DataCfg",
+    "ModelCfg",
+    "FinetuneCfg",
+    "OptimCfg",
+    "TrainCfg",
+    "ClusterCfg",
+    "SweepCfg",
+    "SweepDim",
+    "Preset",
+    "parse_preset",
+    "load_preset",
+    "preset_from_dict",
+    "dump_preset",
+    "save_preset",
+    "is_plan_text",
+    "check_resources",
+    "data_source_path",
+    "locate_lines",
+    "line_of",
+    "check_name",
+    "check_field",
+    "coerce_form_value",
+    "show_value",
+    "SECTIONS",
+    "SECTION_MODELS",
+    "PRETRAINED_VERSIONS",
+    "LR_GROUPS",
+    "MATBENCH_SOURCE",
+    "DEMO_SOURCE",
+]
+
+DEMO_TARGET = "e_form"  # the only target column of the demo data
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
+from tui_ft.core.common.paths import NAME_MAX, check_component  # noqa: E402 - the one rule for names
+_REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+_CUDA_N = re.compile(r"cuda:(0|[1-9][0-9]{0,3})")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_UNIONS = (Union, types.UnionType)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class PresetError(Exception):
+    """One problem with a preset, pointing at a file, a line and a field."""
+
+    def __init__(self, file: str, line: int | None, field: str, message: str):
+        super().__init__(file, line, field, message)
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return f"{self.file}: {self.field}: {self.message}"
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+    @property
+    def errors(self) -> list["PresetError"]:
+        """All problems in this exception (just this one)."""
+        return [self]
+
+    @classmethod
+    def from_toml(cls, exc: TomlFileError) -> "PresetError":
+        """The reader's error (unreadable file, bad bytes, TOML syntax) as a PresetError."""
+        return cls(exc.file, exc.line, exc.field, exc.message)
+
+
+class PresetErrors(PresetError):
+    """Several problems at once. ``errors`` lists them; ``str()`` is one line each.
+
+    It is a :class:`PresetError` too (its file, line, field and message are
+    those of the first problem), so ``except PresetError`` catches both.
+    """
+
+    def __init__(self, errors: Iterable[PresetError]):
+        errs = list(errors)
+        first = errs[0] if errs else PresetError("<preset>", None, "preset", "invalid preset")
+        super().__init__(first.file, first.line, first.field, first.message)
+        self.args = (errs,)
+        self._errors = errs
+
+    @property
+    def errors(self) -> list[PresetError]:
+        return list(self._errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self._errors)
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def show_value(v: Any) -> str:
+    """A short TOML-like rendering of ``v`` for error messages (control characters escaped)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        s = v if len(v) <= 60 else v[:57] + "..."
+        out = []
+        for ch in s:
+            if ch == '"':
+                out.append('\\"')
+            elif ch == "\\":
+                out.append("\\\\")
+            elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+                out.append(f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+    if isinstance(v, (dict, BaseModel)):
+        return "a table"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _has_control(s: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
+
+
+def check_name(v: Any) -> str:
+    """Validate a run/preset name: 1..64 of [A-Za-z0-9_.-], no leading '.'/'-', no '..'.
+
+    The same rule as every id that becomes a path (:func:`tui_ft.core.common.paths.check_component`).
+    Raises ``ValueError`` with the message for the error line."""
+    return check_component(v, NAME_MAX)
+
+
+def _source(v: str) -> str:
+    """``demo``, a Matbench task (``matbench_mp_e_form``, ...) or a path: a Matbench .json/.json.gz
+    file, a folder with id_prop.csv, a CSV, or any file ase reads (extxyz, ...). Whether it exists and
+    parses is checked by :func:`check_resources` (the format is then told by ``sources.detect_format``)."""
+    want = (f'expected "{DEMO_SOURCE}", a Matbench task such as "{MATBENCH_SOURCE}" or a path (a .json/.json.gz '
+            "file, a folder with id_prop.csv, a .csv or an extxyz/ase-readable file)")
+    if not v.strip():
+        raise ValueError(f"{want}, got an empty string")
+    if _has_control(v):
+        raise ValueError(f"must not contain control characters, got {show_value(v)}")
+    if v.startswith("matbench_") and v not in NAMED_SOURCES and "/" not in v and "." not in v:
+        tasks = ", ".join(MATBENCH_TASKS)
+        raise ValueError(f"{show_value(v)} is not a Matbench regression task on structures (those are: {tasks})")
+    return v
+
+
+def _test_source(v: str) -> str:
+    if v == "":
+        return v
+    return _source(v)
+
+
+def _unit(v: str) -> str:
+    if _has_control(v) or len(v) > 40:
+        raise ValueError(f"expected a short unit such as \"eV/atom\", got {show_value(v)}")
+    return v
+
+
+def _target(v: str) -> str:
+    if not v or _has_control(v):
+        raise ValueError(f"expected a column name, got {show_value(v)}")
+    return v
+
+
+def _init(v: str) -> str:
+    if v == "":
+        return v
+    if _has_control(v):
+        raise ValueError(f"must not contain control characters, got {show_value(v)}")
+    name, at, kind = v.rpartition("@")
+    if (at and kind in ("best", "last") and _REF_NAME.fullmatch(name)) or v.endswith(".pt"):
+        return v
+    raise ValueError(f'expected "RUN_OR_PRESET@best", "RUN_OR_PRESET@last" or a path to a .pt file, got {show_value(v)}')
+
+
+def _device(v: str) -> str:
+    if v in DEVICES or _CUDA_N.fullmatch(v):
+        return v
+    want = ", ".join(f'"{d}"' for d in DEVICES)
+    raise ValueError(f'expected one of {want} or "cuda:N" (N = 0, 1, ...), got {show_value(v)}')
+
+
+# The field types. Each carries its own range, so the error message can say it.
+def _int(ge: int, le: int | None = None) -> Any:
+    return Annotated[int, Field(ge=ge, le=le)]
+
+
+def _num(*, gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
+    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt, allow_inf_nan=False)]
+
+
+def _text(check: Callable[[str], str]) -> Any:
+    return Annotated[str, AfterValidator(check)]
+
+
+LrFactor = _num(gt=0.0, le=10.0)
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["none", "cosine"]
+Loss = Literal["mse", "huber", "l1"]
+Ddp = Literal["auto", "off"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Mode = Literal["head", "full"]
+Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
+LrGroup = Literal["embedding", "interaction", "readout"]
+DataFormat = Literal["auto", "matbench", "idprop", "ase", "csv"]
+SplitKind = Literal["matbench", "random"]
+WandbMode = Literal["offline", "online", "disabled"]
+PRETRAINED_VERSIONS: tuple[str, ...] = get_args(Pretrained)
+LR_GROUPS: tuple[str, ...] = get_args(LrGroup)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Table(BaseModel):
+    """A preset table: strict types (a file says what it means), no unknown keys, frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+            return
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is frozen")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is frozen")
+
+
+# One line per field: the type (with its range) and the default; no default = required.
+
+
+class RunCfg(_Table):
+    name: _text(check_name)
+    description: str = ""
+
+
+class DataCfg(_Table):
+    source: _text(_source)
+    target: _text(_target) = "e_form"
+    fold: _int(0, 4) = 0
+    fraction: _num(gt=0.0, le=1.0) = 1.0
+    val_fraction: _num(gt=0.0, le=0.5) = 0.1
+    seed: _int(0) = 0
+    test_limit: _int(0) = 0
+    format: DataFormat = "auto"  # auto: told from the path (sources.detect_format)
+    per_atom: bool = False  # divide each target by the structure's number of atoms (totals)
+    split: SplitKind = "matbench"  # matbench: the 5 Matbench folds (fold); random: seeded (test_fraction)
+    test_fraction: _num(gt=0.0, lt=1.0) = 0.2  # split = "random" only
+    test_source: _text(_test_source) = ""  # a separate held-out test file (any format); overrides split
+    unit: Optional[_text(_unit)] = None  # None: units.default_unit(target, source)
+    skip_bad_rows: bool = False  # own data (not Matbench JSON): train without unusable rows instead of refusing
+
+
+class LogCfg(_Table):
+    """Optional metric loggers (off by default; each needs its pip extra)."""
+
+    tensorboard: bool = False
+    tensorboard_dir: str = ""  # "" = logs/<run_id>/tensorboard
+    mlflow: bool = False
+    mlflow_tracking_uri: str = ""  # "" = sqlite:///<logs>/mlflow.db
+    mlflow_experiment: str = "tui-ft"
+    wandb: bool = False
+    wandb_mode: WandbMode = "offline"
+    wandb_project: str = "tui-ft"
+
+
+class ModelCfg(_Table):
+    pretrained: Pretrained = "0.3.0"
+    init: _text(_init) = ""
+
+
+class FinetuneCfg(_Table):
+    mode: Mode
+    refit_atomref: bool = True  # the loader's default follows model.init: no refit from a checkpoint
+    backbone_lr: Optional[_num(gt=0.0, le=1.0)] = None
+    lr_factors: dict[LrGroup, LrFactor] = Field(default_factory=dict)
+    unfreeze_every: _int(0) = 0
+
+    @field_validator("lr_factors")
+    @classmethod
+    def _in_group_order(cls, v: dict[str, float]) -> dict[str, float]:
+        return {g: v[g] for g in LR_GROUPS if g in v}
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash fail
+        return hash((self.mode, self.refit_atomref, self.backbone_lr, tuple(self.lr_factors.items()), self.unfreeze_every))
+
+
+class OptimCfg(_Table):
+    optimizer: Optimizer = "adam"
+    lr: _num(gt=0.0, le=1.0)
+    weight_decay: _num(ge=0.0, le=1.0) = 0.0
+    scheduler: Scheduler = "none"
+
+
+class TrainCfg(_Table):
+    epochs: _int(1, 10000)
+    batch_size: _int(1, 4096) = 16
+    patience: _int(0) = 0
+    device: _text(_device) = "auto"
+    seed: _int(0, 2**32 - 1) = 0  # numpy's seed range
+    loss: Loss = "mse"
+    ddp: Ddp = "auto"  # "auto": one run across the processes torchrun starts; "off": each process alone
+    precision: Precision = "fp32"  # autocast: "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
+
+
+class ClusterCfg(_Table):
+    """``[cluster]``: where ``tui-ft matbench --executor slurm`` submits each fold (through submitit)."""
+
+    partition: str = ""  # "" = the cluster's default partition
+    gpus_per_node: _int(0, 64) = 1
+    cpus_per_task: _int(1, 1024) = 8
+    mem_gb: _int(1, 65536) = 64
+    timeout_min: _int(1, 43200) = 1440  # the job's time limit; a timed-out fold is requeued from its last.pt
+    extra: dict[str, Union[str, int, bool]] = Field(default_factory=dict)  # more sbatch options, e.g. { account = "x" }
+    folder: str = ""  # submitit's job files; "" = logs/.studies/<study>/submitit
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash fail
+        return hash((self.partition, self.gpus_per_node, self.cpus_per_task, self.mem_gb, self.timeout_min,
+                     tuple(sorted(self.extra.items())), self.folder))
+
+
+# ``[sweep]``: a hyperparameter search over this preset (tui_ft.core.orchestrate.sweep runs it with Optuna).
+SWEEP_KINDS = ("log_uniform", "uniform", "int", "choice")
+Sampler = Literal["tpe", "random", "grid"]
+Pruner = Literal["median", "hyperband", "none"]
+Objective = Literal["best_val_mae"]
+
+
+class SweepDim(BaseModel):
+    """One searched key: ``kind`` is one of SWEEP_KINDS; ``values`` the two bounds or the choices."""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    kind: str
+    values: tuple[Any, ...]
+
+
+class SweepCfg(_Table):
+    name: Optional[_text(check_name)] = None  # the study's name; default: run.name
+    objective: Objective = "best_val_mae"  # minimised; the test MAE is never used to select
+    trials: _int(1, 10000) = 20  # finished + pruned trials wanted (a rerun runs only the missing ones)
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "median"
+    prune_above: Optional[_num(gt=0.0)] = None  # also stop a trial whose val_mae at an epoch >= 1 is above this
+    seed: _int(0, 2**32 - 1) = 0  # the sampler's seed
+    space: dict[str, Any]  # "section.key" = { log_uniform|uniform|int|choice = [...] }
+
+    @property
+    def dims(self) -> tuple[SweepDim, ...]:
+        """The searched keys in file order (the table was checked by :func:`_check_sweep`)."""
+        return tuple(SweepDim(key=k, kind=next(iter(v)), values=tuple(next(iter(v.values())))) for k, v in self.space.items())
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash fail
+        import json
+
+        return hash((self.name, self.objective, self.trials, self.sampler, self.pruner, self.prune_above, self.seed,
+                     json.dumps(self.space, sort_keys=True)))
+
+
+class Preset(_Table):
+    """A validated preset. ``path`` (the file it came from) and ``lines`` (key -> line)
+    are not part of its value: equal presets from two files compare equal."""
+
+    run: RunCfg
+    data: DataCfg
+    model: ModelCfg = ModelCfg()
+    finetune: FinetuneCfg
+    optim: OptimCfg
+    train: TrainCfg
+    cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
+    sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
+    log: LogCfg = LogCfg()
+    _path: Optional[str] = PrivateAttr(default=None)
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refit_default(cls, d: Any) -> Any:
+        """``finetune.refit_atomref`` defaults to true from pretrained weights, false from a checkpoint."""
+        if isinstance(d, dict) and isinstance(d.get("finetune"), dict) and "refit_atomref" not in d["finetune"]:
+            model = d.get("model", {})
+            init = model.get("init", "") if isinstance(model, dict) else ""
+            if isinstance(init, str):
+                d = {**d, "finetune": {**d["finetune"], "refit_atomref": init == ""}}
+        return d
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def lines(self) -> dict[str, int]:
+        return self._lines
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    def _key(self) -> tuple:
+        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep, self.log)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Preset):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def located(self, path: str | None, lines: dict[str, int]) -> "Preset":
+        """The same preset, said to come from ``path`` with the key -> line map ``lines``."""
+        new = self.model_copy()
+        new._path = path
+        new._lines = dict(lines)
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        """All resolved values as nested plain dicts (JSON and TOML serialisable).
+
+        ``finetune.backbone_lr`` is left out when unset, and ``model.pretrained``
+        when ``model.init`` is set (the checkpoint fixes the model then, and a
+        preset may not name both), so ``preset_from_dict(p.to_dict()) == p``.
+        """
+        d = {sec: getattr(self, sec).model_dump() for sec in SECTIONS}
+        if self.model.init:
+            del d["model"]["pretrained"]
+        if self.finetune.backbone_lr is None:
+            del d["finetune"]["backbone_lr"]
+        # fields added later are written only when set, so older presets keep their text and hash
+        for key, default in _DATA_DEFAULTS.items():
+            if d["data"].get(key) == default:
+                del d["data"][key]
+        if self.log == LogCfg():
+            del d["log"]
+        if self.cluster != ClusterCfg():
+            d["cluster"] = self.cluster.model_dump()
+        if self.sweep is not None:
+            d["sweep"] = self.sweep.model_dump(exclude_none=True)
+        return d
+
+    def line_of(self, field: str) -> int | None:
+        """Line of ``field`` ("data.target") in the source file: the key's line,
+        else its table's header line, else ``None``."""
+        return line_of(self._lines, field)
+
+    def error(self, field: str, message: str) -> PresetError:
+        return PresetError(self._path or "<preset>", self.line_of(field), field, message)
+
+    def with_changes(self, changes: dict[str, object]) -> "Preset":
+        """A new validated preset with ``{"section.key": value}`` changes applied.
+
+        ``None`` (or ``""`` for a number) removes a key so its default applies.
+        Strings given for number or boolean fields are converted when they
+        parse ("1e-4", "8", "true"; pydantic's lax mode), so form inputs can be
+        passed as they are. Changing ``model.init`` drops ``model.pretrained``
+        (unless it is changed too) and lets ``finetune.refit_atomref`` follow
+        its default again if it was at the default before. Raises
+        :class:`PresetErrors` (file ``"<form>"``, the field names as given)
+        when a value is invalid.
+        """
+        d = self.to_dict()
+        errors: list[PresetError] = []
+        old_init = self.model.init
+        for key, value in changes.items():
+            parts = key.split(".") if isinstance(key, str) else []
+            if len(parts) not in (2, 3) or not all(parts):
+                errors.append(PresetError("<form>", None, str(key), "expected a field name like optim.lr"))
+                continue
+            table = d.setdefault(parts[0], {})
+            if len(parts) == 3:
+                sub = table.setdefault(parts[1], {})
+                if not isinstance(sub, dict):
+                    errors.append(PresetError("<form>", None, key, "not a table"))
+                    continue
+                table, name = sub, parts[2]
+            else:
+                name = parts[1]
+            value = coerce_form_value(".".join(parts[:2]), value)
+            if value is None:
+                table.pop(name, None)
+            else:
+                table[name] = value
+        if errors:
+            raise PresetErrors(errors)
+        if "model.init" in changes:
+            new_init = d.get("model", {}).get("init") or ""
+            if new_init != old_init:
+                if new_init and "model.pretrained" not in changes:
+                    d["model"].pop("pretrained", None)
+                if "finetune.refit_atomref" not in changes and self.finetune.refit_atomref == (old_init == ""):
+                    d["finetune"].pop("refit_atomref", None)
+        try:
+            return _build(d, "<form>", {})
+        except PresetErrors:
+            raise
+        except PresetError as e:
+            raise PresetErrors([e]) from None
+
+
+NOT_TRAINED = ("sweep", "cluster")  # optional tables that say how to run a preset, not what one run trains
+_DATA_DEFAULTS: dict[str, Any] = {"format": "auto", "per_atom": False, "split": "matbench", "test_fraction": 0.2,
+                                  "test_source": "", "unit": None, "skip_bad_rows": False}
+
+SECTION_MODELS: dict[str, type[_Table]] = {
+    name: info.annotation for name, info in Preset.model_fields.items() if name not in NOT_TRAINED  # type: ignore[misc]
+}
+SECTIONS: dict[str, tuple[str, ...]] = {sec: tuple(m.model_fields) for sec, m in SECTION_MODELS.items()}
+OPTIONAL_SECTIONS = tuple(sec for sec, info in Preset.model_fields.items() if not info.is_required())
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules between fields, as (field, message), on the raw tables (checked after the types)."""
+    def table(sec: str) -> dict[str, Any]:
+        t = d.get(sec)
+        return t if isinstance(t, dict) else {}
+
+    data, model, ft = table("data"), table("model"), table("finetune")
+    out: list[tuple[str, str]] = []
+    init = model.get("init")
+    if isinstance(init, str) and init and "pretrained" in model:
+        out.append(("model.init", "cannot be combined with model.pretrained (the checkpoint already fixes the model); "
+                                  "remove one of them"))
+    # head mode trains only the readout head: the backbone options make no sense there
+    if ft.get("mode") == "head":
+        full_only = 'only allowed when finetune.mode = "full"'
+        if ft.get("backbone_lr") is not None:
+            out.append(("finetune.backbone_lr", full_only))
+        if ft.get("lr_factors"):
+            out.append(("finetune.lr_factors", full_only))
+        unfreeze = ft.get("unfreeze_every")
+        if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
+            out.append(("finetune.unfreeze_every", full_only))
+    target = data.get("target", DEMO_TARGET)
+    if data.get("source") == DEMO_SOURCE and isinstance(target, str) and target != DEMO_TARGET:
+        out.append(("data.target", f'the demo data has only the target "{DEMO_TARGET}", got {show_value(target)}'))
+    return out
+
+
+# --------------------------------------------------------------------------- pydantic errors in TOML words
+
+
+def _unpack(tp: Any, meta: Iterable[Any] = ()) -> tuple[Any, list[Any]]:
+    """The base type of an annotation and its constraints (Annotated and Optional unwrapped)."""
+    found = list(meta)
+    while True:
+        if get_origin(tp) is Annotated:
+            tp, *extra = get_args(tp)
+            for e in extra:
+                found.extend(e.metadata if isinstance(e, FieldInfo) else [e])
+        elif get_origin(tp) in _UNIONS and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                break
+            tp = rest[0]
+        else:
+            return tp, found
+    return tp, found  # pragma: no cover
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _want(tp: Any, meta: list[Any]) -> str | None:
+    """What a field expects, in TOML words: "an integer from 0 to 4", "a number in (0, 1]"."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in meta:
+        if isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(f'"{o}"' for o in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        if lo is not None and hi is not None:
+            return f"an integer from {lo} to {hi}"
+        return f"an integer >= {lo}" if lo is not None else "an integer"
+    if tp is float:
+        if hi is None:
+            return f"a number {'>' if lo_open else '>='} {_fmt(lo)}" if lo is not None else "a number"
+        return f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) is dict:
+        return "an inline table like { embedding = 0.1, readout = 1.0 }"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a table"
+    return None
+
+
+def _field_type(loc: tuple[Any, ...]) -> tuple[Any, list[Any]] | None:
+    """The annotation and constraints of the field at a pydantic location (None if unknown)."""
+    tp: Any = Preset
+    meta: list[Any] = []
+    for part in loc:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None
+            tp, meta = _unpack(info.annotation, info.metadata)
+        elif get_origin(tp) is dict:
+            if part == "[key]":
+                tp, meta = _unpack(get_args(tp)[0])
+            else:
+                tp, meta = _unpack(get_args(tp)[1])
+        else:
+            return None
+    return tp, meta
+
+
+def _message(err: dict[str, Any]) -> tuple[str, str]:
+    """(field, message) for one pydantic error: the dotted key and what a TOML author needs to read."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    if loc and loc[-1] == "[key]":  # a key of a table with fixed key names (lr_factors)
+        field = ".".join(str(p) for p in loc[:-1])
+        table = _field_type(loc[:-2])  # the dict; its key type lists the names
+        keys = _unpack(get_args(table[0])[0])[0] if table and get_origin(table[0]) is dict else None
+        allowed = ", ".join(get_args(keys)) if get_origin(keys) is Literal else ""
+        return field, f"unknown group (allowed: {allowed})"
+    field = ".".join(str(p) for p in loc)
+    if kind == "missing":
+        return field, "missing required section" if len(loc) == 1 else "missing required key"
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return field, f"unknown section (allowed: {', '.join(Preset.model_fields)})"
+        parent = _field_type(loc[:-1])
+        keys = tuple(parent[0].model_fields) if parent and isinstance(parent[0], type) else ()
+        return field, f"unknown key (allowed: {', '.join(keys)})"
+    if kind in ("value_error", "assertion_error"):
+        return field, str((err.get("ctx") or {}).get("error") or err["msg"])
+    found = _field_type(loc)
+    want = _want(*found) if found else None
+    if want is None:
+        return field, err["msg"][:1].lower() + err["msg"][1:]
+    if len(loc) == 1 and want == "a table":
+        return field, f"expected a table [{field}], got {show_value(value)}"
+    return field, f"expected {want}, got {show_value(value)}"
+
+
+def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str = "") -> list[PresetError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        field, message = _message(err)
+        field = prefix + field if field else prefix.rstrip(".") or "preset"
+        out.append(PresetError(path, line_of(lines, field), _space_field(field), message))
+    return out
+
+
+def _space_field(field: str) -> str:
+    """``sweep.space.optim.lr.int`` as written in TOML: ``sweep.space."optim.lr".int`` (the key has a dot)."""
+    parts = field.split(".")
+    if parts[:2] != ["sweep", "space"] or len(parts) < 4:
+        return field
+    return ".".join(["sweep", "space", f'"{parts[2]}.{parts[3]}"', *parts[4:]])
+
+
+def _check_sweep(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of a ``[sweep]`` table beyond its types, as (field, message); field is the dotted line key.
+
+    Each searched key must be a preset field (``section.key``, not ``run.name``);
+    its value exactly one of ``{ log_uniform = [LOW, HIGH] }``, ``{ uniform = [LOW, HIGH] }``,
+    ``{ int = [LOW, HIGH] }``, ``{ choice = [A, B, ...] }``, of a kind that fits the field's
+    type, with LOW < HIGH (LOW > 0 for log_uniform), and every bound or choice a valid
+    value of the field (checked by the field's own validator, and against the rules
+    between fields with the rest of the preset).
+    """
+    sweep = d.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("space"), dict):
+        return []
+    out: list[tuple[str, str]] = []
+    forms = "{ log_uniform = [LOW, HIGH] }, { uniform = [LOW, HIGH] }, { int = [LOW, HIGH] } or { choice = [A, B, ...] }"
+    grid = sweep.get("sampler") == "grid"
+    grid_size = 1
+    if not sweep["space"]:
+        return [("sweep.space", 'expected at least one searched key, like "optim.lr" = { log_uniform = [1e-5, 1e-2] }')]
+    for key, spec in sweep["space"].items():
+        field = f"sweep.space.{key}"
+        sec, _, name = key.partition(".")
+        if sec not in SECTIONS or name not in SECTIONS[sec] or key == "run.name":
+            if sec in SECTIONS and not name and isinstance(spec, dict) and set(spec) <= set(SECTIONS[sec]):
+                sub = next(iter(spec), "key")
+                out.append((field, f'a dotted key must be quoted here: "{sec}.{sub}" = {{ ... }}'))
+                continue
+            known = ", ".join(f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks if f"{s}.{k}" != "run.name")
+            out.append((field, f"unknown preset key {show_value(key)} (searchable: {known})"))
+            continue
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SWEEP_KINDS:
+            out.append((field, f"expected one of {forms}, got {show_value(spec)}"))
+            continue
+        kind, values = next(iter(spec.items()))
+        field = f"{field}.{kind}"
+        if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
+            want = "a non-empty array [A, B, ...]" if kind == "choice" else "an array [LOW, HIGH]"
+            shown = "[]" if values == [] else show_value(values)
+            out.append((field, f"expected {want}, got {shown}"))
+            continue
+        tp = _field_type((sec, name))
+        base = tp[0] if tp else None
+        is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if kind in ("log_uniform", "uniform") and base is not float:
+            hint = "int = [LOW, HIGH] or choice = [...]" if base is int else "choice = [...]"
+            out.append((field, f"{key} is not a real number: use {hint}"))
+            continue
+        if kind == "int" and base not in (int, float):
+            out.append((field, f"{key} is not a number: use choice = [...]"))
+            continue
+        if kind == "int" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out.append((field, f"expected two integers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        if kind != "choice":
+            if not all(is_num(v) and math.isfinite(v) for v in values):
+                out.append((field, f"expected two numbers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+                continue
+            lo, hi = values
+            if not lo < hi:
+                out.append((field, f"empty range: LOW must be below HIGH, got [{show_value(lo)}, {show_value(hi)}]"))
+                continue
+            if kind == "log_uniform" and lo <= 0:
+                out.append((field, f"log_uniform needs LOW > 0, got {show_value(lo)}"))
+                continue
+        elif len(set(map(repr, values))) != len(values):
+            out.append((field, f"the choices must differ, got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        bad = None
+        for v in values:  # each bound / choice as the preset would get it
+            try:
+                check_field(key, v)
+            except ValueError as exc:
+                bad = f"{show_value(v)} is not a valid {key}: {exc}"
+                break
+            trial = {**d, sec: {**(d.get(sec) if isinstance(d.get(sec), dict) else {}), name: v}}
+            rules = [m for f, m in _cross_field(trial) if f == key]
+            if rules:
+                bad = f"{key} = {show_value(v)}: {rules[0]}"
+                break
+        if bad:
+            out.append((field, bad))
+            continue
+        if grid:
+            if kind in ("log_uniform", "uniform"):
+                out.append((field, 'sampler = "grid" needs int = [LOW, HIGH] or choice = [...] ranges'))
+                continue
+            grid_size *= len(values) if kind == "choice" else values[1] - values[0] + 1
+    trials = sweep.get("trials", 20)
+    if grid and not out and isinstance(trials, int) and trials > grid_size:
+        out.append(("sweep.trials", f'sampler = "grid": the space has {grid_size} points, got trials = {trials}'))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(field: str) -> TypeAdapter | None:
+    sec, _, key = field.partition(".")
+    model = SECTION_MODELS.get(sec)
+    info = model.model_fields.get(key) if model is not None else None
+    if info is None:
+        return None
+    tp = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(tp, config=ConfigDict(strict=True))
+
+
+def check_field(field: str, value: Any) -> Any:
+    """Validate one ``"section.key"`` value as a preset file would give it (strict).
+
+    Returns the value; raises ``KeyError`` for an unknown field and ``ValueError``
+    with the TOML-worded message for a bad value.
+    """
+    adapter = _adapter(field)
+    if adapter is None:
+        raise KeyError(field)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        err = {**err, "loc": (*field.split("."), *err["loc"])}
+        raise ValueError(_message(err)[1]) from None
+
+
+def coerce_form_value(field: str, value: Any) -> Any:
+    """A string typed into a form, as the field's type when it parses (pydantic's lax mode).
+
+    ``""`` for a number or flag means "unset" (``None``). Anything that does not
+    parse is returned unchanged, so the strict check reports it in TOML words.
+    """
+    found = _field_type(tuple(field.split("."))) if field.count(".") == 1 else None
+    if found is None or not isinstance(value, str) or found[0] not in _LAX:
+        return value
+    s = value.strip()
+    if s == "":
+        return None
+    try:  # the type only: the range is checked by the strict schema, which names the value
+        return _LAX[found[0]].validate_python(s, strict=False)
+    except ValidationError:
+        return value
+
+
+_LAX = {tp: TypeAdapter(tp) for tp in (int, float, bool)}
+_coerce_form_value = coerce_form_value  # the name tui_ft.tui.form knew
+
+
+def _build(d: Any, path: str, lines: dict[str, int]) -> Preset:
+    """Validate a parsed TOML document (nested dicts) and build a :class:`Preset`."""
+    if not isinstance(d, dict):
+        raise PresetError(path, None, "preset", f"expected a table of sections, got {show_value(d)}")
+    if isinstance(d.get("stage"), list):
+        raise PresetError(
+            path,
+            line_of(lines, "stage"),
+            "stage",
+            "this is a plan (it has top-level [[stage]] tables), not a preset: load it with the plan loader",
+        )
+    errors: list[PresetError] = []
+    preset: Preset | None = None
+    try:
+        preset = Preset.model_validate(d)
+    except ValidationError as exc:
+        errors = _errors(exc, path, lines)
+    bad = {e.field for e in errors}
+    for field, message in _cross_field(d):
+        if field not in bad and not any(field.startswith(b + ".") for b in bad):
+            errors.append(PresetError(path, line_of(lines, field), field, message))
+    if not any(e.field == "sweep" or e.field.startswith("sweep.") for e in errors):
+        for field, message in _check_sweep(d):
+            errors.append(PresetError(path, line_of(lines, field), _space_field(field), message))
+    if errors or preset is None:
+        errors.sort(key=lambda e: -1 if e.line is None else e.line)
+        if len(errors) == 1:
+            raise errors[0]
+        raise PresetErrors(errors)
+    return preset.located(None if path == "<form>" else path, lines)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_preset(text: str, path: str = "<string>") -> Preset:
+    """Parse and validate preset TOML text. Raises PresetError / PresetErrors."""
+    path = os.fspath(path)
+    try:
+        data, lines = parse_toml(text, path)
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
+    return _build(data, path, lines)
+
+
+def load_preset(path: str | os.PathLike[str]) -> Preset:
+    """Read and validate a preset file. The error file name is ``path`` as given."""
+    name = os.fspath(path)
+    try:
+        text = read_text(name, "preset")
+    except TomlFileError as exc:
+        raise PresetError.from_toml(exc) from None
+    return parse_preset(text, name)
+
+
+def preset_from_dict(d: dict, path: str = "<dict>", lines: dict[str, int] | None = None) -> Preset:
+    """Validate nested dicts (as ``tomllib`` would give) and build a Preset."""
+    return _build(d, path, dict(lines or {}))
+
+
+def is_plan_text(text: str) -> bool:
+    """True if the TOML text has a top-level ``[[stage]]`` array (a plan, not a preset)."""
+    try:
+        data, _ = parse_toml(text)
+    except TomlFileError:
+        return re.search(r"^[ \t]*\[\[[ \t]*stage[ \t]*\]\]", text, re.MULTILINE) is not None
+    stage = data.get("stage")
+    return isinstance(stage, list) and all(isinstance(s, dict) for s in stage)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _toml_str(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\b":
+            out.append("\\b")
+        elif ch == "\f":
+            out.append("\\f")
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\u{o:04X}")
+        elif 0xD800 <= o <= 0xDFFF:  # lone surrogate: cannot be written as UTF-8
+            raise ValueError(f"string contains a lone surrogate U+{o:04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE.fullmatch(k) else _toml_str(k)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def dump_preset(preset: Preset) -> str:
+    """The preset as TOML text, all resolved values written out.
+
+    ``parse_preset(dump_preset(p)) == p``. An empty ``lr_factors`` table, an
+    unset ``backbone_lr`` and an empty ``model.init`` are left out.
+    """
+    d = preset.to_dict()
+    if not d["finetune"].get("lr_factors"):
+        d["finetune"].pop("lr_factors", None)
+    if d.get("model", {}).get("init") == "":
+        d["model"].pop("init")  # unset: pretrained CHGNet (the default); `init = ""` read as a mistake
+    out: list[str] = [f"# tui-ft preset {preset.name}"]
+    for sec, table in d.items():
+        out.append("")
+        out.append(f"[{sec}]")
+        space = table.pop("space", None) if sec == "sweep" else None
+        for key, value in table.items():
+            out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        if space is not None:  # one line per searched key
+            out.append("")
+            out.append("[sweep.space]")
+            for key, value in space.items():
+                out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def save_preset(preset: Preset, path: str | os.PathLike[str]) -> None:
+    """Write ``dump_preset(preset)`` to ``path`` atomically."""
+    from tui_ft.core.common.atomic import atomic_write_text
+
+    atomic_write_text(path, dump_preset(preset))
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def data_source_path(source: str) -> Path | None:
+    """The file behind ``data.source`` (:func:`tui_ft.core.common.paths.data_source_path`):
+    None for the built-in demo data, ``<root>/data/NAME.json.gz`` for a Matbench
+    task, otherwise the path (relative paths against the current directory)."""
+    return _data_source_path(source)
+
+
+def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
+    """A non-Matbench data source: the format is detected (``data.format`` when given);
+    a folder without id_prop.csv cannot be trained on. Reading it is left to the run."""
+    fmt = preset.data.format
+    if fmt != "auto":
+        return []
+    if path.is_dir() and not (path / "id_prop.csv").is_file():
+        return [preset.error("data.source", f"folder {show_value(preset.data.source)} has no id_prop.csv "
+                             "(expected id,target rows and one structure file per id)")]
+    return []
+
+
+def check_resources(
+    preset: Preset,
+    *,
+    resolve_init: Callable[[str], Any] | None = None,
+    read_columns: Callable[[Path], list[str]] | None = None,
+) -> None:
+    """Check what a preset needs from the file system; raise PresetError at the line.
+
+    - the data file exists (not checked for ``"demo"``);
+    - ``read_columns(path)`` (if given) succeeds and lists ``data.target``;
+      a ``ValueError`` / ``OSError`` it raises (e.g. "empty dataset") is
+      reported under ``data.source``;
+    - ``resolve_init(model.init)`` (if given and init is set) succeeds; a
+      ``LookupError`` it raises is reported under ``model.init``. Without
+      ``resolve_init``, an init that is a ``.pt`` path must exist.
+
+    Several problems raise :class:`PresetErrors`.
+    """
+    errors: list[PresetError] = []
+    source = preset.data.source
+    path = data_source_path(source)
+    if path is not None:
+        if path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
+            # a folder (id_prop.csv), a CSV or an ase-readable file: its format must be known and readable
+            errors += _check_other_source(preset, path)
+        elif not path.is_file():
+            errors.append(preset.error("data.source", missing_data_message(source, path)))
+        elif read_columns is not None:
+            try:
+                columns = list(read_columns(path))
+            except (ValueError, OSError) as exc:
+                errors.append(preset.error("data.source", f"{show_value(source)}: {exc}"))
+            else:
+                target = preset.data.target
+                data_cols = [c for c in columns if c != "structure"]
+                if target not in data_cols:
+                    shown = ", ".join(str(c) for c in data_cols) or "none"
+                    errors.append(
+                        preset.error(
+                            "data.target",
+                            f"column {show_value(target)} is not in {show_value(source)} (target columns: {shown})",
+                        )
+                    )
+    test_source = preset.data.test_source
+    if test_source:
+        tpath = Path(test_source).expanduser()
+        if not tpath.exists():
+            where = "" if tpath.is_absolute() else f" (looked in {Path.cwd()})"
+            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} not found{where}"))
+    init = preset.model.init
+    if init:
+        if resolve_init is not None:
+            try:
+                resolve_init(init)
+            except LookupError as exc:
+                msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+                errors.append(preset.error("model.init", msg))
+        elif init.endswith(".pt") and not Path(init).expanduser().is_file():
+            errors.append(preset.error("model.init", f"checkpoint file {show_value(init)} not found"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise PresetErrors(errors)
