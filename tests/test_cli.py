@@ -147,6 +147,9 @@ def test_interrupt_gives_130_and_resume_finishes(proj):
     last = json.loads((proj / "checkpoints" / run_dir.name / "last.json").read_text())
     done = last["epoch"]  # the signal may land while epoch 1's checkpoints are written: then last.pt is epoch 0
     assert done >= 0
+    # the interrupted line says how to continue (issue 22)
+    (line,) = [ln for ln in err.splitlines() if ln.startswith(f"run {run_dir.name} interrupted:")]
+    assert "last.pt" in line and line.endswith(f"continue with: tui-ft resume {run_dir.name}")
     res = subprocess.run([sys.executable, "-m", "tui_ft", "resume", run_dir.name, "--plain"], cwd=proj, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

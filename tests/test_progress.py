@@ -45,12 +45,13 @@ def test_reporter_throttles_keeps_order_and_ends_once():
     from tui_ft.core.common.progress import ProgressReporter
 
     got: list[Progress] = []
-    rep = ProgressReporter(got.append, "r", "graphs", interval=3600)
+    ticks = iter(range(10**6))
+    rep = ProgressReporter(got.append, "r", "graphs", interval=3600, clock=lambda: next(ticks) / 100)
     for d in range(0, 1001):
         rep(d, 1000)
     rep(1000, 1000)  # a repeated last call is not a second final event
     assert [(e.done, e.total) for e in got] == [(0, 1000), (1000, 1000)]
-    assert got[0].rate is None and got[-1].rate > 0
+    assert got[0].rate is None and got[-1].rate == pytest.approx(100.0)  # 1000 items in 10 s
 
     # from several threads (feature extraction on worker threads): still in order, one final
     got.clear()
@@ -75,6 +76,34 @@ def test_reporter_throttles_keeps_order_and_ends_once():
     for d in (0, 5, 3, 7, 10):
         rep2(d, 10)
     assert [e.done for e in rep2_got] == [0, 5, 7, 10]
+
+
+def test_no_rate_until_the_stage_has_run_a_while():
+    """Issue 22: the first event of a stage often comes with items already done (a batch of
+    graphs, a batch of predictions): no rate over its few microseconds (``50/240
+    (50000000000/s)``), and those items are not counted in the rate later."""
+    from tui_ft.core.common.progress import MIN_RATE_S, ProgressReporter
+
+    got: list[Progress] = []
+    now = [100.0]
+    rep = ProgressReporter(got.append, "r", "graphs", interval=0, clock=lambda: now[0])
+    rep(50, 240)
+    now[0] += 1e-6
+    rep(100, 240)
+    now[0] = 100.0 + MIN_RATE_S / 2
+    rep(150, 240)
+    now[0] = 102.0
+    rep(240, 240)
+    assert [e.rate for e in got[:3]] == [None, None, None]
+    assert [e.describe() for e in got[:3]] == ["graphs 50/240", "graphs 100/240", "graphs 150/240"]
+    assert got[-1].rate == pytest.approx((240 - 50) / 2.0)
+    assert got[-1].describe() == "graphs 240/240 (95/s)"
+    # a stage that ends at once has no rate at all
+    quick: list[Progress] = []
+    rep = ProgressReporter(quick.append, "r", "predict", interval=0, clock=lambda: 5.0)
+    rep(32, 240)
+    rep(240, 240)
+    assert [e.describe() for e in quick] == ["predict 32/240", "predict 240/240"]
 
 
 def test_plain_output_and_dashboard_log_show_the_same_few_milestones(capsys):

@@ -25,7 +25,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft predict CKPT INPUT... --out preds.csv   predictions for any data source or structure files
   tui-ft export CKPT OUT.pt           a file chgnet's CHGNet.from_file loads
   tui-ft runs | checkpoints           list runs / the checkpoint library (runs --format csv|json)
-  tui-ft history RUN --format csv     a run's metrics, one row per epoch
+  tui-ft history RUN|PRESET           a run's metrics, one row per epoch (--format table|csv|json)
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
 
@@ -39,6 +39,10 @@ from tui_ft.printer import Printer, make_printer  # noqa: E402,F401 - the run di
 from tui_ft.printer import err as _err  # noqa: E402
 from tui_ft.printer import out as _out  # noqa: E402
 from tui_ft.printer import silence as _silence  # noqa: E402,F401
+
+
+PLAIN_HELP = "one plain line per epoch even on a terminal (no live progress bar)"
+DEVICE_HELP = "auto (default: CUDA when available), cpu or cuda"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --preset/run: start the run in its own session, print its id and log file, and return",
     )
     ap.add_argument("--run-id", metavar="ID", help=argparse.SUPPRESS)  # the dashboard allocates ids
-    ap.add_argument("--plain", action="store_true", help="one plain line per epoch even on a terminal")
+    ap.add_argument("--plain", action="store_true", help=PLAIN_HELP)
     ap.add_argument("--jobs", type=int, default=1, metavar="N", help="a [sweep] preset: N trials at a time (default 1)")
     ap.add_argument("--gpus", metavar="0,1", help="a [sweep] preset: local GPUs, one trial per device")
     ap.add_argument("--executor", choices=["local", "slurm"], help="a [sweep] preset: local processes (default) or Slurm (submitit, [cluster] table)")
@@ -69,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     # a subcommand's options default to SUPPRESS: unset, they must not overwrite the
     # same option given before the subcommand (`tui-ft --plain run x.toml`)
     r = sub.add_parser("run", help="run a preset or plan headless (same as --preset)")
-    r.add_argument("file")
-    r.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
+    r.add_argument("file", help="a preset or plan TOML file (e.g. presets/demo.toml)")
+    r.add_argument("--plain", action="store_true", default=argparse.SUPPRESS, help=PLAIN_HELP)
     r.add_argument("--detach", action="store_true", default=argparse.SUPPRESS, help="start it in the background")
     r.add_argument("--run-id", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
     r.add_argument("--jobs", type=int, default=argparse.SUPPRESS, metavar="N", help="a [sweep] preset: N trials at a time")
@@ -78,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "slurm"], default=argparse.SUPPRESS, help="a [sweep] preset: local or slurm")
 
     rs = sub.add_parser("resume", help="continue an interrupted or killed run from its last completed epoch")
-    rs.add_argument("run_id")
-    rs.add_argument("--plain", action="store_true", default=argparse.SUPPRESS)
+    rs.add_argument("run_id", help="the run to continue, as `tui-ft runs` lists it (its folder under logs/)")
+    rs.add_argument("--plain", action="store_true", default=argparse.SUPPRESS, help=PLAIN_HELP)
 
     ev = sub.add_parser("eval", help="MAE of a checkpoint on a data source (its own test rows on its own data)")
     ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
@@ -87,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", default=None, help="target (default: the checkpoint's own)")
     ev.add_argument("--rows", default="auto", choices=["auto", "test", "all"],
                     help="auto (default): the checkpoint's test rows on its own data, else all rows")
-    ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--batch-size", type=int, default=32, help="structures per forward pass (default 32)")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
 
     mb = sub.add_parser("matbench", help="run a preset or plan on the Matbench folds as a study (mean ± std, results.json.gz)")
-    mb.add_argument("file", metavar="PRESET_OR_PLAN")
+    mb.add_argument("file", metavar="PRESET_OR_PLAN", help="a preset or plan TOML file; its data.fold is replaced by each fold")
     mb.add_argument("--folds", default="0-4", help="folds to run: 0-4 (default), 3, 0,2,4")
     mb.add_argument("--jobs", type=int, help="folds at a time (local: default 1, or one per --gpus device; slurm: all)")
     mb.add_argument("--gpus", help="local GPUs, one fold per device: 0,1,2,3")
@@ -103,22 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a data source, a structure file or a folder of them")
     pr.add_argument("--out", help="CSV file to write (default: stdout)")
     pr.add_argument("--target", default=None, help="target column/key read from the input (default: the checkpoint's)")
-    pr.add_argument("--format", default=None, choices=["matbench", "idprop", "ase", "csv", "structures"])
-    pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pr.add_argument("--format", default=None, choices=["matbench", "idprop", "ase", "csv", "structures"],
+                    help="how to read the inputs (default: told from each path)")
+    pr.add_argument("--batch-size", type=int, default=32, help="structures per forward pass (default 32)")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
 
     exp = sub.add_parser("export", help="write a checkpoint as a file chgnet's CHGNet.from_file loads")
     exp.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
     exp.add_argument("out", help="file to write, e.g. model.pt")
 
     ru = sub.add_parser("runs", help="list runs found under logs/")
-    ru.add_argument("--format", default="table", choices=["table", "csv", "json"], help="csv/json: all columns")
+    ru.add_argument("--format", default="table", choices=["table", "csv", "json"],
+                    help="csv/json: all columns, times in ISO 8601 (json: also as seconds since 1970)")
     hi = sub.add_parser("history", help="a run's metrics, one row per epoch")
-    hi.add_argument("run_id")
-    hi.add_argument("--format", default="csv", choices=["csv", "json"])
+    hi.add_argument("run_id", metavar="RUN",
+                    help="a run id, a preset name (its newest run), RUN@best / PRESET@best (the run of that "
+                         "checkpoint) or the start of one run id")
+    hi.add_argument("--format", default=None, choices=["table", "csv", "json"],
+                    help="table (default on a terminal), csv (default otherwise) or json; times in ISO 8601")
     sub.add_parser("sweeps", help="list hyperparameter sweeps (Optuna studies under logs/.sweeps/)")
     sw = sub.add_parser("sweep", help="a sweep's trials, or its best preset as TOML (--best)")
-    sw.add_argument("name")
+    sw.add_argument("name", help="the sweep's name, as `tui-ft sweeps` lists it")
     sw.add_argument("--best", action="store_true", help="print the best trial's preset as TOML, ready to save and run")
     ck = sub.add_parser("checkpoints", help="list the checkpoint library")
     # its own dest: the top-level --preset (run a file) must not see it
@@ -127,13 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data files")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     f = dsub.add_parser("fetch", help="download a Matbench dataset through matminer into data/")
-    f.add_argument("name", nargs="?", default="matbench_mp_e_form")
+    f.add_argument("name", nargs="?", default="matbench_mp_e_form", help="the Matbench task (default matbench_mp_e_form)")
     f.add_argument("--dest", help="folder (default: data/)")
     dsub.add_parser("demo", help="build the offline demo dataset and print its path")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; its exit code.
+
+    A listing read by ``| head`` (``runs``, ``history``, ``checkpoints``, ``sweeps``,
+    ``predict`` to stdout, ...) stops quietly with exit 0 when its reader goes away, as
+    ``git log | head`` does: the rest of stdout goes to /dev/null, so neither the
+    command nor Python's flush at exit raises ``BrokenPipeError`` (Python's note on
+    SIGPIPE: https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+    """
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # inside the try: what is still buffered meets the closed pipe here
+    except BrokenPipeError:
+        _silence("stdout")
+        return EXIT_OK
+    return rc
+
+
+def _main(argv: list[str] | None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.version:

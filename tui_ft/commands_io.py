@@ -175,6 +175,8 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
         _err(str(exc))
         return EXIT_USAGE
     progress.close()
+    for w in res.warnings:
+        _err(f"[warning] {w}")
     if res.rows:
         if out:
             write_csv(res, out)
@@ -187,12 +189,26 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     where = f" -> {out}" if out and res.rows else ""
     mae = res.mae
     extra = f", MAE {mae:.4f}{' ' + res.unit if res.unit else ''} on the {sum(r.target is not None for r in res.rows)} with targets" if mae is not None else ""
+    if extra and res.warnings:
+        extra += " (training rows included: not a test MAE)"
     _err(f"predicted {len(res.rows)} of {total} structures{where} ({res.seconds:.1f}s){extra}"
          + (f"; {len(res.failures)} failed" if res.failures else ""))
     return EXIT_FAILED if res.failures else EXIT_OK
 
 
 # ---------------------------------------------------------------- metrics out
+
+
+TIME_KEYS = ("time", "started", "updated")  # seconds since 1970: ISO 8601 in CSV and tables
+
+
+def iso_time(t: float | None) -> str:
+    """``1796170847.66`` -> ``2026-12-01T14:20:47+01:00`` (local time with its offset; "" for None)."""
+    from datetime import datetime
+
+    if t is None or not isinstance(t, (int, float)) or not math.isfinite(t):
+        return ""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def _run_row(s) -> dict:
@@ -204,8 +220,17 @@ def _run_row(s) -> dict:
 
 
 def _write_rows(rows: list[dict], fmt: str) -> None:
+    """Rows as JSON (times as numbers, with ``<key>_iso`` beside them) or CSV (times in ISO 8601)."""
     if fmt == "json":  # NaN/inf are not JSON: null
-        print(json.dumps(_nan_to_none(rows), indent=2, allow_nan=False, default=str))
+        out = []
+        for r in _nan_to_none(rows):
+            row = {}
+            for k, v in r.items():
+                row[k] = v
+                if k in TIME_KEYS:
+                    row[f"{k}_iso"] = iso_time(v) or None
+            out.append(row)
+        print(json.dumps(out, indent=2, allow_nan=False, default=str))
         return
     cols: list[str] = []
     for r in rows:
@@ -213,7 +238,7 @@ def _write_rows(rows: list[dict], fmt: str) -> None:
     w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if v is None else v for k, v in r.items()})
+        w.writerow({k: iso_time(v) if k in TIME_KEYS else "" if v is None else v for k, v in r.items()})
 
 
 def _nan_to_none(rows: list[dict]) -> list[dict]:
@@ -228,16 +253,51 @@ def cmd_runs_export(fmt: str) -> int:
     return EXIT_OK
 
 
-def cmd_history(run_id: str, fmt: str) -> int:
-    """A run's epochs, one row each (``tui-ft history RUN --format csv|json``)."""
-    from tui_ft.core.common.paths import Paths
-    from tui_ft.core.library.runs import summarize
+def _num(x, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
-    d = Paths.default().run_log_dir(run_id)
-    if not (d / "events.jsonl").is_file():
-        _err(f"{run_id}: no such run (no {d / 'events.jsonl'})")
+
+def history_table(s) -> list[str]:
+    """A run's epochs as the lines of a table (``tui-ft history`` on a terminal): a caption
+    naming the run, its status and the MAEs' unit, a header, one line per epoch."""
+    from tui_ft.core.common.units import with_unit
+
+    unit = next((e.unit for e in reversed(s.history) if getattr(e, "unit", "")), "")
+    test = f", test MAE {with_unit(f'{s.test_mae:.4f}', unit)}" if s.test_mae is not None else ""
+    lines = [f"run {s.run_id} (preset {s.preset_name}, {s.status}{test}); MAEs in {unit or 'the target unit'}"]
+    lines.append(f"{'epoch':>5} {'val_mae':>9} {'train_mae':>9} {'best':>9} {'at':>4} {'lr':>9} {'seconds':>8}  time")
+    for e in s.history:
+        lines.append(f"{e.epoch:>5} {_num(e.val_mae, '.4f'):>9} {_num(e.train_mae, '.4f'):>9} "
+                     f"{_num(e.best_val_mae, '.4f'):>9} {e.best_epoch:>4} {_num(e.lr, '.2e'):>9} "
+                     f"{_num(e.seconds, '.1f'):>8}  {iso_time(e.time)}")
+    if not s.history:
+        lines.append("(no epoch finished yet)")
+    return lines
+
+
+def cmd_history(run: str, fmt: str | None = None) -> int:
+    """A run's epochs, one row each (``tui-ft history RUN [--format table|csv|json]``).
+
+    ``run``: a run id, a preset name (its newest run), ``RUN@best`` / ``PRESET@best`` or the
+    start of one run id (:func:`tui_ft.core.library.runs.resolve_run`). ``fmt`` None: a table on a
+    terminal, CSV otherwise.
+    """
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.library.runs import resolve_run, summarize
+
+    paths = Paths.default()
+    try:
+        run_id, how = resolve_run(run, paths)
+    except LookupError as exc:
+        _err(str(exc))
         return EXIT_USAGE
-    s = summarize(d, warn=_err)
+    if how:
+        _err(f"{run}: run {run_id} ({how})")
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    s = summarize(paths.run_log_dir(run_id), warn=_err)
+    if fmt == "table":
+        print("\n".join(history_table(s)))
+        return EXIT_OK
     rows = []
     for e in s.history:
         row = {k: v for k, v in asdict(e).items() if k != "run_id"}

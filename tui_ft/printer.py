@@ -67,12 +67,14 @@ class Printer:
     def show(self, ev) -> None:
         """One line per event, the same text the dashboard's log shows (``describe``):
         results on stdout, progress and problems on stderr."""
-        from tui_ft.core.common.events import EpochEnd, Message, Progress, RunFailed, describe
+        from tui_ft.core.common.events import EpochEnd, Message, Progress, RunFailed, RunInterrupted, describe
 
         if isinstance(ev, Progress):
             self._show_progress(ev)
             return
         line = describe(ev)
+        if isinstance(ev, RunInterrupted):
+            line = resume_hint(ev, line)
         if isinstance(ev, RunFailed):
             self.failed_shown = True
         if isinstance(ev, Message) and self.status is not None:
@@ -144,6 +146,16 @@ class Printer:
                 self.status.stop()
             except OSError:
                 self._drop_console()
+
+
+def resume_hint(ev, line: str) -> str:
+    """The ``run_interrupted`` line with how to continue, when a last.pt was saved:
+    ``run R interrupted: ...; last.pt (epoch 1) saved; continue with: tui-ft resume R``
+    (not for a sweep trial stopped by its pruner: that run is done)."""
+    msg = ev.message or ""
+    if line is None or "last.pt" not in msg or "nothing to resume" in msg or "pruner" in msg:
+        return line
+    return f"{line}; continue with: tui-ft resume {ev.run_id}"
 
 
 def make_printer(plain: bool) -> Printer:

@@ -1,4 +1,9 @@
-"""Atomic file writes: write a temp file in the same folder, fsync, rename."""
+"""Atomic file writes: write a temp file in the same folder, fsync, rename.
+
+The file gets the mode an ordinary ``open(path, "w")`` would give it (``0o666`` less
+the umask), not ``mkstemp``'s owner-only ``0o600``: an exported model, a checkpoint or
+a predictions file is readable by the group where the user's umask says so.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,29 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it
+    (``/proc/self/status`` on Linux); elsewhere set-and-restore under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # pragma: no cover - not Linux
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permission bits a new file gets: ``0o666 & ~umask``."""
+    return 0o666 & ~_umask()
+
 
 def atomic_write(path: Path | str, writer: Callable[[Any], None], *, binary: bool = True) -> None:
     """Call ``writer(fileobj)`` on a temp file beside ``path``, then rename it over ``path``.
@@ -21,6 +49,10 @@ def atomic_write(path: Path | str, writer: Callable[[Any], None], *, binary: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp makes it 0o600 whatever the umask
+        except (AttributeError, OSError):  # pragma: no cover - no fchmod (Windows) or a file system without modes
+            pass
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             writer(fh)
             fh.flush()

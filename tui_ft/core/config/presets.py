@@ -348,15 +348,20 @@ class FinetuneCfg(_Table):
         return hash((self.mode, self.refit_atomref, self.backbone_lr, tuple(self.lr_factors.items()), self.unfreeze_every))
 
 
+# the defaults of optim.lr by finetune.mode (filled in by Preset._defaults_by_mode): the shipped
+# presets' values, a fresh readout head learns at 1e-3, a pretrained backbone needs 1e-4
+DEFAULT_LR: dict[str, float] = {"head": 1e-3, "full": 1e-4}
+
+
 class OptimCfg(_Table):
     optimizer: Optimizer = "adam"
-    lr: _num(gt=0.0, le=1.0)
+    lr: _num(gt=0.0, le=1.0)  # default DEFAULT_LR[finetune.mode] in a preset
     weight_decay: _num(ge=0.0, le=1.0) = 0.0
     scheduler: Scheduler = "none"
 
 
 class TrainCfg(_Table):
-    epochs: _int(1, 10000)
+    epochs: _int(1, 10000) = 10
     batch_size: _int(1, 4096) = 16
     patience: _int(0) = 0
     device: _text(_device) = "auto"
@@ -428,8 +433,8 @@ class Preset(_Table):
     data: DataCfg
     model: ModelCfg = ModelCfg()
     finetune: FinetuneCfg
-    optim: OptimCfg
-    train: TrainCfg
+    optim: OptimCfg  # may be left out: optim.lr then follows finetune.mode (DEFAULT_LR)
+    train: TrainCfg = TrainCfg()
     cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
     sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
     log: LogCfg = LogCfg()
@@ -446,6 +451,18 @@ class Preset(_Table):
             if isinstance(init, str):
                 d = {**d, "finetune": {**d["finetune"], "refit_atomref": init == ""}}
         return d
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_by_mode(cls, d: Any) -> Any:
+        """``[optim]`` may be left out, and ``optim.lr`` defaults to ``DEFAULT_LR`` of
+        ``finetune.mode`` (a mode that is missing or wrong is reported, not a missing lr)."""
+        if not isinstance(d, dict) or not isinstance(d.get("optim", {}), dict) or "lr" in d.get("optim", {}):
+            return d
+        ft = d.get("finetune")
+        mode = ft.get("mode") if isinstance(ft, dict) else None
+        lr = DEFAULT_LR.get(mode, DEFAULT_LR["head"]) if isinstance(mode, str) else DEFAULT_LR["head"]
+        return {**d, "optim": {**d.get("optim", {}), "lr": lr}}
 
     @property
     def path(self) -> str | None:

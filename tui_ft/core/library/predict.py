@@ -43,6 +43,7 @@ class PredictResult:
     target: str = ""
     unit: str = ""
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # e.g. the input is the checkpoint's training data
 
     @property
     def has_targets(self) -> bool:
@@ -153,6 +154,7 @@ def predict(
     per_atom = bool(((meta.get("preset") or {}).get("data") or {}).get("per_atom", False))
     ds = read_inputs(source_or_paths, target, format=format, per_atom=per_atom)
     want = list(range(len(ds))) if rows is None else [int(r) for r in rows]
+    warnings = [] if rows is not None else training_data_warnings(meta, ds, target)
     dev = pick_device(device)
     model = model.to(dev).eval()
 
@@ -196,8 +198,22 @@ def predict(
     if not isinstance(unit, str):
         unit = default_unit(target, meta.get("data_source"))
     return PredictResult(
-        out_rows, [(ids[i], failures[i]) for i in sorted(failures)], target, unit, time.perf_counter() - t0
+        out_rows, [(ids[i], failures[i]) for i in sorted(failures)], target, unit, time.perf_counter() - t0, warnings
     )
+
+
+def training_data_warnings(meta: dict[str, Any], ds: Dataset, target: str) -> list[str]:
+    """``[warning]`` when ``ds`` is the data the checkpoint was trained on (as ``eval`` tells it:
+    :func:`own_test_rows`), so an MAE over all its rows includes training and validation rows."""
+    d = (meta.get("preset") or {}).get("data") or {}
+    if target != d.get("target", target):
+        return []
+    test_rows = own_test_rows(meta, ds)
+    if test_rows is None:
+        return []
+    return [(f"{ds.path} is the checkpoint's training data: its training and validation rows are among these "
+             f"predictions, so an MAE over them is not a test MAE (eval scores only its {len(test_rows)} test "
+             "rows by default)")]
 
 
 def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> list[int] | None:

@@ -50,3 +50,43 @@ def list_runs(paths: Paths | None = None, *, warn=None) -> list[RunSummary]:
     out = [summarize(d, warn=warn) for d in dirs]
     out.sort(key=lambda s: (s.started or 0.0, s.run_id), reverse=True)
     return out
+
+
+def resolve_run(name: str, paths: Paths | None = None) -> tuple[str, str]:
+    """A run named the way checkpoints are (``Library.resolve_ref``): ``(run_id, how)``.
+
+    In order: a run id (a folder under ``logs/`` with an ``events.jsonl``); a preset
+    name (its newest run, whatever its status); ``RUN@best`` / ``PRESET@best`` /
+    ``...@last`` (the run that saved that checkpoint, through ``Library.resolve_ref``);
+    the start of exactly one run id. ``how`` says which ("" for a run id). Raises
+    ``LookupError`` saying what was looked for.
+    """
+    from tui_ft.core.common.paths import UnsafeName, safe_component
+
+    paths = paths or Paths.default()
+    name = name.strip()
+    ref, at, _ = name.partition("@")
+    try:
+        safe_component("run", ref)
+    except UnsafeName as exc:
+        raise LookupError(f"run {name!r}: the name {exc.rule}") from None
+    if at:
+        from tui_ft.core.library.checkpoints import Library
+
+        ck = Library(paths=paths).resolve_ref(name)
+        if not (paths.run_log_dir(ck.run_id) / "events.jsonl").is_file():
+            raise LookupError(f"{name}: checkpoint {ck.path} is of run {ck.run_id}, which has no events under {paths.logs}")
+        return ck.run_id, f"the run of checkpoint {name}"
+    if (paths.run_log_dir(name) / "events.jsonl").is_file():
+        return name, ""
+    runs = [s for s in list_runs(paths) if (paths.run_log_dir(s.run_id) / "events.jsonl").is_file()]
+    mine = [s for s in runs if s.preset_name == name]
+    if mine:  # newest first
+        return mine[0].run_id, f"the newest of {len(mine)} run{'s' if len(mine) > 1 else ''} of preset {name}"
+    prefixed = [s.run_id for s in runs if s.run_id.startswith(name)]
+    if len(prefixed) == 1:
+        return prefixed[0], f"the one run whose id starts with {name}"
+    if prefixed:
+        shown = ", ".join(sorted(prefixed)[:5]) + (" ..." if len(prefixed) > 5 else "")
+        raise LookupError(f"{name}: ambiguous, it starts the run ids {shown}")
+    raise LookupError(f"{name}: no run or preset of that name under {paths.logs} (`tui-ft runs` lists them)")

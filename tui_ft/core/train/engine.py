@@ -87,15 +87,6 @@ from tui_ft.core.train.forward import FeatureCache, FeatureSet, FullForward, Hea
 from tui_ft.core.train.errors import Interrupted, Pruned, RunRefused, TrainingFailed  # noqa: E402
 
 
-
-
-
-
-
-
-
-
-
 @dataclass
 class RunResult:
     run_id: str
@@ -110,64 +101,10 @@ class RunResult:
 # ---------------------------------------------------------------- small helpers
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------- head on cached features
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------- one forward object per mode
-
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------- the run

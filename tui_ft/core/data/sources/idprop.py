@@ -8,7 +8,8 @@ with pymatgen's ``Structure.from_file`` (ase's reader as a fallback).
 
 Per-row problems (no structure file, a file that does not parse, several
 files for one id, a target that is not a number, a duplicate id) are recorded
-in the dataset's ``bad_rows`` with the line number and left out of every split;
+in the dataset's ``bad_rows`` with the line number (all of a row's problems, e.g.
+no structure file and a target that is not a number) and left out of every split;
 a line without exactly two fields stops the load with a :class:`DataError`
 naming the file and line. A first line whose target is not a number and whose
 id has no structure file is taken for a header and skipped.
@@ -99,14 +100,14 @@ def load(path: Path | str, target: str = "target", *, need_target: bool = True) 
             if k == 0 and file is None:
                 continue  # a header line
             y = None
-            if need_target:
-                problem = problem or str(exc)
+            if need_target:  # both problems of a row are said: the file and the target
+                problem = f"{problem}; {exc}" if problem else str(exc)
         structure = None
         if file is not None:
             used.add(file)
             try:
                 structure = read_structure(file)
             except ValueError as exc:
-                problem = problem or str(exc)
+                problem = f"{exc}; {problem}" if problem else str(exc)
         b.add(ident, structure, y, problem, where)
     return b.build(folder, target, hash_files(used, folder), need_target=need_target)
