@@ -37,7 +37,7 @@ def _ase_testdata() -> Path:
     return d
 
 
-def _si_dict(n_cells: int = 1) -> dict:
+def _si_dict() -> dict:
     from pymatgen.core import Lattice, Structure
 
     s = Structure(Lattice.cubic(5.43), ["Si"] * 8, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
