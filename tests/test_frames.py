@@ -1,4 +1,4 @@
-"""DFT frame readers (tui_ft.core.frames): one frame per format against numbers written out by hand,
+"""DFT frame readers (tui_ft.core.data.frames): one frame per format against numbers written out by hand,
 stress unit / sign / order conversions, bad frames, the pretrained CHGNet's stress against real VASP
 outputs, and the mlearn files in ../shared (skipped when absent; ``TUI_FT_SHARED`` names another folder).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui_ft.core.frames import (
+from tui_ft.core.data.frames import (
     ASE_ORDER, VASP_ORDER, FrameError, check_frames, detect_format, ev_a3_to_gpa, load_frames, need_labels,
     vasp_kbar_to_gpa, voigt_to_matrix,
 )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_ft.core.frames.frame import (
+from tui_ft.core.data.frames.frame import (
     Collector, Frame, FrameError, FrameSet, as_array, as_energy, hash_files, read_json, stress_matrix,
     structure_from_dict, vasp_kbar_to_gpa, VASP_ORDER,
 )

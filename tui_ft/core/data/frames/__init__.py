@@ -40,7 +40,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from tui_ft.core.frames.frame import (
+from tui_ft.core.data.frames.frame import (
     ASE_ORDER, LABELS, VASP_ORDER, Frame, FrameError, FrameSet, check_frames, ev_a3_to_gpa, frame_problem,
     need_labels, stress_matrix, vasp_kbar_to_gpa, voigt_to_matrix,
 )
@@ -56,15 +56,15 @@ __all__ = [
 
 def _reader(fmt: str):
     if fmt == "ase":
-        from tui_ft.core.frames import ase_files as mod
+        from tui_ft.core.data.frames import ase_files as mod
     elif fmt == "vasp":
-        from tui_ft.core.frames import vasp as mod
+        from tui_ft.core.data.frames import vasp as mod
     elif fmt == "mptrj":
-        from tui_ft.core.frames import mptrj as mod
+        from tui_ft.core.data.frames import mptrj as mod
     elif fmt == "mlearn":
-        from tui_ft.core.frames import mlearn as mod
+        from tui_ft.core.data.frames import mlearn as mod
     elif fmt == "asedb":
-        from tui_ft.core.frames import asedb as mod
+        from tui_ft.core.data.frames import asedb as mod
     else:
         raise FrameError(f"unknown frame format {fmt!r} (known: {', '.join(FORMATS)})")
     return mod.read

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tui_ft.core.frames.ase_files import frame_from_atoms
-from tui_ft.core.frames.frame import Collector, FrameError, FrameSet, hash_files
+from tui_ft.core.data.frames.ase_files import frame_from_atoms
+from tui_ft.core.data.frames.frame import Collector, FrameError, FrameSet, hash_files
 
 
 def _kind(name: str) -> str | None:

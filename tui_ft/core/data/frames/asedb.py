@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_ft.core.frames.ase_files import GROUP_KEYS, ID_KEYS, first_key, frame_from_atoms
-from tui_ft.core.frames.frame import Collector, FrameError, FrameSet, hash_files
+from tui_ft.core.data.frames.ase_files import GROUP_KEYS, ID_KEYS, first_key, frame_from_atoms
+from tui_ft.core.data.frames.frame import Collector, FrameError, FrameSet, hash_files
 
 
 def read(path: Path, *, energy_key: str = "energy", forces_key: str = "forces", stress_key: str = "stress",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from tui_ft.core.frames.frame import (
+from tui_ft.core.data.frames.frame import (
     Collector, Frame, FrameError, FrameSet, as_array, as_energy, atoms_to_structure, ev_a3_to_gpa, hash_files,
     stress_matrix,
 )
