@@ -1,6 +1,6 @@
 """A loss that becomes NaN or inf ends the run cleanly.
 
-``tui_ft.core.train.engine._loss_fn`` is patched so that the loss turns NaN/inf from a
+``tui_ft.core.train.property_task._loss_fn`` is patched so that the loss turns NaN/inf from a
 given epoch on; the real CLI (``tui_ft.cli.main``, in-process) must then exit 1
 with one clear ``run ... failed: ...`` line and no traceback, the events end in
 ``run_failed`` naming the epoch, and ``best.pt`` (from before the divergence)
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tui_ft import cli
-from tui_ft.core.train import engine
+from tui_ft.core.task import property as property_task
 from tui_ft.core.data.demo import build_demo_dataset
 from tui_ft.core.common.events import EpochEnd, Message, RunFailed, RunFinished, read_events
 from tui_ft.core.library.checkpoints import Library, load_checkpoint
@@ -26,7 +26,7 @@ from tui_ft.core.library.runs import summarize
 
 @pytest.mark.parametrize("bad, fail_at", [(math.nan, 2), (math.inf, 1)], ids=["nan-epoch2", "inf-epoch1"])
 def test_nonfinite_loss_fails_run_keeps_best(bad, fail_at, project, demo_preset, monkeypatch, capsys, fault_report):
-    real = engine._loss_fn
+    real = property_task._loss_fn
     epochs_seen = []
 
     def poisoned_loss_fn(name):
@@ -36,7 +36,7 @@ def test_nonfinite_loss_fails_run_keeps_best(bad, fail_at, project, demo_preset,
             return fn
         return lambda pred, target: fn(pred, target) + bad
 
-    monkeypatch.setattr(engine, "_loss_fn", poisoned_loss_fn)
+    monkeypatch.setattr(property_task, "_loss_fn", poisoned_loss_fn)
     preset = demo_preset("diverge", epochs=4, batch_size=16)
     rc = cli.main(["--preset", str(preset), "--plain"])
     out, err = capsys.readouterr()
@@ -98,7 +98,7 @@ def test_nonfinite_loss_in_full_mode_with_the_batch_split_fails_run_keeps_best(
 ):
     """The split path calls ``loss_fn(pred, target, reduction="sum")`` per part; NaN there ends the run the same way."""
     monkeypatch.setenv("TUI_FT_CPU_WORKERS", "2")
-    real = engine._loss_fn
+    real = property_task._loss_fn
     calls = []
 
     def poisoned_loss_fn(name):
@@ -108,7 +108,7 @@ def test_nonfinite_loss_in_full_mode_with_the_batch_split_fails_run_keeps_best(
             return fn
         return lambda pred, target, **kw: fn(pred, target, **kw) + math.nan
 
-    monkeypatch.setattr(engine, "_loss_fn", poisoned_loss_fn)
+    monkeypatch.setattr(property_task, "_loss_fn", poisoned_loss_fn)
     preset = demo_preset("diverge_full", epochs=3, batch_size=8)
     text = preset.read_text(encoding="utf-8")
     text = text.replace('mode = "head"', 'mode = "full"').replace("fraction = 1.0", "fraction = 0.25\ntest_limit = 16")

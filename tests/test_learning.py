@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_ft.core.train import engine
+from tui_ft.core.task import property as property_task
 from tui_ft.core.train.engine import run_training
 from tui_ft.core.common.events import EpochEnd
 from tui_ft.core.common.paths import Paths
@@ -85,13 +85,13 @@ def _run(preset):
 
 
 def _flip_loss_sign(monkeypatch):
-    real = engine._loss_fn
+    real = property_task._loss_fn
 
     def flipped(name):
         fn = real(name)
         return lambda pred, target, **kw: -fn(pred, target, **kw)
 
-    monkeypatch.setattr(engine, "_loss_fn", flipped)
+    monkeypatch.setattr(property_task, "_loss_fn", flipped)
 
 
 @pytest.mark.slow

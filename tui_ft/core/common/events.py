@@ -142,7 +142,19 @@ class EpochEnd(Event):
     best_epoch: int
     n_structures: int = 0
     unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
+    # every named metric of the epoch (tui_ft.core.task.metrics names them and their units);
+    # None in runs written before tasks: their metrics are train_mae / val_mae (:meth:`named`)
+    metrics: dict[str, float] | None = None
     tone: ClassVar[str] = "epoch"
+
+    def named(self) -> dict[str, float]:
+        """The epoch's metrics by name; for runs from before tasks, from train_mae / val_mae."""
+        if self.metrics:
+            return dict(self.metrics)
+        out = {"val_mae": self.val_mae}
+        if self.train_mae is not None:
+            out["train_mae"] = self.train_mae
+        return out
 
     def describe(self) -> str:
         tr = "-" if self.train_mae is None else f"{self.train_mae:.4f}"
@@ -180,6 +192,7 @@ class RunFinished(Event):
     stopped_early: bool = False
     unit: str | None = None  # the MAEs' unit ("" unknown, None: not recorded, runs before units)
     peak_gpu_mem_mb: float | None = None  # torch.cuda.max_memory_allocated on the run's GPU (rank 0 under DDP)
+    test_metrics: dict[str, float | None] | None = None  # every named test metric (None before tasks)
     tone: ClassVar[str] = "done"
 
     def describe(self) -> str:

@@ -19,7 +19,6 @@ Two modes:
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -44,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tui_ft.core.common.atomic import atomic_write_text, deferred_signals  # noqa: E402
-from tui_ft.core.data.dataset import GraphCache, resolve_source  # noqa: E402
+from tui_ft.core.data.dataset import GraphCache  # noqa: E402
 from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.common.events import (  # noqa: E402
     CheckpointSaved,
@@ -70,20 +69,20 @@ from tui_ft.core.library.checkpoints import (  # noqa: E402
     save_checkpoint,
 )
 from tui_ft.core.common.locks import LockHeld, RunLock  # noqa: E402
-from tui_ft.core.train.parallel import CpuDataParallel, plan_workers  # noqa: E402
+from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402
 from tui_ft.core.common.paths import Paths  # noqa: E402
-from tui_ft.core.train.precision import FP32, Precision, is_cuda, to_device  # noqa: E402
+from tui_ft.core.train.precision import FP32, Precision, is_cuda  # noqa: E402
 from tui_ft.core.config.presets import Preset, dump_preset, load_preset  # noqa: E402
-from tui_ft.core.data.sources import load_training_data, make_source_splits  # noqa: E402
-from tui_ft.core.data.sources import summary as source_summary  # noqa: E402
+from tui_ft.core.task import task_for  # noqa: E402
+from tui_ft.core.data.sources import make_source_splits  # noqa: E402
 from tui_ft.core.common.units import default_unit  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
-from tui_ft.core.train.setup import GROUPS, _Numbers, backbone_hash, configure_cpu, group_params, load_pretrained, model_from_payload, pick_device, seed_everything  # noqa: E402
+from tui_ft.core.train.setup import GROUPS, configure_cpu, group_params, load_pretrained, model_from_payload, pick_device, seed_everything  # noqa: E402
 from tui_ft.core.common.progress import ProgressReporter  # noqa: E402
-from tui_ft.core.train.forward import FeatureCache, FeatureSet, FullForward, HeadForward, _loss_fn, atomic_numbers, composition_rows, supports_feature_head  # noqa: E402
+from tui_ft.core.train.forward import FullForward, HeadForward  # noqa: E402
 from tui_ft.core.train.errors import Interrupted, Pruned, RunRefused, TrainingFailed  # noqa: E402
 
 
@@ -96,15 +95,6 @@ class RunResult:
     best_epoch: int | None = None
     history: list[EpochEnd] = field(default_factory=list)
     message: str = ""
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-# ---------------------------------------------------------------- head on cached features
-
-
-# ---------------------------------------------------------------- one forward object per mode
 
 
 # ---------------------------------------------------------------- the run
@@ -157,6 +147,7 @@ class Trainer:
         self.cpu_workers = 1
         self.dist = ctx.dist
         self.precision = FP32
+        self.task = task_for(self.p)  # what the model is trained to predict (tui_ft.core.task)
         d = self.p.data
         self.unit = d.unit if d.unit is not None else default_unit(d.target, d.source)
         self.n_held_out = 0  # rows at the end of self.ds from data.test_source
@@ -276,22 +267,8 @@ class Trainer:
         )
 
     def _load_data(self) -> None:
-        """The data (any format of tui_ft.core.data.sources) and its splits; the rows the source
-        could not use are reported once, by id, and left out of every split."""
-        d = self.p.data
-        path = resolve_source(d.source, self.paths)
-        test_path = resolve_source(d.test_source, self.paths) if d.test_source else None
-        self.say(f"reading {path}" + (f" (test rows from {test_path})" if test_path else ""))
-        fmt = None if d.format == "auto" else d.format
-        self.ds, self.n_held_out = load_training_data(
-            path, d.target, format=fmt, per_atom=d.per_atom, test_path=test_path
-        )
-        self.data_sha = self.ds.sha256
-        report = source_summary(self.ds)
-        if report:
-            self.say(report, "warning")
-            self.source_skipped = [self.ds.ids[r] for r in sorted(self.ds.bad_rows)]
-        self.splits = self._make_splits()
+        """The data and its splits (the task's reader; rows it cannot use are reported once)."""
+        self.task.load_data(self)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a process killed mid-write (only this run writes here)."""
@@ -338,7 +315,7 @@ class Trainer:
         if len(splits.train) == 0 or len(splits.val) == 0:
             raise TrainingFailed("no training or validation structures left after graph conversion")
         self.graphs = graphs
-        self.y = torch.tensor(ds.targets, dtype=torch.float32)
+        self.task.labels(self)
         return failed
 
     def _announce(self, failed: dict[int, str]) -> None:
@@ -352,52 +329,10 @@ class Trainer:
             )
         )
 
-    def _make_forward(self) -> HeadForward | FullForward:
-        """Head mode on cached frozen features where the model allows it, else the whole
-        model on graphs, with each batch split across CPU worker threads (tui_ft.core.train.parallel)."""
-        p, device = self.p, self.device
-        try:
-            workers, threads = plan_workers(p.train.batch_size, device)
-        except ValueError as exc:
-            raise TrainingFailed(str(exc)) from None
-        if self.dist.active:
-            self.say(self.dist.describe())
-        if p.finetune.mode == "head" and supports_feature_head(self.model):
-            fwd = HeadForward(self.model, self.dist.rank0_first(self._feature_sets), device)
-            fwd.precision = self.precision
-            return fwd
-        if self.dist.active or self.precision.mixed:
-            workers = 1  # one thread per DDP process; autocast does not reach CpuDataParallel's threads
-        if workers > 1:
-            self.dp = CpuDataParallel(self.model, workers, threads, flush_denormal=device == "cpu")
-            self.cpu_workers = workers
-            self.say(f"CPU: each batch split across {workers} worker threads ({threads} torch thread(s) each)")
-        fwd = FullForward(self.model, self.graphs, device, self.dp)
-        fwd.precision = self.precision
-        return fwd
+    def _make_forward(self):
+        """The task's forward object (head on cached features, or the model on graphs)."""
+        return self.task.make_forward(self)
 
-    def _feature_sets(self) -> dict[str, FeatureSet]:
-        """The frozen backbone's features of every split, from the cache or computed now."""
-        p, device, graphs, splits = self.p, self.device, self.graphs, self.splits
-        fc = FeatureCache(self.paths, backbone_hash(self.model), self.ds.sha256)
-        t = time.time()
-        fw, ft = plan_workers(max(p.train.batch_size, 32), device)  # same env, already validated
-        if self.dist.active or self.precision.mixed:
-            fw, ft = 1, ft
-        wanted = [int(r) for r in self.rows if int(r) in graphs]
-        feats = fc.get(self.model, wanted, graphs, p.train.batch_size, device, fw, ft, progress=self.progress("features"))
-        computed = f"computed the rest in {time.time() - t:.1f}s"
-        if fw > 1 and fc.hits < len(wanted):
-            computed += f" on {fw} worker threads"
-        self.say(f"frozen backbone features: {fc.hits} from cache, {computed}")
-        fsets = {}
-        for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-            fsets[name] = FeatureSet(
-                [feats[int(r)] for r in part],
-                composition_rows(graphs, part),
-                torch.tensor([float(atomic_numbers(graphs, int(r)).shape[0]) for r in part]),
-            )
-        return fsets
 
     def _resume(self, payload: dict[str, Any]) -> int:
         """Training state, optimizer and schedule from last.pt; returns the first epoch to train."""
@@ -448,9 +383,9 @@ class Trainer:
         self._bad_epochs = 0
         t = time.time()
         val0 = self._evaluate("val")
-        self._end_epoch(0, None, val0, time.time() - t, 0)
+        self._end_epoch(0, {}, val0, time.time() - t, 0)
         if self.on_epoch is not None:
-            self.on_epoch(0, val0)  # the pruners' starting point; nothing is pruned before an update
+            self.on_epoch(0, val0[self.task.selection])  # the pruners' starting point; nothing is pruned before an update
         return 1
 
     def _train_epochs(self, start_epoch: int) -> bool:
@@ -460,12 +395,12 @@ class Trainer:
             self.epoch = epoch
             self._apply_unfreeze(epoch)
             t = time.time()
-            train_mae, n = self._train_epoch(epoch)
-            val = self._evaluate("val")
+            train_m, n = self._train_epoch(epoch)
+            val_m = self._evaluate("val")
             if self.scheduler is not None:
                 self.scheduler.step()
-            stop = self._end_epoch(epoch, train_mae, val, time.time() - t, n)
-            reason = self.on_epoch(epoch, val) if self.on_epoch is not None else None
+            stop = self._end_epoch(epoch, train_m, val_m, time.time() - t, n)
+            reason = self.on_epoch(epoch, val_m[self.task.selection]) if self.on_epoch is not None else None
             if reason is not None:
                 raise Pruned(reason)
             if stop:
@@ -474,21 +409,14 @@ class Trainer:
         return self.epoch < p.train.epochs
 
     def _finish(self, t0: float, stopped_early: bool) -> RunResult:
-        """Test MAE of the best weights, test_predictions.csv, both checkpoints marked finished."""
+        """The task's test metrics of the best weights and its predictions file; both checkpoints marked finished."""
         self.dist.barrier()  # DDP: rank 0 has written best.pt
         best_payload = load_checkpoint(self.ckpt_dir / "best.pt")
         self.model.load_state_dict(best_payload["model_state"])
-        preds = self._predict("test", progress=self.progress("predict"))
-        test_idx = self.splits.test
-        test_mae = float((preds - self.y[test_idx]).abs().mean()) if len(test_idx) else None
+        res = self.task.test(self)
+        test_mae = res.value
         if not self.dist.writer:  # DDP: rank 0 writes the predictions and marks the checkpoints
             return RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
-        pred_path = self.log_dir / "test_predictions.csv"
-        with open(pred_path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "true", "pred"])
-            for r, pv in zip(test_idx.tolist(), preds.tolist()):
-                w.writerow([self.ds.ids[r], f"{float(self.ds.targets[r]):.6f}", f"{pv:.6f}"])
         last_payload = load_checkpoint(self.ckpt_dir / "last.pt") if (self.ckpt_dir / "last.pt").is_file() else None
         result = RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
         # marking both checkpoints finished and writing run_finished is one step: a
@@ -503,7 +431,8 @@ class Trainer:
             self.emit(
                 RunFinished(
                     self.ctx.run_id, test_mae=test_mae, best_epoch=self.best_epoch, best_val_mae=self.best_val,
-                    seconds=time.time() - t0, n_test=len(test_idx), predictions=str(pred_path),
+                    seconds=time.time() - t0, n_test=res.n_test, predictions=res.predictions,
+                    test_metrics=res.metrics,
                     stopped_early=stopped_early, peak_gpu_mem_mb=self._peak_gpu_mem_mb(),
                 )
             )
@@ -516,22 +445,9 @@ class Trainer:
             return None
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
-    # -- AtomRef
     def _refit_atomref(self) -> None:
-        """Least-squares fit of the per-element offsets to (target - rest of the model)."""
-        comp_model = self.model.composition_model
-        if comp_model is None:
-            self.say("model has no AtomRef composition model; refit skipped", "warning")
-            return
-        tr = self.splits.train
-        with torch.no_grad():
-            rest = self.forward.energy_without_atomref(tr, self._predict_batch_size())
-        resid = (self.y[tr] - rest).tolist()
-        # AtomRef.fit reads each item's atomic_number: read them from the packed store, one at a time
-        numbers = (_Numbers(atomic_numbers(self.graphs, int(r))) for r in tr)
-        comp_model.fit(numbers, resid)
-        comp_model.to(self.device)
-        self.say(f"AtomRef refit by least squares on {len(tr)} training targets")
+        """AtomRef refit by least squares on the training labels (the task knows which)."""
+        self.task.refit_atomref(self)
 
     # -- parameters, optimizer, schedule
     def _setup_trainable(self) -> None:
@@ -594,68 +510,25 @@ class Trainer:
     def _predict_batch_size(self) -> int:
         return max(self.p.train.batch_size, 32)
 
-    def _train_epoch(self, epoch: int) -> tuple[float, int]:
-        p = self.p
-        loss_fn = _loss_fn(p.train.loss)
-        tr = self.splits.train
-        gen = torch.Generator().manual_seed(p.train.seed * 100003 + epoch)
-        order = torch.randperm(len(tr), generator=gen).tolist()
-        bs = p.train.batch_size
-        self.model.train()
-        abs_err, n = 0.0, 0
-        dist = self.dist
-        for i in range(0, len(order), bs):
-            idx = dist.shard(order[i : i + bs])  # DDP: this rank's share of the global batch
-            target = to_device(self.y[tr[idx]], self.device)
-            if idx:
-                step_loss = dist.batch_loss(loss_fn, len(order[i : i + bs]))
-                pred, loss = self.forward.train_step(idx, [int(tr[j]) for j in idx], target, step_loss, self.optimizer)
-            else:  # DDP: a last global batch smaller than the world leaves this rank nothing
-                self.optimizer.zero_grad(set_to_none=True)
-                pred, loss = target, torch.zeros((), device=self.device)
-            loss = dist.reduce_grads([q for g in self.groups.values() for q in g], loss)  # DDP: summed over ranks
-            if not torch.isfinite(loss):  # checked before the step: the weights stay those of the last good batch
-                raise TrainingFailed(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
-                    f"(try a smaller optim.lr); {self._kept()}"
-                )
-            self.precision.step(self.optimizer)
-            abs_err += float((pred.detach() - target).abs().sum())
-            n += len(idx)
-            if self.ctx.on_batch is not None:
-                self.ctx.on_batch(epoch, n * dist.world_size, len(order))
-        if dist.active:
-            abs_err, n = dist.sum_floats(abs_err, n)
-            n = int(n)
-        return abs_err / max(n, 1), n
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], int]:
+        """One pass over the training split: (the task's training metrics, structures seen)."""
+        return self.task.train_epoch(self, epoch)
 
     def _predict(self, part: str, progress=None):
-        """Predictions for a split, in split order, none dropped; ``progress(done, total)`` per batch."""
-        rows = getattr(self.splits, part)
-        self.model.eval()
-        if self.dist.active:  # DDP: each rank predicts its positions; gathered in split order on every rank
-            pos = self.dist.positions(len(rows))
-            with torch.no_grad():
-                out = self.forward.predict(part, rows, self._predict_batch_size(), positions=pos)
-            mine = torch.cat(out) if out else torch.zeros(0)
-            return self.dist.gather_predictions(pos, mine, len(rows))
-        with torch.no_grad():
-            if progress is not None:
-                progress(0, len(rows))
-            out = self.forward.predict(part, rows, self._predict_batch_size(), progress=progress)
-        return torch.cat(out) if out else torch.zeros(0)
+        """The task's predictions for a split, in split order."""
+        return self.task.predict(self, part, progress=progress)
 
-    def _evaluate(self, part: str) -> float:
-        preds = self._predict(part)
-        mae = float((preds - self.y[getattr(self.splits, part)]).abs().mean())
-        if not math.isfinite(mae):
-            raise TrainingFailed(
-                f"{part} MAE became {mae} at epoch {self.epoch}: training diverged; {self._kept()}"
-            )
-        return mae
+    def _evaluate(self, part: str) -> dict[str, float]:
+        """The task's metrics on a split (a non-finite one fails the run as diverged)."""
+        return self.task.evaluate(self, part)
 
     # -- bookkeeping
-    def _end_epoch(self, epoch: int, train_mae: float | None, val: float, seconds: float, n: int) -> bool:
+    def _end_epoch(self, epoch: int, train_m: dict[str, float], val_m: dict[str, float], seconds: float,
+                   n: int) -> bool:
+        """Best/last checkpoints and the epoch's event: ``val_mae`` holds the task's selection
+        metric (for a property, the MAE), ``metrics`` every named metric of the epoch."""
+        val = val_m[self.task.selection]
+        train_mae = self.task.train_value(train_m) if train_m else None
         improved = val < self.best_val
         if improved:
             self.best_val, self.best_epoch = val, epoch
@@ -665,7 +538,7 @@ class Trainer:
         lr = float(self.optimizer.param_groups[-1]["lr"]) if self.optimizer else self.p.optim.lr
         ev = EpochEnd(
             self.ctx.run_id, epoch=epoch, train_mae=train_mae, val_mae=val, lr=lr, seconds=seconds,
-            best_val_mae=self.best_val, best_epoch=self.best_epoch, n_structures=n,
+            best_val_mae=self.best_val, best_epoch=self.best_epoch, n_structures=n, metrics={**train_m, **val_m},
         )
         self.history.append(ev)
         # epoch_end is written once both checkpoints of the epoch are: an epoch in events.jsonl

@@ -1,0 +1,65 @@
+"""The task seam: what the engine asks of a task, step by step of a run.
+
+A task owns what a model is trained to predict: how the data is read and its labels
+kept, which forward object runs CHGNet, how the loss is formed, which metrics are
+computed each epoch (named, each with its unit, see :mod:`tui_ft.core.task.metrics`),
+which of them "best" minimises (``selection``), and what the test predictions look
+like on disk. The engine (:mod:`tui_ft.core.train.engine`) calls, in order:
+
+``load_data(t)``        the dataset ``t.ds``, ``t.n_held_out``, ``t.data_sha``, ``t.splits``
+``labels(t)``           once the graphs are built: the labels of every row
+``make_forward(t)``     the object that runs the model on a batch (``t.forward``)
+``refit_atomref(t)``    AtomRef fitted to the training labels, before epoch 1
+``evaluate(t, part)``   ``{metric: value}`` on ``"val"`` (epoch 0 and after every epoch)
+``train_epoch(t, e)``   one pass over the training split: ``({metric: value}, structures)``
+``test(t)``             the best weights on the test split: a :class:`TestResult`
+
+``t`` is the :class:`~tui_ft.core.train.engine.Trainer` (preset ``t.p``, model,
+device, graphs, splits, optimizer, DDP ``t.dist``, ``t.say``). Adding a task is one
+module with one subclass, and a name in :func:`tui_ft.core.task.task_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TestResult:
+    value: float | None  # the selection metric's test counterpart (the run's test_mae)
+    metrics: dict[str, float | None] = field(default_factory=dict)  # every named test metric
+    predictions: str | None = None  # the predictions file (rank 0), None under DDP's other ranks
+    n_test: int = 0
+
+
+class Task:
+    name = "task"
+    selection = "val_mae"  # the validation metric whose lowest value is "best"
+
+    def load_data(self, t) -> None:
+        raise NotImplementedError
+
+    def labels(self, t) -> None:
+        raise NotImplementedError
+
+    def make_forward(self, t):
+        raise NotImplementedError
+
+    def refit_atomref(self, t) -> None:
+        raise NotImplementedError
+
+    def evaluate(self, t, part: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def train_epoch(self, t, epoch: int) -> tuple[dict[str, float], int]:
+        raise NotImplementedError
+
+    def predict(self, t, part: str, progress=None):
+        raise NotImplementedError
+
+    def test(self, t) -> TestResult:
+        raise NotImplementedError
+
+    def train_value(self, metrics: dict[str, float]) -> float | None:
+        """The training counterpart of the selection metric (``epoch_end.train_mae``)."""
+        return metrics.get("train_" + self.selection.removeprefix("val_"))
