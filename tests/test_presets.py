@@ -722,7 +722,9 @@ def test_sections_are_the_schema():
     full = p.with_changes({"finetune.mode": "full", "finetune.backbone_lr": 1e-5, "data.split": "random",
                            "data.format": "idprop", "data.per_atom": True, "data.test_fraction": 0.3,
                            "data.test_source": "t.json", "data.unit": "eV", "data.skip_bad_rows": True,
-                           "log.tensorboard": True})
+                           "log.tensorboard": True, "task.kind": "potential", "data.source": "frames.extxyz", "task.energy_weight": 1.0,
+                           "task.force_weight": 1.0, "task.stress_weight": 0.1, "task.magmom_weight": 0.0})
     assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS
     # fields added by issue 14 are written only when set: older presets keep their dump and hash
     assert "split" not in p.to_dict()["data"] and "log" not in p.to_dict()
+    assert "task" not in p.to_dict()  # a property preset (the default task) keeps its dump and hash

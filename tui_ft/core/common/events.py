@@ -157,6 +157,12 @@ class EpochEnd(Event):
         return out
 
     def describe(self) -> str:
+        from tui_ft.core.common.metrics import compact, is_potential
+
+        if is_potential(self.metrics):  # a potential: its named metrics, validation first
+            tr = compact(self.metrics, "train")
+            return (f"epoch {self.epoch:3d}  val {compact(self.metrics, 'val')}" + (f"  | train {tr}" if tr else "")
+                    + f"  lr {self.lr:.2e}  {self.seconds:6.1f}s  best {self.best_val_mae:.4g}@{self.best_epoch}")
         tr = "-" if self.train_mae is None else f"{self.train_mae:.4f}"
         return (
             f"epoch {self.epoch:3d}  val_mae {self.val_mae:.4f}  train_mae {tr:>6}  lr {self.lr:.2e}  "
@@ -196,8 +202,13 @@ class RunFinished(Event):
     tone: ClassVar[str] = "done"
 
     def describe(self) -> str:
-        tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}" + (f" {self.unit}" if self.unit else "")
+        from tui_ft.core.common.metrics import compact, is_potential
+
         gpu = "" if self.peak_gpu_mem_mb is None else f", peak GPU memory {self.peak_gpu_mem_mb:.0f} MiB"
+        if is_potential(self.test_metrics):
+            return (f"test {compact(self.test_metrics, 'test')}  (best epoch {self.best_epoch}, val {self.best_val_mae:.4g}, "
+                    f"{self.n_test} test frames, {self.seconds:.1f}s{gpu})  run {self.run_id}")
+        tm = "n/a" if self.test_mae is None else f"{self.test_mae:.4f}" + (f" {self.unit}" if self.unit else "")
         return (
             f"test_mae {tm}  (best epoch {self.best_epoch}, val_mae {self.best_val_mae:.4f}, "
             f"{self.n_test} test structures, {self.seconds:.1f}s{gpu})  run {self.run_id}"

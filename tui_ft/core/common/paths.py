@@ -204,6 +204,7 @@ def describe_root(cwd: Path | str | None = None) -> str:
 # ---------------------------------------------------------------- data sources
 
 DEMO_SOURCE = "demo"
+DEMO_POTENTIAL_SOURCE = "demo_potential"  # EMT-labelled frames for the potential task (data/demo_potential.py)
 MATBENCH_SOURCE = "matbench_mp_e_form"
 # Matbench regression tasks on structures (what CHGNet can fit), each accepted as
 # a data.source and downloaded by `tui-ft data fetch NAME` to data/NAME.json.gz.
@@ -219,7 +220,7 @@ MATBENCH_TASKS = (
     "matbench_perovskites",
     "matbench_phonons",
 )
-NAMED_SOURCES = (DEMO_SOURCE, *MATBENCH_TASKS)
+NAMED_SOURCES = (DEMO_SOURCE, DEMO_POTENTIAL_SOURCE, *MATBENCH_TASKS)
 
 
 def matbench_file(name: str, paths: Paths) -> Path:
@@ -232,7 +233,7 @@ def data_source_path(source: str, paths: Paths | None = None, *, base: Path | No
     data (built on first use), ``<root>/data/NAME.json.gz`` for a Matbench task,
     otherwise the path itself; a relative path is taken against ``base``
     (default: the current directory)."""
-    if source == DEMO_SOURCE:
+    if source in (DEMO_SOURCE, DEMO_POTENTIAL_SOURCE):
         return None
     if source in MATBENCH_TASKS:
         return matbench_file(source, paths or Paths.default())

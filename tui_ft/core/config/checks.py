@@ -99,6 +99,43 @@ def check_plan_runnable(plan: Any, *, paths: Paths | None = None) -> None:
         raise PresetErrors(errors)
 
 
+def potential_problems(preset) -> list[str]:
+    """A potential preset's frames, read before any run folder exists: a file that cannot be
+    read, a weight > 0 on a label the frames lack (at the weight's line), and frames with a
+    missing, misshapen or non-finite weighted label (file, frame, field), unless
+    ``data.skip_bad_rows``. Also the test file's, and enough frames for the splits."""
+    from tui_ft.core.data.dataset import DataError, resolve_source
+    from tui_ft.core.data.frames import FrameError, check_frames
+    from tui_ft.core.task.potential import FRAME_LABEL, read_frames, resolve_weights, weight_problems
+
+    d = preset.data
+    out: list[str] = []
+    try:
+        fs = read_frames(resolve_source(d.source), preset.task)
+        test = read_frames(resolve_source(d.test_source), preset.task) if d.test_source else None
+    except DataError as exc:
+        return [str(exc)]
+    for field, msg in weight_problems(preset.task, fs) + (weight_problems(preset.task, test) if test else []):
+        out.append(str(preset.error(field, msg)))
+    if out:
+        return out
+    weights = resolve_weights(preset.task, fs.labels(), len(fs))
+    need = {FRAME_LABEL[k] for k, w in weights.items() if w > 0}
+    if not need:
+        return [str(preset.error("task.energy_weight", "every target weight is 0: nothing to train"))]
+    for part in (fs, test) if test is not None else (fs,):
+        try:
+            kept = check_frames(part, need, skip_bad=d.skip_bad_rows)
+        except FrameError as exc:
+            out.append(str(exc) + ("" if d.skip_bad_rows else "; or set data.skip_bad_rows = true to train without them"))
+            continue
+        least = 2 if test is not None else 3  # training + validation (+ test when there is no test file)
+        if part is fs and len(kept) < least:
+            out.append(f"{fs.source}: only {len(kept)} usable frames; at least {least} are needed "
+                       f"(training, validation{'' if test is not None else ' and test'})")
+    return out
+
+
 def preflight(preset) -> list[str]:
     """Problems that stop a run before its folder is made, one message each:
 
@@ -112,6 +149,8 @@ def preflight(preset) -> list[str]:
 
     out = check_available(preset.log)
     d = preset.data
+    if preset.task.kind == "potential":
+        return out + potential_problems(preset)
     if d.source in ("demo", "matbench_mp_e_form"):
         return out
     from tui_ft.core.data.dataset import DataError, resolve_source

@@ -49,7 +49,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from tui_ft.core.common.paths import DEMO_SOURCE, MATBENCH_SOURCE, MATBENCH_TASKS, NAMED_SOURCES
+from tui_ft.core.common.paths import DEMO_POTENTIAL_SOURCE, DEMO_SOURCE, MATBENCH_SOURCE, MATBENCH_TASKS, NAMED_SOURCES
 from tui_ft.core.common.paths import data_source_path as _data_source_path
 from tui_ft.core.common.paths import missing_data_message
 from tui_ft.core.config.tomlfile import TomlFileError, line_of, locate_lines, parse_toml, read_text
@@ -265,7 +265,10 @@ Mode = Literal["head", "full"]
 Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
 LrGroup = Literal["embedding", "interaction", "readout"]
 DataFormat = Literal["auto", "matbench", "idprop", "ase", "csv"]
-SplitKind = Literal["matbench", "random"]
+SplitKind = Literal["matbench", "random", "group"]
+TaskKind = Literal["property", "potential"]
+FrameFormat = Literal["auto", "ase", "vasp", "mptrj", "mlearn", "asedb"]
+Selection = Literal["val_loss", "val_energy_mae", "val_force_mae", "val_stress_mae", "val_magmom_mae"]
 WandbMode = Literal["offline", "online", "disabled"]
 PRETRAINED_VERSIONS: tuple[str, ...] = get_args(Pretrained)
 LR_GROUPS: tuple[str, ...] = get_args(LrGroup)
@@ -312,6 +315,30 @@ class DataCfg(_Table):
     test_source: _text(_test_source) = ""  # a separate held-out test file (any format); overrides split
     unit: Optional[_text(_unit)] = None  # None: units.default_unit(target, source)
     skip_bad_rows: bool = False  # own data (not Matbench JSON): train without unusable rows instead of refusing
+
+
+class TaskCfg(_Table):
+    """``[task]``: what the model is trained to predict. ``property`` (default): the scalar
+    ``data.target`` per structure. ``potential``: energies, forces, stresses and magnetic
+    moments of frames (tui_ft.core.data.frames reads them; tui_ft.core.task.potential trains)."""
+
+    kind: TaskKind = "property"
+    # potential only. A weight left out is chgnet's Trainer default (1 / 1 / 0.1 / 0.1) where every
+    # frame has that label and 0 (not trained) otherwise; a weight > 0 on a label the data lacks is an error
+    energy_weight: Optional[_num(ge=0.0, le=1000.0)] = None
+    force_weight: Optional[_num(ge=0.0, le=1000.0)] = None
+    stress_weight: Optional[_num(ge=0.0, le=1000.0)] = None
+    magmom_weight: Optional[_num(ge=0.0, le=1000.0)] = None
+    loss: Loss = "mse"  # per target: mse, huber (huber_delta) or l1 (mae)
+    huber_delta: _num(gt=0.0, le=100.0) = 0.1
+    selection: Selection = "val_loss"  # what "best" minimises: the weighted validation loss, or one MAE
+    max_atoms_per_batch: _int(0, 10_000_000) = 0  # batches bounded by atoms as well as train.batch_size; 0 = no bound
+    format: FrameFormat = "auto"  # the frames' reader (auto: told from the path and content)
+    energy_key: str = ""  # ase/asedb: info key of the energy ("" = the calculator's results)
+    forces_key: str = ""  # ase/asedb: arrays key of the forces
+    stress_key: str = ""  # ase/asedb: info key of the stress (eV/Å³, ASE sign)
+    magmom_key: str = ""  # ase/asedb: arrays key of the magnetic moments
+    vasp_steps: Union[Literal["all", "last"], _int(1, 100000)] = "all"  # vasp: every ionic step, the last, or every N-th
 
 
 class LogCfg(_Table):
@@ -438,6 +465,7 @@ class Preset(_Table):
     cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
     sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
     log: LogCfg = LogCfg()
+    task: TaskCfg = TaskCfg()  # what is trained: a property (default) or a potential
     _path: Optional[str] = PrivateAttr(default=None)
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
@@ -512,6 +540,10 @@ class Preset(_Table):
                 del d["data"][key]
         if self.log == LogCfg():
             del d["log"]
+        if self.task == TaskCfg():
+            del d["task"]
+        else:
+            d["task"] = self.task.model_dump(exclude_none=True)
         if self.cluster != ClusterCfg():
             d["cluster"] = self.cluster.model_dump()
         if self.sweep is not None:
@@ -613,6 +645,20 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
         unfreeze = ft.get("unfreeze_every")
         if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
             out.append(("finetune.unfreeze_every", full_only))
+    task = table("task")
+    if task.get("kind") == "potential":
+        train = table("train")
+        if train.get("precision", "fp32") != "fp32":
+            out.append(("train.precision", 'a potential trains in fp32 (forces are second derivatives; autocast is not '
+                                           f'supported for them yet), got {show_value(train.get("precision"))}'))
+        if data.get("source") == DEMO_SOURCE:
+            out.append(("data.source", 'the demo data has no forces; the potential demo is "demo_potential"'))
+    elif task:
+        extra = sorted(k for k in task if k != "kind")
+        if extra:
+            out.append((f"task.{extra[0]}", 'only allowed when task.kind = "potential"'))
+    if data.get("source") == DEMO_POTENTIAL_SOURCE and task.get("kind") != "potential":
+        out.append(("data.source", 'the potential demo has energies and forces, not a property: set task.kind = "potential"'))
     target = data.get("target", DEMO_TARGET)
     if data.get("source") == DEMO_SOURCE and isinstance(target, str) and target != DEMO_TARGET:
         out.append(("data.target", f'the demo data has only the target "{DEMO_TARGET}", got {show_value(target)}'))

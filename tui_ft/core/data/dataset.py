@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tui_ft.core.common.atomic import atomic_write
-from tui_ft.core.common.paths import NAMED_SOURCES, Paths, data_source_path
+from tui_ft.core.common.paths import DEMO_POTENTIAL_SOURCE, NAMED_SOURCES, Paths, data_source_path
 from tui_ft.core.data.demo import ensure_demo_dataset
 
 MATBENCH_SEED = 18012019
@@ -55,6 +55,10 @@ def resolve_data_source(source: str, paths: Paths | None = None, *, base: Path |
     """Like :func:`data_source_path`, but the demo data is built (if needed) and its file returned."""
     paths = paths or Paths.default()
     path = data_source_path(source, paths, base=base)
+    if path is None and source == DEMO_POTENTIAL_SOURCE:
+        from tui_ft.core.data.demo_potential import ensure_demo_potential
+
+        return ensure_demo_potential(paths)
     if path is None:
         return ensure_demo_dataset(paths)
     return path
@@ -565,6 +569,8 @@ def check_data(preset, paths: Paths | None = None) -> Splits | None:
     preset's error on ``data.source`` (``preset.error``), one line naming the data file and the ids,
     so the CLI reports it like any other preset problem (exit 2)."""
     d = preset.data
+    if getattr(getattr(preset, "task", None), "kind", "property") == "potential":
+        return None  # frames: checked by config.checks.preflight through the frame readers
     if getattr(d, "format", "auto") not in ("auto", "matbench") or getattr(d, "split", "matbench") != "matbench" \
             or getattr(d, "test_source", ""):
         return None  # other formats and splits: checked by commands_io.preflight through the sources package

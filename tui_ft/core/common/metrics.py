@@ -1,0 +1,69 @@
+"""Named metrics of a run and their units, for every front end (no torch here).
+
+An ``epoch_end`` event carries ``metrics`` by name (``EpochEnd.named()``; runs from
+before tasks have only ``train_mae`` / ``val_mae``), a ``run_finished`` its
+``test_metrics``. A name is ``<part>_<metric>``, the part ``train`` / ``val`` /
+``test``; the metric is one of :data:`METRICS` (a property run's ``mae`` is in the
+run's target unit, ``RunStarted.unit``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# metric -> (label, unit); "" = the run's own unit (a property's target unit) or none (a loss)
+METRICS: dict[str, tuple[str, str]] = {
+    "mae": ("MAE", ""),
+    "loss": ("loss", ""),
+    "energy_mae": ("energy MAE", "meV/atom"),
+    "force_mae": ("force MAE", "meV/Å"),
+    "stress_mae": ("stress MAE", "GPa"),
+    "magmom_mae": ("magmom MAE", "μB"),
+}
+LABEL_METRIC = METRICS  # the potential task's names, label -> (label, unit)
+PARTS = ("train", "val", "test")
+SHORT = {"loss": "loss", "energy_mae": "E", "force_mae": "F", "stress_mae": "S", "magmom_mae": "M", "mae": "mae"}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"val_force_mae"`` -> ``("val", "force_mae")``; a name without a part -> ``("", name)``."""
+    part, _, metric = name.partition("_")
+    return (part, metric) if part in PARTS and metric else ("", name)
+
+
+def unit_of(name: str, run_unit: str | None = None) -> str:
+    """The unit of a named metric (``run_unit`` for a property's ``mae``)."""
+    _, metric = split_name(name)
+    unit = METRICS.get(metric, ("", ""))[1]
+    return unit or (run_unit or "" if metric == "mae" else "")
+
+
+def label_of(name: str, run_unit: str | None = None) -> str:
+    """``"val_force_mae"`` -> ``"val force MAE (meV/Å)"``."""
+    part, metric = split_name(name)
+    label = METRICS.get(metric, (metric, ""))[0]
+    unit = unit_of(name, run_unit)
+    return f"{part} {label}".strip() + (f" ({unit})" if unit else "")
+
+
+def chartable(names: Any) -> list[str]:
+    """The metrics a learning curve can show, validation first: ``["val_loss", "val_force_mae", ...]``."""
+    names = [n for n in names if split_name(n)[0] in ("train", "val")]
+    order = list(METRICS)
+    return sorted(names, key=lambda n: (split_name(n)[0] != "val", order.index(split_name(n)[1]) if split_name(n)[1] in order else 99))
+
+
+def compact(metrics: dict[str, float], part: str) -> str:
+    """``"loss 0.0123  E 12.3 meV/atom  F 45.6 meV/Å"`` for one part of a potential's metrics."""
+    out = []
+    for metric in ("loss", "energy_mae", "force_mae", "stress_mae", "magmom_mae"):
+        v = metrics.get(f"{part}_{metric}")
+        if v is None:
+            continue
+        unit = METRICS[metric][1]
+        out.append(f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else ""))
+    return "  ".join(out)
+
+
+def is_potential(metrics: dict[str, Any] | None) -> bool:
+    return bool(metrics) and any(k.endswith(("_loss", "_force_mae", "_energy_mae")) for k in metrics)
