@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,16 @@ def run_dirs(paths: Paths) -> list[str]:
         return []
 
 
+def events_signature(run_dir: Path) -> tuple:
+    """What changes when a run's ``events.jsonl`` gets a line (or is replaced): its inode,
+    size and mtime; ``()`` when it is not there."""
+    try:
+        st = (run_dir / "events.jsonl").stat()
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def last_change(run_dir: Path) -> float:
     """When the run folder or its events file last changed."""
     times = []
@@ -211,11 +222,13 @@ class FoundRun:
     summary: RunSummary
     live: bool
     events: list[Event] = field(default_factory=list)
+    sig: tuple = ()  # events_signature() taken before its events were read
 
 
 @dataclass
 class ScanResult:
     new_runs: list[FoundRun] = field(default_factory=list)
+    changed_runs: list[FoundRun] = field(default_factory=list)  # settled runs whose events file changed since
     gone_runs: list[str] = field(default_factory=list)
     presets: list[PresetEntry] | None = None  # None: unchanged
     presets_sig: tuple = ()
@@ -224,24 +237,38 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _found(run_dir: Path, warn) -> FoundRun:
+    sig = events_signature(run_dir)  # before reading: a line added meanwhile changes it again
+    events = read_events(run_dir / "events.jsonl", warn=warn)
+    s = summarize(run_dir, events=events)
+    return FoundRun(run_dir.name, s, is_live(s, run_dir), events, sig)
+
+
 def scan(
     paths: Paths,
     known_runs: frozenset[str] | set[str] = frozenset(),
     presets_sig: tuple | None = None,
     library_sig: tuple | None = None,
+    settled: Mapping[str, tuple] | None = None,
 ) -> ScanResult:
     """New and removed run folders, and presets / checkpoints when their
-    signature differs from the one given (``None`` forces a reload)."""
+    signature differs from the one given (``None`` forces a reload).
+
+    ``settled``: runs the caller no longer follows (they looked finished,
+    interrupted, ...), each with the :func:`events_signature` it last read.
+    One whose events file changed since (``tui-ft resume`` in another
+    terminal appends to it) is read again into ``changed_runs``."""
     res = ScanResult()
     names = run_dirs(paths)
     on_disk = set(names)
+    settled = settled or {}
     for name in names:
-        if name in known_runs:
-            continue
         run_dir = paths.logs / name
-        events = read_events(run_dir / "events.jsonl", warn=res.warnings.append)
-        s = summarize(run_dir, events=events)
-        res.new_runs.append(FoundRun(name, s, is_live(s, run_dir), events))
+        if name in known_runs:
+            if name in settled and events_signature(run_dir) != settled[name]:
+                res.changed_runs.append(_found(run_dir, res.warnings.append))
+            continue
+        res.new_runs.append(_found(run_dir, res.warnings.append))
     res.gone_runs = sorted(set(known_runs) - on_disk)
 
     res.presets_sig = presets_signature(paths)
