@@ -168,7 +168,16 @@ class TuiFtApp(App):
         self.refresh_bindings()
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#main-tabs", TabbedContent).active = tab
+        tabs = self.query_one("#main-tabs", TabbedContent)
+        if tabs.active == tab:
+            return
+        # Let go of the focus first. When a focused widget is hidden with its tab, Textual hands
+        # the focus to a focusable sibling even if that sibling is hidden too (the Library's
+        # lineage box next to its table). That focus switched the tab straight back, so 4 and 5
+        # did nothing there. The new tab's table takes the focus (_tab_changed, ListViewPane.on_show).
+        if tabs.screen.focused is not None:
+            tabs.screen.set_focus(None)
+        tabs.active = tab
 
     def show_run(self, run_id: str) -> None:
         self.action_show_tab("runs")
