@@ -226,6 +226,23 @@ class Dashboard:
             cur = prev
         return chain[::-1]
 
+    @staticmethod
+    def chain_note(chain: list[RunState]) -> str:
+        """What a joined curve is, for its title: ``plan: 3 stages`` when each
+        run continues the one before in the same plan, ``after its parent`` (or
+        ``after 2 earlier runs``) for runs continued from a checkpoint, "" alone."""
+        if len(chain) < 2:
+            return ""
+        plan = chain[-1].summary.plan
+        if plan and all(s.summary.plan == plan for s in chain):
+            return f"plan: {len(chain)} stages"
+        return "after its parent" if len(chain) == 2 else f"after {len(chain) - 1} earlier runs"
+
+    def curve_note(self, run_id: str | None) -> str:
+        """:meth:`chain_note` of the curve :meth:`curve` draws for ``run_id``."""
+        st = self.get(run_id)
+        return "" if st is None else self.chain_note(self.plan_chain(st, any_parent=self.after_parent))
+
     def curve(self, run_id: str | None) -> tuple[RunSeries | None, list[RunSeries], list[float]]:
         """The learning curve of ``run_id`` (its plan's earlier stages joined in
         front), the overlaid runs, and the stage boundaries."""

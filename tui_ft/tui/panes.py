@@ -505,7 +505,8 @@ class RunsPane(Vertical):
 
     def update_curve(self) -> None:
         primary, overlays, bounds = self.model.curve(self.selected_run)
-        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds)
+        note = self.model.curve_note(self.selected_run)
+        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds, note=note)
 
     def update_predictions(self) -> None:
         shown = self.model.predictions(self.selected_run)
