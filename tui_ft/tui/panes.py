@@ -339,6 +339,7 @@ class RunsPane(Vertical):
         self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
         self._dirty: dict[str, RunState] = {}
         self._flush_timer = None
+        self._cancel_dialog: tuple[str, ConfirmScreen] | None = None  # "Cancel RUN?" while it is open
 
     def compose(self) -> ComposeResult:
         yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -527,6 +528,22 @@ class RunsPane(Vertical):
         if keys != self._keys_enabled:
             self._keys_enabled = keys
             self.refresh_bindings()
+        self.close_stale_cancel()
+
+    def close_stale_cancel(self) -> None:
+        """The run asked about in "Cancel RUN?" ended meanwhile: close the question, say so."""
+        if self._cancel_dialog is None:
+            return
+        run_id, dialog = self._cancel_dialog
+        st = self.model.get(run_id)
+        if st is not None and st.active:
+            return
+        self._cancel_dialog = None
+        status = st.status if st is not None else "gone"
+        if self.app.screen is dialog:
+            dialog.dismiss(None)
+        # else a screen is on top of it: answering it later only says this again (see action_cancel_run)
+        self.notify(f"{run_id} {status} meanwhile: nothing left to cancel", timeout=6)
 
     # -- keys
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -593,12 +610,23 @@ class RunsPane(Vertical):
             self.notify(f"{st.run_id} has no process id yet; try again in a moment", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel_run(st.run_id)
+        run_id = st.run_id
 
-        question = f"Cancel {st.run_id}?\nIt stops after saving last.pt (resume later with `tui-ft resume`)."
-        self.app.push_screen(ConfirmScreen(question, yes="Cancel run", no="Keep running", danger=True), answered)
+        def answered(yes: bool | None) -> None:
+            if self._cancel_dialog is not None and self._cancel_dialog[0] == run_id:
+                self._cancel_dialog = None
+            if not yes:
+                return
+            now = self.model.get(run_id)
+            if now is None or not now.active:
+                self.notify(f"{run_id} {now.status if now else 'gone'} meanwhile: nothing left to cancel", timeout=6)
+                return
+            self.cancel_run(run_id)
+
+        question = f"Cancel {run_id}?\nIt stops after saving last.pt (resume later with `tui-ft resume`)."
+        dialog = ConfirmScreen(question, yes="Cancel run", no="Keep running", danger=True)
+        self._cancel_dialog = (run_id, dialog)
+        self.app.push_screen(dialog, answered)
 
     def cancel_run(self, run_id: str) -> None:
         st = self.model.get(run_id)
