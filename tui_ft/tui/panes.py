@@ -140,6 +140,12 @@ class PresetsPane(Vertical):
                 rows.append((e.key, [e.name, Text("plan", style="cyan"), e.data_label, "", "", ""]))
             elif e.ok:
                 rows.append((e.key, [e.name, e.mode, e.data_label, e.lr, e.epochs, e.init or "-"]))
+            elif e.missing_data and len(e.missing_data) == len(e.errors):
+                # it loads; only its data file is not there: the file's name in the data column
+                style = "red"
+                mode = Text("plan", style="cyan") if e.is_plan else e.mode
+                missing = Text(e.missing_label, style=style)
+                rows.append((e.key, [Text(e.name, style=style), mode, missing, e.lr, e.epochs, (e.init or "-") if not e.is_plan else ""]))
             else:
                 style = "red"
                 # the whole error is under the table; the data column shows its start
@@ -188,7 +194,7 @@ class PresetsPane(Vertical):
             status.update(text)
             status.remove_class("error")
         else:
-            status.update(Text(entry.error, style="bold red"))
+            status.update(Text(self.short_paths(entry.error), style="bold red"))
             status.add_class("error")
         syntax = Syntax(
             entry.text or "(empty file)",
@@ -205,6 +211,15 @@ class PresetsPane(Vertical):
             width = len((entry.text or "").splitlines()[entry.error_line - 1]) if entry.text else 0
             syntax.stylize_range(ERROR_LINE_STYLE, (entry.error_line, 0), (entry.error_line, max(1, width)))
         view.update(syntax)
+
+    def short_paths(self, text: str) -> str:
+        """``text`` with absolute paths under the project folder (or beside it) written relative
+        to it, as the presets name them: the hint under the table fits in a few lines (the
+        header shows the folder; ``l`` shows the whole message)."""
+        root = str(self.model.paths.root.resolve())
+        text = text.replace(root + "/", "")
+        parent = str(Path(root).parent)
+        return text.replace(parent + "/", "../") if parent != "/" else text
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()

@@ -34,6 +34,7 @@ class PresetEntry:
     error_line: int | None = None
     is_plan: bool = False
     plan: object | None = None  # tui_ft.core.plans.Plan, when the plan file was validated
+    missing_data: list[str] = field(default_factory=list)  # data.source values whose data is not there
 
     @property
     def key(self) -> str:
@@ -67,16 +68,15 @@ class PresetEntry:
         p = self.preset
         if p is None:
             return ""
-        from tui_ft.core.paths import NAMED_SOURCES
-
-        src = p.data.source
-        if src not in NAMED_SOURCES:
-            src = Path(src).name
-            for ext in (".json.gz", ".json"):
-                if src.endswith(ext):
-                    src = src[: -len(ext)]
         frac = "" if p.data.fraction == 1.0 else f" {100 * p.data.fraction:g}%"
-        return f"{src}{frac} f{p.data.fold}"
+        return f"{source_label(p.data.source)}{frac} f{p.data.fold}"
+
+    @property
+    def missing_label(self) -> str:
+        """``missing mp_e_form_dev`` when the data of the preset (or of a plan's stage) is not
+        there, else "": what the data column shows in place of the data."""
+        names = list(dict.fromkeys(source_label(s) for s in self.missing_data))
+        return f"missing {', '.join(names)}" if names else ""
 
     @property
     def lr(self) -> str:
@@ -91,14 +91,33 @@ class PresetEntry:
         return self.preset.model.init if self.preset else ""
 
 
-def _data_problems(preset: Preset, path: Path) -> list[str]:
+def source_label(source: str) -> str:
+    """A data source as the presets table shows it: a named source as is, a file by its name
+    without ``.json.gz`` (``../shared/data/mp_e_form_dev.json.gz`` -> ``mp_e_form_dev``)."""
+    from tui_ft.core.paths import NAMED_SOURCES
+
+    if source in NAMED_SOURCES:
+        return source
+    name = Path(source).name
+    for ext in (".json.gz", ".json"):
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name or source
+
+
+def _data_problems(preset: Preset, path: Path, entry: PresetEntry | None = None) -> list[str]:
     """``["presets/X.toml: data.source: <what is missing and what to do>"]`` when the preset's data is
-    not there (relative paths are taken against the project root, where runs start), else ``[]``."""
+    not there (relative paths are taken against the project root, where runs start), else ``[]``.
+    The missing source is noted in ``entry.missing_data``."""
     from tui_ft.core.paths import Paths, data_source_problem
 
     root = path.resolve().parent.parent
     problem = data_source_problem(preset.data.source, Paths(root), base=root)
-    return [] if problem is None else [f"presets/{path.name}: data.source: {problem}"]
+    if problem is None:
+        return []
+    if entry is not None and preset.data.source not in entry.missing_data:
+        entry.missing_data.append(preset.data.source)
+    return [f"presets/{path.name}: data.source: {problem}"]
 
 
 def load_entry(path: Path) -> PresetEntry:
@@ -118,7 +137,7 @@ def load_entry(path: Path) -> PresetEntry:
 
             entry.plan = load_plan(path)
             for stage in getattr(entry.plan, "stages", []):
-                entry.errors += [e for e in _data_problems(stage.preset, path) if e not in entry.errors]
+                entry.errors += [e for e in _data_problems(stage.preset, path, entry) if e not in entry.errors]
         except PresetError as exc:
             shown = f"presets/{path.name}"
             entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
@@ -128,7 +147,7 @@ def load_entry(path: Path) -> PresetEntry:
         return entry
     try:
         entry.preset = load_preset(path)
-        entry.errors = _data_problems(entry.preset, path)
+        entry.errors = _data_problems(entry.preset, path, entry)
     except PresetError as exc:
         shown = f"presets/{path.name}"  # shorter than the absolute path, still unambiguous
         entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
