@@ -224,6 +224,11 @@ class TuiFtApp(App):
         body = "\n".join(f"- {p}" for p in probs) if probs else "none so far"
         self.push_screen(TextScreen(f"problems seen ({len(probs)}), each reported once", body))
 
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None, markup: bool = False) -> None:
+        """A notification, always as plain text: its messages name files, runs and errors
+        (``[sweep]``, ``[optim]``), which Rich markup would eat. Widgets' ``notify`` lands here."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     def report_problem(self, text: str, *, severity: str = "warning") -> None:
         """Show a problem once per distinct cause (a notification; all are
         listed by the "Problems" palette command), never a modal per scan."""

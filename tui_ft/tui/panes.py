@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.style import Style
 from rich.syntax import Syntax
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -177,7 +178,7 @@ class PresetsPane(Vertical):
             view.update("")
             box.border_title = "TOML"
             return
-        box.border_title = str(Path("presets") / entry.path.name)
+        box.border_title = escape(str(Path("presets") / entry.path.name))  # a title is markup
         if entry.ok and entry.is_plan:
             plan = entry.plan
             text = Text()
