@@ -265,3 +265,76 @@ def test_each_problem_is_new_once(paths):
     assert not m.new_problem("logs/x/events.jsonl:3: skipped unreadable event line")
     assert m.new_problem("logs/x/events.jsonl:4: skipped unreadable event line")
     assert list(m.problems) == ["logs/x/events.jsonl:3: skipped unreadable event line", "logs/x/events.jsonl:4: skipped unreadable event line"]
+
+
+# --------------------------------------------------------------------------- issue 22
+
+
+def test_run_watch_follows_a_resume_after_the_final_event(paths):
+    """22.2: a run_started after run_interrupted (a resume) is a new attempt: the watch goes on."""
+    from tui_ft.core.common.events import RunInterrupted
+
+    write_events(paths, "r4", [0.5, 0.4], pid=2**22 + 12345)
+    events = paths.run_log_dir("r4") / "events.jsonl"
+    with EventWriter(events) as w:
+        w.emit(RunInterrupted("r4", epoch=1, message="interrupted by the user; last.pt saved"))
+        w.emit(RunStarted("r4", preset_name="demo", preset={}, device="cpu", n_train=8, n_val=2, n_test=2, pid=os.getpid(), epochs=3))
+    watch = RunWatch(paths, "r4", launched=lambda: None, warn=lambda msg: None)
+    first = watch.step()
+    assert not first.ended and watch.pid == os.getpid() and first.events_sig
+    with EventWriter(events) as w:
+        w.emit(RunFinished("r4", test_mae=0.3, best_epoch=2, best_val_mae=0.35, seconds=3.0, n_test=2))
+    last = watch.step()
+    assert last.ended and any(isinstance(e, RunFinished) for e in last.events)
+    assert last.events_sig != first.events_sig  # taken before the final line was read: the scan looks again
+
+
+def test_scan_reads_again_a_settled_run_whose_events_changed(paths):
+    """22.2: a run that looked ended and got new events is read again in full; one that
+    did not change, or that is followed again already, is left alone."""
+    from tui_ft.tui.scanner import events_signature, scan
+
+    write_events(paths, "done", [0.5, 0.4], finished=True)
+    write_events(paths, "same", [0.5, 0.4], finished=True)
+    m = Dashboard(paths)
+    m.apply_scan(scan(paths))
+    assert m.runs["done"].status == "finished" and m.settled() == {
+        "done": events_signature(paths.run_log_dir("done")), "same": events_signature(paths.run_log_dir("same"))
+    }
+    kept = m.runs["same"]
+    m.runs["done"].overlay = True
+    with EventWriter(paths.run_log_dir("done") / "events.jsonl") as w:  # a resume that has already ended
+        w.emit(RunStarted("done", preset_name="demo", preset={}, device="cpu", n_train=8, n_val=2, n_test=2, pid=2**22 + 1, epochs=3))
+        w.emit(EpochEnd("done", epoch=3, train_mae=0.1, val_mae=0.3, lr=1e-3, seconds=1.0, best_val_mae=0.3, best_epoch=3))
+    res = scan(paths, frozenset(m.runs), settled=m.settled())
+    assert [f.run_id for f in res.changed_runs] == ["done"] and res.new_runs == []
+    changes = m.apply_scan(res)
+    assert changes.replaced == ["done"] and changes.runs_changed and changes.to_follow == []
+    st = m.runs["done"]
+    assert st.status == "crashed" and st.summary.epoch == 3 and st.overlay  # its pid is gone: no final event
+    assert m.runs["same"] is kept
+    # followed again meanwhile (resumed from the dashboard): its follower reads the file, not the scan
+    with EventWriter(paths.run_log_dir("same") / "events.jsonl") as w:
+        w.emit(RunStarted("same", preset_name="demo", preset={}, device="cpu", n_train=8, n_val=2, n_test=2, pid=os.getpid(), epochs=3))
+    res = scan(paths, frozenset(m.runs), settled=m.settled())
+    assert [f.run_id for f in res.changed_runs] == ["same"]
+    kept.following = True
+    assert m.apply_scan(res).replaced == [] and m.runs["same"] is kept
+
+
+def test_chain_note_tells_a_plan_from_a_continued_run(paths):
+    """22.11: "plan: N stages" only for a plan's stages; a continued run is "after its parent"."""
+    write_events(paths, "s1", [0.6, 0.5], plan="p", stage=1)
+    write_events(paths, "s2", [0.5, 0.4], plan="p", stage=2, parent="s1@best")
+    write_events(paths, "parent", [0.6, 0.5])
+    write_events(paths, "child", [0.5, 0.4], parent="parent@best")
+    write_events(paths, "grandchild", [0.4, 0.3], parent="child@best")
+    m = Dashboard(paths)
+    for rid in ("s1", "s2", "parent", "child", "grandchild"):
+        m.runs[rid] = folded(paths, rid)
+    assert m.curve_note("s2") == "plan: 2 stages"
+    assert m.curve_note("child") == "" and m.curve("child")[2] == []  # drawn from its own epoch 0
+    m.after_parent = True
+    assert m.curve_note("child") == "after its parent" and m.curve("child")[2] == [1]
+    assert m.curve_note("grandchild") == "after 2 earlier runs"
+    assert m.curve_note("s2") == "plan: 2 stages" and m.curve_note("parent") == "" and m.curve_note(None) == ""

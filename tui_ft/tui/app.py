@@ -168,7 +168,16 @@ class TuiFtApp(App):
         self.refresh_bindings()
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#main-tabs", TabbedContent).active = tab
+        tabs = self.query_one("#main-tabs", TabbedContent)
+        if tabs.active == tab:
+            return
+        # Let go of the focus first. When a focused widget is hidden with its tab, Textual hands
+        # the focus to a focusable sibling even if that sibling is hidden too (the Library's
+        # lineage box next to its table). That focus switched the tab straight back, so 4 and 5
+        # did nothing there. The new tab's table takes the focus (_tab_changed, ListViewPane.on_show).
+        if tabs.screen.focused is not None:
+            tabs.screen.set_focus(None)
+        tabs.active = tab
 
     def show_run(self, run_id: str) -> None:
         self.action_show_tab("runs")
@@ -215,6 +224,11 @@ class TuiFtApp(App):
         body = "\n".join(f"- {p}" for p in probs) if probs else "none so far"
         self.push_screen(TextScreen(f"problems seen ({len(probs)}), each reported once", body))
 
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None, markup: bool = False) -> None:
+        """A notification, always as plain text: its messages name files, runs and errors
+        (``[sweep]``, ``[optim]``), which Rich markup would eat. Widgets' ``notify`` lands here."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     def report_problem(self, text: str, *, severity: str = "warning") -> None:
         """Show a problem once per distinct cause (a notification; all are
         listed by the "Problems" palette command), never a modal per scan."""
@@ -228,11 +242,11 @@ class TuiFtApp(App):
 
     def request_scan(self, force: bool = False) -> None:
         m = self.model
-        self._scan(frozenset(m.runs), None if force else m.presets_sig, None if force else m.library_sig)
+        self._scan(frozenset(m.runs), None if force else m.presets_sig, None if force else m.library_sig, m.settled())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan", description="scan project folders")
-    def _scan(self, known: frozenset[str], presets_sig: tuple | None, library_sig: tuple | None) -> None:
-        self.post_message(ScanDone(scan(self.paths, known, presets_sig, library_sig)))
+    def _scan(self, known: frozenset[str], presets_sig: tuple | None, library_sig: tuple | None, settled: dict[str, tuple]) -> None:
+        self.post_message(ScanDone(scan(self.paths, known, presets_sig, library_sig, settled)))
 
     @needs_ui
     def on_scan_done(self, message: ScanDone) -> None:
@@ -242,12 +256,16 @@ class TuiFtApp(App):
             self._follow(st)
         if changes.runs_changed:
             self.runs_pane.refresh_runs()
+        if self.runs_pane.selected_run in changes.replaced:
+            self.runs_pane.watch_selected_run(self.runs_pane.selected_run)  # read again: its log and charts
         if res.presets is not None:
             self.presets_pane.set_entries(res.presets)
         if res.library is not None:
             self.library_pane.set_items(res.library)
         elif changes.runs_changed:
             self.library_pane.refresh_status()
+        if changes.replaced:
+            self.runs_pane.refresh_cancel_key()
         for w in res.warnings:
             self.report_problem(w)
         self.scans += 1
@@ -287,7 +305,7 @@ class TuiFtApp(App):
                 if step.lines:
                     self.post_message(RunOutput(run_id, step.lines))
                 if step.ended:
-                    self.post_message(RunEnded(run_id, step.returncode, step.stderr_tail or []))
+                    self.post_message(RunEnded(run_id, step.returncode, step.stderr_tail or [], step.events_sig))
                     return
                 await asyncio.sleep(POLL_S)
         except Exception as exc:  # noqa: BLE001 - report, keep the app running
@@ -343,6 +361,7 @@ class TuiFtApp(App):
         was_active = st.active
         n_log = len(st.log)
         st.ended(message.returncode, message.stderr_tail)
+        st.events_sig = message.events_sig  # from here the scan notices new events (a resume elsewhere)
         self.runs_pane.update_run(st)
         if message.run_id == self.runs_pane.selected_run:
             self.runs_pane.append_log(st.log[n_log:])

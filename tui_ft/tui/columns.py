@@ -38,6 +38,17 @@ def cell_text(value: Any) -> str:
     return value.plain if isinstance(value, Text) else str(value)
 
 
+def plain_cell(value: Any) -> Any:
+    """A table cell shown as plain text: a DataTable reads a str cell as Rich markup, which eats
+    a bracketed word (``[sweep]``) of a file name or an error message. A str without ``[`` stays a str."""
+    return Text(value) if isinstance(value, str) and "[" in value else value
+
+
+def plain(*cells: Any) -> list[Any]:
+    """:func:`plain_cell` of each cell."""
+    return [plain_cell(c) for c in cells]
+
+
 def shorten(text: str, width: int, how: str = "end") -> str:
     """``text`` in at most ``width`` characters, with "…" at its end or in its middle."""
     if len(text) <= width:
@@ -135,9 +146,9 @@ class FitTable(DataTable):
         w = self.widths.get(key)
         text = cell_text(value)
         if w is None or len(text) <= w:
-            return value
+            return plain_cell(value)
         short = shorten(text, w, "middle" if col.shorten == "middle" else "end")
-        return Text(short, style=value.style) if isinstance(value, Text) else short
+        return Text(short, style=value.style) if isinstance(value, Text) else plain_cell(short)
 
     def _layout(self) -> None:
         cursor = self._cursor_key()

@@ -147,11 +147,11 @@ class PresetForm(ModalScreen["Path | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide", id="preset-form"):
-            yield Label(f"New preset from {self.base.name}", classes="dialog-title")
+            yield Label(f"New preset from {self.base.name}", classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 for f in FIELDS:
                     with Horizontal(classes="form-row"):
-                        yield Label(f.label, classes="form-label")
+                        yield Label(f.label, classes="form-label", markup=False)
                         if f.id in CHOICES:
                             yield Select(
                                 CHOICES[f.id],
@@ -168,9 +168,9 @@ class PresetForm(ModalScreen["Path | None"]):
                                 placeholder=f.hint,
                                 suggester=SuggestFromList(self.refs, case_sensitive=True) if f.id == "init" and self.refs else None,
                             )
-                    yield Label("", id=f"e-{f.id}", classes="form-error")
-                yield Label("", id="e-general", classes="form-error")
-                yield Label("", id="init-note", classes="form-note")
+                    yield Label("", id=f"e-{f.id}", classes="form-error", markup=False)  # messages name [sections]
+                yield Label("", id="e-general", classes="form-error", markup=False)
+                yield Label("", id="init-note", classes="form-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", id="save", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")

@@ -59,6 +59,7 @@ class RunEnded(Message):
     run_id: str
     returncode: int | None
     stderr_tail: list[str] = field(default_factory=list)
+    events_sig: tuple = ()  # the events file as the follower last read it (the scan watches it from there)
 
 
 @dataclass

@@ -57,7 +57,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-text")
+            yield Static(self.question, classes="dialog-text", markup=False)  # run ids, file names: plain text
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", id="yes", variant="error" if self.danger else "primary")
                 yield Button(f"{self.no} (n)", id="no")
@@ -85,7 +85,7 @@ class PathPrompt(ModalScreen["str | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Input(placeholder=self.placeholder, id="path-input")
             yield Label("enter: go   escape: cancel", classes="dialog-hint")
 
@@ -111,7 +111,7 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide" + (" error" if self.error else "")):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 if self.language:
                     yield Static(Syntax(self.body, self.language, theme=PREVIEW_THEME, word_wrap=True, background_color="default"))
@@ -180,13 +180,13 @@ class PresetPicker(ModalScreen["Path | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(f"Continue from {self.ref}: pick a preset", classes="dialog-title")
+            yield Label(f"Continue from {self.ref}: pick a preset", classes="dialog-title", markup=False)
             yield Static(
                 "The run uses the preset with model.init set to this checkpoint "
                 "(data, mode, lr and epochs come from the preset).",
                 classes="dialog-text",
             )
-            yield OptionList(*[Option(label, id=str(path)) for path, label in self.choices], id="picker")
+            yield OptionList(*[Option(Text(label), id=str(path)) for path, label in self.choices], id="picker")
             yield Label("enter: launch   escape: cancel", classes="dialog-hint")
 
     def on_mount(self) -> None:

@@ -11,7 +11,7 @@ its workers; tests drive them without Pilot.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
 
@@ -23,7 +23,7 @@ from tui_ft.core.common.procs import pid_alive
 from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history
 from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
-from tui_ft.tui.scanner import PENDING_LIVE_S, PresetEntry, ScanResult
+from tui_ft.tui.scanner import PENDING_LIVE_S, FoundRun, PresetEntry, ScanResult, events_signature
 from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState
 
 Target = Union[Preset, Path]  # what a launch starts: a preset, or a plan file
@@ -35,6 +35,7 @@ class ScanChanges:
 
     runs_changed: bool  # runs were added or dropped
     to_follow: list[RunState]  # live runs found: follow them
+    replaced: list[str] = field(default_factory=list)  # runs read again (new events after they had ended)
 
 
 class Dashboard:
@@ -66,24 +67,51 @@ class Dashboard:
             st = self.runs[run_id] = RunState(RunSummary(run_id=run_id))
         return st
 
+    def settled(self) -> dict[str, tuple]:
+        """The runs nobody follows any more, with the events signature they were read at
+        (what :func:`tui_ft.tui.scanner.scan` compares to see a run written to again)."""
+        return {rid: st.events_sig for rid, st in self.runs.items() if not st.following and st.events_sig is not None}
+
+    def _take_found(self, found: FoundRun, old: RunState | None = None) -> RunState:
+        """The state of a run folder as a scan read it: a live one is left to its
+        follower (which reads the whole file), an ended one is read in full now
+        (one nobody writes to any more without a final event ended badly)."""
+        st = RunState(RunSummary(run_id=found.run_id))
+        if old is not None:
+            st.overlay = old.overlay
+        if not found.live:
+            st.apply(found.events)
+            st.summary.check_alive()
+            if st.active:
+                st.ended(None, tail_lines(self.paths.run_log_dir(found.run_id) / STDERR_FILE, 5))
+            st.events_sig = found.sig
+        self.runs[found.run_id] = st
+        return st
+
     def apply_scan(self, res: ScanResult) -> ScanChanges:
-        """Take in a scan: new run folders (finished ones read in full; one
-        nobody writes to any more without a final event ended badly), folders
-        gone, presets and checkpoints when they changed."""
+        """Take in a scan: new run folders, runs that got events after they had
+        ended (``tui-ft resume`` in another terminal: read again from the start),
+        folders gone, presets and checkpoints when they changed."""
         changed = False
         follow: list[RunState] = []
+        replaced: list[str] = []
         for found in res.new_runs:
             if found.run_id in self.runs:
                 continue
-            st = RunState(RunSummary(run_id=found.run_id))
+            st = self._take_found(found)
             if found.live:
                 follow.append(st)
-            else:
-                st.apply(found.events)
-                st.summary.check_alive()
-                if st.active:
-                    st.ended(None, tail_lines(self.paths.run_log_dir(found.run_id) / STDERR_FILE, 5))
-            self.runs[found.run_id] = st
+            changed = True
+        for found in res.changed_runs:
+            old = self.runs.get(found.run_id)
+            if old is None or old.following or old.events_sig is None:
+                continue  # followed again meanwhile (resumed from here): its follower reads the file
+            if old.launched is not None and old.launched.poll() is None:
+                continue
+            st = self._take_found(found, old)
+            if found.live:
+                follow.append(st)
+            replaced.append(found.run_id)
             changed = True
         for run_id in res.gone_runs:
             st = self.runs.get(run_id)
@@ -96,7 +124,7 @@ class Dashboard:
         if res.library is not None:
             self.library_sig = res.library_sig
             self.checkpoints = res.library
-        return ScanChanges(changed, follow)
+        return ScanChanges(changed, follow, replaced)
 
     def add_launched(self, launched: LaunchedRun) -> RunState:
         """A run we started: its state (the follower may have made it already).
@@ -199,6 +227,23 @@ class Dashboard:
             cur = prev
         return chain[::-1]
 
+    @staticmethod
+    def chain_note(chain: list[RunState]) -> str:
+        """What a joined curve is, for its title: ``plan: 3 stages`` when each
+        run continues the one before in the same plan, ``after its parent`` (or
+        ``after 2 earlier runs``) for runs continued from a checkpoint, "" alone."""
+        if len(chain) < 2:
+            return ""
+        plan = chain[-1].summary.plan
+        if plan and all(s.summary.plan == plan for s in chain):
+            return f"plan: {len(chain)} stages"
+        return "after its parent" if len(chain) == 2 else f"after {len(chain) - 1} earlier runs"
+
+    def curve_note(self, run_id: str | None) -> str:
+        """:meth:`chain_note` of the curve :meth:`curve` draws for ``run_id``."""
+        st = self.get(run_id)
+        return "" if st is None else self.chain_note(self.plan_chain(st, any_parent=self.after_parent))
+
     def curve(self, run_id: str | None) -> tuple[RunSeries | None, list[RunSeries], list[float]]:
         """The learning curve of ``run_id`` (its plan's earlier stages joined in
         front), the overlaid runs, and the stage boundaries."""
@@ -293,13 +338,15 @@ class Step:
     ended: bool = False
     returncode: int | None = None
     stderr_tail: list[str] | None = None
+    events_sig: tuple = ()  # the events file's signature before this step read it
 
 
 class RunWatch:
     """Follow one run's ``events.jsonl`` and ``stderr.log``.
 
     It ends when its process (our child) is gone, when the run wrote a final
-    event (a run started elsewhere), when the pid the run recorded is dead (one
+    event (a run started elsewhere; a ``run_started`` after it, a resume, goes
+    on), when the pid the run recorded is dead (one
     more look first: the last lines may still be on their way), or when a run
     that never started shows no change for ``PENDING_LIVE_S``."""
 
@@ -318,8 +365,10 @@ class RunWatch:
         if events:
             self.last_change = time.monotonic()
             for ev in events:
-                if isinstance(ev, RunStarted):
+                if isinstance(ev, RunStarted):  # the first start, or a resume after a final event
                     self.pid = ev.pid
+                    self.terminal = False
+                    self._dead_seen = False
                 if ev.type in TERMINAL_TYPES:
                     self.terminal = True
             step.events += events
@@ -327,7 +376,8 @@ class RunWatch:
         return step
 
     def step(self) -> Step:
-        step = self._drain(Step([], []))
+        step = Step([], [], events_sig=events_signature(self.run_dir))
+        self._drain(step)
         launched = self.launched()
         if launched is not None:
             rc = launched.poll()

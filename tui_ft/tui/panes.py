@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.style import Style
 from rich.syntax import Syntax
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -140,6 +141,12 @@ class PresetsPane(Vertical):
                 rows.append((e.key, [e.name, Text("plan", style="cyan"), e.data_label, "", "", ""]))
             elif e.ok:
                 rows.append((e.key, [e.name, e.mode, e.data_label, e.lr, e.epochs, e.init or "-"]))
+            elif e.missing_data and len(e.missing_data) == len(e.errors):
+                # it loads; only its data file is not there: the file's name in the data column
+                style = "red"
+                mode = Text("plan", style="cyan") if e.is_plan else e.mode
+                missing = Text(e.missing_label, style=style)
+                rows.append((e.key, [Text(e.name, style=style), mode, missing, e.lr, e.epochs, (e.init or "-") if not e.is_plan else ""]))
             else:
                 style = "red"
                 # the whole error is under the table; the data column shows its start
@@ -171,7 +178,7 @@ class PresetsPane(Vertical):
             view.update("")
             box.border_title = "TOML"
             return
-        box.border_title = str(Path("presets") / entry.path.name)
+        box.border_title = escape(str(Path("presets") / entry.path.name))  # a title is markup
         if entry.ok and entry.is_plan:
             plan = entry.plan
             text = Text()
@@ -188,7 +195,7 @@ class PresetsPane(Vertical):
             status.update(text)
             status.remove_class("error")
         else:
-            status.update(Text(entry.error, style="bold red"))
+            status.update(Text(self.short_paths(entry.error), style="bold red"))
             status.add_class("error")
         syntax = Syntax(
             entry.text or "(empty file)",
@@ -205,6 +212,15 @@ class PresetsPane(Vertical):
             width = len((entry.text or "").splitlines()[entry.error_line - 1]) if entry.text else 0
             syntax.stylize_range(ERROR_LINE_STYLE, (entry.error_line, 0), (entry.error_line, max(1, width)))
         view.update(syntax)
+
+    def short_paths(self, text: str) -> str:
+        """``text`` with absolute paths under the project folder (or beside it) written relative
+        to it, as the presets name them: the hint under the table fits in a few lines (the
+        header shows the folder; ``l`` shows the whole message)."""
+        root = str(self.model.paths.root.resolve())
+        text = text.replace(root + "/", "")
+        parent = str(Path(root).parent)
+        return text.replace(parent + "/", "../") if parent != "/" else text
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -339,6 +355,7 @@ class RunsPane(Vertical):
         self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
         self._dirty: dict[str, RunState] = {}
         self._flush_timer = None
+        self._cancel_dialog: tuple[str, ConfirmScreen] | None = None  # "Cancel RUN?" while it is open
 
     def compose(self) -> ComposeResult:
         yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -505,7 +522,8 @@ class RunsPane(Vertical):
 
     def update_curve(self) -> None:
         primary, overlays, bounds = self.model.curve(self.selected_run)
-        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds)
+        note = self.model.curve_note(self.selected_run)
+        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds, note=note)
 
     def update_predictions(self) -> None:
         shown = self.model.predictions(self.selected_run)
@@ -526,6 +544,22 @@ class RunsPane(Vertical):
         if keys != self._keys_enabled:
             self._keys_enabled = keys
             self.refresh_bindings()
+        self.close_stale_cancel()
+
+    def close_stale_cancel(self) -> None:
+        """The run asked about in "Cancel RUN?" ended meanwhile: close the question, say so."""
+        if self._cancel_dialog is None:
+            return
+        run_id, dialog = self._cancel_dialog
+        st = self.model.get(run_id)
+        if st is not None and st.active:
+            return
+        self._cancel_dialog = None
+        status = st.status if st is not None else "gone"
+        if self.app.screen is dialog:
+            dialog.dismiss(None)
+        # else a screen is on top of it: answering it later only says this again (see action_cancel_run)
+        self.notify(f"{run_id} {status} meanwhile: nothing left to cancel", timeout=6)
 
     # -- keys
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -592,12 +626,23 @@ class RunsPane(Vertical):
             self.notify(f"{st.run_id} has no process id yet; try again in a moment", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel_run(st.run_id)
+        run_id = st.run_id
 
-        question = f"Cancel {st.run_id}?\nIt stops after saving last.pt (resume later with `tui-ft resume`)."
-        self.app.push_screen(ConfirmScreen(question, yes="Cancel run", no="Keep running", danger=True), answered)
+        def answered(yes: bool | None) -> None:
+            if self._cancel_dialog is not None and self._cancel_dialog[0] == run_id:
+                self._cancel_dialog = None
+            if not yes:
+                return
+            now = self.model.get(run_id)
+            if now is None or not now.active:
+                self.notify(f"{run_id} {now.status if now else 'gone'} meanwhile: nothing left to cancel", timeout=6)
+                return
+            self.cancel_run(run_id)
+
+        question = f"Cancel {run_id}?\nIt stops after saving last.pt (resume later with `tui-ft resume`)."
+        dialog = ConfirmScreen(question, yes="Cancel run", no="Keep running", danger=True)
+        self._cancel_dialog = (run_id, dialog)
+        self.app.push_screen(dialog, answered)
 
     def cancel_run(self, run_id: str) -> None:
         st = self.model.get(run_id)

@@ -100,6 +100,7 @@ class CurvePlot(_Plot):
         self.primary: RunSeries | None = None
         self.overlays: list[RunSeries] = []
         self.boundaries: list[float] = []
+        self.note = ""  # what the joined curve is, in its title: "plan: 2 stages", "after its parent"
         self.empty_text = "no run selected: launch a preset (l) or pick a run above"
 
     @property
@@ -111,11 +112,19 @@ class CurvePlot(_Plot):
         return out
 
     def set_runs(
-        self, primary: RunSeries | None, overlays: list[RunSeries] | None = None, *, boundaries: list[float] | None = None
+        self,
+        primary: RunSeries | None,
+        overlays: list[RunSeries] | None = None,
+        *,
+        boundaries: list[float] | None = None,
+        note: str = "",
     ) -> None:
-        """``boundaries``: x positions where a plan's next stage starts (marked with a vertical line)."""
+        """``boundaries``: x positions where the next joined run starts (a plan's next stage, or a
+        run continued after its parent's last epoch), marked with a vertical line; ``note`` says
+        which in the title (``plan: 2 stages``, ``after its parent``)."""
         self.primary = primary
         self.boundaries = list(boundaries or [])
+        self.note = note if self.boundaries else ""
         if overlays is not None:
             self.overlays = overlays
         self.redraw()
@@ -138,7 +147,7 @@ class CurvePlot(_Plot):
         plt.clear_figure()
         for c in curves:
             plt.plot(c.xs, c.ys, color=c.color, marker=c.marker)
-        for x in self.boundaries:  # plan stage boundaries
+        for x in self.boundaries:  # where each joined run starts
             plt.vline(x, "gray")
         bounds = curve_bounds(curves)
         if bounds is not None:
@@ -164,8 +173,8 @@ class CurvePlot(_Plot):
                 plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
                 plt.yticks(positions, labels)
         title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
-        if self.boundaries:
-            title += f" (plan: {len(self.boundaries) + 1} stages)"
+        if self.note:
+            title += f" ({self.note})"
         plt.title(title)
         plt.xlabel("epoch")
         u = self.primary.unit if self.primary else None

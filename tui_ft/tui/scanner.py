@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class PresetEntry:
     error_line: int | None = None
     is_plan: bool = False
     plan: object | None = None  # tui_ft.core.orchestrate.plans.Plan, when the plan file was validated
+    missing_data: list[str] = field(default_factory=list)  # data.source values whose data is not there
 
     @property
     def key(self) -> str:
@@ -66,16 +68,15 @@ class PresetEntry:
         p = self.preset
         if p is None:
             return ""
-        from tui_ft.core.common.paths import NAMED_SOURCES
-
-        src = p.data.source
-        if src not in NAMED_SOURCES:
-            src = Path(src).name
-            for ext in (".json.gz", ".json"):
-                if src.endswith(ext):
-                    src = src[: -len(ext)]
         frac = "" if p.data.fraction == 1.0 else f" {100 * p.data.fraction:g}%"
-        return f"{src}{frac} f{p.data.fold}"
+        return f"{source_label(p.data.source)}{frac} f{p.data.fold}"
+
+    @property
+    def missing_label(self) -> str:
+        """``missing mp_e_form_dev`` when the data of the preset (or of a plan's stage) is not
+        there, else "": what the data column shows in place of the data."""
+        names = list(dict.fromkeys(source_label(s) for s in self.missing_data))
+        return f"missing {', '.join(names)}" if names else ""
 
     @property
     def lr(self) -> str:
@@ -90,14 +91,33 @@ class PresetEntry:
         return self.preset.model.init if self.preset else ""
 
 
-def _data_problems(preset: Preset, path: Path) -> list[str]:
+def source_label(source: str) -> str:
+    """A data source as the presets table shows it: a named source as is, a file by its name
+    without ``.json.gz`` (``../shared/data/mp_e_form_dev.json.gz`` -> ``mp_e_form_dev``)."""
+    from tui_ft.core.common.paths import NAMED_SOURCES
+
+    if source in NAMED_SOURCES:
+        return source
+    name = Path(source).name
+    for ext in (".json.gz", ".json"):
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name or source
+
+
+def _data_problems(preset: Preset, path: Path, entry: PresetEntry | None = None) -> list[str]:
     """``["presets/X.toml: data.source: <what is missing and what to do>"]`` when the preset's data is
-    not there (relative paths are taken against the project root, where runs start), else ``[]``."""
+    not there (relative paths are taken against the project root, where runs start), else ``[]``.
+    The missing source is noted in ``entry.missing_data``."""
     from tui_ft.core.common.paths import Paths, data_source_problem
 
     root = path.resolve().parent.parent
     problem = data_source_problem(preset.data.source, Paths(root), base=root)
-    return [] if problem is None else [f"presets/{path.name}: data.source: {problem}"]
+    if problem is None:
+        return []
+    if entry is not None and preset.data.source not in entry.missing_data:
+        entry.missing_data.append(preset.data.source)
+    return [f"presets/{path.name}: data.source: {problem}"]
 
 
 def load_entry(path: Path) -> PresetEntry:
@@ -117,7 +137,7 @@ def load_entry(path: Path) -> PresetEntry:
 
             entry.plan = load_plan(path)
             for stage in getattr(entry.plan, "stages", []):
-                entry.errors += [e for e in _data_problems(stage.preset, path) if e not in entry.errors]
+                entry.errors += [e for e in _data_problems(stage.preset, path, entry) if e not in entry.errors]
         except PresetError as exc:
             shown = f"presets/{path.name}"
             entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
@@ -127,7 +147,7 @@ def load_entry(path: Path) -> PresetEntry:
         return entry
     try:
         entry.preset = load_preset(path)
-        entry.errors = _data_problems(entry.preset, path)
+        entry.errors = _data_problems(entry.preset, path, entry)
     except PresetError as exc:
         shown = f"presets/{path.name}"  # shorter than the absolute path, still unambiguous
         entry.errors = [str(e).replace(str(path), shown, 1) for e in exc.errors] or [str(exc)]
@@ -184,6 +204,16 @@ def run_dirs(paths: Paths) -> list[str]:
         return []
 
 
+def events_signature(run_dir: Path) -> tuple:
+    """What changes when a run's ``events.jsonl`` gets a line (or is replaced): its inode,
+    size and mtime; ``()`` when it is not there."""
+    try:
+        st = (run_dir / "events.jsonl").stat()
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def last_change(run_dir: Path) -> float:
     """When the run folder or its events file last changed."""
     times = []
@@ -211,11 +241,13 @@ class FoundRun:
     summary: RunSummary
     live: bool
     events: list[Event] = field(default_factory=list)
+    sig: tuple = ()  # events_signature() taken before its events were read
 
 
 @dataclass
 class ScanResult:
     new_runs: list[FoundRun] = field(default_factory=list)
+    changed_runs: list[FoundRun] = field(default_factory=list)  # settled runs whose events file changed since
     gone_runs: list[str] = field(default_factory=list)
     presets: list[PresetEntry] | None = None  # None: unchanged
     presets_sig: tuple = ()
@@ -224,24 +256,38 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _found(run_dir: Path, warn) -> FoundRun:
+    sig = events_signature(run_dir)  # before reading: a line added meanwhile changes it again
+    events = read_events(run_dir / "events.jsonl", warn=warn)
+    s = summarize(run_dir, events=events)
+    return FoundRun(run_dir.name, s, is_live(s, run_dir), events, sig)
+
+
 def scan(
     paths: Paths,
     known_runs: frozenset[str] | set[str] = frozenset(),
     presets_sig: tuple | None = None,
     library_sig: tuple | None = None,
+    settled: Mapping[str, tuple] | None = None,
 ) -> ScanResult:
     """New and removed run folders, and presets / checkpoints when their
-    signature differs from the one given (``None`` forces a reload)."""
+    signature differs from the one given (``None`` forces a reload).
+
+    ``settled``: runs the caller no longer follows (they looked finished,
+    interrupted, ...), each with the :func:`events_signature` it last read.
+    One whose events file changed since (``tui-ft resume`` in another
+    terminal appends to it) is read again into ``changed_runs``."""
     res = ScanResult()
     names = run_dirs(paths)
     on_disk = set(names)
+    settled = settled or {}
     for name in names:
-        if name in known_runs:
-            continue
         run_dir = paths.logs / name
-        events = read_events(run_dir / "events.jsonl", warn=res.warnings.append)
-        s = summarize(run_dir, events=events)
-        res.new_runs.append(FoundRun(name, s, is_live(s, run_dir), events))
+        if name in known_runs:
+            if name in settled and events_signature(run_dir) != settled[name]:
+                res.changed_runs.append(_found(run_dir, res.warnings.append))
+            continue
+        res.new_runs.append(_found(run_dir, res.warnings.append))
     res.gone_runs = sorted(set(known_runs) - on_disk)
 
     res.presets_sig = presets_signature(paths)

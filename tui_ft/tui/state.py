@@ -58,6 +58,9 @@ class RunState:
     cancel_requested: bool = False
     stderr_loaded: bool = False
     progress: Progress | None = None  # the latest progress of a stage under way (None once it ends)
+    # events_signature() of its events.jsonl when it was last read in full, once it is no longer
+    # followed (None while followed): the scan reads it again when the file changes (a resume elsewhere)
+    events_sig: tuple | None = None
     _messages: set[str] = field(default_factory=set, repr=False)
     _milestones: dict[str, Progress] = field(default_factory=dict, repr=False)  # stage -> last logged
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +23,7 @@ from textual.widgets import DataTable, Static
 
 from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import Curve, int_ticks
+from tui_ft.tui.columns import plain
 from tui_ft.tui.panes import _cursor_key, _restore_cursor
 from tui_ft.tui.plots import _Plot
 from tui_ft.tui.study_model import (
@@ -198,7 +201,7 @@ class StudiesPane(ListViewPane):
             t.clear()
             for r in message.rows:
                 folds = f"{r.finished}/{r.folds}" if r.problem is None else "-"
-                t.add_row(r.name, r.status, folds, r.data_source or "-", r.problem or r.source_name or "-", key=r.name)
+                t.add_row(*plain(r.name, r.status, folds, r.data_source or "-", r.problem or r.source_name or "-"), key=r.name)
             restore_cursor(t, key)
         view = message.view
         if view is not None and view.name != self.selected:
@@ -213,11 +216,11 @@ class StudiesPane(ListViewPane):
         f.clear()
         if view is not None:
             for row in view.folds:
-                f.add_row(*fold_cells(row), key=str(row.fold))
-            f.border_title = f"folds of {view.name}"
+                f.add_row(*plain(*fold_cells(row)), key=str(row.fold))
+            f.border_title = f"folds of {escape(view.name)}"
         restore_cursor(f, key)
         lines = study_summary_lines(view) if view else ["no study under logs/.studies/ yet: `tui-ft matbench PRESET`"]
-        self.query_one("#study-summary", Static).update("\n".join(lines))
+        self.query_one("#study-summary", Static).update(Text("\n".join(lines)))  # not markup: names, problems
         self.query_one(StudyCurves).set_view(view)
 
     @on(DataTable.RowHighlighted, "#studies-table")

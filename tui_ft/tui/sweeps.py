@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +23,7 @@ from textual.widgets import DataTable, Static
 
 from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import nice_ticks
+from tui_ft.tui.columns import plain
 from tui_ft.tui.messages import RescanRequested
 from tui_ft.tui.modals import ConfirmScreen, TextScreen
 from tui_ft.tui.studies import REFRESH_S, ListViewPane, ViewPlot, cursor_key, restore_cursor
@@ -171,11 +174,11 @@ class SweepsPane(ListViewPane):
             t.clear()
             for r in message.rows:
                 if r.problem:
-                    t.add_row(r.name, "-", "-", "-", "-", "-", r.problem, "-", key=r.name)
+                    t.add_row(*plain(r.name, "-", "-", "-", "-", "-", r.problem, "-"), key=r.name)
                     continue
                 done = f"{r.complete + r.pruned}/{r.requested if r.requested is not None else '?'}"
-                t.add_row(r.name, done, str(r.complete), str(r.pruned), str(r.failed), str(r.running),
-                          fmt_value(r.best_value), "-" if r.best_trial is None else str(r.best_trial), key=r.name)
+                t.add_row(*plain(r.name, done, str(r.complete), str(r.pruned), str(r.failed), str(r.running),
+                                 fmt_value(r.best_value), "-" if r.best_trial is None else str(r.best_trial)), key=r.name)
             restore_cursor(t, key)
         self.problems = message.problems
         view = message.view
@@ -194,8 +197,8 @@ class SweepsPane(ListViewPane):
             t.add_column(label, key=label)
         if view is not None:
             for row in view.rows:
-                t.add_row(*trial_cells(row, keys), key=str(row.number))
-            t.border_title = f"trials of {view.name} (by value)"
+                t.add_row(*plain(*trial_cells(row, keys)), key=str(row.number))
+            t.border_title = f"trials of {escape(view.name)} (by value)"
         restore_cursor(t, key)
         if self.key not in keys:
             self.key = keys[0] if keys else None
@@ -217,7 +220,7 @@ class SweepsPane(ListViewPane):
             b = v.best
             shown = "  ".join(f"{k}={fmt_param(x)}" for k, x in b.params.items())
             text = f"best: trial {b.number}  value {fmt_value(b.value)}  {shown}   (p: next parameter, b: save as preset)"
-        self.query_one("#sweep-status", Static).update(text)
+        self.query_one("#sweep-status", Static).update(Text(text))  # not markup: "[sweep]" stays
 
     @on(DataTable.RowHighlighted, "#sweeps-table")
     def _sweep_highlighted(self, event: DataTable.RowHighlighted) -> None:
