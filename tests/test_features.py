@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tui_ft.core.train import engine
+from tui_ft.core.train import setup
 from tui_ft.core.train import forward
 from tui_ft.core.data.demo import demo_structures
 from tui_ft.core.common.paths import Paths
@@ -42,7 +43,7 @@ def cached(model, graphs):
     feats = forward.extract_features(model, graphs, batch_size=8, device="cpu")
     comp = forward.composition_matrix(graphs)
     n_atoms = torch.tensor([float(g.atomic_number.shape[0]) for g in graphs])
-    return engine.FeatureSet(feats, comp, n_atoms)
+    return forward.FeatureSet(feats, comp, n_atoms)
 
 
 def full_prediction(model, graphs) -> torch.Tensor:
@@ -51,14 +52,14 @@ def full_prediction(model, graphs) -> torch.Tensor:
         return model(graphs, task="e")["e"].detach()
 
 
-def head_prediction(model, fs: engine.FeatureSet, idx=None) -> torch.Tensor:
+def head_prediction(model, fs: forward.FeatureSet, idx=None) -> torch.Tensor:
     idx = list(range(len(fs.feats))) if idx is None else idx
     with torch.no_grad():
         return forward.head_forward(model, *fs.batch(idx, "cpu")).detach()
 
 
 def test_pretrained_model_supports_the_feature_head(model):
-    assert engine.supports_feature_head(model)
+    assert forward.supports_feature_head(model)
 
 
 def test_features_are_per_atom(cached, graphs, model):
@@ -83,7 +84,7 @@ def test_head_equals_full_model(model, graphs, cached):
 def test_head_equals_full_model_after_changing_the_head(model, graphs, cached):
     """Training changes only the readout: the cached features must stay valid for any head weights."""
     m = copy.deepcopy(model)
-    bb_before = engine.backbone_hash(m)
+    bb_before = setup.backbone_hash(m)
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in m.mlp.parameters():
@@ -93,7 +94,7 @@ def test_head_equals_full_model_after_changing_the_head(model, graphs, cached):
                 p.mul_(1 + 0.1 * torch.randn(p.shape, generator=gen))
         for p in m.composition_model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    assert engine.backbone_hash(m) == bb_before  # the readout is not part of the cache key
+    assert setup.backbone_hash(m) == bb_before  # the readout is not part of the cache key
     full = full_prediction(m, graphs)
     assert not torch.allclose(full, full_prediction(model, graphs), atol=1e-3)  # the change matters
     head = head_prediction(m, cached)  # features of the ORIGINAL model's backbone, unchanged
@@ -113,10 +114,10 @@ def test_cache_key_follows_the_backbone(model, graphs, tmp_path):
     by_row = dict(enumerate(graphs))
     data_sha = "ab" * 32
 
-    fc = engine.FeatureCache(paths, engine.backbone_hash(model), data_sha)
+    fc = forward.FeatureCache(paths, setup.backbone_hash(model), data_sha)
     first = fc.get(model, rows, by_row, 8, "cpu")
     assert fc.hits == 0 and fc.path.is_file()
-    fc2 = engine.FeatureCache(paths, engine.backbone_hash(model), data_sha)
+    fc2 = forward.FeatureCache(paths, setup.backbone_hash(model), data_sha)
     again = fc2.get(model, rows, by_row, 8, "cpu")
     assert fc2.hits == len(rows) and fc2.path == fc.path
     assert all(torch.equal(first[r], again[r]) for r in rows)
@@ -126,20 +127,20 @@ def test_cache_key_follows_the_backbone(model, graphs, tmp_path):
     with torch.no_grad():
         z = int(graphs[0].atomic_number[0])  # an element these structures contain
         m.atom_embedding.embedding.weight[z - 1, 0] += 1e-3
-    h_new = engine.backbone_hash(m)
-    assert h_new != engine.backbone_hash(model)
-    fc3 = engine.FeatureCache(paths, h_new, data_sha)
+    h_new = setup.backbone_hash(m)
+    assert h_new != setup.backbone_hash(model)
+    fc3 = forward.FeatureCache(paths, h_new, data_sha)
     assert fc3.path != fc.path
     fresh = fc3.get(m, rows, by_row, 8, "cpu")
     assert fc3.hits == 0
     assert any(not torch.equal(fresh[r], first[r]) for r in rows)
     # and the new features again reproduce the changed full model
-    fs = engine.FeatureSet([fresh[r] for r in rows], forward.composition_matrix(graphs),
+    fs = forward.FeatureSet([fresh[r] for r in rows], forward.composition_matrix(graphs),
                            torch.tensor([float(g.atomic_number.shape[0]) for g in graphs]))
     assert torch.allclose(head_prediction(m, fs), full_prediction(m, graphs), atol=TOL, rtol=0)
 
     # another data file: another key as well
-    assert engine.FeatureCache(paths, engine.backbone_hash(model), "cd" * 32).path != fc.path
+    assert forward.FeatureCache(paths, setup.backbone_hash(model), "cd" * 32).path != fc.path
 
 
 def test_a_readout_weight_is_not_in_the_backbone_hash(model):
@@ -147,7 +148,7 @@ def test_a_readout_weight_is_not_in_the_backbone_hash(model):
     with torch.no_grad():
         next(m.mlp.parameters()).add_(1.0)
         next(m.composition_model.parameters()).add_(1.0)
-    assert engine.backbone_hash(m) == engine.backbone_hash(model)
+    assert setup.backbone_hash(m) == setup.backbone_hash(model)
 
 
 def test_head_and_full_forward_objects_agree(model, graphs, cached):
@@ -189,19 +190,19 @@ def test_feature_cache_is_read_memory_mapped_and_grows_safely(model, graphs, tmp
 
     paths = Paths(tmp_path)
     by_row = dict(enumerate(graphs))
-    key = engine.backbone_hash(model)
-    fc = engine.FeatureCache(paths, key, "ef" * 32)
+    key = setup.backbone_hash(model)
+    fc = forward.FeatureCache(paths, key, "ef" * 32)
     first = fc.get(model, list(range(10)), by_row, 8, "cpu")
-    warm = engine.FeatureCache(paths, key, "ef" * 32).get(model, list(range(10)), by_row, 8, "cpu")
+    warm = forward.FeatureCache(paths, key, "ef" * 32).get(model, list(range(10)), by_row, 8, "cpu")
     if os.path.exists("/proc/self/maps"):
         with open("/proc/self/maps", encoding="utf-8") as fh:
             assert str(fc.path) in fh.read()  # the cache file is mapped into this process
-    more = engine.FeatureCache(paths, key, "ef" * 32)
+    more = forward.FeatureCache(paths, key, "ef" * 32)
     both = more.get(model, list(range(20)), by_row, 8, "cpu")  # 10 new rows: the file is rewritten
     assert more.hits == 10
     for r in range(10):
         assert torch.equal(warm[r], first[r]) and torch.equal(both[r], first[r])
     fc.path.write_bytes(b"not a torch file")
-    broken = engine.FeatureCache(paths, key, "ef" * 32)
+    broken = forward.FeatureCache(paths, key, "ef" * 32)
     rebuilt = broken.get(model, list(range(20)), by_row, 8, "cpu")
     assert broken.hits == 0 and all(torch.equal(rebuilt[r], both[r]) for r in range(20))

@@ -266,10 +266,13 @@ def history_table(s) -> list[str]:
     test = f", test MAE {with_unit(f'{s.test_mae:.4f}', unit)}" if s.test_mae is not None else ""
     lines = [f"run {s.run_id} (preset {s.preset_name}, {s.status}{test}); MAEs in {unit or 'the target unit'}"]
     lines.append(f"{'epoch':>5} {'val_mae':>9} {'train_mae':>9} {'best':>9} {'at':>4} {'lr':>9} {'seconds':>8}  time")
+    from tui_ft.core.common.metrics import compact, is_potential
+
     for e in s.history:
+        extra = f"  {compact(e.metrics, 'val')}" if is_potential(e.metrics) else ""
         lines.append(f"{e.epoch:>5} {_num(e.val_mae, '.4f'):>9} {_num(e.train_mae, '.4f'):>9} "
                      f"{_num(e.best_val_mae, '.4f'):>9} {e.best_epoch:>4} {_num(e.lr, '.2e'):>9} "
-                     f"{_num(e.seconds, '.1f'):>8}  {iso_time(e.time)}")
+                     f"{_num(e.seconds, '.1f'):>8}  {iso_time(e.time)}{extra}")
     if not s.history:
         lines.append("(no epoch finished yet)")
     return lines
@@ -300,7 +303,11 @@ def cmd_history(run: str, fmt: str | None = None) -> int:
         return EXIT_OK
     rows = []
     for e in s.history:
-        row = {k: v for k, v in asdict(e).items() if k != "run_id"}
-        rows.append({"run_id": run_id, **row})
+        row = {k: v for k, v in asdict(e).items() if k not in ("run_id", "metrics")}
+        # a task's named metrics (a potential's val_force_mae, ...) as columns of their own
+        named = {k: v for k, v in e.named().items() if k not in ("val_mae", "train_mae")}
+        rows.append({"run_id": run_id, **row, **named})
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k) for k in keys} for r in rows]
     _write_rows(rows, fmt)
     return EXIT_OK

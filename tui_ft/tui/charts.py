@@ -55,10 +55,33 @@ def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def series_from_history(run_id: str, history: Iterable[object]) -> RunSeries:
+def series_from_history(run_id: str, history: Iterable[object], metric: str | None = None) -> RunSeries:
     """Build a :class:`RunSeries` from ``EpochEnd`` events (anything with
     ``epoch``, ``val_mae``, ``train_mae``). A repeated epoch (a resumed run)
-    replaces the earlier value; non-finite values are left out."""
+    replaces the earlier value; non-finite values are left out.
+
+    ``metric`` (``"force_mae"``, ``"loss"``, ...; :mod:`tui_ft.core.common.metrics`) draws
+    ``val_<metric>`` / ``train_<metric>`` from each event's named metrics instead of the
+    task's selection value (``val_mae`` / ``train_mae``), in that metric's unit."""
+    if metric:
+        from tui_ft.core.common.metrics import unit_of
+
+        s = RunSeries(run_id)
+        for ev in history:
+            ep = getattr(ev, "epoch", None)
+            named = ev.named() if hasattr(ev, "named") else {}
+            if not isinstance(ep, int):
+                continue
+            s.unit = unit_of(f"val_{metric}", getattr(ev, "unit", None))
+            for key, eps, ys in ((f"val_{metric}", s.epochs, s.val), (f"train_{metric}", s.train_epochs, s.train)):
+                v = named.get(key)
+                if _finite(v):
+                    if eps and eps[-1] == ep:
+                        ys[-1] = float(v)
+                    else:
+                        eps.append(ep)
+                        ys.append(float(v))
+        return s
     val: dict[int, float] = {}
     train: dict[int, float] = {}
     unit: str | None = None
