@@ -126,7 +126,7 @@ def run_stage(base: str, changes: dict[str, Any], out: Path, name: str) -> Stage
     from tui_ft.core.train.engine import run_training
     from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunStarted
     from tui_ft.core.common.paths import Paths
-    from tui_ft.core.config.presets import dump_preset
+    from tui_ft.core.config.dump import dump_preset
     from tui_ft.core.library.runs import new_run_id
 
     preset = dev_preset(base, {"run.name": name, **changes})

@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     presets = [("demo", PRESETS / "demo.toml", args.reps, args.reps)]
     if not args.skip_dev:
         require_dev_data()
-        from tui_ft.core.config.presets import dump_preset
+        from tui_ft.core.config.dump import dump_preset
 
         p = dev_preset("head_finetune_freeze", {"train.device": "cpu"}, DEV_DATA)
         f = work / "head_finetune_freeze_dev.toml"

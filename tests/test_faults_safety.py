@@ -45,7 +45,8 @@ from tui_ft.core.library.checkpoints import (
 )
 from tui_ft.core.common.locks import LockHeld, ProcessLock, RunLock, process_start_time
 from tui_ft.core.common.paths import Paths, UnsafeName, check_component, safe_component
-from tui_ft.core.config.presets import check_name, load_preset
+from tui_ft.core.config.fields import check_name
+from tui_ft.core.config.presets import load_preset
 
 HOSTILE_IDS = ["/tmp/abs-run", "../../x", "..", ".", ".hidden", "a/b", "-rf", "a b", "x" * 201, "a\\b", ""]
 

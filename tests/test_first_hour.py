@@ -28,7 +28,9 @@ from tui_ft.core.common.paths import (
     project_root,
 )
 from tui_ft.core.data.dataset import resolve_data_source
-from tui_ft.core.config.presets import PresetError, check_resources, load_preset, parse_preset
+from tui_ft.core.config.fields import PresetError
+from tui_ft.core.config.dump import check_resources
+from tui_ft.core.config.presets import load_preset, parse_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_presets"
@@ -341,14 +343,14 @@ def test_fetch_offline_says_where_to_put_the_file(tmp_path, monkeypatch, capsys)
 
 def test_the_three_resolvers_agree(tmp_path, monkeypatch):
     from tui_ft.core.data import dataset as data
-    from tui_ft.core.config import presets
+    from tui_ft.core.config import dump
     from tui_ft.tui.launcher import check_preset
 
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     paths = Paths(tmp_path)
     for source in ("matbench_mp_e_form", "matbench_mp_gap", "x/y.json.gz", str(tmp_path / "abs.json")):
-        assert presets.data_source_path(source) == paths_mod.data_source_path(source, paths)
+        assert dump.data_source_path(source) == paths_mod.data_source_path(source, paths)
         assert data.resolve_source(source, paths) == paths_mod.data_source_path(source, paths)
     # the dashboard's check, run from elsewhere, looks in the project root and says what to do
     elsewhere = tmp_path / "elsewhere"

@@ -29,7 +29,8 @@ from tui_ft.core.orchestrate.plan_runner import (
     run_plan,
     state_path,
 )
-from tui_ft.core.config.presets import PresetError, PresetErrors, is_plan_text, load_preset
+from tui_ft.core.config.fields import PresetError, PresetErrors
+from tui_ft.core.config.presets import is_plan_text, load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 

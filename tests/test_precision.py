@@ -20,7 +20,8 @@ from tui_ft.core.train.engine import run_training
 from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.train.precision import Precision, to_device
-from tui_ft.core.config.presets import PresetError, PresetErrors, load_preset, parse_preset
+from tui_ft.core.config.fields import PresetError, PresetErrors
+from tui_ft.core.config.presets import load_preset, parse_preset
 from tui_ft.core.library.runs import new_run_id
 
 BF16_TOL = 0.02  # eV/atom; see the module docstring for the measurement

@@ -16,25 +16,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from tui_ft.core.config.presets import (
-    DataCfg,
-    FinetuneCfg,
-    ModelCfg,
-    OptimCfg,
-    Preset,
-    PresetError,
-    PresetErrors,
-    RunCfg,
-    TrainCfg,
-    check_resources,
-    dump_preset,
-    is_plan_text,
-    load_preset,
-    locate_lines,
-    parse_preset,
-    preset_from_dict,
-    save_preset,
-)
+from tui_ft.core.config.presets import DataCfg, FinetuneCfg, ModelCfg, OptimCfg, Preset, RunCfg, TrainCfg, is_plan_text, load_preset, locate_lines, parse_preset, preset_from_dict
+from tui_ft.core.config.fields import PresetError, PresetErrors
+from tui_ft.core.config.dump import check_resources, dump_preset, save_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_presets"

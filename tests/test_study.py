@@ -244,7 +244,8 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     submitit = pytest.importorskip("submitit")
     from tui_ft.core.orchestrate.executors import RunTask, tui_ft_argv
     from tui_ft.core.common.paths import Paths
-    from tui_ft.core.config.presets import load_preset, save_preset
+    from tui_ft.core.config.presets import load_preset
+    from tui_ft.core.config.dump import save_preset
     from tui_ft.core.library.runs import new_run_id, summarize
 
     paths = Paths.default()

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from tui_ft import cli
-from tui_ft.core.config.presets import PresetError, dump_preset, load_preset, parse_preset
+from tui_ft.core.config.fields import PresetError
+from tui_ft.core.config.dump import dump_preset
+from tui_ft.core.config.presets import load_preset, parse_preset
 from tui_ft.core.orchestrate.sweep import (
     SweepError,
     best_row,

@@ -18,7 +18,8 @@ import pytest
 from tui_ft import cli
 from tui_ft.core.config import tomlfile
 from tui_ft.core.orchestrate.plans import load_plan
-from tui_ft.core.config.presets import PresetError, load_preset, parse_preset
+from tui_ft.core.config.fields import PresetError
+from tui_ft.core.config.presets import load_preset, parse_preset
 from tui_ft.core.config.tomlfile import MAX_BYTES, MAX_DEPTH, MAX_KEY_PARTS, TomlFileError, parse_toml, read_text
 
 ROOT = Path(__file__).resolve().parents[1]

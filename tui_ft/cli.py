@@ -413,7 +413,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
 def cmd_resume(run_id: str, *, plain: bool = False) -> int:
     from tui_ft.core.train.engine import load_run_preset
     from tui_ft.core.common.paths import Paths
-    from tui_ft.core.config.presets import PresetError, PresetErrors
+    from tui_ft.core.config.fields import PresetError, PresetErrors
 
     if not _check_id("run id", run_id):
         return EXIT_USAGE

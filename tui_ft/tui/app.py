@@ -26,7 +26,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from tui_ft.core.common.events import CheckpointSaved, EpochEnd, RunFinished, RunStarted
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import Preset, PresetError, load_preset
+from tui_ft.core.config.presets import Preset, load_preset
+from tui_ft.core.config.fields import PresetError
 from tui_ft.tui.commands import TuiFtCommands
 from tui_ft.tui.launcher import LaunchedPlan, check_target, launch, launch_resume, resumable, tail_lines
 from tui_ft.tui.messages import (

@@ -18,7 +18,9 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
-from tui_ft.core.config.presets import Preset, PresetError, save_preset
+from tui_ft.core.config.presets import Preset
+from tui_ft.core.config.fields import PresetError
+from tui_ft.core.config.dump import save_preset
 from tui_ft.tui.modals import ConfirmScreen
 
 

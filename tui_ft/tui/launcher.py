@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_ft.core.common.paths import NAMED_SOURCES, Paths, data_source_problem
-from tui_ft.core.config.presets import Preset, check_resources, save_preset
+from tui_ft.core.config.presets import Preset
+from tui_ft.core.config.dump import check_resources, save_preset
 from tui_ft.core.common.procs import pid_alive
 from tui_ft.core.library.runs import new_run_id
 from tui_ft.core.common.tail import LineTail

@@ -18,7 +18,8 @@ from typing import Callable, Union
 from tui_ft.core.common.events import TERMINAL_TYPES, EventFollower, RunStarted
 from tui_ft.core.library.checkpoints import CheckpointInfo
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import Preset, PresetError, load_preset
+from tui_ft.core.config.presets import Preset, load_preset
+from tui_ft.core.config.fields import PresetError
 from tui_ft.core.common.procs import pid_alive
 from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history

@@ -25,7 +25,9 @@ from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
 
 from tui_ft.core.library.checkpoints import CheckpointInfo, Library
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import PresetError, dump_preset, preset_from_dict
+from tui_ft.core.config.fields import PresetError
+from tui_ft.core.config.dump import dump_preset
+from tui_ft.core.config.presets import preset_from_dict
 from tui_ft.tui.columns import KEEP, Col, FitTable
 from tui_ft.tui.form import PresetForm
 from tui_ft.tui import launcher

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tui_ft.core.library.checkpoints import CheckpointInfo, Library
 from tui_ft.core.common.paths import Paths, is_safe_component
-from tui_ft.core.config.presets import Preset, PresetError, is_plan_text, load_preset
+from tui_ft.core.config.presets import Preset, is_plan_text, load_preset
+from tui_ft.core.config.fields import PresetError
 from tui_ft.core.common.events import Event, read_events
 from tui_ft.core.library.runs import RunSummary, summarize
 

@@ -510,7 +510,8 @@ def save_best_preset(paths: Paths, name: str, *, overwrite: bool = False) -> Pat
     loads strictly. Raises FileExistsError (the file exists and ``overwrite`` is
     False), :class:`tui_ft.core.orchestrate.sweep.SweepError` (no finished trial, no study) or
     :class:`tui_ft.core.config.presets.PresetError` (what was written does not load)."""
-    from tui_ft.core.config.presets import dump_preset, load_preset
+    from tui_ft.core.config.dump import dump_preset
+    from tui_ft.core.config.presets import load_preset
     from tui_ft.core.common.atomic import atomic_write_text
     from tui_ft.core.orchestrate.sweep import best_preset
 

@@ -6,14 +6,10 @@ import threading
 import time
 from typing import Callable
 
-
-
 from tui_ft.core.common.events import (  # noqa: E402
     Event,
     Progress,
 )
-
-
 
 PROGRESS_INTERVAL_S = 0.5  # at most about two progress events a second per stage
 MIN_RATE_S = 1.0  # a progress rate is shown once a stage has run this long

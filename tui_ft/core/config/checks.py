@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import PresetError, PresetErrors
+from tui_ft.core.config.fields import PresetError, PresetErrors
 
 __all__ = ["device_problem", "init_problem", "check_runnable", "check_plan_runnable"]
 
@@ -40,7 +40,12 @@ def device_problem(name: str) -> str | None:
 def init_problem(ref: str, paths: Paths | None = None) -> str | None:
     """Why checkpoint ``ref`` (``RUN@best``, a path...) cannot start a run, or None.
     The checkpoint is loaded and its model built (weights checked against model_args)."""
-    from tui_ft.core.library.checkpoints import CheckpointError, Library, build_model, load_checkpoint
+    from tui_ft.core.library.checkpoints import (
+        CheckpointError,
+        Library,
+        build_model,
+        load_checkpoint,
+    )
 
     try:
         info = Library(paths).resolve_ref(ref)
@@ -106,7 +111,12 @@ def potential_problems(preset) -> list[str]:
     ``data.skip_bad_rows``. Also the test file's, and enough frames for the splits."""
     from tui_ft.core.data.dataset import DataError, resolve_source
     from tui_ft.core.data.frames import FrameError, check_frames
-    from tui_ft.core.task.potential import FRAME_LABEL, read_frames, resolve_weights, weight_problems
+    from tui_ft.core.task.potential import (
+        FRAME_LABEL,
+        read_frames,
+        resolve_weights,
+        weight_problems,
+    )
 
     d = preset.data
     out: list[str] = []
@@ -178,10 +188,12 @@ def load_and_check(path: str, err: Callable[[str], None]):
     the schema, the data file's ids, targets and splits, the init checkpoint, the device,
     own data formats and loggers (:func:`preflight`). Each problem goes to ``err`` as one
     line; returns the Preset or Plan, or None after a problem."""
+    from tui_ft.core.config.dump import check_resources
+    from tui_ft.core.config.fields import PresetError, PresetErrors
+    from tui_ft.core.config.presets import is_plan_text, parse_preset
+    from tui_ft.core.config.tomlfile import TomlFileError, read_text
     from tui_ft.core.data.dataset import check_data, read_columns
     from tui_ft.core.library.checkpoints import Library
-    from tui_ft.core.config.presets import PresetError, PresetErrors, check_resources, is_plan_text, parse_preset
-    from tui_ft.core.config.tomlfile import TomlFileError, read_text
 
     try:
         try:  # read once: PATH may be a pipe, e.g. --preset <(...)

@@ -30,14 +30,9 @@ import functools
 import math
 import os
 import re
-import types
-import unicodedata
-from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union
 
-import annotated_types
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,12 +42,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
-from tui_ft.core.common.paths import DEMO_POTENTIAL_SOURCE, DEMO_SOURCE, MATBENCH_SOURCE, MATBENCH_TASKS, NAMED_SOURCES
-from tui_ft.core.common.paths import data_source_path as _data_source_path
-from tui_ft.core.common.paths import missing_data_message
-from tui_ft.core.config.tomlfile import TomlFileError, line_of, locate_lines, parse_toml, read_text
+from tui_ft.core.common.paths import DEMO_POTENTIAL_SOURCE, DEMO_SOURCE, MATBENCH_SOURCE
+from tui_ft.core.config.tomlfile import (
+    TomlFileError,
+    line_of,
+    locate_lines,
+    parse_toml,
+    read_text,
+)
 
 __all__ = [
     "PresetError",
@@ -89,189 +87,78 @@ __all__ = [
     "DEMO_SOURCE",
 ]
 
-DEMO_TARGET = "e_form"  # the only target column of the demo data
-DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
-from tui_ft.core.common.paths import NAME_MAX, check_component  # noqa: E402 - the one rule for names
-_REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
-_CUDA_N = re.compile(r"cuda:(0|[1-9][0-9]{0,3})")
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-_UNIONS = (Union, types.UnionType)
 
+
+from tui_ft.core.config.fields import (  # noqa: E402
+    DEMO_TARGET,
+    LR_GROUPS,
+    PRETRAINED_VERSIONS,
+    SWEEP_KINDS,
+    DataFormat,
+    Ddp,
+    FrameFormat,
+    Loss,
+    LrFactor,
+    LrGroup,
+    Mode,
+    Optimizer,
+    Precision,
+    PresetError,
+    PresetErrors,
+    Pretrained,
+    Scheduler,
+    Selection,
+    SplitKind,
+    TaskKind,
+    WandbMode,
+    _device,
+    _init,
+    _int,
+    _num,
+    _source,
+    _target,
+    _test_source,
+    _text,
+    _unit,
+    check_name,
+    show_value,
+)
+from tui_ft.core.config.toml_errors import _errors, _field_type, _message, _space_field  # noqa: E402
 
 # --------------------------------------------------------------------------- errors
 
 
-class PresetError(Exception):
-    """One problem with a preset, pointing at a file, a line and a field."""
-
-    def __init__(self, file: str, line: int | None, field: str, message: str):
-        super().__init__(file, line, field, message)
-        self.file = file
-        self.line = line
-        self.field = field
-        self.message = message
-
-    def __str__(self) -> str:
-        if self.line is None:
-            return f"{self.file}: {self.field}: {self.message}"
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
-
-    @property
-    def errors(self) -> list["PresetError"]:
-        """All problems in this exception (just this one)."""
-        return [self]
-
-    @classmethod
-    def from_toml(cls, exc: TomlFileError) -> "PresetError":
-        """The reader's error (unreadable file, bad bytes, TOML syntax) as a PresetError."""
-        return cls(exc.file, exc.line, exc.field, exc.message)
 
 
-class PresetErrors(PresetError):
-    """Several problems at once. ``errors`` lists them; ``str()`` is one line each.
-
-    It is a :class:`PresetError` too (its file, line, field and message are
-    those of the first problem), so ``except PresetError`` catches both.
-    """
-
-    def __init__(self, errors: Iterable[PresetError]):
-        errs = list(errors)
-        first = errs[0] if errs else PresetError("<preset>", None, "preset", "invalid preset")
-        super().__init__(first.file, first.line, first.field, first.message)
-        self.args = (errs,)
-        self._errors = errs
-
-    @property
-    def errors(self) -> list[PresetError]:
-        return list(self._errors)
-
-    def __str__(self) -> str:
-        return "\n".join(str(e) for e in self._errors)
 
 
 # --------------------------------------------------------------------------- value checks
 
 
-def show_value(v: Any) -> str:
-    """A short TOML-like rendering of ``v`` for error messages (control characters escaped)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        s = v if len(v) <= 60 else v[:57] + "..."
-        out = []
-        for ch in s:
-            if ch == '"':
-                out.append('\\"')
-            elif ch == "\\":
-                out.append("\\\\")
-            elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-                out.append(f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}")
-            else:
-                out.append(ch)
-        return '"' + "".join(out) + '"'
-    if isinstance(v, (dict, BaseModel)):
-        return "a table"
-    if isinstance(v, (list, tuple)):
-        return "an array"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
 
 
-def _has_control(s: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
 
 
-def check_name(v: Any) -> str:
-    """Validate a run/preset name: 1..64 of [A-Za-z0-9_.-], no leading '.'/'-', no '..'.
-
-    The same rule as every id that becomes a path (:func:`tui_ft.core.common.paths.check_component`).
-    Raises ``ValueError`` with the message for the error line."""
-    return check_component(v, NAME_MAX)
 
 
-def _source(v: str) -> str:
-    """``demo``, a Matbench task (``matbench_mp_e_form``, ...) or a path: a Matbench .json/.json.gz
-    file, a folder with id_prop.csv, a CSV, or any file ase reads (extxyz, ...). Whether it exists and
-    parses is checked by :func:`check_resources` (the format is then told by ``sources.detect_format``)."""
-    want = (f'expected "{DEMO_SOURCE}", a Matbench task such as "{MATBENCH_SOURCE}" or a path (a .json/.json.gz '
-            "file, a folder with id_prop.csv, a .csv or an extxyz/ase-readable file)")
-    if not v.strip():
-        raise ValueError(f"{want}, got an empty string")
-    if _has_control(v):
-        raise ValueError(f"must not contain control characters, got {show_value(v)}")
-    if v.startswith("matbench_") and v not in NAMED_SOURCES and "/" not in v and "." not in v:
-        tasks = ", ".join(MATBENCH_TASKS)
-        raise ValueError(f"{show_value(v)} is not a Matbench regression task on structures (those are: {tasks})")
-    return v
 
 
-def _test_source(v: str) -> str:
-    if v == "":
-        return v
-    return _source(v)
 
 
-def _unit(v: str) -> str:
-    if _has_control(v) or len(v) > 40:
-        raise ValueError(f"expected a short unit such as \"eV/atom\", got {show_value(v)}")
-    return v
 
 
-def _target(v: str) -> str:
-    if not v or _has_control(v):
-        raise ValueError(f"expected a column name, got {show_value(v)}")
-    return v
 
 
-def _init(v: str) -> str:
-    if v == "":
-        return v
-    if _has_control(v):
-        raise ValueError(f"must not contain control characters, got {show_value(v)}")
-    name, at, kind = v.rpartition("@")
-    if (at and kind in ("best", "last") and _REF_NAME.fullmatch(name)) or v.endswith(".pt"):
-        return v
-    raise ValueError(f'expected "RUN_OR_PRESET@best", "RUN_OR_PRESET@last" or a path to a .pt file, got {show_value(v)}')
 
 
-def _device(v: str) -> str:
-    if v in DEVICES or _CUDA_N.fullmatch(v):
-        return v
-    want = ", ".join(f'"{d}"' for d in DEVICES)
-    raise ValueError(f'expected one of {want} or "cuda:N" (N = 0, 1, ...), got {show_value(v)}')
 
 
-# The field types. Each carries its own range, so the error message can say it.
-def _int(ge: int, le: int | None = None) -> Any:
-    return Annotated[int, Field(ge=ge, le=le)]
 
 
-def _num(*, gt: float | None = None, ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
-    return Annotated[float, Field(gt=gt, ge=ge, le=le, lt=lt, allow_inf_nan=False)]
 
 
-def _text(check: Callable[[str], str]) -> Any:
-    return Annotated[str, AfterValidator(check)]
 
 
-LrFactor = _num(gt=0.0, le=10.0)
-Optimizer = Literal["adam", "adamw", "sgd"]
-Scheduler = Literal["none", "cosine"]
-Loss = Literal["mse", "huber", "l1"]
-Ddp = Literal["auto", "off"]
-Precision = Literal["fp32", "bf16", "fp16"]
-Mode = Literal["head", "full"]
-Pretrained = Literal["0.3.0", "0.2.0", "r2scan"]
-LrGroup = Literal["embedding", "interaction", "readout"]
-DataFormat = Literal["auto", "matbench", "idprop", "ase", "csv"]
-SplitKind = Literal["matbench", "random", "group"]
-TaskKind = Literal["property", "potential"]
-FrameFormat = Literal["auto", "ase", "vasp", "mptrj", "mlearn", "asedb"]
-Selection = Literal["val_loss", "val_energy_mae", "val_force_mae", "val_stress_mae", "val_magmom_mae"]
-WandbMode = Literal["offline", "online", "disabled"]
-PRETRAINED_VERSIONS: tuple[str, ...] = get_args(Pretrained)
-LR_GROUPS: tuple[str, ...] = get_args(LrGroup)
 
 
 # --------------------------------------------------------------------------- schema
@@ -414,8 +301,6 @@ class ClusterCfg(_Table):
                      tuple(sorted(self.extra.items())), self.folder))
 
 
-# ``[sweep]``: a hyperparameter search over this preset (tui_ft.core.orchestrate.sweep runs it with Optuna).
-SWEEP_KINDS = ("log_uniform", "uniform", "int", "choice")
 Sampler = Literal["tpe", "random", "grid"]
 Pruner = Literal["median", "hyperband", "none"]
 Objective = Literal["best_val_mae"]
@@ -668,128 +553,20 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- pydantic errors in TOML words
 
 
-def _unpack(tp: Any, meta: Iterable[Any] = ()) -> tuple[Any, list[Any]]:
-    """The base type of an annotation and its constraints (Annotated and Optional unwrapped)."""
-    found = list(meta)
-    while True:
-        if get_origin(tp) is Annotated:
-            tp, *extra = get_args(tp)
-            for e in extra:
-                found.extend(e.metadata if isinstance(e, FieldInfo) else [e])
-        elif get_origin(tp) in _UNIONS and type(None) in get_args(tp):
-            rest = [a for a in get_args(tp) if a is not type(None)]
-            if len(rest) != 1:
-                break
-            tp = rest[0]
-        else:
-            return tp, found
-    return tp, found  # pragma: no cover
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _want(tp: Any, meta: list[Any]) -> str | None:
-    """What a field expects, in TOML words: "an integer from 0 to 4", "a number in (0, 1]"."""
-    lo = hi = None
-    lo_open = hi_open = False
-    for m in meta:
-        if isinstance(m, annotated_types.Gt):
-            lo, lo_open = m.gt, True
-        elif isinstance(m, annotated_types.Ge):
-            lo = m.ge
-        elif isinstance(m, annotated_types.Lt):
-            hi, hi_open = m.lt, True
-        elif isinstance(m, annotated_types.Le):
-            hi = m.le
-    if get_origin(tp) is Literal:
-        return "one of " + ", ".join(f'"{o}"' for o in get_args(tp))
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        if lo is not None and hi is not None:
-            return f"an integer from {lo} to {hi}"
-        return f"an integer >= {lo}" if lo is not None else "an integer"
-    if tp is float:
-        if hi is None:
-            return f"a number {'>' if lo_open else '>='} {_fmt(lo)}" if lo is not None else "a number"
-        return f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
-    if tp is str:
-        return "a string"
-    if get_origin(tp) is dict:
-        return "an inline table like { embedding = 0.1, readout = 1.0 }"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return "a table"
-    return None
 
 
-def _field_type(loc: tuple[Any, ...]) -> tuple[Any, list[Any]] | None:
-    """The annotation and constraints of the field at a pydantic location (None if unknown)."""
-    tp: Any = Preset
-    meta: list[Any] = []
-    for part in loc:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            info = tp.model_fields.get(str(part))
-            if info is None:
-                return None
-            tp, meta = _unpack(info.annotation, info.metadata)
-        elif get_origin(tp) is dict:
-            if part == "[key]":
-                tp, meta = _unpack(get_args(tp)[0])
-            else:
-                tp, meta = _unpack(get_args(tp)[1])
-        else:
-            return None
-    return tp, meta
 
 
-def _message(err: dict[str, Any]) -> tuple[str, str]:
-    """(field, message) for one pydantic error: the dotted key and what a TOML author needs to read."""
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    value = err.get("input")
-    if loc and loc[-1] == "[key]":  # a key of a table with fixed key names (lr_factors)
-        field = ".".join(str(p) for p in loc[:-1])
-        table = _field_type(loc[:-2])  # the dict; its key type lists the names
-        keys = _unpack(get_args(table[0])[0])[0] if table and get_origin(table[0]) is dict else None
-        allowed = ", ".join(get_args(keys)) if get_origin(keys) is Literal else ""
-        return field, f"unknown group (allowed: {allowed})"
-    field = ".".join(str(p) for p in loc)
-    if kind == "missing":
-        return field, "missing required section" if len(loc) == 1 else "missing required key"
-    if kind == "extra_forbidden":
-        if len(loc) == 1:
-            return field, f"unknown section (allowed: {', '.join(Preset.model_fields)})"
-        parent = _field_type(loc[:-1])
-        keys = tuple(parent[0].model_fields) if parent and isinstance(parent[0], type) else ()
-        return field, f"unknown key (allowed: {', '.join(keys)})"
-    if kind in ("value_error", "assertion_error"):
-        return field, str((err.get("ctx") or {}).get("error") or err["msg"])
-    found = _field_type(loc)
-    want = _want(*found) if found else None
-    if want is None:
-        return field, err["msg"][:1].lower() + err["msg"][1:]
-    if len(loc) == 1 and want == "a table":
-        return field, f"expected a table [{field}], got {show_value(value)}"
-    return field, f"expected {want}, got {show_value(value)}"
 
 
-def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str = "") -> list[PresetError]:
-    out = []
-    for err in exc.errors(include_url=False):
-        field, message = _message(err)
-        field = prefix + field if field else prefix.rstrip(".") or "preset"
-        out.append(PresetError(path, line_of(lines, field), _space_field(field), message))
-    return out
 
 
-def _space_field(field: str) -> str:
-    """``sweep.space.optim.lr.int`` as written in TOML: ``sweep.space."optim.lr".int`` (the key has a dot)."""
-    parts = field.split(".")
-    if parts[:2] != ["sweep", "space"] or len(parts) < 4:
-        return field
-    return ".".join(["sweep", "space", f'"{parts[2]}.{parts[3]}"', *parts[4:]])
+
+
 
 
 def _check_sweep(d: dict[str, Any]) -> list[tuple[str, str]]:
@@ -832,7 +609,7 @@ def _check_sweep(d: dict[str, Any]) -> list[tuple[str, str]]:
             shown = "[]" if values == [] else show_value(values)
             out.append((field, f"expected {want}, got {shown}"))
             continue
-        tp = _field_type((sec, name))
+        tp = _field_type((sec, name), Preset)
         base = tp[0] if tp else None
         is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
         if kind in ("log_uniform", "uniform") and base is not float:
@@ -910,7 +687,7 @@ def check_field(field: str, value: Any) -> Any:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         err = {**err, "loc": (*field.split("."), *err["loc"])}
-        raise ValueError(_message(err)[1]) from None
+        raise ValueError(_message(err, Preset)[1]) from None
 
 
 def coerce_form_value(field: str, value: Any) -> Any:
@@ -919,7 +696,7 @@ def coerce_form_value(field: str, value: Any) -> Any:
     ``""`` for a number or flag means "unset" (``None``). Anything that does not
     parse is returned unchanged, so the strict check reports it in TOML words.
     """
-    found = _field_type(tuple(field.split("."))) if field.count(".") == 1 else None
+    found = _field_type(tuple(field.split(".")), Preset) if field.count(".") == 1 else None
     if found is None or not isinstance(value, str) or found[0] not in _LAX:
         return value
     s = value.strip()
@@ -951,7 +728,7 @@ def _build(d: Any, path: str, lines: dict[str, int]) -> Preset:
     try:
         preset = Preset.model_validate(d)
     except ValidationError as exc:
-        errors = _errors(exc, path, lines)
+        errors = _errors(exc, path, lines, root=Preset)
     bad = {e.field for e in errors}
     for field, message in _cross_field(d):
         if field not in bad and not any(field.startswith(b + ".") for b in bad):
@@ -1008,175 +785,20 @@ def is_plan_text(text: str) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-def _toml_str(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif o < 0x20 or o == 0x7F:
-            out.append(f"\\u{o:04X}")
-        elif 0xD800 <= o <= 0xDFFF:  # lone surrogate: cannot be written as UTF-8
-            raise ValueError(f"string contains a lone surrogate U+{o:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
-def _toml_key(k: str) -> str:
-    return k if _BARE.fullmatch(k) else _toml_str(k)
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return _toml_str(v)
-    if isinstance(v, dict):
-        if not v:
-            return "{}"
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
-def dump_preset(preset: Preset) -> str:
-    """The preset as TOML text, all resolved values written out.
-
-    ``parse_preset(dump_preset(p)) == p``. An empty ``lr_factors`` table, an
-    unset ``backbone_lr`` and an empty ``model.init`` are left out.
-    """
-    d = preset.to_dict()
-    if not d["finetune"].get("lr_factors"):
-        d["finetune"].pop("lr_factors", None)
-    if d.get("model", {}).get("init") == "":
-        d["model"].pop("init")  # unset: pretrained CHGNet (the default); `init = ""` read as a mistake
-    out: list[str] = [f"# tui-ft preset {preset.name}"]
-    for sec, table in d.items():
-        out.append("")
-        out.append(f"[{sec}]")
-        space = table.pop("space", None) if sec == "sweep" else None
-        for key, value in table.items():
-            out.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        if space is not None:  # one line per searched key
-            out.append("")
-            out.append("[sweep.space]")
-            for key, value in space.items():
-                out.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(out) + "\n"
 
 
-def save_preset(preset: Preset, path: str | os.PathLike[str]) -> None:
-    """Write ``dump_preset(preset)`` to ``path`` atomically."""
-    from tui_ft.core.common.atomic import atomic_write_text
-
-    atomic_write_text(path, dump_preset(preset))
 
 
 # --------------------------------------------------------------------------- resources
 
 
-def data_source_path(source: str) -> Path | None:
-    """The file behind ``data.source`` (:func:`tui_ft.core.common.paths.data_source_path`):
-    None for the built-in demo data, ``<root>/data/NAME.json.gz`` for a Matbench
-    task, otherwise the path (relative paths against the current directory)."""
-    return _data_source_path(source)
 
 
-def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
-    """A non-Matbench data source: the format is detected (``data.format`` when given);
-    a folder without id_prop.csv cannot be trained on. Reading it is left to the run."""
-    fmt = preset.data.format
-    if fmt != "auto":
-        return []
-    if path.is_dir() and not (path / "id_prop.csv").is_file():
-        return [preset.error("data.source", f"folder {show_value(preset.data.source)} has no id_prop.csv "
-                             "(expected id,target rows and one structure file per id)")]
-    return []
 
 
-def check_resources(
-    preset: Preset,
-    *,
-    resolve_init: Callable[[str], Any] | None = None,
-    read_columns: Callable[[Path], list[str]] | None = None,
-) -> None:
-    """Check what a preset needs from the file system; raise PresetError at the line.
-
-    - the data file exists (not checked for ``"demo"``);
-    - ``read_columns(path)`` (if given) succeeds and lists ``data.target``;
-      a ``ValueError`` / ``OSError`` it raises (e.g. "empty dataset") is
-      reported under ``data.source``;
-    - ``resolve_init(model.init)`` (if given and init is set) succeeds; a
-      ``LookupError`` it raises is reported under ``model.init``. Without
-      ``resolve_init``, an init that is a ``.pt`` path must exist.
-
-    Several problems raise :class:`PresetErrors`.
-    """
-    errors: list[PresetError] = []
-    source = preset.data.source
-    path = data_source_path(source)
-    if path is not None:
-        if path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
-            # a folder (id_prop.csv), a CSV or an ase-readable file: its format must be known and readable
-            errors += _check_other_source(preset, path)
-        elif not path.is_file():
-            errors.append(preset.error("data.source", missing_data_message(source, path)))
-        elif read_columns is not None:
-            try:
-                columns = list(read_columns(path))
-            except (ValueError, OSError) as exc:
-                errors.append(preset.error("data.source", f"{show_value(source)}: {exc}"))
-            else:
-                target = preset.data.target
-                data_cols = [c for c in columns if c != "structure"]
-                if target not in data_cols:
-                    shown = ", ".join(str(c) for c in data_cols) or "none"
-                    errors.append(
-                        preset.error(
-                            "data.target",
-                            f"column {show_value(target)} is not in {show_value(source)} (target columns: {shown})",
-                        )
-                    )
-    test_source = preset.data.test_source
-    if test_source:
-        tpath = Path(test_source).expanduser()
-        if not tpath.exists():
-            where = "" if tpath.is_absolute() else f" (looked in {Path.cwd()})"
-            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} not found{where}"))
-    init = preset.model.init
-    if init:
-        if resolve_init is not None:
-            try:
-                resolve_init(init)
-            except LookupError as exc:
-                msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-                errors.append(preset.error("model.init", msg))
-        elif init.endswith(".pt") and not Path(init).expanduser().is_file():
-            errors.append(preset.error("model.init", f"checkpoint file {show_value(init)} not found"))
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise PresetErrors(errors)

@@ -54,18 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import (
-    SECTIONS,
-    Preset,
-    PresetError,
-    PresetErrors,
-    check_field,
-    check_name,
-    check_resources,
-    load_preset,
-    preset_from_dict,
-    show_value,
-)
+from tui_ft.core.config.presets import SECTIONS, Preset, check_field, load_preset, preset_from_dict
+from tui_ft.core.config.fields import PresetError, PresetErrors, check_name, show_value
+from tui_ft.core.config.dump import check_resources
 from tui_ft.core.config.tomlfile import TomlFileError, locate_lines, parse_toml, read_text
 from tui_ft.core.config.tomlfile import line_of as _line_of
 

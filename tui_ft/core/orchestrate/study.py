@@ -53,7 +53,9 @@ from typing import Any, Callable
 
 from tui_ft.core.common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import Preset, check_name, save_preset
+from tui_ft.core.config.presets import Preset
+from tui_ft.core.config.fields import check_name
+from tui_ft.core.config.dump import save_preset
 
 STUDY_FORMAT = "tui-ft-study/1"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -121,7 +123,7 @@ def _fingerprint(loaded) -> str:
 
 
 def _plan_text(plan, name: str, k: int) -> str:
-    from tui_ft.core.config.presets import _toml_key, _toml_value
+    from tui_ft.core.config.dump import _toml_key, _toml_value
 
     out = ["# tui-ft study fold plan (written by tui-ft matbench)", "", "[plan]", f"name = {_toml_value(name)}"]
     out.append(f"description = {_toml_value(f'{plan.name} on Matbench fold {k}')}")

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tui_ft.core.common.paths import Paths
-from tui_ft.core.config.presets import Preset, SweepCfg, SweepDim, check_name, preset_from_dict
+from tui_ft.core.config.presets import Preset, SweepCfg, SweepDim, preset_from_dict
+from tui_ft.core.config.fields import check_name
 
 __all__ = [
     "SweepError",
@@ -417,7 +418,7 @@ def run_sweep(
             params = suggest(trial, cfg.dims)
             tp = trial_preset(preset, params, name, trial.number)
             file = folder / "trials" / f"t{trial.number}.toml"
-            from tui_ft.core.config.presets import save_preset
+            from tui_ft.core.config.dump import save_preset
 
             save_preset(tp, file)
             run_id = new_run_id(tp.name, paths)
@@ -655,7 +656,7 @@ def cmd_sweeps(name: str | None, *, best: bool, err: Callable[[str], None]) -> i
                 print(f"{s.name:32} {done:>9} {s.complete:>8} {s.pruned:>6} {s.failed:>6} {s.running:>7} {bv:>8} {bt:>5}")
             return 0
         if best:
-            from tui_ft.core.config.presets import dump_preset
+            from tui_ft.core.config.dump import dump_preset
 
             sys.stdout.write(dump_preset(best_preset(paths, name)))
             return 0

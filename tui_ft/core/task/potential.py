@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from tui_ft.core.common.metrics import LABEL_METRIC
-from tui_ft.core.data.dataset import Dataset, DataError, resolve_source
+from tui_ft.core.data.dataset import DataError, Dataset, resolve_source
 from tui_ft.core.data.frames import FrameError, FrameSet, check_frames, load_frames
 from tui_ft.core.data.sources import make_source_splits
 from tui_ft.core.task.base import Task, TestResult

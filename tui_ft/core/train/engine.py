@@ -43,8 +43,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tui_ft.core.common.atomic import atomic_write_text, deferred_signals  # noqa: E402
-from tui_ft.core.data.dataset import GraphCache  # noqa: E402
-from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.common.events import (  # noqa: E402
     CheckpointSaved,
     EpochEnd,
@@ -59,6 +57,13 @@ from tui_ft.core.common.events import (  # noqa: E402
     event_from_dict,
     read_events,
 )
+from tui_ft.core.common.locks import LockHeld, RunLock  # noqa: E402
+from tui_ft.core.common.paths import Paths  # noqa: E402
+from tui_ft.core.common.units import default_unit  # noqa: E402
+from tui_ft.core.config.dump import dump_preset
+from tui_ft.core.config.presets import Preset, load_preset  # noqa: E402
+from tui_ft.core.data.dataset import GraphCache  # noqa: E402
+from tui_ft.core.data.sources import make_source_splits  # noqa: E402
 from tui_ft.core.library.checkpoints import (  # noqa: E402
     CheckpointMeta,
     CheckpointWriteError,
@@ -68,22 +73,26 @@ from tui_ft.core.library.checkpoints import (  # noqa: E402
     read_checkpoint_meta,
     save_checkpoint,
 )
-from tui_ft.core.common.locks import LockHeld, RunLock  # noqa: E402
-from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402
-from tui_ft.core.common.paths import Paths  # noqa: E402
-from tui_ft.core.train.precision import FP32, Precision, is_cuda  # noqa: E402
-from tui_ft.core.config.presets import Preset, dump_preset, load_preset  # noqa: E402
 from tui_ft.core.task import task_for  # noqa: E402
-from tui_ft.core.data.sources import make_source_splits  # noqa: E402
-from tui_ft.core.common.units import default_unit  # noqa: E402
+from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
+from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402
+from tui_ft.core.train.precision import FP32, Precision, is_cuda  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
-from tui_ft.core.train.setup import GROUPS, configure_cpu, group_params, load_pretrained, model_from_payload, pick_device, seed_everything  # noqa: E402
 from tui_ft.core.common.progress import ProgressReporter  # noqa: E402
-from tui_ft.core.train.forward import FullForward, HeadForward  # noqa: E402
 from tui_ft.core.train.errors import Interrupted, Pruned, RunRefused, TrainingFailed  # noqa: E402
+from tui_ft.core.train.forward import FullForward, HeadForward  # noqa: E402
+from tui_ft.core.train.setup import (  # noqa: E402
+    GROUPS,
+    configure_cpu,
+    group_params,
+    load_pretrained,
+    model_from_payload,
+    pick_device,
+    seed_everything,
+)
 
 
 @dataclass
@@ -154,7 +163,9 @@ class Trainer:
         self.source_skipped: list[str] = []  # ids the data source could not use (sources.summary)
         self.loggers = None
         if self.p.log.tensorboard or self.p.log.mlflow or self.p.log.wandb:
-            from tui_ft.core.train.loggers import RunLoggers  # imported only when a logger is on
+            from tui_ft.core.train.loggers import (
+                RunLoggers,  # imported only when a logger is on
+            )
 
             self.loggers = RunLoggers(self.p.log, ctx.run_id, ctx.paths, preset=self.p, say=self.say)
 

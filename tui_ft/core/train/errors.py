@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 
-
-
-
-
-
 class TrainingFailed(Exception):
     """The run cannot go on (divergence, bad data); the message is for the user."""
 

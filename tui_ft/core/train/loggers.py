@@ -76,7 +76,7 @@ class _TensorBoard:
             raise LoggerError(missing_message("tensorboard")) from None
         self.dir = Path(cfg.tensorboard_dir).expanduser() if cfg.tensorboard_dir else paths.run_log_dir(run_id) / "tensorboard"
         self.w = SummaryWriter(log_dir=str(self.dir))
-        from tui_ft.core.config.presets import dump_preset
+        from tui_ft.core.config.dump import dump_preset
 
         self.w.add_text("preset", "```\n" + dump_preset(preset) + "\n```")
 
@@ -187,7 +187,13 @@ class RunLoggers:
                 self.say(f"[log] {name} switched off: {type(exc).__name__}: {exc}", "warning")
 
     def handle(self, ev) -> None:
-        from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunInterrupted, RunStarted
+        from tui_ft.core.common.events import (
+            EpochEnd,
+            RunFailed,
+            RunFinished,
+            RunInterrupted,
+            RunStarted,
+        )
 
         if self.closed:
             return

@@ -10,7 +10,6 @@ import random
 import sys
 from typing import Any
 
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from chgnet.model import CHGNet  # noqa: E402
@@ -20,8 +19,6 @@ from tui_ft.core.library.checkpoints import (  # noqa: E402
 )
 from tui_ft.core.train.errors import TrainingFailed  # noqa: E402
 from tui_ft.core.train.precision import is_cuda  # noqa: E402
-
-
 
 GROUPS = ("embedding", "interaction", "readout")
 

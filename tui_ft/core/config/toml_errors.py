@@ -1,0 +1,189 @@
+"""Pydantic's errors in TOML words (the dotted key, what a TOML author needs to read), and the
+rules of a [sweep] table; root is the schema's top model (tui_ft.core.config.presets.Preset)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Iterable, Literal, get_args, get_origin
+
+import annotated_types
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
+
+from tui_ft.core.common.paths import DEMO_SOURCE, MATBENCH_SOURCE
+from tui_ft.core.config.tomlfile import line_of, locate_lines
+
+__all__ = [
+    "PresetError",
+    "PresetErrors",
+    "RunCfg",
+    "DataCfg",
+    "ModelCfg",
+    "FinetuneCfg",
+    "OptimCfg",
+    "TrainCfg",
+    "ClusterCfg",
+    "SweepCfg",
+    "SweepDim",
+    "Preset",
+    "parse_preset",
+    "load_preset",
+    "preset_from_dict",
+    "dump_preset",
+    "save_preset",
+    "is_plan_text",
+    "check_resources",
+    "data_source_path",
+    "locate_lines",
+    "line_of",
+    "check_name",
+    "check_field",
+    "coerce_form_value",
+    "show_value",
+    "SECTIONS",
+    "SECTION_MODELS",
+    "PRETRAINED_VERSIONS",
+    "LR_GROUPS",
+    "MATBENCH_SOURCE",
+    "DEMO_SOURCE",
+]
+
+
+
+from tui_ft.core.config.fields import (  # noqa: E402
+    _UNIONS,
+    LR_GROUPS,
+    PRETRAINED_VERSIONS,
+    PresetError,
+    PresetErrors,
+    check_name,
+    show_value,
+)
+
+
+def _unpack(tp: Any, meta: Iterable[Any] = ()) -> tuple[Any, list[Any]]:
+    """The base type of an annotation and its constraints (Annotated and Optional unwrapped)."""
+    found = list(meta)
+    while True:
+        if get_origin(tp) is Annotated:
+            tp, *extra = get_args(tp)
+            for e in extra:
+                found.extend(e.metadata if isinstance(e, FieldInfo) else [e])
+        elif get_origin(tp) in _UNIONS and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                break
+            tp = rest[0]
+        else:
+            return tp, found
+    return tp, found  # pragma: no cover
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _want(tp: Any, meta: list[Any]) -> str | None:
+    """What a field expects, in TOML words: "an integer from 0 to 4", "a number in (0, 1]"."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in meta:
+        if isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(f'"{o}"' for o in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        if lo is not None and hi is not None:
+            return f"an integer from {lo} to {hi}"
+        return f"an integer >= {lo}" if lo is not None else "an integer"
+    if tp is float:
+        if hi is None:
+            return f"a number {'>' if lo_open else '>='} {_fmt(lo)}" if lo is not None else "a number"
+        return f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) is dict:
+        return "an inline table like { embedding = 0.1, readout = 1.0 }"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "a table"
+    return None
+
+
+def _field_type(loc: tuple[Any, ...], root: Any) -> tuple[Any, list[Any]] | None:
+    """The annotation and constraints of the field at a pydantic location (None if unknown)."""
+    tp: Any = root
+    meta: list[Any] = []
+    for part in loc:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None
+            tp, meta = _unpack(info.annotation, info.metadata)
+        elif get_origin(tp) is dict:
+            if part == "[key]":
+                tp, meta = _unpack(get_args(tp)[0])
+            else:
+                tp, meta = _unpack(get_args(tp)[1])
+        else:
+            return None
+    return tp, meta
+
+
+def _message(err: dict[str, Any], root: Any) -> tuple[str, str]:
+    """(field, message) for one pydantic error: the dotted key and what a TOML author needs to read."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    if loc and loc[-1] == "[key]":  # a key of a table with fixed key names (lr_factors)
+        field = ".".join(str(p) for p in loc[:-1])
+        table = _field_type(loc[:-2], root)  # the dict; its key type lists the names
+        keys = _unpack(get_args(table[0])[0])[0] if table and get_origin(table[0]) is dict else None
+        allowed = ", ".join(get_args(keys)) if get_origin(keys) is Literal else ""
+        return field, f"unknown group (allowed: {allowed})"
+    field = ".".join(str(p) for p in loc)
+    if kind == "missing":
+        return field, "missing required section" if len(loc) == 1 else "missing required key"
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return field, f"unknown section (allowed: {', '.join(root.model_fields)})"
+        parent = _field_type(loc[:-1], root)
+        keys = tuple(parent[0].model_fields) if parent and isinstance(parent[0], type) else ()
+        return field, f"unknown key (allowed: {', '.join(keys)})"
+    if kind in ("value_error", "assertion_error"):
+        return field, str((err.get("ctx") or {}).get("error") or err["msg"])
+    found = _field_type(loc, root)
+    want = _want(*found) if found else None
+    if want is None:
+        return field, err["msg"][:1].lower() + err["msg"][1:]
+    if len(loc) == 1 and want == "a table":
+        return field, f"expected a table [{field}], got {show_value(value)}"
+    return field, f"expected {want}, got {show_value(value)}"
+
+
+def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str = "", *, root: Any) -> list[PresetError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        field, message = _message(err, root)
+        field = prefix + field if field else prefix.rstrip(".") or "preset"
+        out.append(PresetError(path, line_of(lines, field), _space_field(field), message))
+    return out
+
+
+def _space_field(field: str) -> str:
+    """``sweep.space.optim.lr.int`` as written in TOML: ``sweep.space."optim.lr".int`` (the key has a dot)."""
+    parts = field.split(".")
+    if parts[:2] != ["sweep", "space"] or len(parts) < 4:
+        return field
+    return ".".join(["sweep", "space", f'"{parts[2]}.{parts[3]}"', *parts[4:]])
+
+
