@@ -10,7 +10,7 @@ from ase.calculators.emt import EMT
 from ase.io import read
 
 from tui_ft.core import demo_potential as dp
-from tui_ft.core.paths import Paths
+from tui_ft.core.common.paths import Paths
 
 # the documented ranges (docs/DEMO_DATA.md, "The potential demo")
 N_FRAMES = (100, 160)

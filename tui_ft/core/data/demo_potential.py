@@ -96,8 +96,8 @@ def _frames_for(symbol: str, k: int, seed: int) -> list:
     from ase import units
     from ase.calculators.emt import EMT
     from ase.constraints import FixCom
-    from ase.md.langevin import Langevin
     from ase.md import velocitydistribution as vd
+    from ase.md.langevin import Langevin
 
     rng = np.random.default_rng([seed, k])
     cells = _cells(symbol)
