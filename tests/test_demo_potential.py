@@ -9,7 +9,7 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.io import read
 
-from tui_ft.core import demo_potential as dp
+from tui_ft.core.data import demo_potential as dp
 from tui_ft.core.common.paths import Paths
 
 # the documented ranges (docs/DEMO_DATA.md, "The potential demo")
