@@ -48,6 +48,7 @@ if src:
     sys.path.insert(0, src)
 import numpy as np
 from tui_ft.core.data import dataset as D
+from tui_ft.core.data.graphcache import GraphCache
 if src and not Path(D.__file__).resolve().is_relative_to(Path(src).resolve()):
     raise SystemExit(f"--compare-src {src}: imported {D.__file__} instead")
 from tui_ft.core.common.paths import Paths
@@ -61,7 +62,7 @@ else:
     sp = D.make_splits(len(ds), fold=0, fraction=0.1, val_fraction=0.1, seed=0)
     rows = np.concatenate([sp.train, sp.val, sp.test])
     model = load_pretrained("0.3.0")
-    cache = D.GraphCache(ds, model.graph_converter, Paths.default())
+    cache = GraphCache(ds, model.graph_converter, Paths.default())
     t = time.perf_counter(); graphs, failed = cache.get(rows); out["seconds"] = time.perf_counter() - t
     out.update(rows=len(rows), hits=cache.hits, built=cache.built)
 print(json.dumps(out))

@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.data.graphcache import GraphCache
+    from tui_ft.core.data.dataset import load_matbench
     from tui_ft.core.train.setup import load_pretrained
     from tui_ft.core.common.paths import Paths
 

@@ -168,7 +168,8 @@ class RssSampler:
 def stage_main(stage: str, file: Path) -> dict:
     sampler = RssSampler()
     from common import fraction_for_n
-    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.data.graphcache import GraphCache
+    from tui_ft.core.data.dataset import load_matbench
     from tui_ft.core.common.paths import Paths
 
     if stage != "load":

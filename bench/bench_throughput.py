@@ -268,7 +268,8 @@ def model_worker(conn, n: int, data: str, cache: str, vf: float) -> None:
     import torch
 
     from tui_ft.core.train import engine  # same process-wide settings as the engine
-    from tui_ft.core.data.dataset import GraphCache, load_matbench
+    from tui_ft.core.data.graphcache import GraphCache
+    from tui_ft.core.data.dataset import load_matbench
     from tui_ft.core.common.paths import Paths
 
     if hasattr(engine, "configure_cpu"):

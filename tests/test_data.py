@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from tui_ft.core.data.dataset import (
-    DataError,
-    GraphCache,
-    load_matbench,
-    make_splits,
-    matbench_folds,
-    read_columns,
-)
+from tui_ft.core.data.dataset import DataError, load_matbench, make_splits, matbench_folds, read_columns
+from tui_ft.core.data.graphcache import GraphCache
 from tui_ft.core.data.demo import build_demo_dataset
 from tui_ft.core.common.paths import Paths
 
@@ -168,7 +162,7 @@ def test_graph_cache_packed_chunks_round_trip(tmp_path, demo_obj):
     from chgnet.graph import CrystalGraphConverter
     from pymatgen.core import Lattice, Structure
 
-    from tui_ft.core.data.dataset import PACKED
+    from tui_ft.core.data.graphcache import PACKED
 
     obj = {k: demo_obj[k] for k in ("index", "columns", "data")}
     obj = json.loads(json.dumps(obj))

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from tui_ft.core.data import dataset as data_mod
-from tui_ft.core.data.dataset import DataError, GraphCache, load_matbench, make_splits, matbench_folds
+from tui_ft.core.data.dataset import DataError, load_matbench, make_splits, matbench_folds
+from tui_ft.core.data import graphcache
+from tui_ft.core.data.graphcache import GraphCache
 from tui_ft.core.data.demo import build_demo_dataset, ensure_demo_dataset
 from tui_ft.core.common.paths import Paths
 
@@ -40,7 +42,7 @@ def _chunk_bytes(cache: GraphCache) -> dict[str, bytes]:
 
 
 def test_cache_bytes_do_not_depend_on_workers(tmp_path, no_env_cache, converter, demo_file, monkeypatch):
-    monkeypatch.setattr(data_mod, "CHUNK", 64)  # several chunks from the ~240 demo rows
+    monkeypatch.setattr(graphcache, "CHUNK", 64)  # several chunks from the ~240 demo rows
     ds = load_matbench(demo_file)
     rows = list(range(len(ds)))
     caches = {}
@@ -191,12 +193,12 @@ def test_old_cache_target_failures_are_rebuilt(tmp_path, no_env_cache, converter
     (chunk_file,) = c.dir.glob("chunk-*.pt")
     stale = sorted(r for r in null_a if r < 40)
     assert stale
-    full = data_mod.unpack_chunk(torch.load(chunk_file, weights_only=True))
+    full = graphcache.unpack_chunk(torch.load(chunk_file, weights_only=True))
     old = {
         "graphs": {k: v for k, v in full["graphs"].items() if int(k) not in stale},
         "failed": {str(r): "bad target (target None is not a finite number)" for r in stale},
     }
-    data_mod.atomic_write(chunk_file, lambda fh: torch.save(data_mod.pack_chunk(old), fh))
+    graphcache.atomic_write(chunk_file, lambda fh: torch.save(graphcache.pack_chunk(old), fh))
     c2 = GraphCache(load_matbench(path, "col_b"), converter, paths)
     graphs, failed = c2.get(range(40), workers=1)
     b_bad = {r for r in null_b if r < 40}

@@ -327,7 +327,7 @@ def test_graph_cache_reads_folder_and_concatenated_datasets(demo_rows, tmp_path)
 
     from chgnet.graph import CrystalGraphConverter
 
-    from tui_ft.core.data.dataset import GraphCache
+    from tui_ft.core.data.graphcache import GraphCache
     from tui_ft.core.common.paths import Paths
 
     d = tmp_path / "f"

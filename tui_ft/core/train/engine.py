@@ -62,7 +62,7 @@ from tui_ft.core.common.paths import Paths  # noqa: E402
 from tui_ft.core.common.units import default_unit  # noqa: E402
 from tui_ft.core.config.dump import dump_preset
 from tui_ft.core.config.presets import Preset, load_preset  # noqa: E402
-from tui_ft.core.data.dataset import GraphCache  # noqa: E402
+from tui_ft.core.data.graphcache import GraphCache  # noqa: E402
 from tui_ft.core.data.sources import make_source_splits  # noqa: E402
 from tui_ft.core.library.checkpoints import (  # noqa: E402
     CheckpointMeta,

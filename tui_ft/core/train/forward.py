@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from tui_ft.core.common.atomic import atomic_write  # noqa: E402
 from tui_ft.core.common.paths import Paths  # noqa: E402
-from tui_ft.core.data.dataset import load_cache_file  # noqa: E402
+from tui_ft.core.data.graphcache import load_cache_file  # noqa: E402
 from tui_ft.core.train.parallel import CpuDataParallel, split_batch  # noqa: E402
 from tui_ft.core.train.precision import FP32, Precision, graph_to_device, to_device  # noqa: E402
 
