@@ -11,7 +11,8 @@ import torch
 from tui_ft.core.train.setup import GROUPS
 from tui_ft.core.train.engine import run_training
 from tui_ft.core.common.events import CheckpointSaved, EpochEnd, Message, RunFinished, RunStarted
-from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.library.checkpoints import Library
+from tui_ft.core.library.ckptfile import load_checkpoint
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.config.presets import load_preset
 from tui_ft.core.library.runs import new_run_id, summarize

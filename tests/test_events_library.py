@@ -26,7 +26,8 @@ from tui_ft.core.common.events import (
     event_from_json,
     read_events,
 )
-from tui_ft.core.library.checkpoints import CheckpointError, CheckpointMeta, Library, load_checkpoint, save_checkpoint
+from tui_ft.core.library.ckptfile import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from tui_ft.core.library.checkpoints import Library
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.library.runs import list_runs, new_run_id
 

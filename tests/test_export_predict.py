@@ -16,7 +16,7 @@ import torch
 
 from tui_ft.core.data.dataset import load_matbench, make_splits
 from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
-from tui_ft.core.library.checkpoints import CheckpointError, load_checkpoint
+from tui_ft.core.library.ckptfile import CheckpointError, load_checkpoint
 from tui_ft.core.library.predict import own_test_rows, predict, write_csv
 from tui_ft.core.data.sources import load_source
 
@@ -125,7 +125,7 @@ def test_export_of_pretrained_weights_matches_chgnet(tmp_path):
     from chgnet.model import CHGNet
 
     from tui_ft.core.data.demo import demo_structures
-    from tui_ft.core.library.checkpoints import save_checkpoint
+    from tui_ft.core.library.ckptfile import save_checkpoint
 
     base = CHGNet.load(verbose=False)
     ckpt = tmp_path / "ck" / "best.pt"

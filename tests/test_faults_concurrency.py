@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tui_ft.core.data.demo import build_demo_dataset
 from tui_ft.core.common.events import RunFinished, RunStarted, read_events
-from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.library.checkpoints import Library
+from tui_ft.core.library.ckptfile import load_checkpoint
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.library.runs import new_run_id, summarize
 

@@ -19,7 +19,8 @@ from tui_ft import cli
 from tui_ft.core.task import property as property_task
 from tui_ft.core.data.demo import build_demo_dataset
 from tui_ft.core.common.events import EpochEnd, Message, RunFailed, RunFinished, read_events
-from tui_ft.core.library.checkpoints import Library, load_checkpoint
+from tui_ft.core.library.checkpoints import Library
+from tui_ft.core.library.ckptfile import load_checkpoint
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.library.runs import summarize
 

@@ -35,7 +35,8 @@ from tui_ft.core.common.events import (
     RunStarted,
     read_events,
 )
-from tui_ft.core.library.checkpoints import CheckpointError, Library, load_checkpoint
+from tui_ft.core.library.ckptfile import CheckpointError, load_checkpoint
+from tui_ft.core.library.checkpoints import Library
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.library.runs import summarize
 

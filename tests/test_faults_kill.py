@@ -45,7 +45,8 @@ import torch
 
 from tui_ft import cli
 from tui_ft.core.common.events import CheckpointSaved, EpochEnd, RunFinished, RunInterrupted, RunStarted, read_events
-from tui_ft.core.library.checkpoints import Library, load_checkpoint, save_checkpoint
+from tui_ft.core.library.checkpoints import Library
+from tui_ft.core.library.ckptfile import load_checkpoint, save_checkpoint
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.library.runs import summarize
 

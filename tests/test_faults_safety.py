@@ -34,15 +34,8 @@ import torch
 from tui_ft import cli
 from tui_ft.core.train import engine
 from tui_ft.core.common.events import EpochEnd, RunFailed, RunFinished, RunInterrupted, read_events
-from tui_ft.core.library.checkpoints import (
-    CheckpointError,
-    CheckpointWriteError,
-    Library,
-    build_model,
-    check_model_args,
-    load_checkpoint,
-    save_checkpoint,
-)
+from tui_ft.core.library.ckptfile import CheckpointError, CheckpointWriteError, build_model, check_model_args, load_checkpoint, save_checkpoint
+from tui_ft.core.library.checkpoints import Library
 from tui_ft.core.common.locks import LockHeld, ProcessLock, RunLock, process_start_time
 from tui_ft.core.common.paths import Paths, UnsafeName, check_component, safe_component
 from tui_ft.core.config.fields import check_name
@@ -395,7 +388,7 @@ def test_model_args_keys_are_chgnets(chgnet_payload):
 
     from chgnet.model import CHGNet
 
-    from tui_ft.core.library.checkpoints import _MODEL_ARGS
+    from tui_ft.core.library.ckptfile import _MODEL_ARGS
 
     named = set(inspect.signature(CHGNet.__init__).parameters) - {"self", "kwargs"}
     assert named <= set(_MODEL_ARGS)

@@ -47,7 +47,7 @@ def listings(tmp_path_factory) -> Path:
     BIG, has N_EPOCHS epochs), N_CKPTS checkpoints and a sweep of a few trials."""
     import optuna
 
-    from tui_ft.core.library.checkpoints import save_checkpoint
+    from tui_ft.core.library.ckptfile import save_checkpoint
 
     root = tmp_path_factory.mktemp("listings")
     (root / "presets").mkdir()
@@ -224,7 +224,7 @@ def umask():
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_files_get_the_umask_mode(tmp_path, umask, mask, mode):
     from tui_ft.core.common.atomic import atomic_write, atomic_write_text, file_mode
-    from tui_ft.core.library.checkpoints import save_checkpoint
+    from tui_ft.core.library.ckptfile import save_checkpoint
 
     umask(mask)
     assert file_mode() == mode
@@ -242,7 +242,7 @@ def test_export_and_predict_files_are_group_readable_under_umask_022(project, tm
     predictions file are 0644, as `cp` or an editor would make them, not mkstemp's 0600."""
     from chgnet.model import CHGNet
 
-    from tui_ft.core.library.checkpoints import save_checkpoint
+    from tui_ft.core.library.ckptfile import save_checkpoint
 
     forms = write_demo_forms(tmp_path / "forms", 4)
     m = CHGNet.load(verbose=False)

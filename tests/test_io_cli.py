@@ -225,7 +225,7 @@ def test_predict_failures_listed_exit_1(project, tmp_path, capsys):
     """Structure files: the broken one is named, the others written; exit 1."""
     from chgnet.model import CHGNet
 
-    from tui_ft.core.library.checkpoints import save_checkpoint
+    from tui_ft.core.library.ckptfile import save_checkpoint
 
     forms = _write_forms(tmp_path / "forms", 4)
     m = CHGNet.load(verbose=False)

@@ -10,7 +10,7 @@ import torch
 from tui_ft.core.train.setup import load_pretrained
 from tui_ft.core.train.engine import run_training
 from tui_ft.core.common.events import EpochEnd, Message, RunFailed, RunFinished
-from tui_ft.core.library.checkpoints import load_checkpoint
+from tui_ft.core.library.ckptfile import load_checkpoint
 from tui_ft.core.train.parallel import CpuDataParallel, graph_cost, plan_workers, split_batch
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.config.presets import load_preset

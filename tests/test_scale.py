@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui_ft.core.data import dataset as data_mod
 from tui_ft.core.data.dataset import DataError, load_matbench, make_splits, matbench_folds
 from tui_ft.core.data import graphcache
 from tui_ft.core.data.graphcache import GraphCache

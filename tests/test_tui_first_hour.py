@@ -27,7 +27,7 @@ import torch
 from test_tui_snapshots import T0, write_history
 
 from tui_ft.core.common.events import EventWriter, RunStarted
-from tui_ft.core.library.checkpoints import save_checkpoint
+from tui_ft.core.library.ckptfile import save_checkpoint
 from tui_ft.tui import launcher
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.charts import log_ticks, short_id

@@ -245,7 +245,8 @@ def test_continued_run_is_drawn_after_its_parent_when_asked(paths):
 
 def test_checkpoint_status_comes_from_the_run_events_not_the_sidecar(paths):
     """13.3: one source of truth for a run's status (the events summary)."""
-    from tui_ft.core.library.checkpoints import CheckpointInfo, CheckpointMeta
+    from tui_ft.core.library.checkpoints import CheckpointInfo
+    from tui_ft.core.library.ckptfile import CheckpointMeta
 
     write_events(paths, "r1", [0.5, 0.4], pid=2**22 + 12345)  # its process is gone, no final event
     m = Dashboard(paths)

@@ -29,7 +29,7 @@ from tui_ft.core.common.events import (
 )
 from textual.widgets import Input
 
-from tui_ft.core.library.checkpoints import save_checkpoint
+from tui_ft.core.library.ckptfile import save_checkpoint
 from tui_ft.tui.app import TuiFtApp
 
 T0 = 1735732800.0  # 2025-01-01 12:00:00 UTC

@@ -84,7 +84,7 @@ def _not_a_pipe(data: str) -> bool:
 def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "auto", batch_size: int = 32) -> int:
     """MAE of a checkpoint on a data source; by default its own test rows when the data is its own."""
     from tui_ft.core.data.dataset import DataError
-    from tui_ft.core.library.checkpoints import CheckpointError
+    from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.common.units import with_unit
 
     if not _not_a_pipe(data):
@@ -129,7 +129,7 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
 def cmd_export(ref: str, out: str) -> int:
     """Write a file chgnet's ``CHGNet.from_file`` loads (exit 2 when the checkpoint or the file is bad)."""
     from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
-    from tui_ft.core.library.checkpoints import CheckpointError
+    from tui_ft.core.library.ckptfile import CheckpointError
 
     path = _resolve(ref)
     if path is None:
@@ -157,7 +157,7 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     others written); 2: the checkpoint or an input cannot be read (nothing written).
     """
     from tui_ft.core.data.dataset import DataError, resolve_source
-    from tui_ft.core.library.checkpoints import CheckpointError
+    from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.library.predict import format_csv, predict, write_csv
 
     if not all(_not_a_pipe(i) for i in inputs):

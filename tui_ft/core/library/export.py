@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_ft.core.common.atomic import atomic_write
-from tui_ft.core.library.checkpoints import CheckpointError, load_checkpoint
+from tui_ft.core.library.ckptfile import CheckpointError, load_checkpoint
 
 EXPORT_FORMAT = "tui-ft-export/1"
 

@@ -81,7 +81,7 @@ def load_model(ckpt_or_model) -> tuple[Any, dict[str, Any]]:
     if hasattr(ckpt_or_model, "graph_converter"):
         return ckpt_or_model, {}
     from tui_ft.core.train.setup import _quiet_stdout, model_from_payload
-    from tui_ft.core.library.checkpoints import load_checkpoint
+    from tui_ft.core.library.ckptfile import load_checkpoint
 
     payload = ckpt_or_model if isinstance(ckpt_or_model, dict) else load_checkpoint(ckpt_or_model)
     with _quiet_stdout():  # chgnet prints "CHGNet initialized ..." on stdout, where predictions may go
@@ -294,7 +294,7 @@ def evaluate(
     ``"all"`` scores every row, with a warning when training rows are among them.
     """
     from tui_ft.core.data.dataset import resolve_source
-    from tui_ft.core.library.checkpoints import load_checkpoint
+    from tui_ft.core.library.ckptfile import load_checkpoint
     from tui_ft.core.data.sources import load_source, load_training_data
 
     if rows not in ("auto", "all", "test"):

@@ -64,15 +64,8 @@ from tui_ft.core.config.dump import dump_preset
 from tui_ft.core.config.presets import Preset, load_preset  # noqa: E402
 from tui_ft.core.data.graphcache import GraphCache  # noqa: E402
 from tui_ft.core.data.sources import make_source_splits  # noqa: E402
-from tui_ft.core.library.checkpoints import (  # noqa: E402
-    CheckpointMeta,
-    CheckpointWriteError,
-    Library,
-    load_checkpoint,
-    package_versions,
-    read_checkpoint_meta,
-    save_checkpoint,
-)
+from tui_ft.core.library.ckptfile import CheckpointMeta, CheckpointWriteError, load_checkpoint, package_versions, read_checkpoint_meta, save_checkpoint
+from tui_ft.core.library.checkpoints import Library
 from tui_ft.core.task import task_for  # noqa: E402
 from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402

@@ -14,9 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from chgnet.model import CHGNet  # noqa: E402
 
-from tui_ft.core.library.checkpoints import (  # noqa: E402
-    build_model,
-)
+from tui_ft.core.library.ckptfile import build_model
 from tui_ft.core.train.errors import TrainingFailed  # noqa: E402
 from tui_ft.core.train.precision import is_cuda  # noqa: E402
 
