@@ -40,8 +40,12 @@ def device_problem(name: str) -> str | None:
 def init_problem(ref: str, paths: Paths | None = None) -> str | None:
     """Why checkpoint ``ref`` (``RUN@best``, a path...) cannot start a run, or None.
     The checkpoint is loaded and its model built (weights checked against model_args)."""
-    from tui_ft.core.library.ckptfile import CheckpointError, build_model, load_checkpoint
     from tui_ft.core.library.checkpoints import Library
+    from tui_ft.core.library.ckptfile import (
+        CheckpointError,
+        build_model,
+        load_checkpoint,
+    )
 
     try:
         info = Library(paths).resolve_ref(ref)

@@ -3,7 +3,8 @@ rules of a [sweep] table; root is the schema's top model (tui_ft.core.config.pre
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Iterable, Literal, get_args, get_origin
+import math
+from typing import Annotated, Any, Callable, Iterable, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import (
@@ -56,6 +57,7 @@ from tui_ft.core.config.fields import (  # noqa: E402
     _UNIONS,
     LR_GROUPS,
     PRETRAINED_VERSIONS,
+    SWEEP_KINDS,
     PresetError,
     PresetErrors,
     check_name,
@@ -187,3 +189,95 @@ def _space_field(field: str) -> str:
     return ".".join(["sweep", "space", f'"{parts[2]}.{parts[3]}"', *parts[4:]])
 
 
+def _check_sweep(d: dict[str, Any], *, root: Any, sections: dict[str, tuple[str, ...]], check_field: Callable,
+                 cross_field: Callable) -> list[tuple[str, str]]:
+    """Problems of a ``[sweep]`` table beyond its types, as (field, message); field is the dotted line key.
+
+    Each searched key must be a preset field (``section.key``, not ``run.name``);
+    its value exactly one of ``{ log_uniform = [LOW, HIGH] }``, ``{ uniform = [LOW, HIGH] }``,
+    ``{ int = [LOW, HIGH] }``, ``{ choice = [A, B, ...] }``, of a kind that fits the field's
+    type, with LOW < HIGH (LOW > 0 for log_uniform), and every bound or choice a valid
+    value of the field (checked by the field's own validator, and against the rules
+    between fields with the rest of the preset).
+    """
+    sweep = d.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("space"), dict):
+        return []
+    out: list[tuple[str, str]] = []
+    forms = "{ log_uniform = [LOW, HIGH] }, { uniform = [LOW, HIGH] }, { int = [LOW, HIGH] } or { choice = [A, B, ...] }"
+    grid = sweep.get("sampler") == "grid"
+    grid_size = 1
+    if not sweep["space"]:
+        return [("sweep.space", 'expected at least one searched key, like "optim.lr" = { log_uniform = [1e-5, 1e-2] }')]
+    for key, spec in sweep["space"].items():
+        field = f"sweep.space.{key}"
+        sec, _, name = key.partition(".")
+        if sec not in sections or name not in sections[sec] or key == "run.name":
+            if sec in sections and not name and isinstance(spec, dict) and set(spec) <= set(sections[sec]):
+                sub = next(iter(spec), "key")
+                out.append((field, f'a dotted key must be quoted here: "{sec}.{sub}" = {{ ... }}'))
+                continue
+            known = ", ".join(f"{s}.{k}" for s, ks in sections.items() for k in ks if f"{s}.{k}" != "run.name")
+            out.append((field, f"unknown preset key {show_value(key)} (searchable: {known})"))
+            continue
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SWEEP_KINDS:
+            out.append((field, f"expected one of {forms}, got {show_value(spec)}"))
+            continue
+        kind, values = next(iter(spec.items()))
+        field = f"{field}.{kind}"
+        if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
+            want = "a non-empty array [A, B, ...]" if kind == "choice" else "an array [LOW, HIGH]"
+            shown = "[]" if values == [] else show_value(values)
+            out.append((field, f"expected {want}, got {shown}"))
+            continue
+        tp = _field_type((sec, name), root)
+        base = tp[0] if tp else None
+        is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if kind in ("log_uniform", "uniform") and base is not float:
+            hint = "int = [LOW, HIGH] or choice = [...]" if base is int else "choice = [...]"
+            out.append((field, f"{key} is not a real number: use {hint}"))
+            continue
+        if kind == "int" and base not in (int, float):
+            out.append((field, f"{key} is not a number: use choice = [...]"))
+            continue
+        if kind == "int" and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out.append((field, f"expected two integers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        if kind != "choice":
+            if not all(is_num(v) and math.isfinite(v) for v in values):
+                out.append((field, f"expected two numbers [LOW, HIGH], got [{', '.join(show_value(v) for v in values)}]"))
+                continue
+            lo, hi = values
+            if not lo < hi:
+                out.append((field, f"empty range: LOW must be below HIGH, got [{show_value(lo)}, {show_value(hi)}]"))
+                continue
+            if kind == "log_uniform" and lo <= 0:
+                out.append((field, f"log_uniform needs LOW > 0, got {show_value(lo)}"))
+                continue
+        elif len(set(map(repr, values))) != len(values):
+            out.append((field, f"the choices must differ, got [{', '.join(show_value(v) for v in values)}]"))
+            continue
+        bad = None
+        for v in values:  # each bound / choice as the preset would get it
+            try:
+                check_field(key, v)
+            except ValueError as exc:
+                bad = f"{show_value(v)} is not a valid {key}: {exc}"
+                break
+            trial = {**d, sec: {**(d.get(sec) if isinstance(d.get(sec), dict) else {}), name: v}}
+            rules = [m for f, m in cross_field(trial) if f == key]
+            if rules:
+                bad = f"{key} = {show_value(v)}: {rules[0]}"
+                break
+        if bad:
+            out.append((field, bad))
+            continue
+        if grid:
+            if kind in ("log_uniform", "uniform"):
+                out.append((field, 'sampler = "grid" needs int = [LOW, HIGH] or choice = [...] ranges'))
+                continue
+            grid_size *= len(values) if kind == "choice" else values[1] - values[0] + 1
+    trials = sweep.get("trials", 20)
+    if grid and not out and isinstance(trials, int) and trials > grid_size:
+        out.append(("sweep.trials", f'sampler = "grid": the space has {grid_size} points, got trials = {trials}'))
+    return out
