@@ -1,0 +1,165 @@
+"""Potential fine-tuning on the built-in EMT frames (ASE's EMT labels, not DFT): the
+preset checks before a run, the learning direction of the force loss, and the exported
+model in chgnet's calculator, relaxation and MD."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tui_ft import cli
+from tui_ft.core.common.events import EpochEnd, RunFinished, read_events
+
+SMALL = """
+[run]
+name = "{name}"
+[data]
+source = "{source}"
+split = "random"
+fraction = {fraction}
+test_limit = 8
+[task]
+kind = "potential"
+{task}
+[finetune]
+mode = "full"
+[optim]
+lr = {lr}
+[train]
+epochs = {epochs}
+batch_size = 8
+device = "cpu"
+"""
+
+
+def small(project: Path, name: str, *, source: str = "demo_potential", task: str = "", fraction: float = 0.3,
+          epochs: int = 2, lr: float = 3e-4) -> Path:
+    path = project / "presets" / f"{name}.toml"
+    path.write_text(SMALL.format(name=name, source=source, task=task, fraction=fraction, epochs=epochs, lr=lr))
+    return path
+
+
+def write_frames(path: Path, *, nan_force_in: int | None = None, stress: bool = True) -> Path:
+    """Twelve rattled 4-atom Cu cells labelled by EMT (eV, eV/Å, eV/Å³), as extxyz."""
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        a = bulk("Cu", "fcc", a=3.61, cubic=True)
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        a.calc = EMT()
+        e, f = a.get_potential_energy(), a.get_forces()
+        s = a.get_stress() if stress else None
+        if k == nan_force_in:
+            f = f.copy()
+            f[1, 2] = math.nan
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, **({"stress": s} if stress else {}))
+        a.info["id"] = f"cu-{k:02d}"
+        frames.append(a)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_a_weight_on_a_label_the_data_lacks_is_refused_at_its_line(project, capsys):
+    data = write_frames(project / "nostress.extxyz", stress=False)
+    path = small(project, "nostress", source=str(data), task="stress_weight = 0.1")
+    assert cli.main(["--preset", str(path), "--plain"]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if ln.startswith("stress_weight"))
+    assert f"{path}:{line}: task.stress_weight:" in err and "0 of 12 frames" in err and "Traceback" not in err
+    assert not (project / "logs").exists() or not any((project / "logs").iterdir())
+
+
+def test_a_frame_with_a_nan_force_is_refused_naming_file_frame_and_field(project, capsys):
+    data = write_frames(project / "nan.extxyz", nan_force_in=5)
+    path = small(project, "nanforce", source=str(data))
+    assert cli.main(["--preset", str(path), "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert "nan.extxyz frame 5" in err and "forces" in err and "skip_bad_rows" in err and "Traceback" not in err
+    assert not (project / "logs").exists() or not any((project / "logs").iterdir())
+
+
+def test_weights_default_to_chgnets_where_the_data_has_the_label():
+    from tui_ft.core.config.presets import TaskCfg
+    from tui_ft.core.task.potential import resolve_weights
+
+    w = resolve_weights(TaskCfg(kind="potential"), {"energy": 10, "forces": 10, "stress": 10, "magmom": 0}, 10)
+    assert w == {"energy": 1.0, "force": 1.0, "stress": 0.1, "magmom": 0.0}
+    w = resolve_weights(TaskCfg(kind="potential", force_weight=0.0), {"energy": 10, "forces": 10}, 10)
+    assert w["force"] == 0.0 and w["stress"] == 0.0
+
+
+def _val_force(project: Path) -> list[float]:
+    (run_dir,) = [d for d in (project / "logs").iterdir() if (d / "events.jsonl").is_file()]
+    return [e.metrics["val_force_mae"] for e in read_events(run_dir / "events.jsonl") if isinstance(e, EpochEnd)]
+
+
+@pytest.mark.slow
+def test_training_lowers_the_validation_force_error(project, capsys):
+    path = small(project, "learn", epochs=2, lr=3e-4, task="stress_weight = 0.0")
+    assert cli.main(["--preset", str(path), "--plain"]) == 0, capsys.readouterr().err
+    f = _val_force(project)
+    assert len(f) == 3 and f[0] > f[1] > f[2] and f[-1] < 0.9 * f[0], f  # meV/Å, epochs 0..2
+    out = capsys.readouterr().out
+    assert "F " in out and "meV/Å" in out
+
+
+@pytest.mark.slow
+def test_the_force_loss_with_its_sign_flipped_does_not_learn(project, capsys, monkeypatch):
+    """The same run with the force term subtracted from the loss: the force error grows."""
+    from tui_ft.core.task.potential import PotentialTask
+
+    real = PotentialTask._accumulate
+
+    def flipped(self, terms, loss_fn, sums, counts):
+        loss = real(self, terms, loss_fn, sums, counts)
+        if "force" in terms:
+            p, y = terms["force"]
+            loss = loss - 2 * self.weights["force"] * loss_fn(p, y)
+        return loss
+
+    monkeypatch.setattr(PotentialTask, "_accumulate", flipped)
+    path = small(project, "flipped", epochs=2, lr=3e-4, task="stress_weight = 0.0")
+    assert cli.main(["--preset", str(path), "--plain"]) == 0, capsys.readouterr().err
+    f = _val_force(project)
+    assert f[-1] > f[0], f
+
+
+@pytest.mark.slow
+def test_the_exported_potential_runs_in_chgnets_calculator_relaxation_and_md(project, capsys, tmp_path):
+    from chgnet.model import CHGNet, CHGNetCalculator, StructOptimizer
+    from chgnet.model.dynamics import MolecularDynamics
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    path = small(project, "export", epochs=1)
+    assert cli.main(["--preset", str(path), "--plain"]) == 0
+    (run_dir,) = [d for d in (project / "logs").iterdir() if (d / "events.jsonl").is_file()]
+    fin = [e for e in read_events(run_dir / "events.jsonl") if isinstance(e, RunFinished)][-1]
+    assert {"test_energy_mae", "test_force_mae", "test_stress_mae", "test_loss"} <= set(fin.test_metrics)
+    assert (run_dir / "test_forces.csv").is_file()
+    out = tmp_path / "potential.pt"
+    assert cli.main(["export", f"{run_dir.name}@best", str(out)]) == 0
+    capsys.readouterr()
+    model = CHGNet.from_file(str(out))
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    pred = model.predict_structure(structure)
+    atoms.calc = CHGNetCalculator(model=model)
+    assert np.allclose(atoms.get_forces(), pred["f"], atol=1e-5)
+    relaxed = StructOptimizer(model=model).relax(structure, steps=20, verbose=False)
+    assert len(relaxed["trajectory"].energies) >= 2
+    md = MolecularDynamics(atoms=structure, model=model, ensemble="nvt", temperature=300, timestep=1,
+                           trajectory=str(tmp_path / "md.traj"), logfile=str(tmp_path / "md.log"), loginterval=5)
+    md.run(20)
+    assert np.isfinite(md.atoms.get_potential_energy())
+
