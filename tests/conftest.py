@@ -215,3 +215,27 @@ def write_demo_forms(root: Path, n: int) -> dict:
     xyz = root / "demo.extxyz"
     ase.io.write(xyz, frames, format="extxyz")
     return {"rows": rows, "matbench": mb, "cif": cif, "xyz": xyz, "root": root}
+
+
+async def pilot_ready(pilot, scans: int = 1):
+    """The dashboard under a Textual pilot once it has scanned the project ``scans`` times."""
+    import time
+
+    app = pilot.app
+    deadline = time.monotonic() + 20
+    while app.scans < scans:
+        assert time.monotonic() < deadline, "no scan"
+        await pilot.pause(0.05)
+    await pilot.pause()
+    return app
+
+
+async def pilot_until(pilot, cond, what: str, timeout: float = 30.0) -> None:
+    """Let the pilot's app run until ``cond()`` holds; fail naming ``what`` after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,8 @@ from tui_ft.tui.launcher import LaunchedRun
 from tui_ft.tui.messages import RunEvents
 from tui_ft.tui.modals import ConfirmScreen, HelpScreen
 from tui_ft.tui.screenshots import screen_text
+from conftest import pilot_ready as ready  # noqa: E402
+from conftest import pilot_until as until  # noqa: E402
 
 FINISHED = "demo-20250101-120000-a1b2"
 CHILD = "demo_full-20250101-121500-c3d4"
@@ -55,22 +56,8 @@ def hist(tmp_path, monkeypatch) -> Path:
     return root
 
 
-async def ready(pilot, scans: int = 1) -> TuiFtApp:
-    app = pilot.app
-    deadline = time.monotonic() + 20
-    while app.scans < scans:
-        assert time.monotonic() < deadline, "no scan"
-        await pilot.pause(0.05)
-    await pilot.pause()
-    return app
 
 
-async def until(pilot, cond, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def started_event(run_id: str, pid: int) -> RunStarted:

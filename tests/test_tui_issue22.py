@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,8 @@ from tui_ft.core.common.events import EpochEnd, EventWriter, RunFinished, RunSta
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.modals import ConfirmScreen, TextScreen
 from tui_ft.tui.screenshots import screen_text
+from conftest import pilot_ready as ready  # noqa: E402
+from conftest import pilot_until as until  # noqa: E402
 
 FINISHED = "demo-20250101-120000-a1b2"
 CHILD = "demo_full-20250101-121500-c3d4"
@@ -41,22 +42,8 @@ def hist(tmp_path, monkeypatch) -> Path:
     return root
 
 
-async def ready(pilot) -> TuiFtApp:
-    app = pilot.app
-    deadline = time.monotonic() + 20
-    while app.scans < 1:
-        assert time.monotonic() < deadline, "no scan"
-        await pilot.pause(0.05)
-    await pilot.pause()
-    return app
 
 
-async def until(pilot, cond, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def row_of(app, run_id: str) -> str:

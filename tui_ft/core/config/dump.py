@@ -7,55 +7,17 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from tui_ft.core.common.paths import DEMO_SOURCE, MATBENCH_SOURCE, missing_data_message
+from tui_ft.core.common.paths import missing_data_message
 from tui_ft.core.common.paths import data_source_path as _data_source_path
 from tui_ft.core.config.presets import Preset
-from tui_ft.core.config.tomlfile import line_of, locate_lines
 
-__all__ = [
-    "PresetError",
-    "PresetErrors",
-    "RunCfg",
-    "DataCfg",
-    "ModelCfg",
-    "FinetuneCfg",
-    "OptimCfg",
-    "TrainCfg",
-    "ClusterCfg",
-    "SweepCfg",
-    "SweepDim",
-    "Preset",
-    "parse_preset",
-    "load_preset",
-    "preset_from_dict",
-    "dump_preset",
-    "save_preset",
-    "is_plan_text",
-    "check_resources",
-    "data_source_path",
-    "locate_lines",
-    "line_of",
-    "check_name",
-    "check_field",
-    "coerce_form_value",
-    "show_value",
-    "SECTIONS",
-    "SECTION_MODELS",
-    "PRETRAINED_VERSIONS",
-    "LR_GROUPS",
-    "MATBENCH_SOURCE",
-    "DEMO_SOURCE",
-]
 
 
 
 from tui_ft.core.config.fields import (  # noqa: E402
     _BARE,
-    LR_GROUPS,
-    PRETRAINED_VERSIONS,
     PresetError,
     PresetErrors,
-    check_name,
     show_value,
 )
 

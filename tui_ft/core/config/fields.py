@@ -19,42 +19,8 @@ from tui_ft.core.common.paths import (
     MATBENCH_TASKS,
     NAMED_SOURCES,
 )
-from tui_ft.core.config.tomlfile import TomlFileError, line_of, locate_lines
+from tui_ft.core.config.tomlfile import TomlFileError
 
-__all__ = [
-    "PresetError",
-    "PresetErrors",
-    "RunCfg",
-    "DataCfg",
-    "ModelCfg",
-    "FinetuneCfg",
-    "OptimCfg",
-    "TrainCfg",
-    "ClusterCfg",
-    "SweepCfg",
-    "SweepDim",
-    "Preset",
-    "parse_preset",
-    "load_preset",
-    "preset_from_dict",
-    "dump_preset",
-    "save_preset",
-    "is_plan_text",
-    "check_resources",
-    "data_source_path",
-    "locate_lines",
-    "line_of",
-    "check_name",
-    "check_field",
-    "coerce_form_value",
-    "show_value",
-    "SECTIONS",
-    "SECTION_MODELS",
-    "PRETRAINED_VERSIONS",
-    "LR_GROUPS",
-    "MATBENCH_SOURCE",
-    "DEMO_SOURCE",
-]
 
 DEMO_TARGET = "e_form"  # the only target column of the demo data
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"

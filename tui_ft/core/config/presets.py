@@ -52,6 +52,8 @@ from tui_ft.core.config.tomlfile import (
 )
 
 __all__ = [
+    "SECTIONS",
+    "SECTION_MODELS",
     "PresetError",
     "PresetErrors",
     "RunCfg",
@@ -67,19 +69,13 @@ __all__ = [
     "parse_preset",
     "load_preset",
     "preset_from_dict",
-    "dump_preset",
-    "save_preset",
     "is_plan_text",
-    "check_resources",
-    "data_source_path",
     "locate_lines",
     "line_of",
     "check_name",
     "check_field",
     "coerce_form_value",
     "show_value",
-    "SECTIONS",
-    "SECTION_MODELS",
     "PRETRAINED_VERSIONS",
     "LR_GROUPS",
     "MATBENCH_SOURCE",

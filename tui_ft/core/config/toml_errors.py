@@ -13,54 +13,15 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from tui_ft.core.common.paths import DEMO_SOURCE, MATBENCH_SOURCE
-from tui_ft.core.config.tomlfile import line_of, locate_lines
+from tui_ft.core.config.tomlfile import line_of
 
-__all__ = [
-    "PresetError",
-    "PresetErrors",
-    "RunCfg",
-    "DataCfg",
-    "ModelCfg",
-    "FinetuneCfg",
-    "OptimCfg",
-    "TrainCfg",
-    "ClusterCfg",
-    "SweepCfg",
-    "SweepDim",
-    "Preset",
-    "parse_preset",
-    "load_preset",
-    "preset_from_dict",
-    "dump_preset",
-    "save_preset",
-    "is_plan_text",
-    "check_resources",
-    "data_source_path",
-    "locate_lines",
-    "line_of",
-    "check_name",
-    "check_field",
-    "coerce_form_value",
-    "show_value",
-    "SECTIONS",
-    "SECTION_MODELS",
-    "PRETRAINED_VERSIONS",
-    "LR_GROUPS",
-    "MATBENCH_SOURCE",
-    "DEMO_SOURCE",
-]
 
 
 
 from tui_ft.core.config.fields import (  # noqa: E402
     _UNIONS,
-    LR_GROUPS,
-    PRETRAINED_VERSIONS,
     SWEEP_KINDS,
     PresetError,
-    PresetErrors,
-    check_name,
     show_value,
 )
 
