@@ -73,3 +73,20 @@ def test_an_old_run_resumes_to_the_old_versions_result(old, capsys):
     (fin,) = [e for e in events if isinstance(e, RunFinished)]
     assert fin.test_mae == pytest.approx(OLD_TEST_MAE, abs=1e-6)
     assert summarize(Paths(old).run_log_dir(RUN)).status == "finished"
+
+
+def test_elapsed_is_the_runs_total_across_a_resume():
+    """Issue 22 item 15: 7 s before the interruption and 4 s after the resume show as 11 s, not 4 s
+    (the hour between them is not counted)."""
+    from tui_ft.core.common.events import EpochEnd, RunFinished, RunInterrupted, RunStarted, RunSummary
+
+    s = RunSummary("r")
+    t = 1_000_000.0
+    for ev in (RunStarted("r", preset_name="p", preset={}, device="cpu", n_train=1, n_val=1, n_test=1, time=t),
+               EpochEnd("r", epoch=0, train_mae=None, val_mae=1.0, lr=1e-3, seconds=1.0, best_val_mae=1.0,
+                        best_epoch=0, time=t + 5),
+               RunInterrupted("r", epoch=0, time=t + 7),
+               RunStarted("r", preset_name="p", preset={}, device="cpu", n_train=1, n_val=1, n_test=1, time=t + 3600),
+               RunFinished("r", test_mae=0.5, best_epoch=0, best_val_mae=1.0, seconds=4.0, time=t + 3604)):
+        s.apply(ev)
+    assert s.status == "finished" and s.elapsed == pytest.approx(11.0)

@@ -316,6 +316,8 @@ async def test_studies_tab_shows_folds_and_mean(project):
         assert "0.2750 ± 0.0150" in summary and "coGN" in summary
         plot = app.query_one(StudyCurves)
         assert plot.view is pane.view and len(plot.view.curves) == 3
+        # the mean test MAE line is labelled in the chart's legend (issue 22 item 17)
+        await wait_for(pilot, lambda: "mean test 0.2750" in plot.plt.build(), what="the labelled mean line")
         # a fold finishing on disk shows up at the next refresh
         write_run(paths, "mb-f2-20260101-000000-0002-done", [0.4, 0.3], 0.30)
         path = paths.logs / ".studies" / "mb" / "study.json"

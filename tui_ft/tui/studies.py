@@ -70,9 +70,12 @@ class ViewPlot(_Plot):
         for c in curves:
             shown = legend is None or c.label in legend
             plt.plot(c.xs, c.ys, color=c.color, marker=c.marker, label=c.label if shown else None)
-        for _label, y, color in hlines:
-            plt.hline(y, color)
         xs = [x for c in curves for x in c.xs]
+        for label, y, color in hlines:  # a labelled line across the epochs (plotext's hline has no label)
+            if xs and max(xs) > min(xs):
+                plt.plot([min(xs), max(xs)], [y, y], color=color, label=label)
+            else:
+                plt.hline(y, color)
         if xs:
             lo, hi = int(min(xs)), int(max(xs))
             if hi > lo:

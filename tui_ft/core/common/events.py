@@ -518,16 +518,21 @@ class RunSummary:
     stage: int | None = None
     history: list[EpochEnd] = field(default_factory=list)
     predictions: str | None = None
+    elapsed_before: float = 0.0  # seconds of the run's processes before its latest run_started (resumes)
 
     @property
     def elapsed(self) -> float | None:
+        """The run's total time: every process's span from its run_started to its last event
+        (the time between an interruption and the resume is not counted)."""
         if self.started is None:
             return None
         end = self.updated if self.status not in ("running", "pending") else time.time()
-        return max(0.0, (end or self.started) - self.started)
+        return self.elapsed_before + max(0.0, (end or self.started) - self.started)
 
     def apply(self, ev: Event) -> None:
         """Fold one event into the summary (the dashboard calls this as events arrive)."""
+        if isinstance(ev, RunStarted) and self.started is not None and self.updated is not None:
+            self.elapsed_before += max(0.0, self.updated - self.started)  # a resume: the earlier process's span counts
         self.updated = ev.time
         ev.apply_to(self)
 
