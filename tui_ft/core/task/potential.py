@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import math
 import resource
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,11 +141,16 @@ class PotentialTask(Task):
             test = check_frames(test, need, skip_bad=d.skip_bad_rows) if test is not None else None
         except FrameError as exc:
             raise TrainingFailed(str(exc)) from None
-        frames = list(fs.frames) + (list(test.frames) if test is not None else [])
+        test_frames = list(test.frames) if test is not None else []
+        train_ids = {f.id for f in fs.frames}
+        if any(f.id in train_ids for f in test_frames):  # e.g. frame-K in both files: name them by their file
+            from dataclasses import replace
+
+            test_frames = [replace(f, id=f"{Path(test_path).name}:{f.id}") for f in test_frames]
+            t.say(f"frame ids of {test_path} also name training frames: they are read as "
+                  f"{Path(test_path).name}:<id>")
+        frames = list(fs.frames) + test_frames
         ids = [f.id for f in frames]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise TrainingFailed(f"frame id {dup!r} is in both {path} and {test_path}; ids must be unique")
         self.frames = frames
         sha = fs.sha256 + (test.sha256 if test is not None else "")
         t.ds = Dataset(path=path, target="energy", ids=ids, structures=[f.structure for f in frames],
