@@ -136,8 +136,12 @@ def test_a_live_pid_that_is_not_the_run_is_crashed(tmp_path):
 @pytest.mark.skipif(not Path("/proc/1/cmdline").exists(), reason="needs /proc")
 def test_old_run_without_start_time_is_judged_by_its_command_line(tmp_path):
     paths = Paths(tmp_path)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tui_ft"])
+    # the child says when it runs: until its exec is done, /proc/PID/cmdline is still this
+    # process's (pytest), which names no tui_ft (under load that window is long enough to hit)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)", "tui_ft"],
+                               stdout=subprocess.PIPE, text=True)
     try:
+        assert sleeper.stdout.readline().strip() == "up"
         for rid, pid in (("named", sleeper.pid), ("other", 1)):
             d = paths.logs / rid
             d.mkdir(parents=True)
