@@ -147,6 +147,12 @@ def test_the_exported_potential_runs_in_chgnets_calculator_relaxation_and_md(pro
     out = tmp_path / "potential.pt"
     assert cli.main(["export", f"{run_dir.name}@best", str(out)]) == 0
     capsys.readouterr()
+    # predict / eval score one property per structure: a potential's checkpoint is refused, saying why
+    frames = write_frames(tmp_path / "cu.extxyz")
+    for cmd in (["predict", f"{run_dir.name}@best", str(frames)], ["eval", f"{run_dir.name}@best", "--data", str(frames)]):
+        assert cli.main(cmd) == 2
+        err = capsys.readouterr().err
+        assert "a potential's checkpoint" in err and "Traceback" not in err
     model = CHGNet.from_file(str(out))
     from ase.build import bulk
 

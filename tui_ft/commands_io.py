@@ -38,6 +38,21 @@ def _resolve(ref: str):
         return None
 
 
+def _scalar_model(ref: str, path, what: str) -> bool:
+    """False (after one line) for a potential's checkpoint: ``predict``/``eval`` score one scalar
+    per structure (the property task); a potential's forces and stresses are not read by them yet."""
+    from tui_ft.core.library.ckptfile import read_checkpoint_meta
+
+    meta, _ = read_checkpoint_meta(Path(path))
+    task = (meta.preset or {}).get("task") if meta is not None and isinstance(meta.preset, dict) else None
+    if isinstance(task, dict) and task.get("kind") == "potential":
+        _err(f"{ref}: a potential's checkpoint (task.kind = \"potential\"): `tui-ft {what}` scores one property "
+             "per structure and does not read energies, forces and stresses yet; its test errors per target are in "
+             "the run's events (`tui-ft history RUN`) and test_predictions.csv / test_forces.csv")
+        return False
+    return True
+
+
 class Progress:
     """Progress of ``predict``/``eval``: ``progress(stage, done, total)`` becomes the same throttled
     :class:`tui_ft.core.common.events.Progress` events a run emits, shown by the same printer (a rich bar on
@@ -91,6 +106,8 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
         return EXIT_USAGE
     path = _resolve(ref)
     if path is None:
+        return EXIT_USAGE
+    if not _scalar_model(ref, path, "eval"):
         return EXIT_USAGE
     progress = Progress()
     try:
@@ -164,6 +181,8 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
         return EXIT_USAGE
     path = _resolve(ref)
     if path is None:
+        return EXIT_USAGE
+    if not _scalar_model(ref, path, "predict"):
         return EXIT_USAGE
     srcs = [str(resolve_source(i)) if i == "demo" else i for i in inputs]
     progress = Progress()
