@@ -20,7 +20,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "stress_mae": ("stress MAE", "GPa"),
     "magmom_mae": ("magmom MAE", "μB"),
 }
-LABEL_METRIC = METRICS  # the potential task's names, label -> (label, unit)
 PARTS = ("train", "val", "test")
 SHORT = {"loss": "loss", "energy_mae": "E", "force_mae": "F", "stress_mae": "S", "magmom_mae": "M", "mae": "mae"}
 
@@ -36,21 +35,6 @@ def unit_of(name: str, run_unit: str | None = None) -> str:
     _, metric = split_name(name)
     unit = METRICS.get(metric, ("", ""))[1]
     return unit or (run_unit or "" if metric == "mae" else "")
-
-
-def label_of(name: str, run_unit: str | None = None) -> str:
-    """``"val_force_mae"`` -> ``"val force MAE (meV/Å)"``."""
-    part, metric = split_name(name)
-    label = METRICS.get(metric, (metric, ""))[0]
-    unit = unit_of(name, run_unit)
-    return f"{part} {label}".strip() + (f" ({unit})" if unit else "")
-
-
-def chartable(names: Any) -> list[str]:
-    """The metrics a learning curve can show, validation first: ``["val_loss", "val_force_mae", ...]``."""
-    names = [n for n in names if split_name(n)[0] in ("train", "val")]
-    order = list(METRICS)
-    return sorted(names, key=lambda n: (split_name(n)[0] != "val", order.index(split_name(n)[1]) if split_name(n)[1] in order else 99))
 
 
 def compact(metrics: dict[str, float], part: str) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tui_ft.core.common.metrics import LABEL_METRIC
+from tui_ft.core.common.metrics import METRICS
 from tui_ft.core.data.dataset import DataError, Dataset, resolve_source
 from tui_ft.core.data.frames import FrameError, FrameSet, check_frames, load_frames
 from tui_ft.core.data.sources import make_source_splits
@@ -160,7 +160,7 @@ class PotentialTask(Task):
         t.data_sha = t.ds.sha256
         shown = ", ".join(f"{k} {w:g}" for k, w in self.weights.items())
         t.say(f"{len(fs)} frames ({fs.n_atoms()} atoms) with labels {fs.labels()}; weights: {shown}")
-        t.unit = "" if self.selection == "val_loss" else LABEL_METRIC[self.selection.removeprefix("val_")][1]
+        t.unit = "" if self.selection == "val_loss" else METRICS[self.selection.removeprefix("val_")][1]
         t.splits = self._splits(t)
 
     def _splits(self, t):
@@ -317,43 +317,45 @@ class PotentialTask(Task):
                 t.ctx.on_batch(epoch, n, len(order))
         return self._metrics("train", sums, counts, total, n), n
 
-    def predict(self, t, part: str, progress=None) -> list[dict[str, Any]]:
-        """Per row of the split: predicted energy per atom, forces, stress, magmoms (numpy)."""
-        rows = [int(r) for r in getattr(t.splits, part)]
-        t.model.eval()
-        out: list[dict[str, Any]] = []
-        if progress is not None:
-            progress(0, len(rows))
-        for batch in self._batches(t, rows):
-            pred = self._forward(t, batch)  # forces need the gradient: no torch.no_grad here
-            for i, r in enumerate(batch):
-                out.append({k: v[i].detach().cpu().numpy() for k, v in pred.items() if k in ("e", "f", "s", "m")})
-            if progress is not None:
-                progress(len(out), len(rows))
-        return out
-
-    def evaluate(self, t, part: str) -> dict[str, float]:
+    def _pass(self, t, part: str, *, keep: bool = False, progress=None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """One forward pass over a split (forces need the gradient: no torch.no_grad here): its
+        metrics and, with ``keep``, each row's predicted energy per atom, forces, stress, magmoms."""
         rows = [int(r) for r in getattr(t.splits, part)]
         loss_fn = _loss(self.cfg.loss, self.cfg.huber_delta)
         t.model.eval()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         total = 0.0
+        kept: list[dict[str, Any]] = []
+        if progress is not None:
+            progress(0, len(rows))
         for batch in self._batches(t, rows):
-            terms = self._terms(self._forward(t, batch), batch, t.device)
+            pred = self._forward(t, batch)
+            if keep:
+                for i in range(len(batch)):
+                    kept.append({k: v[i].detach().cpu().numpy() for k, v in pred.items() if k in ("e", "f", "s", "m")})
+            terms = self._terms(pred, batch, t.device)
             total += float(self._accumulate(terms, loss_fn, sums, counts).detach()) * len(batch)
+            if progress is not None:
+                progress(len(kept), len(rows))
         m = self._metrics(part, sums, counts, total, len(rows))
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
             raise TrainingFailed(f"{part} {bad[0]} became {m[bad[0]]} at epoch {t.epoch}: training diverged; {t._kept()}")
-        return m
+        return m, kept
+
+    def predict(self, t, part: str, progress=None) -> list[dict[str, Any]]:
+        """Per row of the split: predicted energy per atom, forces, stress, magmoms (numpy)."""
+        return self._pass(t, part, keep=True, progress=progress)[1]
+
+    def evaluate(self, t, part: str) -> dict[str, float]:
+        return self._pass(t, part)[0]
 
     def test(self, t) -> TestResult:
         rows = [int(r) for r in t.splits.test]
         if not rows:
             return TestResult(None, {}, None, 0)
-        m = self.evaluate(t, "test")
-        preds = self.predict(t, "test", progress=t.progress("predict"))
+        m, preds = self._pass(t, "test", keep=True, progress=t.progress("predict"))  # one pass: metrics and rows
         value = m.get(self.selection.replace("val_", "test_", 1))
         pred_path = t.log_dir / "test_predictions.csv"
         with open(pred_path, "w", newline="", encoding="utf-8") as fh:
