@@ -6,8 +6,8 @@ structures, ``targets`` = energy per atom) so the graph cache and the splits wor
 properties; the other labels are kept here per row.
 
 Model and loss: the whole CHGNet runs on each batch with ``task`` = the letters of the
-weighted labels (``e``, ``f``, ``s``, ``m``; forces and stresses are CHGNet's own autograd
-derivatives), and the loss is ``sum_k w_k * L(pred_k, label_k)`` over energy (eV/atom),
+weighted labels (``e``, ``f``, ``s``, ``m``; forces and stresses are the autograd derivatives
+of CHGNet's energy, both from one pass: ``train.forward.potential_forward``), and the loss is ``sum_k w_k * L(pred_k, label_k)`` over energy (eV/atom),
 force components (eV/Å), stress components (GPa, ASE sign) and magmoms (μB, |m| as chgnet
 trains them), with ``L`` = ``task.loss`` (mse / huber with ``task.huber_delta`` / l1), as
 chgnet's ``Trainer`` forms it. Head mode freezes the backbone but still runs it on every
@@ -39,6 +39,7 @@ from tui_ft.core.data.frames import FrameError, FrameSet, check_frames, load_fra
 from tui_ft.core.data.sources import make_source_splits
 from tui_ft.core.task.base import Task, TestResult
 from tui_ft.core.train.errors import TrainingFailed
+from tui_ft.core.train.forward import potential_forward
 from tui_ft.core.train.precision import graph_to_device
 from tui_ft.core.train.setup import _Numbers
 
@@ -234,16 +235,9 @@ class PotentialTask(Task):
             out.append(cur)
         return out
 
-    def _graphs(self, t, rows: list[int]) -> list:
-        out = []
-        for r in rows:
-            g = graph_to_device(t.graphs[int(r)], t.device)
-            g.atom_frac_coord = g.atom_frac_coord.detach().requires_grad_(True)  # forces: d(energy)/d(positions)
-            out.append(g)
-        return out
-
-    def _forward(self, t, rows: list[int]) -> dict[str, Any]:
-        return t.model(self._graphs(t, rows), task=self.letters)
+    def _forward(self, t, rows: list[int], *, training: bool) -> dict[str, Any]:
+        graphs = [graph_to_device(t.graphs[int(r)], t.device) for r in rows]
+        return potential_forward(t.model, graphs, self.letters, create_graph=training)
 
     def _terms(self, pred: dict[str, Any], rows: list[int], device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(prediction, label) per weighted target, flattened over the batch."""
@@ -304,7 +298,7 @@ class PotentialTask(Task):
         total, n = 0.0, 0
         for b, rows in enumerate(self._batches(t, order)):
             t.optimizer.zero_grad(set_to_none=True)
-            terms = self._terms(self._forward(t, rows), rows, t.device)
+            terms = self._terms(self._forward(t, rows, training=True), rows, t.device)
             loss = self._accumulate(terms, loss_fn, sums, counts)
             if not torch.isfinite(loss):
                 raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}: training diverged "
@@ -330,7 +324,7 @@ class PotentialTask(Task):
         if progress is not None:
             progress(0, len(rows))
         for batch in self._batches(t, rows):
-            pred = self._forward(t, batch)
+            pred = self._forward(t, batch, training=False)
             if keep:
                 for i in range(len(batch)):
                     kept.append({k: v[i].detach().cpu().numpy() for k, v in pred.items() if k in ("e", "f", "s", "m")})

@@ -253,6 +253,46 @@ def model_energy(model, graphs: Sequence[Any], precision: Precision = FP32):
     return out["e"].float() + comp
 
 
+EV_A3_TO_GPA = 160.21766208  # chgnet's factor: stress in eV/Å^3 -> GPa
+
+
+def potential_forward(model, graphs: Sequence[Any], task: str, *, create_graph: bool) -> dict[str, Any]:
+    """CHGNet's ``model(graphs, task=task)`` for a potential ("e", "ef", "efs", "efsm", ...), with
+    the same outputs (energy per atom with AtomRef in eV/atom, forces in eV/Å, stresses in GPa
+    with ASE's sign, magmoms in μB) in less time: forces and stresses come from ONE autograd pass
+    over the energy (chgnet 0.4 makes two, one per derivative), and that pass builds its own graph
+    only when ``create_graph`` (training, where the loss on forces is differentiated again);
+    validation and test passes skip it. ``tests/test_potential.py`` checks the outputs against
+    chgnet's to 1e-5. The graphs' fractional coordinates are made to require grad (forces are
+    d(energy)/d(positions), as chgnet's converter sets them)."""
+    from chgnet.model.model import BatchedGraph
+
+    want_f, want_s, want_m = "f" in task, "s" in task, "m" in task
+    if want_f:
+        for g in graphs:
+            if not g.atom_frac_coord.requires_grad:
+                g.atom_frac_coord.requires_grad_(True)
+    comp = 0 if model.composition_model is None else model.composition_model(graphs)
+    batched = BatchedGraph.from_graphs(
+        graphs, bond_basis_expansion=model.bond_basis_expansion,
+        angle_basis_expansion=model.angle_basis_expansion, compute_stress=want_s,
+    )
+    out = model._compute(batched, compute_force=False, compute_stress=False, compute_magmom=want_m)
+    energy = out["e"]  # per atom when the model is intensive (CHGNet's pretrained one is)
+    if want_f or want_s:
+        n_atoms = torch.as_tensor([len(g.atomic_number) for g in graphs], dtype=energy.dtype, device=energy.device)
+        total = (energy * n_atoms).sum() if model.is_intensive else energy.sum()
+        wrt = (list(batched.atom_positions) if want_f else []) + (list(batched.strains) if want_s else [])
+        grads = torch.autograd.grad(total, wrt, create_graph=create_graph, retain_graph=create_graph)
+        k = len(graphs) if want_f else 0
+        if want_f:
+            out["f"] = [-g for g in grads[:k]]
+        if want_s:
+            out["s"] = [g * (EV_A3_TO_GPA / v) for g, v in zip(grads[k:], batched.volumes)]
+    out["e"] = energy + comp
+    return out
+
+
 class FullForward:
     """The whole model on crystal graphs; with ``dp`` each batch is split across
     CPU worker threads (tui_ft.core.train.parallel), which also does the backward pass."""
