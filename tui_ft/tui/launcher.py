@@ -204,8 +204,10 @@ class TextTail(LineTail):
 
 def tail_lines(path: Path, n: int = 20, *, max_bytes: int = 64 * 1024) -> list[str]:
     """The last ``n`` non-empty lines of a text file ([] when it is missing)."""
+    from tui_ft.core.common.files import open_regular
+
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or a device is never read
             size = os.fstat(fh.fileno()).st_size
             fh.seek(max(0, size - max_bytes))
             data = fh.read()

@@ -14,7 +14,6 @@ run's events (:func:`tui_ft.core.library.runs.summarize`).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,24 +93,17 @@ def study_root(paths: Paths) -> Path:
 
 
 def _read_study_json(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(study dict, None) or (None, the problem in one line)."""
-    from tui_ft.core.orchestrate.study import STUDY_FORMAT
+    """(study dict, None) or (None, the problem in one line): the core's one reader
+    (:func:`tui_ft.core.orchestrate.study.read_study_file`: regular files only, size-capped, every field checked)."""
+    from tui_ft.core.orchestrate.study import StudyError, read_study_file
 
     path = folder / "study.json"
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        obj = read_study_file(path)
+    except StudyError as exc:
+        return None, str(exc)
+    if obj is None:
         return None, f"{path}: missing"
-    except OSError as exc:
-        return None, f"{path}: cannot read ({exc.strerror or exc})"
-    except ValueError as exc:
-        return None, f"{path}: not valid JSON ({_short_error(exc)})"
-    if not isinstance(obj, dict):
-        return None, f"{path}: expected a JSON object, got {type(obj).__name__}"
-    if obj.get("format") != STUDY_FORMAT:
-        return None, f"{path}: format {obj.get('format')!r}, expected {STUDY_FORMAT!r}"
-    if not isinstance(obj.get("folds", {}), dict):
-        return None, f"{path}: field 'folds': expected an object of folds"
     return obj, None
 
 

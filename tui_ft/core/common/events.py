@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from tui_ft.core.common.files import EVENTS_MAX_BYTES, NotRegularFile, open_regular, read_regular_text
 from tui_ft.core.common.procs import is_run_process, own_start, pid_alive
 from tui_ft.core.common.tail import LineTail
 
@@ -390,7 +391,7 @@ def event_from_json(line: str) -> Event:
 
 def _ends_mid_line(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             if fh.seek(0, os.SEEK_END) == 0:
                 return False
             fh.seek(-1, os.SEEK_END)
@@ -399,13 +400,38 @@ def _ends_mid_line(path: Path) -> bool:
         return False
 
 
+def _open_append(path: Path):
+    """``path`` opened for appending text, created if missing; a FIFO, a device or a folder is refused
+    (:class:`tui_ft.core.common.files.NotRegularFile`) instead of blocking the run or writing into it."""
+    import fcntl
+    import stat
+
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | nonblock | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == 6:  # ENXIO: a FIFO nobody reads
+            raise NotRegularFile(exc.errno, "a FIFO (named pipe), expected a regular file", str(path)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(22, "not a regular file (a FIFO or a device)", str(path))
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class EventWriter:
     """Append events to a JSONL file, one flushed line each (readers may follow the file)."""
 
     def __init__(self, path: Path | str, *, echo=None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = _open_append(self.path)
         self._echo = echo
         if _ends_mid_line(self.path):
             # a crash left a torn last line: start a fresh one, or the next event is glued to it and lost
@@ -459,12 +485,14 @@ def _parse_line(line: str, where: str, warn) -> Event | None:
 
 
 def read_events(path: Path | str, *, warn=None) -> list[Event]:
+    """Every event of an events file (regular files only, at most ``EVENTS_MAX_BYTES``: a FIFO,
+    a device or a huge file is reported through ``warn`` and gives [], never blocks)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_regular_text(path, EVENTS_MAX_BYTES, errors="replace")
     except FileNotFoundError:
         return []
-    except OSError as exc:  # a folder, no permission: reported, never fatal
+    except OSError as exc:  # a folder, a FIFO, no permission, too large: reported, never fatal
         msg = f"{path}: cannot read events ({exc.strerror or exc})"
         if warn is not None:
             warn(msg)

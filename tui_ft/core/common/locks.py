@@ -18,6 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tui_ft.core.common.files import (
+    STATE_MAX_BYTES,
+    FileTooLarge,
+    NotRegularFile,
+    read_regular_bytes,
+)
+
 __all__ = ["LockHeld", "ProcessLock", "RunLock", "process_start_time", "LOCK_NAME"]
 
 LOCK_NAME = "lock"
@@ -124,9 +131,11 @@ class ProcessLock:
 
     def _read(self) -> bytes | None:
         try:
-            return self.path.read_bytes()
+            return read_regular_bytes(self.path, STATE_MAX_BYTES)
         except FileNotFoundError:
             return None
+        except (NotRegularFile, FileTooLarge) as exc:  # never read a FIFO or a device for a lock
+            raise LockHeld(f"the lock file {self.path} is {exc.strerror}; remove it", None) from None
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -168,7 +177,7 @@ class ProcessLock:
         except FileNotFoundError:
             return  # another process broke it first
         try:
-            if aside.read_bytes() != seen:  # a fresh lock, taken after we read the stale one
+            if read_regular_bytes(aside, STATE_MAX_BYTES) != seen:  # a fresh lock, taken after we read the stale one
                 try:
                     os.link(aside, self.path)
                 except FileExistsError:

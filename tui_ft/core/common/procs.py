@@ -41,6 +41,26 @@ def is_run_process(pid: int, recorded_start: int | None) -> bool:
     return "tui_ft" in cmd or "tui-ft" in cmd
 
 
+def is_our_run(pid: object, recorded_start: object, run_id: str | None = None) -> bool:
+    """The one rule before signalling a process whose pid was read from a file (a study's
+    database, a state file): ``pid`` is ours only if it is alive, its start time
+    (/proc/PID/stat field 22) equals ``recorded_start``, and its command line, when it
+    can be read, is a tui-ft process naming ``run_id``. Without a recorded start time,
+    or without /proc to check it, the answer is False: a reused pid is never signalled."""
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+        return False
+    if not (isinstance(recorded_start, int) and not isinstance(recorded_start, bool)):
+        return False
+    if not pid_alive(pid) or start_ticks(pid) != recorded_start:
+        return False
+    cmd = cmdline(pid)
+    if cmd is None:
+        return True  # it started when ours did: the start time alone identifies it
+    if "tui_ft" not in cmd and "tui-ft" not in cmd:
+        return False
+    return run_id is None or run_id in cmd.split()
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
 from tui_ft.core.common.paths import Paths, UnsafeName, safe_component
 from tui_ft.core.library.ckptfile import _META_KEYS, CheckpointMeta, read_checkpoint_meta  # noqa: E402
 
@@ -199,7 +200,7 @@ class Library:
     def _read_sidecar(self, side: Path) -> tuple[CheckpointMeta | None, str]:
         """The sidecar's meta and what is wrong with it ("" when nothing)."""
         try:
-            meta = CheckpointMeta.from_dict(json.loads(side.read_text(encoding="utf-8")))
+            meta = CheckpointMeta.from_dict(json.loads(read_regular_text(side, STATE_MAX_BYTES)))
         except (OSError, ValueError) as exc:
             return None, f"not readable as JSON ({exc})"
         if meta is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_type_hints
@@ -359,9 +360,11 @@ def _check_archive(path: Path) -> None:
     beyond the limits above, before torch reads any of it."""
     import zipfile
 
-    try:
-        size = path.stat().st_size
-        with zipfile.ZipFile(path) as zf:
+    from tui_ft.core.common.files import open_regular
+
+    try:  # a FIFO or a device named like a checkpoint is refused, never read
+        with open_regular(path) as fh, zipfile.ZipFile(fh) as zf:
+            size = os.fstat(fh.fileno()).st_size
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise CheckpointError(

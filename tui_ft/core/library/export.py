@@ -106,8 +106,13 @@ def verify_export(out_path: Path | str, payload: dict[str, Any]) -> None:
         raise ExportError(f"{out_path}: the exported model's AtomRef is not marked fitted")
 
 
-def export_checkpoint(ckpt_path: Path | str, out_path: Path | str, *, verify: bool = True) -> Path:
+def export_checkpoint(ckpt_path: Path | str, out_path: Path | str, *, verify: bool = True, force: bool = False,
+                      paths=None) -> Path:
     """Write ``out_path`` that ``chgnet.model.CHGNet.from_file`` loads; return its path.
+
+    ``out_path`` must pass :func:`tui_ft.core.common.outputs.check_output_path` (not the
+    checkpoint itself, nothing under ``logs/`` or ``checkpoints/`` of ``paths``, no device,
+    FIFO, link or folder; an existing file only with ``force``), checked before anything is read.
 
     Raises :class:`tui_ft.core.library.checkpoints.CheckpointError` for a checkpoint that cannot
     be read and :class:`ExportError` when the export cannot be written or checked
@@ -115,13 +120,16 @@ def export_checkpoint(ckpt_path: Path | str, out_path: Path | str, *, verify: bo
     """
     import torch
 
+    from tui_ft.core.common.outputs import OutputPathError, check_output_path
+
+    try:
+        out = check_output_path(out_path, inputs=[ckpt_path], paths=paths, force=force, what="OUT", example="model.pt")
+    except OutputPathError as exc:
+        raise ExportError(str(exc)) from None
     payload = load_checkpoint(ckpt_path)
     if "model_args" not in payload:
         raise CheckpointError(f"{ckpt_path}: not a tui-ft checkpoint (no model_args)")
     content = export_payload(payload)
-    out = Path(out_path)
-    if out.is_dir():
-        raise ExportError(f"{out}: is a folder; give a file name such as {out / 'model.pt'}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda fh: torch.save(content, fh))

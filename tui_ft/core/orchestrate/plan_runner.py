@@ -38,6 +38,7 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import TypeAdapter, ValidationError
 
+from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_bytes
 from tui_ft.core.common.locks import LOCK_NAME, LockHeld, ProcessLock, process_start_time
 from tui_ft.core.common.paths import Paths
 from tui_ft.core.orchestrate.plans import PREVIOUS, Plan, Stage, _with_changes
@@ -161,7 +162,7 @@ def load_state(plan_name: str, paths: Paths | None = None) -> PlanState | None:
     for one that cannot be read or is not a plan state."""
     p = state_path(plan_name, paths)
     try:
-        raw = p.read_bytes()
+        raw = read_regular_bytes(p, STATE_MAX_BYTES)  # a FIFO or a device is refused, never read
     except FileNotFoundError:
         return None
     except OSError as exc:
