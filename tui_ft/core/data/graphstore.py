@@ -45,7 +45,7 @@ def graph_workers() -> int:
 
     env = os.environ.get(ENV_GRAPH_WORKERS, "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
+        if not (env.isascii() and env.isdigit()) or int(env) < 1:
             raise ValueError(f"{ENV_GRAPH_WORKERS}={env!r}: expected a whole number >= 1")
         return int(env)
     return usable_cores()

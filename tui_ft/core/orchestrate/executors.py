@@ -77,7 +77,7 @@ def parse_gpus(text: str | None) -> list[str]:
     if not text:
         return []
     gpus = [g.strip() for g in str(text).split(",")]
-    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+    if not all(g.isascii() and g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise ExecutorError(f"--gpus: expected distinct device numbers like 0,1,2,3; got {text!r}")
     return gpus
 
@@ -385,10 +385,26 @@ def submitit_cluster() -> str:
 
 def make_submitit_executor(cluster_cfg, folder: Path, name: str):
     """A submitit executor with the ``[cluster]`` settings (Slurm, or submitit's local executor)."""
+    import shutil
+
     import submitit
 
     cluster = submitit_cluster()
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise ExecutorError("--executor slurm: Slurm's sbatch is not on PATH (not a Slurm login node?); "
+                            f"run where Slurm is, or use --executor local ({ENV_SUBMITIT_CLUSTER}=local tries "
+                            "submitit's local executor)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise ExecutorError(f"[cluster] folder {folder}: cannot create or write it ({exc.strerror or exc}); "
+                            "set [cluster] folder to a folder you can write") from None
+    try:
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    except Exception as exc:  # noqa: BLE001 - submitit's own checks (no srun, ...): one line
+        raise ExecutorError(f"--executor slurm: submitit cannot start ({type(exc).__name__}: {exc})") from None
     params: dict[str, Any] = {"timeout_min": cluster_cfg.timeout_min, "name": name}
     if cluster == "slurm":
         params.update(
@@ -421,7 +437,12 @@ class SubmititExecutor(Executor):
         self.jobs = jobs
 
     def _submit(self, task: RunTask) -> Handle:
-        return SubmititHandle(task, self.ex.submit(task))
+        try:
+            job = self.ex.submit(task)
+        except Exception as exc:  # noqa: BLE001 - sbatch refused it, the folder went away: one line
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ExecutorError(f"{task.label or 'run'}: could not be submitted ({type(exc).__name__}: {first})") from None
+        return SubmititHandle(task, job)
 
 
 def make_executor(kind: str, *, jobs: int, gpus: Sequence[str] = (), cluster_cfg=None, folder: Path | None = None,
@@ -471,7 +492,7 @@ def run_all(
                     on_done(*pair)
             if pending or running:
                 time.sleep(POLL_S)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a submission that failed: stop what runs, then re-raise
         for _, h in running:
             h.stop()
         for _, h in running:

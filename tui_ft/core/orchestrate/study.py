@@ -96,7 +96,7 @@ def parse_gpus(text: str | None) -> list[str]:
     if not text:
         return []
     gpus = [g.strip() for g in text.split(",")]
-    if not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+    if not all(re.fullmatch(r"[0-9]+", g) for g in gpus) or len(set(gpus)) != len(gpus):  # ASCII digits: "²".isdigit()
         raise StudyError(f"--gpus: expected distinct device numbers like 0,1,2,3; got {text!r}")
     return gpus
 
@@ -154,12 +154,105 @@ def cluster_of(loaded):
 # --------------------------------------------------------------------------- state
 
 
-def read_study(name: str, paths: Paths) -> dict[str, Any] | None:
+_FOLD_KINDS = ("preset", "plan")
+_STR_FIELDS = ("study", "source", "source_name", "data_source", "executor", "status")
+_NUM_FIELDS = ("started", "updated", "test_mae_mean", "test_mae_std")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_study_state(obj: Any, where: str) -> dict[str, Any]:
+    """``obj`` (a parsed study.json) if every field has the type and range a study writes;
+    else :class:`StudyError`, one line naming ``where`` and the field. Run ids and plan names
+    must be safe path components (they become ``logs/<id>``)."""
+    from tui_ft.core.common.paths import check_component
+
+    def bad(field: str, expected: str, got: Any) -> StudyError:
+        shown = json.dumps(got)[:60] if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
+        return StudyError(f"{where}: field {field}: expected {expected}, got {shown}; fix or move the file "
+                          "(or give the study another --name)")
+
+    if not isinstance(obj, dict):
+        raise bad("(top level)", "a JSON object", obj)
+    if obj.get("format") != STUDY_FORMAT:
+        raise bad("format", f'"{STUDY_FORMAT}" (not a tui-ft study file, or another version)', obj.get("format"))
+    if not isinstance(obj.get("fingerprint"), str):
+        raise bad("fingerprint", "a string", obj.get("fingerprint"))
+    for k in _STR_FIELDS:
+        if k in obj and not isinstance(obj[k], str):
+            raise bad(k, "a string", obj[k])
+    for k in _NUM_FIELDS:
+        if k in obj and obj[k] is not None and (isinstance(obj[k], bool) or not isinstance(obj[k], (int, float))):
+            raise bad(k, "a number", obj[k])
+    if "kind" in obj and obj["kind"] not in _FOLD_KINDS:
+        raise bad("kind", '"preset" or "plan"', obj["kind"])
+    if "pid" in obj and obj["pid"] is not None and not (_is_int(obj["pid"]) and obj["pid"] >= 0):
+        raise bad("pid", "a process id (a whole number >= 0)", obj["pid"])
+    folds = obj.get("folds", {})
+    if not isinstance(folds, dict):
+        raise bad("folds", "an object of folds keyed 0..4", folds)
+    for key, rec in folds.items():
+        f = f"folds.{key}"
+        if key not in {str(k) for k in range(N_FOLDS)}:
+            raise bad("folds", f"fold keys 0..{N_FOLDS - 1}", key)
+        if not isinstance(rec, dict):
+            raise bad(f, "an object", rec)
+        if not _is_int(rec.get("fold")) or str(rec["fold"]) != key:
+            raise bad(f"{f}.fold", f"the fold number {key}", rec.get("fold"))
+        if rec.get("kind", "preset") not in _FOLD_KINDS:
+            raise bad(f"{f}.kind", '"preset" or "plan"', rec.get("kind"))
+        for name, kind in (("run_id", "run id"), ("plan", "plan name")):
+            v = rec.get(name)
+            if v is not None:
+                try:
+                    check_component(v)
+                except ValueError as exc:
+                    raise bad(f"{f}.{name}", f"a {kind} ({exc})", v) from None
+        ids = rec.get("run_ids", [])
+        if not isinstance(ids, list):
+            raise bad(f"{f}.run_ids", "a list of run ids", ids)
+        for v in ids:
+            try:
+                check_component(v)
+            except ValueError as exc:
+                raise bad(f"{f}.run_ids", f"run ids ({exc})", v) from None
+        for name in ("file", "status", "message", "job_id"):
+            if rec.get(name) is not None and not isinstance(rec[name], str):
+                raise bad(f"{f}.{name}", "a string", rec[name])
+        if rec.get("returncode") is not None and not _is_int(rec["returncode"]):
+            raise bad(f"{f}.returncode", "a whole number", rec["returncode"])
+    return obj
+
+
+def read_study_file(path: Path) -> dict[str, Any] | None:
+    """The one reader of a study.json: None when it does not exist; the checked dict
+    (:func:`check_study_state`); else :class:`StudyError` in one line (unreadable, a FIFO or a
+    device, too large, truncated or not JSON, foreign, a field of the wrong type)."""
+    from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
+
     try:
-        obj = json.loads((study_dir(name, paths) / "study.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = read_regular_text(path, STATE_MAX_BYTES)
+    except FileNotFoundError:
         return None
-    return obj if isinstance(obj, dict) and obj.get("format") == STUDY_FORMAT else None
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot read ({exc.strerror or exc}); fix or move the file") from None
+    except ValueError:
+        raise StudyError(f"{path}: not UTF-8 text; fix or move the file (or give the study another --name)") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise StudyError(f"{path}: not valid JSON (truncated?) at line {getattr(exc, 'lineno', '?')}: "
+                         f"{getattr(exc, 'msg', exc)}; fix or move the file (or give the study another --name)") from None
+    except RecursionError:
+        raise StudyError(f"{path}: not a study file (nested too deeply)") from None
+    return check_study_state(obj, str(path))
+
+
+def read_study(name: str, paths: Paths) -> dict[str, Any] | None:
+    """The study's state (:func:`read_study_file`): None when it has none yet; :class:`StudyError` when broken."""
+    return read_study_file(study_dir(name, paths) / "study.json")
 
 
 @dataclass
@@ -230,7 +323,11 @@ def fold_result(rec: dict[str, Any], paths: Paths) -> FoldResult:
 
 
 def read_predictions(path: Path) -> list[tuple[str, float, float]]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    import io
+
+    from tui_ft.core.common.files import TABLE_MAX_BYTES, open_regular
+
+    with open_regular(path, TABLE_MAX_BYTES) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
         return [(row["id"], float(row["true"]), float(row["pred"])) for row in csv.DictReader(fh)]
 
 
@@ -540,6 +637,18 @@ def run(
         say(f"--name: study name {exc}")
         return EXIT_USAGE
     paths = Paths.default()
+    from tui_ft.core.orchestrate.executors import ExecutorError, make_executor, run_all
+
+    try:  # before study.json says "running": an executor that cannot start is a usage error, nothing written
+        if executor == "local":
+            ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list)
+        else:
+            cfg = cluster_of(loaded)
+            folder = Path(cfg.folder).expanduser() if cfg.folder else study_dir(study_name, paths) / "submitit"
+            ex = make_executor("slurm", jobs=jobs or max(1, len(fold_list)), cluster_cfg=cfg, folder=folder, name=study_name)
+    except ExecutorError as exc:
+        say(str(exc))
+        return EXIT_USAGE
     study = Study(source, loaded, study_name, fold_list, paths, say)
     try:
         study.open(executor)
@@ -560,18 +669,6 @@ def run(
     for t in tasks:
         say(f"study {study_name}: fold {t.fold}: {t.kind} {t.file}" + (f", continuing run {t.run_id}" if t.run_id else ""))
     interrupted = False
-    from tui_ft.core.orchestrate.executors import ExecutorError, make_executor, run_all
-
-    try:
-        if executor == "local":
-            ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list)
-        else:
-            cfg = cluster_of(loaded)
-            folder = Path(cfg.folder).expanduser() if cfg.folder else study.dir / "submitit"
-            ex = make_executor("slurm", jobs=jobs or max(1, len(tasks)), cluster_cfg=cfg, folder=folder, name=study_name)
-    except ExecutorError as exc:
-        say(str(exc))
-        return EXIT_USAGE
 
     def submitted(fold: FoldSpec, handle) -> None:
         job_id = getattr(handle, "job_id", None)
@@ -585,4 +682,8 @@ def run(
     except KeyboardInterrupt:
         interrupted = True
         say(f"study {study_name}: interrupted; run the same command again to continue")
+    except ExecutorError as exc:  # a fold that could not be submitted: the study is not left "running"
+        say(f"study {study_name}: {exc}")
+        study.finish(False)
+        return EXIT_USAGE
     return study.finish(interrupted)

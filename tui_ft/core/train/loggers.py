@@ -15,8 +15,9 @@ epoch metrics (``val_mae``, ``train_mae``, ``best_val_mae``, ``lr``,
                  ``mode = "offline"`` writes under ``logs/<run_id>/wandb`` without network.
 
 A missing package is one message naming the pip extra (:func:`check_available`,
-called before a run starts; :class:`LoggerError` if it still happens). A logger
-that fails while the run is going is switched off with one warning: metrics are
+called before a run starts; :class:`LoggerMissing` if it still happens). A logger
+that fails to start (its folder is a file or read-only, its store cannot be opened)
+or fails while the run is going is switched off with one warning: metrics are
 never worth a failed run.
 """
 
@@ -33,6 +34,11 @@ METRICS = ("val_mae", "train_mae", "best_val_mae", "lr", "seconds")
 
 class LoggerError(Exception):
     """A logger that cannot start (its package is missing, its store cannot be opened)."""
+
+
+class LoggerMissing(LoggerError):
+    """A logger whose package is not installed: the run stops before its first epoch (exit 2 in
+    the pre-run checks, :func:`check_available`); every other start-up failure switches the logger off."""
 
 
 def enabled(cfg) -> list[str]:
@@ -73,7 +79,7 @@ class _TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise LoggerError(missing_message("tensorboard")) from None
+            raise LoggerMissing(missing_message("tensorboard")) from None
         self.dir = Path(cfg.tensorboard_dir).expanduser() if cfg.tensorboard_dir else paths.run_log_dir(run_id) / "tensorboard"
         self.w = SummaryWriter(log_dir=str(self.dir))
         from tui_ft.core.config.dump import dump_preset
@@ -98,7 +104,7 @@ class _MLflow:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise LoggerError(missing_message("mlflow")) from None
+            raise LoggerMissing(missing_message("mlflow")) from None
         # default: an SQLite store in logs/ (MLflow 3 keeps its ./mlruns file store in maintenance mode)
         paths.logs.mkdir(parents=True, exist_ok=True)
         uri = cfg.mlflow_tracking_uri or f"sqlite:///{(paths.logs / 'mlflow.db').resolve()}"
@@ -136,7 +142,7 @@ class _WandB:
         try:
             import wandb
         except ImportError:
-            raise LoggerError(missing_message("wandb")) from None
+            raise LoggerMissing(missing_message("wandb")) from None
         d = paths.run_log_dir(run_id)
         d.mkdir(parents=True, exist_ok=True)
         try:
@@ -162,21 +168,32 @@ _CLASSES = {"tensorboard": _TensorBoard, "mlflow": _MLflow, "wandb": _WandB}
 class RunLoggers:
     """The enabled loggers of one run, fed the run's events through :meth:`handle`.
 
-    They start on ``run_started`` (a logger that cannot start raises
-    :class:`LoggerError`, which fails the run before its first epoch) and close on the
-    run's final event.
+    They start on ``run_started`` (a missing package raises :class:`LoggerMissing`,
+    which fails the run before its first epoch; any other logger that cannot start is
+    switched off with a warning) and close on the run's final event.
     """
 
     def __init__(self, cfg, run_id: str, paths, *, preset, say: Callable[[str, str], None] | None = None):
         self.cfg, self.run_id, self.paths, self.preset = cfg, run_id, paths, preset
         self.say = say or (lambda text, level="info": None)
         self.active: dict[str, Any] = {}
+        self.off: set[str] = set()  # loggers that could not start
         self.closed = False
 
     def start(self) -> None:
+        """Start each enabled logger; one that cannot start is switched off with one warning
+        (only a missing package, :class:`LoggerMissing`, stops the run)."""
         for name in enabled(self.cfg):
-            if name not in self.active:
+            if name in self.active or name in self.off:
+                continue
+            try:
                 self.active[name] = _CLASSES[name](self.cfg, self.run_id, self.paths, self.preset)
+            except LoggerMissing:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a logger must not fail the run
+                self.off.add(name)
+                why = str(exc).removeprefix(f"[log] {name}: ") if isinstance(exc, LoggerError) else f"cannot start: {type(exc).__name__}: {exc}"
+                self.say(f"[log] {name} switched off: {why}", "warning")
 
     def _each(self, method: str, *args) -> None:
         for name, lg in list(self.active.items()):

@@ -39,7 +39,7 @@ def usable_cores() -> int:
     """Cores a run may use: ``TUI_FT_THREADS``, else ``OMP_NUM_THREADS``, else the CPU affinity."""
     for var in ("TUI_FT_THREADS", "OMP_NUM_THREADS"):
         n = os.environ.get(var, "").strip()
-        if n.isdigit() and int(n) > 0:
+        if n.isascii() and n.isdigit() and int(n) > 0:
             return int(n)
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -54,7 +54,7 @@ def plan_workers(batch_size: int, device: str) -> tuple[int, int]:
         return 1, cores
     env = os.environ.get(ENV_WORKERS, "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
+        if not (env.isascii() and env.isdigit()) or int(env) < 1:
             raise ValueError(f"{ENV_WORKERS}={env!r}: expected a whole number >= 1")
         workers = int(env)
     else:

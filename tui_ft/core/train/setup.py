@@ -71,7 +71,7 @@ def configure_cpu(device: str) -> None:
     turns it off again on the calling thread (torch's default) when the run ends.
     """
     n = os.environ.get("TUI_FT_THREADS", "").strip()
-    if n.isdigit() and int(n) > 0:
+    if n.isascii() and n.isdigit() and int(n) > 0:
         torch.set_num_threads(int(n))
     if device == "cpu":
         torch.set_flush_denormal(True)
