@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict any data source, structure files or folders of them (CSV)")
     pr.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a data source, a structure file or a folder of them")
-    pr.add_argument("--out", help="CSV file to write (default: stdout)")
+    pr.add_argument("--out", help="CSV file to write (default: stdout); not under logs/ or checkpoints/, not an input")
+    pr.add_argument("--force", action="store_true", help="replace --out when it is an existing regular file")
     pr.add_argument("--target", default=None, help="target column/key read from the input (default: the checkpoint's)")
     pr.add_argument("--format", default=None, choices=["matbench", "idprop", "ase", "csv", "structures"],
                     help="how to read the inputs (default: told from each path)")
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write a checkpoint as a file chgnet's CHGNet.from_file loads")
     exp.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
-    exp.add_argument("out", help="file to write, e.g. model.pt")
+    exp.add_argument("out", help="file to write, e.g. model.pt; not under logs/ or checkpoints/")
+    exp.add_argument("--force", action="store_true", help="replace OUT when it is an existing regular file")
 
     ru = sub.add_parser("runs", help="list runs found under logs/")
     ru.add_argument("--format", default="table", choices=["table", "csv", "json"],
@@ -188,9 +190,9 @@ def _main(argv: list[str] | None) -> int:
             return io.cmd_eval(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size)
         if args.command == "predict":
             return io.cmd_predict(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
-                                  device=args.device, target=args.target, format=args.format)
+                                  device=args.device, target=args.target, format=args.format, force=args.force)
         if args.command == "export":
-            return io.cmd_export(args.checkpoint, args.out)
+            return io.cmd_export(args.checkpoint, args.out, force=args.force)
         if args.command == "history":
             return io.cmd_history(args.run_id, args.format)
         return io.cmd_runs_export(args.format)

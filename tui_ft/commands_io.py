@@ -143,16 +143,34 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
 # ---------------------------------------------------------------- export
 
 
-def cmd_export(ref: str, out: str) -> int:
-    """Write a file chgnet's ``CHGNet.from_file`` loads (exit 2 when the checkpoint or the file is bad)."""
+def _out_refused(out: str | None, inputs: list, force: bool, what: str = "--out") -> bool:
+    """True (after one line) when ``out`` breaks the output rule (:mod:`tui_ft.core.common.outputs`),
+    checked before any input is read. ``inputs``: the checkpoint reference and the data inputs as given."""
+    from tui_ft.core.common.outputs import OutputPathError, check_output_path
+
+    if out is None:
+        return False
+    try:
+        check_output_path(out, inputs=inputs, force=force, what=what)
+    except OutputPathError as exc:
+        _err(str(exc))
+        return True
+    return False
+
+
+def cmd_export(ref: str, out: str, force: bool = False) -> int:
+    """Write a file chgnet's ``CHGNet.from_file`` loads (exit 2 when the checkpoint or the file is bad;
+    the output path follows :func:`tui_ft.core.common.outputs.check_output_path`)."""
     from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
     from tui_ft.core.library.ckptfile import CheckpointError
 
+    if _out_refused(out, [ref], force, "OUT"):
+        return EXIT_USAGE
     path = _resolve(ref)
     if path is None:
         return EXIT_USAGE
     try:
-        written = export_checkpoint(path, out)
+        written = export_checkpoint(path, out, force=force)
     except (CheckpointError, ExportError) as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -167,7 +185,7 @@ def cmd_export(ref: str, out: str) -> int:
 
 
 def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int = 32, device: str = "auto",
-                target: str | None = None, format: str | None = None) -> int:
+                target: str | None = None, format: str | None = None, force: bool = False) -> int:
     """Predictions for every structure of the inputs as CSV (to ``out`` or stdout).
 
     Exit 0: every structure predicted; 1: some failed (listed by id on stderr, the
@@ -177,6 +195,8 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.library.predict import format_csv, predict, write_csv
 
+    if _out_refused(out, [ref, *inputs], force):
+        return EXIT_USAGE
     if not all(_not_a_pipe(i) for i in inputs):
         return EXIT_USAGE
     path = _resolve(ref)

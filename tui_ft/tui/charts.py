@@ -8,6 +8,7 @@ scale, which colour) is tested here without an app.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import zlib
@@ -348,8 +349,10 @@ def unit_suffix(unit: str | None) -> str:
 
 def _run_unit(events_path: Path) -> str | None:
     """The unit recorded in a run's ``run_started`` event (read up to that line)."""
+    from tui_ft.core.common.files import open_regular
+
     try:
-        with open(events_path, encoding="utf-8") as fh:
+        with open_regular(events_path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as fh:
             for line in fh:
                 if '"run_started"' in line:
                     u = json.loads(line).get("unit")
@@ -364,8 +367,10 @@ def read_predictions(path: Path | str) -> Predictions:
     counted in ``skipped``; a missing file or a missing column raises
     :class:`PredictionsError` with the reason."""
     path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8")
+    from tui_ft.core.common.files import TABLE_MAX_BYTES, open_regular
+
+    try:  # a FIFO or a device is never read
+        fh = io.TextIOWrapper(open_regular(path, TABLE_MAX_BYTES), encoding="utf-8", newline="")
     except OSError as exc:
         raise PredictionsError(f"{path}: cannot read predictions ({exc.strerror or exc})") from None
     with fh:

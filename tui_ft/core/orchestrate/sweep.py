@@ -109,12 +109,69 @@ def sweep_dir(paths: Paths, name: str) -> Path:
 SQLITE_TIMEOUT_S = 60  # the parent and its trials write one SQLite file: wait for its lock, never fail on it
 
 
-def _storage(folder: Path):
-    """The study's RDB storage (SQLite), shared by the parent and the trial processes."""
+def _storage(folder: Path, *, read_only: bool = False):
+    """The study's RDB storage (SQLite), shared by the parent and the trial processes.
+    ``read_only``: opened with SQLite's ``mode=ro`` (a read command never writes the file)."""
     optuna = _optuna()
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{folder / 'study.db'}", engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    )
+    db = folder / "study.db"
+    if read_only:
+        from urllib.parse import quote
+
+        url = f"sqlite:///file:{quote(str(db.resolve()))}?mode=ro&uri=true"
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}, skip_table_creation=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{db}", engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
+SQLITE_MAGIC = b"SQLite format 3\0"
+OPTUNA_TABLES = ("studies", "trials", "version_info")
+
+
+def check_study_db(db: Path, name: str, *, creating: bool = False) -> None:
+    """The one check of a sweep's ``study.db`` before Optuna touches it; :class:`SweepError` (one line
+    naming the file) unless it is a regular SQLite file holding Optuna's tables and no study but ``name``.
+
+    ``creating`` (the sweep itself): a missing or empty (0-byte) file is a new study. Otherwise
+    (the read commands) it must hold the study ``name``. The file is read, never written."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from tui_ft.core.common.files import open_regular
+
+    hint = "move it away to start the sweep afresh" if creating else "`tui-ft sweeps` lists the sweeps"
+    try:
+        with open_regular(db) as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        if creating:
+            return
+        raise SweepError(f"no sweep {name!r} (no {db}); `tui-ft sweeps` lists them") from None
+    except OSError as exc:
+        raise SweepError(f"{db}: cannot read the sweep's study ({exc.strerror or exc}); {hint}") from None
+    if not head:
+        if creating:
+            return
+        raise SweepError(f"{db}: empty file (0 bytes), not an Optuna study database; {hint}")
+    if head != SQLITE_MAGIC:
+        raise SweepError(f"{db}: not an SQLite database (not an Optuna study: a damaged or foreign file); {hint}")
+    try:
+        con = sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [t for t in OPTUNA_TABLES if t not in tables]
+            names = [] if missing else [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise SweepError(f"{db}: a damaged SQLite database ({exc}); {hint}") from None
+    if missing:
+        if creating and not tables:
+            return  # an SQLite file with no table yet: Optuna makes its tables
+        shown = ", ".join(sorted(tables)[:6]) or "none"
+        raise SweepError(f"{db}: not an Optuna study database (no table {missing[0]!r}; its tables: {shown}); {hint}")
+    if name not in names and (names or not creating):
+        shown = ", ".join(repr(n) for n in names[:5]) or "none"
+        raise SweepError(f"{db}: holds no study named {name!r} (its studies: {shown}); {hint}")
 
 
 # --------------------------------------------------------------------------- samplers and pruners
@@ -175,23 +232,29 @@ def load_study(paths: Paths, name: str, *, preset: Preset | None = None):
     """Open the sweep's study (create it when ``preset`` is given)."""
     optuna = _optuna()
     folder = sweep_dir(paths, name)
-    if preset is None:
-        if not (folder / "study.db").is_file():
-            raise SweepError(f"no sweep {name!r} (no {folder / 'study.db'}); `tui-ft sweeps` lists them")
-        return optuna.load_study(study_name=name, storage=_storage(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "study.db"
+    check_study_db(db, name, creating=preset is not None)
     try:
-        done = len(optuna.load_study(study_name=name, storage=_storage(folder)).get_trials(deepcopy=False))
-    except KeyError:  # a new study
-        done = 0
-    return optuna.create_study(
-        storage=_storage(folder),
-        study_name=name,
-        direction="minimize",
-        sampler=make_sampler(preset.sweep, done),
-        pruner=make_pruner(preset),
-        load_if_exists=True,
-    )
+        if preset is None:  # a read command: opened read-only, never written
+            return optuna.load_study(study_name=name, storage=_storage(folder, read_only=True))
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            done = len(optuna.load_study(study_name=name, storage=_storage(folder)).get_trials(deepcopy=False))
+        except KeyError:  # a new study
+            done = 0
+        return optuna.create_study(
+            storage=_storage(folder),
+            study_name=name,
+            direction="minimize",
+            sampler=make_sampler(preset.sweep, done),
+            pruner=make_pruner(preset),
+            load_if_exists=True,
+        )
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an Optuna schema of another version, a damaged table: one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SweepError(f"{db}: cannot open the sweep's study ({type(exc).__name__}: {first})") from None
 
 
 def suggest(trial, dims: Iterable[SweepDim]) -> dict[str, Any]:
@@ -255,20 +318,26 @@ def trial_reporter(run_dir: Path, say: Callable[[str], None] = lambda m: None) -
     a sweep trial, or its trial is no longer running in the study, as in a resume of a
     trial run after its sweep ended). Raises :class:`SweepError` when ``sweep.json``
     names a study that cannot be opened."""
+    from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
+
     file = run_dir / TRIAL_FILE
-    if not file.is_file():
+    if not file.exists() and not file.is_symlink():
         return None
     try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-        name, number, db = str(info["sweep"]), int(info["trial"]), info.get("study_db")
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+        info = json.loads(read_regular_text(file, STATE_MAX_BYTES))
+        name, number, db = info["sweep"], info["trial"], info.get("study_db")
+        if not isinstance(name, str) or not (isinstance(number, int) and not isinstance(number, bool)) \
+                or not (db is None or isinstance(db, str)):
+            raise TypeError("sweep: a string, trial: a whole number, study_db: a path")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise SweepError(f"{file}: not a sweep trial file ({type(exc).__name__}: {exc})") from None
     if not db:  # written by a version whose parent decided pruning itself
         return None
     optuna = _optuna()
     folder = Path(db).parent
-    if not Path(db).is_file():
+    if not Path(db).exists():
         raise SweepError(f"{file}: its study {db} does not exist")
+    check_study_db(Path(db), name)
     storage = _storage(folder)
     try:
         base = optuna.load_study(study_name=name, storage=storage).user_attrs.get("preset")
@@ -308,26 +377,62 @@ class _Running:
     last_value: float | None = None
 
 
-def _pid_alive(pid: int) -> bool:
-    from tui_ft.core.common.procs import pid_alive
+def _int_attr(v: Any) -> int | None:
+    """A whole number read from the study's user attributes (which a hand edit can make anything)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
-    return pid_alive(pid)
+
+def _stop_if_ours(t, run_id: str | None, paths: Paths, say: Callable[[str], None]) -> None:
+    """Stop the trial's process if it is still alive and still the trial's (:func:`procs.is_our_run`:
+    the recorded start time, from the trial or from its run's events, and the command line);
+    a pid that now belongs to another process is left alone."""
+    from tui_ft.core.common.procs import is_our_run, pid_alive
+    from tui_ft.core.library.runs import summarize
+
+    pid = _int_attr(t.user_attrs.get("pid"))
+    if not pid or pid <= 0 or not pid_alive(pid):
+        return
+    start = _int_attr(t.user_attrs.get("pid_start"))
+    if start is None and run_id:
+        s = summarize(paths.run_log_dir(run_id), warn=lambda m: None)
+        start = s.pid_start if s.pid == pid else None
+    if not is_our_run(pid, start, run_id):
+        say(f"trial {t.number}: pid {pid} is no longer its process (another start time or command line): not signalled")
+        return
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + STOP_TIMEOUT_S
+    while pid_alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
 
 
-def _recover(study, say: Callable[[str], None]) -> None:
-    """Trials a killed sweep left RUNNING: stop their process if it survived, mark them FAIL, enqueue their params."""
+def _recover(study, say: Callable[[str], None], paths: Paths | None = None) -> None:
+    """Trials a killed sweep left RUNNING: stop their process if it survived (and is still theirs),
+    then count each as its run's events say: finished (its best value), pruned, or else
+    failed with its parameters queued again."""
+    from tui_ft.core.common.paths import is_safe_component
+    from tui_ft.core.library.runs import summarize
+
     optuna = _optuna()
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        pid = int(t.user_attrs.get("pid") or 0)
-        if pid and _pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + STOP_TIMEOUT_S
-            while _pid_alive(pid) and time.time() < deadline:
-                time.sleep(0.2)
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    paths = paths or Paths.default()
+    State = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        run_id = t.user_attrs.get("run_id")
+        run_id = run_id if is_safe_component(run_id) else None
+        _stop_if_ours(t, run_id, paths, say)
+        s = summarize(paths.run_log_dir(run_id), warn=lambda m: None) if run_id else None
+        if s is not None and s.status == "finished" and s.best_val_mae is not None and math.isfinite(s.best_val_mae):
+            study.tell(t.number, s.best_val_mae)
+            say(f"trial {t.number} was left running by an interrupted sweep, but its run {run_id} had finished: "
+                f"counted as finished ({s.best_val_mae:.4f})")
+            continue
+        if s is not None and s.status == "pruned":
+            study.tell(t.number, state=State.PRUNED)
+            say(f"trial {t.number} was left running by an interrupted sweep; its run {run_id} was pruned: counted as pruned")
+            continue
+        study.tell(t.number, state=State.FAIL)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         say(f"trial {t.number} was left running by an interrupted sweep: marked failed, its parameters queued again")
@@ -404,7 +509,7 @@ def run_sweep(
         study = load_study(paths, name, preset=preset)
         study.set_user_attr("trials", cfg.trials)
         study.set_user_attr("preset", preset.to_dict())
-        _recover(study, err)
+        _recover(study, err, paths)
         done = len(study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED)))
         remaining = max(0, cfg.trials - done)
         where = kind + (f", GPUs {','.join(gpu_list)}" if gpu_list else "")
@@ -429,11 +534,18 @@ def run_sweep(
             task = RunTask(tui_ft_argv("--preset", str(file), "--plain", "--run-id", run_id),
                            str(folder / "trials" / f"t{trial.number}.log"), run_id=run_id, root=str(paths.root),
                            env=_trial_env(), label=f"trial {trial.number}")
-            handle = ex.submit(task)
+            try:
+                handle = ex.submit(task)
+            except ExecutorError as exc:  # the trial is not left RUNNING in the study
+                study.tell(trial, state=State.FAIL)
+                raise SweepError(str(exc)) from None
             trial.set_user_attr("run_id", run_id)
             trial.set_user_attr("preset", str(file))
             if getattr(handle, "pid", None):
+                from tui_ft.core.common.procs import start_ticks
+
                 trial.set_user_attr("pid", handle.pid)
+                trial.set_user_attr("pid_start", start_ticks(handle.pid))  # a rerun signals it only if it is still this process
             if getattr(handle, "job_id", None):
                 trial.set_user_attr("job_id", handle.job_id)
             running.append(_Running(trial, trial.number, run_id, params, handle, EventFollower(run_dir / "events.jsonl")))
@@ -516,8 +628,10 @@ class SweepInfo:
     best_trial: int | None
 
 
-def list_sweeps(paths: Paths | None = None) -> list[SweepInfo]:
-    """Every study under ``logs/.sweeps/``, by name."""
+def list_sweeps(paths: Paths | None = None, problems: list[str] | None = None) -> list[SweepInfo]:
+    """Every study under ``logs/.sweeps/``, by name. A folder whose ``study.db`` cannot be read
+    (damaged, foreign, empty, a FIFO...) is left out and its one-line problem appended to
+    ``problems`` (when given)."""
     paths = paths or Paths.default()
     root = paths.logs / SWEEPS
     if not root.is_dir():
@@ -525,15 +639,20 @@ def list_sweeps(paths: Paths | None = None) -> list[SweepInfo]:
     _optuna()  # a missing package is said, not taken for "no sweeps"
     out = []
     for d in sorted(root.iterdir()):
-        if not (d / "study.db").is_file():
+        db = d / "study.db"
+        if not (db.exists() or db.is_symlink()):
             continue
         try:
             study = load_study(paths, d.name)
-        except SweepError:
+            trials = study.get_trials(deepcopy=False)
+        except SweepError as exc:
+            if problems is not None:
+                problems.append(str(exc))
             continue
-        except Exception:  # noqa: BLE001 - a study db of another name / version: skip it
+        except Exception as exc:  # noqa: BLE001 - a damaged row: one line naming the file
+            if problems is not None:
+                problems.append(f"{db}: cannot read its trials ({type(exc).__name__}: {exc})")
             continue
-        trials = study.get_trials(deepcopy=False)
         best = best_row(trials)
         counts = {s: sum(1 for t in trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
         out.append(SweepInfo(d.name, study.user_attrs.get("trials"), counts["COMPLETE"], counts["PRUNED"],
@@ -544,17 +663,28 @@ def list_sweeps(paths: Paths | None = None) -> list[SweepInfo]:
 def best_preset(paths: Paths, name: str) -> Preset:
     """The best finished trial's preset, renamed ``<sweep>-best``: a plain preset, ready to save and run."""
     study = load_study(paths, name)
-    best = best_row(study.get_trials(deepcopy=False))
+    db = sweep_dir(paths, name) / "study.db"
+    try:
+        best = best_row(study.get_trials(deepcopy=False))
+    except Exception as exc:  # noqa: BLE001 - a damaged row: one line naming the file
+        raise SweepError(f"{db}: cannot read its trials ({type(exc).__name__}: {exc})") from None
     if best is None:
         raise SweepError(f"sweep {name!r} has no finished trial yet")
     from tui_ft.core.config.presets import load_preset
 
-    p = load_preset(best.preset) if best.preset and Path(best.preset).is_file() else None
-    if p is None:
-        base = study.user_attrs.get("preset")
-        if not isinstance(base, dict):
-            raise SweepError(f"sweep {name!r}: the preset of trial {best.number} is missing")
-        p = trial_preset(preset_from_dict(base), best.params, name, best.number)
+    try:
+        file = best.preset if isinstance(best.preset, str) and best.preset else None
+        p = load_preset(file) if file and Path(file).is_file() else None
+        if p is None:
+            base = study.user_attrs.get("preset")
+            if not isinstance(base, dict):
+                raise SweepError(f"sweep {name!r}: the preset of trial {best.number} is missing")
+            p = trial_preset(preset_from_dict(base), best.params, name, best.number)
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hand-edited study: its preset is not one
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise SweepError(f"{db}: the preset of trial {best.number} cannot be read ({first})") from None
     return p.with_changes({
         "run.name": f"{name}-best",
         "run.description": f"best trial {best.number} of sweep {name} (best_val_mae {best.value:.4f}, run {best.run_id})",
@@ -644,8 +774,9 @@ def cmd_sweeps(name: str | None, *, best: bool, err: Callable[[str], None]) -> i
     paths = Paths.default()
     try:
         if name is None:
-            rows = list_sweeps(paths)
-            if not rows:
+            problems: list[str] = []
+            rows = list_sweeps(paths, problems)
+            if not rows and not problems:
                 print("no sweeps under logs/.sweeps/")
                 return 0
             print(f"{'sweep':32} {'done':>9} {'finished':>8} {'pruned':>6} {'failed':>6} {'running':>7} {'best':>8} {'trial':>5}")
@@ -654,14 +785,20 @@ def cmd_sweeps(name: str | None, *, best: bool, err: Callable[[str], None]) -> i
                 bv = "-" if s.best_value is None else f"{s.best_value:.4f}"
                 bt = "-" if s.best_trial is None else str(s.best_trial)
                 print(f"{s.name:32} {done:>9} {s.complete:>8} {s.pruned:>6} {s.failed:>6} {s.running:>7} {bv:>8} {bt:>5}")
-            return 0
+            for p in problems:  # a broken study is said, never silently left out
+                err(f"error: {p}")
+            return 2 if problems else 0
         if best:
             from tui_ft.core.config.dump import dump_preset
 
             sys.stdout.write(dump_preset(best_preset(paths, name)))
             return 0
         study = load_study(paths, name)
-        trials = study.get_trials(deepcopy=False)
+        try:
+            trials = study.get_trials(deepcopy=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged row: one line naming the file
+            raise SweepError(f"{sweep_dir(paths, name) / 'study.db'}: cannot read its trials "
+                             f"({type(exc).__name__}: {exc})") from None
         print(f"{'trial':>5} {'state':9} {'value':>8} {'epoch':>5}  params  run")
         for r in trial_rows(trials):
             v = "-" if r.value is None else f"{r.value:.4f}"
