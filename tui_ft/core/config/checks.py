@@ -109,10 +109,11 @@ def potential_problems(preset) -> list[str]:
     read, a weight > 0 on a label the frames lack (at the weight's line), and frames with a
     missing, misshapen or non-finite weighted label (file, frame, field), unless
     ``data.skip_bad_rows``. Also the test file's, and enough frames for the splits."""
-    from tui_ft.core.data.dataset import DataError, resolve_source
+    from tui_ft.core.data.dataset import DataError, preset_source
     from tui_ft.core.data.frames import FrameError, check_frames
     from tui_ft.core.task.potential import (
         FRAME_LABEL,
+        frame_leaks,
         read_frames,
         resolve_weights,
         weight_problems,
@@ -121,8 +122,8 @@ def potential_problems(preset) -> list[str]:
     d = preset.data
     out: list[str] = []
     try:
-        fs = read_frames(resolve_source(d.source), preset.task)
-        test = read_frames(resolve_source(d.test_source), preset.task) if d.test_source else None
+        fs = read_frames(preset_source(d.source), preset.task)
+        test = read_frames(preset_source(d.test_source), preset.task) if d.test_source else None
     except DataError as exc:
         return [str(exc)]
     for field, msg in weight_problems(preset.task, fs) + (weight_problems(preset.task, test) if test else []):
@@ -133,16 +134,26 @@ def potential_problems(preset) -> list[str]:
     need = {FRAME_LABEL[k] for k, w in weights.items() if w > 0}
     if not need:
         return [str(preset.error("task.energy_weight", "every target weight is 0: nothing to train"))]
+    kept_parts = []
     for part in (fs, test) if test is not None else (fs,):
         try:
             kept = check_frames(part, need, skip_bad=d.skip_bad_rows)
         except FrameError as exc:
             out.append(str(exc) + ("" if d.skip_bad_rows else "; or set data.skip_bad_rows = true to train without them"))
             continue
+        kept_parts.append(kept)
         least = 2 if test is not None else 3  # training + validation (+ test when there is no test file)
         if part is fs and len(kept) < least:
             out.append(f"{fs.source}: only {len(kept)} usable frames; at least {least} are needed "
                        f"(training, validation{'' if test is not None else ' and test'})")
+    if test is not None and len(kept_parts) == 2 and not out:  # the same frame in both files: a leak
+        train_frames, test_frames = list(kept_parts[0].frames), list(kept_parts[1].frames)
+        leaks = frame_leaks(train_frames, test_frames)
+        if leaks and (not d.skip_bad_rows or len(leaks) == len(test_frames)):
+            out += [f"{test.source}: {msg}" for msg in leaks.values()]
+            out.append(f"{d.test_source}: {len(leaks)} of {len(test_frames)} test frames are training frames; "
+                       "remove them" + ("" if d.skip_bad_rows else
+                                        ", or set data.skip_bad_rows = true to test on the others"))
     return out
 
 
@@ -163,23 +174,35 @@ def preflight(preset) -> list[str]:
         return out + potential_problems(preset)
     if d.source in ("demo", "matbench_mp_e_form"):
         return out
-    from tui_ft.core.data.dataset import DataError, resolve_source
-    from tui_ft.core.data.sources import detect_format, load_training_data, problems
+    from tui_ft.core.data.dataset import DataError, preset_source
+    from tui_ft.core.data.sources import (
+        check_source_splits,
+        detect_format,
+        load_training_data,
+        problems,
+    )
 
-    path = resolve_source(d.source)
+    path = preset_source(d.source)
     try:
         fmt = d.format if d.format != "auto" else detect_format(path)
-        if fmt == "matbench":
-            return out
-        test = resolve_source(d.test_source) if d.test_source else None
-        ds, _ = load_training_data(path, d.target, format=fmt, per_atom=d.per_atom, test_path=test)
+        if fmt == "matbench" and d.split == "matbench" and not d.test_source:
+            return out  # read and split by dataset.check_data (load_and_check)
+        test = preset_source(d.test_source) if d.test_source else None
+        ds, n_held_out = load_training_data(path, d.target, format=fmt, per_atom=d.per_atom, test_path=test)
     except DataError as exc:
         return out + [str(exc)]
-    if ds.bad_rows and not d.skip_bad_rows:
+    if ds.bad_rows and not d.skip_bad_rows and fmt != "matbench":  # Matbench JSON: left out and reported, as always
         probs = problems(ds)
         out += [f"{ds.path}: {ident}: {why}" for ident, why in probs]
         out.append(f"{d.source}: {len(probs)} of {len(ds)} rows cannot be used; fix them, or set "
                    "data.skip_bad_rows = true to train on the others (they are left out of every split)")
+        return out
+    try:  # the run's own splits, with the minimum of Matbench files, before any run folder exists
+        check_source_splits(ds, n_held_out=n_held_out, split=d.split, fold=d.fold, fraction=d.fraction,
+                            val_fraction=d.val_fraction, seed=d.seed, test_limit=d.test_limit,
+                            test_fraction=d.test_fraction)
+    except DataError as exc:
+        out.append(" ".join(str(exc).split()))
     return out
 
 

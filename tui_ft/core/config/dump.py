@@ -116,12 +116,29 @@ def data_source_path(source: str) -> Path | None:
     return _data_source_path(source)
 
 
+def _special_file(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a folder nor a regular file (a FIFO, a device)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "is a pipe (FIFO), not a regular file"
+    return "is a device, not a regular file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "is not a regular file"
+
+
 def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
     """A non-Matbench data source: the format is detected (``data.format`` when given);
     a folder without id_prop.csv cannot be trained on. Reading it is left to the run."""
     fmt = preset.data.format
     if fmt != "auto":
         return []
+    if path.is_dir() and _special_file(path / "id_prop.csv"):
+        return [preset.error("data.source", f"{path / 'id_prop.csv'} {_special_file(path / 'id_prop.csv')}")]
     if path.is_dir() and not (path / "id_prop.csv").is_file():
         return [preset.error("data.source", f"folder {show_value(preset.data.source)} has no id_prop.csv "
                              "(expected id,target rows and one structure file per id)")]
@@ -146,15 +163,20 @@ def check_resources(
 
     Several problems raise :class:`PresetErrors`.
     """
+    from tui_ft.core.common.paths import Paths
+
     errors: list[PresetError] = []
     source = preset.data.source
-    path = data_source_path(source)
+    root = Paths.default().root  # relative data paths are the project root's (as the run reads them)
+    path = _data_source_path(source, base=root)
     if path is not None:
         if path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
             # a folder (id_prop.csv), a CSV or an ase-readable file: its format must be known and readable
             errors += _check_other_source(preset, path)
         elif not path.is_file():
-            errors.append(preset.error("data.source", missing_data_message(source, path)))
+            why = _special_file(path)
+            errors.append(preset.error("data.source", f"{show_value(source)} ({path}) {why}; expected a data file or folder"
+                                       if why else missing_data_message(source, path)))
         elif read_columns is not None:
             try:
                 columns = list(read_columns(path))
@@ -174,9 +196,13 @@ def check_resources(
     test_source = preset.data.test_source
     if test_source:
         tpath = Path(test_source).expanduser()
-        if not tpath.exists():
-            where = "" if tpath.is_absolute() else f" (looked in {Path.cwd()})"
+        shown = tpath if tpath.is_absolute() else root / tpath
+        if not shown.exists():
+            where = "" if tpath.is_absolute() else f" (looked for {shown}: a relative path is the project root's)"
             errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} not found{where}"))
+        elif _special_file(shown):  # a FIFO would hang the reader, /dev/zero never ends
+            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} ({shown}) "
+                                       f"{_special_file(shown)}; expected a data file or folder"))
     init = preset.model.init
     if init:
         if resolve_init is not None:

@@ -133,10 +133,30 @@ def _message(err: dict[str, Any], root: Any) -> tuple[str, str]:
     return field, f"expected {want}, got {show_value(value)}"
 
 
+def _union_message(err: dict[str, Any], root: Any) -> tuple[str, str] | None:
+    """One message for a value that fits no member of a union (pydantic gives one error per member,
+    its location ending in the member's type name: ``cluster.extra.a.str``, ``.int``, ``.bool``)."""
+    loc = tuple(err["loc"])
+    if len(loc) < 2:
+        return None
+    found = _field_type(loc[:-1], root)
+    if not found or get_origin(found[0]) not in _UNIONS:
+        return None
+    members = [a for a in get_args(found[0]) if a is not type(None)]
+    wants = [_want(*_unpack(a)) or getattr(a, "__name__", str(a)) for a in members]
+    want = ", ".join(wants[:-1]) + f" or {wants[-1]}" if len(wants) > 1 else wants[0]
+    return ".".join(str(p) for p in loc[:-1]), f"expected {want}, got {show_value(err.get('input'))}"
+
+
 def _errors(exc: ValidationError, path: str, lines: dict[str, int], prefix: str = "", *, root: Any) -> list[PresetError]:
     out = []
+    said: set[str] = set()
     for err in exc.errors(include_url=False):
-        field, message = _message(err, root)
+        union = _union_message(err, root)
+        if union is not None and union[0] in said:
+            continue  # the other members of the same union
+        field, message = union or _message(err, root)
+        said.add(field)
         field = prefix + field if field else prefix.rstrip(".") or "preset"
         out.append(PresetError(path, line_of(lines, field), _space_field(field), message))
     return out

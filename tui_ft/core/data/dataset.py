@@ -250,6 +250,14 @@ def resolve_source(source: str, paths: Paths | None = None) -> Path:
     return resolve_data_source(source, paths)
 
 
+def preset_source(source: str, paths: Paths | None = None) -> Path:
+    """A preset's ``data.source`` / ``data.test_source`` as a path: a relative path is taken against
+    the project root (``paths.root``), as the README says, not against the current folder (which
+    is where a relative path given on the command line, e.g. ``tui-ft eval --data``, is taken)."""
+    paths = paths or Paths.default()
+    return resolve_data_source(source, paths, base=paths.root)
+
+
 def read_columns(path: Path | str) -> list[str]:
     """The file's column names; ``ValueError`` if unreadable or empty (used by preset checks)."""
     try:
@@ -335,10 +343,16 @@ class LazyStructures(collections.abc.Sequence):
         if not isinstance(sd, dict):
             return None  # recorded when the file was read
         try:
-            return Structure.from_dict(sd)
+            s = Structure.from_dict(sd)
         except Exception as exc:  # noqa: BLE001 - any parse failure is reported by id
-            self._bad[i] = f"unreadable structure ({type(exc).__name__}: {exc})"
+            msg = " ".join(str(exc).split())
+            self._bad[i] = f"unreadable structure ({type(exc).__name__}: {msg[:160]})"
             return None
+        if not s.is_ordered:
+            self._bad[i] = ("partial occupancy (disorder): CHGNet needs an ordered structure (one element per "
+                            "site, occupancy 1); order it first, e.g. with OrderDisorderedStructureTransformation")
+            return None
+        return s
 
 
 _RELEASED = object()
@@ -530,6 +544,22 @@ def _examples(ds: Dataset, rows: Sequence[int], k: int = 3) -> str:
     return "; ".join(shown) + more
 
 
+def parse_enough(ds: Dataset, splits: Splits) -> bool:
+    """Parse structures of each part until :data:`MIN_TRAIN_ROWS` training rows and one validation
+    and one test row are known to parse (all of a part when fewer do); a structure that does not
+    parse lands in ``ds.bad_structures``. Cheap when the data is good (a few structures), thorough
+    when it is not. True when some structure was found unreadable."""
+    before = set(ds.bad_rows)
+    for part, least in ((splits.train, MIN_TRAIN_ROWS), (splits.val, 1), (splits.test, 1)):
+        ok = 0
+        for r in part:
+            if ok >= least:
+                break
+            if ds.structures[int(r)] is not None:
+                ok += 1
+    return bool(set(ds.bad_rows) - before)
+
+
 def check_dataset(
     ds: Dataset, *, fold: int = 0, fraction: float = 1.0, val_fraction: float = 0.1, seed: int = 0,
     test_limit: int = 0,
@@ -548,6 +578,12 @@ def check_dataset(
                              test_limit=test_limit, exclude=bad)
     except DataError as exc:
         raise DataError(f"{ds.path}: {exc}") from None
+    if parse_enough(ds, splits):  # structure dicts that do not parse: refused here, not after the run folder exists
+        bad = sorted(ds.bad_rows)
+        if len(bad) == n:
+            raise DataError(f"{ds.path}: none of the {n} rows is usable ({_examples(ds, bad)})")
+        splits = make_splits(n, fold=fold, fraction=fraction, val_fraction=val_fraction, seed=seed,
+                             test_limit=test_limit, exclude=bad)
     left = f"; {len(bad)} of {n} rows left out ({_examples(ds, bad)})" if bad else f" of {n} rows"
     if len(splits.train) < MIN_TRAIN_ROWS:
         raise DataError(f"{ds.path}: only {len(splits.train)} usable training rows in fold {fold} "
@@ -570,7 +606,7 @@ def check_data(preset, paths: Paths | None = None) -> Splits | None:
             or getattr(d, "test_source", ""):
         return None  # other formats and splits: checked by commands_io.preflight through the sources package
     try:
-        path = resolve_source(d.source, paths)
+        path = preset_source(d.source, paths)
         if path.is_dir() or not path.name.lower().endswith((".json", ".json.gz")):
             return None  # a folder, a CSV or an ase file: see above
         ds = load_matbench(path, d.target)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tui_ft.core.common.metrics import METRICS
-from tui_ft.core.data.dataset import DataError, Dataset, resolve_source
+from tui_ft.core.data.dataset import DataError, Dataset, preset_source
 from tui_ft.core.data.frames import FrameError, FrameSet, check_frames, load_frames
 from tui_ft.core.data.sources import make_source_splits
 from tui_ft.core.task.base import Task, TestResult
@@ -63,6 +63,12 @@ def read_frames(path, cfg) -> FrameSet:
     """The frames of one source, with the ``[task]`` reader options; raises DataError naming the file."""
     fmt = None if cfg.format == "auto" else cfg.format
     opts = reader_options(cfg)
+    if not Path(path).is_dir():
+        from tui_ft.core.data.sources.common import file_problem
+
+        why = file_problem(path)
+        if why and why != "no such file":  # a FIFO would hang the reader, /dev/zero never ends
+            raise DataError(f"{path}: {why}")
     try:
         from tui_ft.core.data.frames import detect_format
 
@@ -74,6 +80,17 @@ def read_frames(path, cfg) -> FrameSet:
         return load_frames(path, fmt=kind)
     except FrameError as exc:
         raise DataError(str(exc)) from None
+
+
+def frame_leaks(train_frames, test_frames) -> dict[int, str]:
+    """``{test frame index: message}`` for each test frame that is a training frame (the same
+    cell, species and positions, exactly: :func:`tui_ft.core.data.leaks.find_leaks` without the
+    matcher, since frames of one trajectory are alike by nature)."""
+    from tui_ft.core.data.leaks import find_leaks, leak_message
+
+    found = find_leaks([f.structure for f in train_frames], [f.structure for f in test_frames], matcher=False)
+    return {j: f"{test_frames[j].where or f'frame {j}'} (id {test_frames[j].id}): "
+               f"{leak_message(test_frames[j].id, train_frames[i].id)}" for j, i in found.items()}
 
 
 def resolve_weights(cfg, counts: dict[str, int], n: int) -> dict[str, float]:
@@ -125,8 +142,8 @@ class PotentialTask(Task):
         d, cfg = t.p.data, self.cfg
         if t.dist.active:
             raise TrainingFailed("a potential run under torchrun (DDP) is not supported yet; run it in one process")
-        path = resolve_source(d.source, t.paths)
-        test_path = resolve_source(d.test_source, t.paths) if d.test_source else None
+        path = preset_source(d.source, t.paths)
+        test_path = preset_source(d.test_source, t.paths) if d.test_source else None
         t.say(f"reading frames from {path}" + (f" (test frames from {test_path})" if test_path else ""))
         try:
             fs = read_frames(path, cfg)
@@ -143,6 +160,15 @@ class PotentialTask(Task):
         except FrameError as exc:
             raise TrainingFailed(str(exc)) from None
         test_frames = list(test.frames) if test is not None else []
+        leaks = frame_leaks(list(fs.frames), test_frames) if test_frames else {}
+        if leaks and not d.skip_bad_rows:
+            raise TrainingFailed(f"{test_path}: {next(iter(leaks.values()))} ({len(leaks)} such frames)")
+        if leaks:
+            for msg in leaks.values():
+                t.say(f"{test_path}: {msg}; left out of the test set", "warning")
+            test_frames = [f for j, f in enumerate(test_frames) if j not in leaks]
+            if not test_frames:
+                raise TrainingFailed(f"{test_path}: every test frame is a training frame; nothing left to test on")
         train_ids = {f.id for f in fs.frames}
         if any(f.id in train_ids for f in test_frames):  # e.g. frame-K in both files: name them by their file
             from dataclasses import replace
@@ -157,7 +183,7 @@ class PotentialTask(Task):
         t.ds = Dataset(path=path, target="energy", ids=ids, structures=[f.structure for f in frames],
                        targets=np.array([f.energy_per_atom for f in frames], dtype=np.float64),
                        sha256=sha[:64] if test is None else _sha(sha))
-        t.n_held_out = len(test.frames) if test is not None else 0
+        t.n_held_out = len(test_frames) if test is not None else 0
         t.data_sha = t.ds.sha256
         shown = ", ".join(f"{k} {w:g}" for k, w in self.weights.items())
         t.say(f"{len(fs)} frames ({fs.n_atoms()} atoms) with labels {fs.labels()}; weights: {shown}")

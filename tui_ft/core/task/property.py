@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from tui_ft.core.data.dataset import resolve_source
+from tui_ft.core.data.dataset import preset_source
 from tui_ft.core.data.sources import load_training_data
 from tui_ft.core.data.sources import summary as source_summary
 from tui_ft.core.task.base import Task, TestResult
@@ -54,8 +54,8 @@ class PropertyTask(Task):
         """The data (any format of tui_ft.core.data.sources) and its splits; the rows the source
         could not use are reported once, by id, and left out of every split."""
         d = t.p.data
-        path = resolve_source(d.source, t.paths)
-        test_path = resolve_source(d.test_source, t.paths) if d.test_source else None
+        path = preset_source(d.source, t.paths)
+        test_path = preset_source(d.test_source, t.paths) if d.test_source else None
         t.say(f"reading {path}" + (f" (test rows from {test_path})" if test_path else ""))
         fmt = None if d.format == "auto" else d.format
         t.ds, t.n_held_out = load_training_data(

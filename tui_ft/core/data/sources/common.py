@@ -43,14 +43,96 @@ def read_structure(path: Path | str) -> Any:
 
     Raises ``ValueError`` naming the file when neither reader can use it.
     """
-    from pymatgen.core import Structure
-
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path.name}: no such file")
+    why = file_problem(path)
+    if why:
+        raise ValueError(f"{path.name}: {why}")
     with warnings.catch_warnings():  # pymatgen's and ase's parser warnings: the reason goes into one line instead
         warnings.simplefilter("ignore")
-        return _read_structure(path)
+        s = _read_structure(path)
+    if _is_poscar_name(path.name):
+        _check_poscar_counts(path, len(s))
+    if not s.is_ordered:
+        k, site = next((k, site) for k, site in enumerate(s) if not site.is_ordered)
+        occ = " ".join(f"{sp}:{x:g}" for sp, x in site.species.items())
+        raise ValueError(
+            f"{path.name}: partial occupancy (disorder) at site {k} ({occ}); CHGNet needs an ordered structure "
+            "(one element per site, occupancy 1): order it first, e.g. with pymatgen's "
+            "OrderDisorderedStructureTransformation"
+        )
+    return s
+
+
+def file_problem(path: Path | str) -> str | None:
+    """Why ``path`` is not a regular file that can be read to its end, or None: missing, a folder,
+    a pipe (FIFO, reading it would wait for a writer), a device (``/dev/zero`` never ends), a socket.
+    Checked with ``stat`` so that nothing is opened."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "is not a regular file"
+
+
+def _is_poscar_name(name: str) -> bool:
+    low = name.lower()  # the names pymatgen's Structure.from_file reads as VASP POSCAR
+    return "poscar" in low or "contcar" in low or low.endswith(".vasp")
+
+
+def _check_poscar_counts(path: Path, n_read: int) -> None:
+    """``ValueError`` when a POSCAR has more coordinate lines than its counts line says: pymatgen (and
+    ase) read only as many lines as the counts add up to, so the rest of the atoms would be lost
+    silently. The line after the ``n_read`` coordinates must be blank (velocities follow) or the end."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    if len(lines) < 8:
+        return
+
+    def ints(line: str) -> bool:
+        toks = line.split()
+        return bool(toks) and all(t.isdigit() for t in toks)
+
+    i = 5 if ints(lines[5]) else 6  # the counts line (line 6 names the elements in VASP 5)
+    if i >= len(lines) or not ints(lines[i]):
+        return
+    counts_line = i + 1
+    i += 1
+    if i < len(lines) and lines[i].strip()[:1] in ("s", "S"):  # Selective dynamics
+        i += 1
+    first = i + 1  # after the Direct / Cartesian line
+    after = first + n_read
+    if after < len(lines) and lines[after].strip():
+        toks = lines[after].split()
+        try:
+            [float(x) for x in toks[:3]]
+        except ValueError:
+            return
+        if len(toks) >= 3:
+            extra = 0
+            for line in lines[after:]:
+                if not line.strip():
+                    break
+                extra += 1
+            raise ValueError(
+                f"{path.name}, line {after + 1}: the counts line (line {counts_line}) adds up to {n_read} atoms but "
+                f"{n_read + extra} coordinate lines follow; fix the counts (reading {n_read} would drop atoms)"
+            )
 
 
 def _read_structure(path: Path) -> Any:

@@ -11,19 +11,26 @@ files for one id, a target that is not a number, a duplicate id) are recorded
 in the dataset's ``bad_rows`` with the line number (all of a row's problems, e.g.
 no structure file and a target that is not a number) and left out of every split;
 a line without exactly two fields stops the load with a :class:`DataError`
-naming the file and line. A first line whose target is not a number and whose
-id has no structure file is taken for a header and skipped.
+naming the file and line. A first line whose second field is a word (not a
+number, ``nan``, ``inf`` or empty) and whose id has no structure file is taken for
+a header (``id,target``) and skipped; ``mp-1,`` or ``mp-1,nan`` is a row with a bad
+target. ``POSCAR-<id>`` / ``CONTCAR-<id>`` (optionally ``.vasp``) name id's file too.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from tui_ft.core.data.dataset import Dataset, DataError
-from tui_ft.core.data.sources.common import RowBuilder, hash_files, parse_number, read_structure
+from tui_ft.core.data.sources.common import RowBuilder, file_problem, hash_files, parse_number, read_structure
 
 ID_PROP = "id_prop.csv"
+_VASP_PREFIX = re.compile(r"(POSCAR|CONTCAR)[-_.]", re.IGNORECASE)
+# a first line is a header when its second field is a word (a column name such as "target" or
+# "e_form"), never a number, "nan"/"inf" or empty: those are data rows with a bad target
+_HEADER_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_ ()/.\-]*")
 
 
 def _index(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
@@ -40,6 +47,9 @@ def _index(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
         by_stem.setdefault(stem, []).append(p)
         if p.stem != stem:
             by_stem.setdefault(p.stem, []).append(p)
+        m = _VASP_PREFIX.match(stem)
+        if m and m.end() < len(stem):  # POSCAR-<id>, CONTCAR_<id>, POSCAR-<id>.vasp
+            by_stem.setdefault(stem[m.end():], []).append(p)
     return by_name, by_stem
 
 
@@ -78,11 +88,24 @@ def _find(ident: str, by_name: dict[str, Path], by_stem: dict[str, list[Path]]) 
     return cands[0], None
 
 
+def _is_header_word(value: str) -> bool:
+    if not _HEADER_WORD.fullmatch(value):
+        return False
+    try:
+        float(value)  # "nan", "inf", "Infinity": a number (not finite), so a data row
+    except ValueError:
+        return True
+    return False
+
+
 def load(path: Path | str, target: str = "target", *, need_target: bool = True) -> Dataset:
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
     csv_path = folder / ID_PROP
+    why = file_problem(csv_path)
+    if why and why != "no such file":  # a FIFO would hang the read
+        raise DataError(f"{csv_path}: {why}")
     rows = _rows(csv_path)
     if not rows:
         raise DataError(f"{csv_path}: empty (no id,target rows)")
@@ -97,8 +120,8 @@ def load(path: Path | str, target: str = "target", *, need_target: bool = True) 
         try:
             y = parse_number(value)
         except ValueError as exc:
-            if k == 0 and file is None:
-                continue  # a header line
+            if k == 0 and file is None and _is_header_word(value):
+                continue  # a header line such as "id,target"
             y = None
             if need_target:  # both problems of a row are said: the file and the target
                 problem = f"{problem}; {exc}" if problem else str(exc)

@@ -141,3 +141,43 @@ def make_source_splits(
     if test_limit:
         s = Splits(s.train, s.val, s.test[:test_limit], s.excluded)
     return s
+
+
+def check_source_splits(
+    ds: Dataset, *, n_held_out: int = 0, split: str = "matbench", fold: int = 0, fraction: float = 1.0,
+    val_fraction: float = 0.1, seed: int = 0, test_limit: int = 0, test_fraction: float = 0.2,
+) -> Splits:
+    """The run's splits (:func:`make_source_splits`, every bad row left out), made before a run folder
+    exists, with the minimum of ``data.check_dataset`` for Matbench files: some row usable, at least
+    ``MIN_TRAIN_ROWS`` training rows, a validation and a test row, each of them a structure that
+    parses (structures are parsed until that many are found, so a file whose every structure is
+    unreadable is refused here, not after the run folder exists). ``DataError`` naming the file."""
+    from tui_ft.core.data.dataset import MIN_TRAIN_ROWS, _examples, parse_enough
+
+    n = len(ds)
+    where = f"{ds.path}" + (" and its test_source" if n_held_out else "")
+
+    def make() -> Splits:
+        bad = sorted(ds.bad_rows)
+        if n and len(bad) == n:
+            raise DataError(f"{where}: none of the {n} rows is usable ({_examples(ds, bad)})")
+        try:
+            return make_source_splits(n, n_held_out=n_held_out, split=split, fold=fold, fraction=fraction,
+                                      val_fraction=val_fraction, seed=seed, test_limit=test_limit,
+                                      test_fraction=test_fraction, exclude=bad)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+
+    s = make()
+    if parse_enough(ds, s):
+        s = make()  # structures found unreadable just now are left out too
+    bad = ds.bad_rows
+    left = f"; {len(bad)} of {n} rows left out ({_examples(ds, sorted(bad))})" if bad else f" of {n} rows"
+    how = "the test_source split" if n_held_out else f"fold {fold}" if split == "matbench" else f"the {split} split"
+    if len(s.train) < MIN_TRAIN_ROWS:
+        raise DataError(f"{where}: only {len(s.train)} usable training rows in {how} "
+                        f"(at least {MIN_TRAIN_ROWS} are needed){left}")
+    for name, part in (("validation", s.val), ("test", s.test)):
+        if len(part) == 0:
+            raise DataError(f"{where}: no usable {name} rows in {how}{left}")
+    return s
