@@ -257,6 +257,58 @@ def load_study(paths: Paths, name: str, *, preset: Preset | None = None):
         raise SweepError(f"{db}: cannot open the sweep's study ({type(exc).__name__}: {first})") from None
 
 
+def _identity(d: dict[str, Any]) -> dict[str, Any]:
+    """What a sweep computes, from a preset's dict: all of it but the trial count (a rerun with more
+    trials continues), where it runs ([cluster]) and the run's description (as a study's fingerprint)."""
+    blob = json.loads(json.dumps(d, default=str))
+    blob.pop("cluster", None)
+    (blob.get("run") or {}).pop("description", None)
+    (blob.get("sweep") or {}).pop("trials", None)
+    return blob
+
+
+def sweep_fingerprint(d: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(_identity(d), sort_keys=True).encode()).hexdigest()
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)) if k != "space" else {f"{prefix}.{k}": v})
+    return out
+
+
+def check_identity(study, preset: Preset, db: Path) -> None:
+    """Refuse to continue a study that holds trials of another preset (another space, other data,
+    other settings): its trials would mix with this one's and ``--best`` could return theirs."""
+    attrs = study.user_attrs
+    old = attrs.get("preset")
+    fp = sweep_fingerprint(preset.to_dict())
+    if isinstance(old, dict) and study.get_trials(deepcopy=False) and sweep_fingerprint(old) != fp:
+        a, b = _flat(_identity(old)), _flat(_identity(preset.to_dict()))
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        shown = ", ".join(keys[:6]) + (f" ... ({len(keys)} in all)" if len(keys) > 6 else "")
+        raise SweepError(
+            f"sweep {study.study_name!r} ({db}) was run with another preset ({shown or 'its settings'} differ); "
+            "its trials would mix with this one's: give this sweep another [sweep] name, or delete that folder")
+    study.set_user_attr("fingerprint", fp)
+
+
+def _last_line(log: Path) -> str:
+    """The last non-empty line of a trial's log (the pre-run check's message when it was refused)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(log) - 4096))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
 def suggest(trial, dims: Iterable[SweepDim]) -> dict[str, Any]:
     """The sampled value of each searched key, ``{"optim.lr": 3e-4, ...}``."""
     out: dict[str, Any] = {}
@@ -507,6 +559,7 @@ def run_sweep(
     running: list[_Running] = []
     try:
         study = load_study(paths, name, preset=preset)
+        check_identity(study, preset, folder / "study.db")
         study.set_user_attr("trials", cfg.trials)
         study.set_user_attr("preset", preset.to_dict())
         _recover(study, err, paths)
@@ -572,8 +625,12 @@ def run_sweep(
             else:
                 failed += 1
                 study.tell(r.trial, state=State.FAIL)
-                why = s.message or r.handle.result().get("error") or f"exit code {r.handle.returncode}"
-                say(f"trial {r.number:3d}  {s.status:9} {why}  {shown}  run {r.run_id} "
+                status, why = s.status, s.message or r.handle.result().get("error")
+                if not why and status == "pending" and r.handle.returncode == 2:  # refused before its run began
+                    status, why = "refused", _last_line(folder / "trials" / f"t{r.number}.log") or (
+                        "its preset was refused by the pre-run check (exit code 2)")
+                why = why or f"exit code {r.handle.returncode}"
+                say(f"trial {r.number:3d}  {status:9} {why}  {shown}  run {r.run_id} "
                     f"(log {folder / 'trials' / f't{r.number}.log'})")
 
         try:
