@@ -147,12 +147,16 @@ def test_the_exported_potential_runs_in_chgnets_calculator_relaxation_and_md(pro
     out = tmp_path / "potential.pt"
     assert cli.main(["export", f"{run_dir.name}@best", str(out)]) == 0
     capsys.readouterr()
-    # predict / eval score one property per structure: a potential's checkpoint is refused, saying why
+    # predict / eval read a potential's checkpoint: energies per structure, each target's MAE
+    # (tests/test_potential_predict.py checks their numbers against chgnet's)
     frames = write_frames(tmp_path / "cu.extxyz")
-    for cmd in (["predict", f"{run_dir.name}@best", str(frames)], ["eval", f"{run_dir.name}@best", "--data", str(frames)]):
-        assert cli.main(cmd) == 2
-        err = capsys.readouterr().err
-        assert "a potential's checkpoint" in err and "Traceback" not in err
+    assert cli.main(["predict", f"{run_dir.name}@best", str(frames)]) == 0
+    got = capsys.readouterr()
+    assert got.out.splitlines()[1].startswith("id,n_atoms,energy_eV_per_atom,energy_eV") and "Traceback" not in got.err
+    assert len(got.out.splitlines()) == 2 + 12
+    assert cli.main(["eval", f"{run_dir.name}@best", "--data", str(frames)]) == 0
+    got = capsys.readouterr()
+    assert "meV/atom" in got.out and "meV/Å" in got.out and "GPa" in got.out and "Traceback" not in got.err
     model = CHGNet.from_file(str(out))
     from ase.build import bulk
 

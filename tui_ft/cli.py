@@ -21,7 +21,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft --preset presets/run2.toml   run a preset (or a two-stage plan) headless
   tui-ft --preset FILE --detach       start it in the background (survives closing the terminal)
   tui-ft resume RUN_ID                continue an interrupted run from its last epoch
-  tui-ft eval CKPT --data SOURCE      MAE of a checkpoint (its own test rows on its own data)
+  tui-ft eval CKPT --data SOURCE      MAE of a checkpoint (its own test rows on its own data; a potential's: per target)
   tui-ft predict CKPT INPUT... --out preds.csv   predictions for any data source or structure files
   tui-ft export CKPT OUT.pt           a file chgnet's CHGNet.from_file loads
   tui-ft runs | checkpoints           list runs / the checkpoint library (runs --format csv|json)
@@ -43,6 +43,17 @@ from tui_ft.printer import silence as _silence  # noqa: E402,F401
 
 PLAIN_HELP = "one plain line per epoch even on a terminal (no live progress bar)"
 DEVICE_HELP = "auto (default: CUDA when available), cpu or cuda"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--batch-size``); else one error line, exit 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,12 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="MAE of a checkpoint on a data source (its own test rows on its own data)")
     ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
-    ev.add_argument("--data", required=True, help="any data source: Matbench .json[.gz], id_prop.csv folder, extxyz, ... (or 'demo')")
+    ev.add_argument("--data", default=None,
+                    help="any data source: Matbench .json[.gz], id_prop.csv folder, extxyz, ... (or 'demo'); a "
+                         "potential's checkpoint: frames with labels (extxyz, vasprun.xml, MPtrj/mlearn JSON, .db), "
+                         "default its run's own data (its test frames); a property's checkpoint needs it")
     ev.add_argument("--target", default=None, help="target (default: the checkpoint's own)")
     ev.add_argument("--rows", default="auto", choices=["auto", "test", "all"],
                     help="auto (default): the checkpoint's test rows on its own data, else all rows")
-    ev.add_argument("--batch-size", type=int, default=32, help="structures per forward pass (default 32)")
+    ev.add_argument("--batch-size", type=positive_int, default=32, help="structures per forward pass (default 32)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    ev.add_argument("--format", default="table", choices=["table", "json"],
+                    help="table (default) or json; a potential's: the MAE of each labelled target (energy meV/atom, "
+                         "force meV/Å per component, stress GPa per component, magmom μB)")
 
     mb = sub.add_parser("matbench", help="run a preset or plan on the Matbench folds as a study (mean ± std, results.json.gz)")
     mb.add_argument("file", metavar="PRESET_OR_PLAN", help="a preset or plan TOML file; its data.fold is replaced by each fold")
@@ -108,9 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="CSV file to write (default: stdout); not under logs/ or checkpoints/, not an input")
     pr.add_argument("--force", action="store_true", help="replace --out when it is an existing regular file")
     pr.add_argument("--target", default=None, help="target column/key read from the input (default: the checkpoint's)")
-    pr.add_argument("--format", default=None, choices=["matbench", "idprop", "ase", "csv", "structures"],
-                    help="how to read the inputs (default: told from each path)")
-    pr.add_argument("--batch-size", type=int, default=32, help="structures per forward pass (default 32)")
+    pr.add_argument("--format", default=None,
+                    choices=["matbench", "idprop", "ase", "csv", "structures", "vasp", "mptrj", "mlearn", "asedb"],
+                    help="how to read the inputs (default: told from each path; vasp, mptrj, mlearn, asedb: frames, "
+                         "for a potential's checkpoint)")
+    pr.add_argument("--batch-size", type=positive_int, default=32, help="structures per forward pass (default 32)")
+    pr.add_argument("--forces", action="store_true",
+                    help="a potential's checkpoint: also write forces (eV/Å) to an extxyz file (--xyz, default "
+                         "the --out name with .extxyz)")
+    pr.add_argument("--stress", action="store_true",
+                    help="a potential's checkpoint: also write stresses to the extxyz file, in eV/Å³ with ASE's "
+                         "sign (positive = tensile) and Voigt order xx yy zz yz xz xy")
+    pr.add_argument("--xyz", metavar="FILE", default=None,
+                    help="a potential's checkpoint: the extxyz file (energy in eV, total; with --forces/--stress)")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
 
     exp = sub.add_parser("export", help="write a checkpoint as a file chgnet's CHGNet.from_file loads")
@@ -187,10 +214,12 @@ def _main(argv: list[str] | None) -> int:
         from tui_ft import commands_io as io
 
         if args.command == "eval":
-            return io.cmd_eval(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size)
+            return io.cmd_eval(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size,
+                               args.format)
         if args.command == "predict":
             return io.cmd_predict(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
-                                  device=args.device, target=args.target, format=args.format, force=args.force)
+                                  device=args.device, target=args.target, format=args.format, force=args.force,
+                                  forces=args.forces, stress=args.stress, xyz=args.xyz)
         if args.command == "export":
             return io.cmd_export(args.checkpoint, args.out, force=args.force)
         if args.command == "history":

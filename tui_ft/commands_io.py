@@ -38,19 +38,13 @@ def _resolve(ref: str):
         return None
 
 
-def _scalar_model(ref: str, path, what: str) -> bool:
-    """False (after one line) for a potential's checkpoint: ``predict``/``eval`` score one scalar
-    per structure (the property task); a potential's forces and stresses are not read by them yet."""
+def _is_potential(path) -> bool:
+    """Whether the checkpoint at ``path`` is a potential's (its preset's ``[task] kind = "potential"``)."""
     from tui_ft.core.library.ckptfile import read_checkpoint_meta
+    from tui_ft.core.library.predict import is_potential
 
     meta, _ = read_checkpoint_meta(Path(path))
-    task = (meta.preset or {}).get("task") if meta is not None and isinstance(meta.preset, dict) else None
-    if isinstance(task, dict) and task.get("kind") == "potential":
-        _err(f"{ref}: a potential's checkpoint (task.kind = \"potential\"): `tui-ft {what}` scores one property "
-             "per structure and does not read energies, forces and stresses yet; its test errors per target are in "
-             "the run's events (`tui-ft history RUN`) and test_predictions.csv / test_forces.csv")
-        return False
-    return True
+    return meta is not None and isinstance(meta.preset, dict) and is_potential({"preset": meta.preset})
 
 
 class Progress:
@@ -96,18 +90,28 @@ def _not_a_pipe(data: str) -> bool:
     return True
 
 
-def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "auto", batch_size: int = 32) -> int:
-    """MAE of a checkpoint on a data source; by default its own test rows when the data is its own."""
+def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: str = "auto", batch_size: int = 32,
+             fmt: str = "table") -> int:
+    """MAE of a checkpoint on a data source; by default its own test rows when the data is its own.
+    A potential's checkpoint: the MAE of each labelled target (:func:`_eval_potential`)."""
     from tui_ft.core.data.dataset import DataError
     from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.common.units import with_unit
 
-    if not _not_a_pipe(data):
+    if data is not None and not _not_a_pipe(data):
         return EXIT_USAGE
     path = _resolve(ref)
     if path is None:
         return EXIT_USAGE
-    if not _scalar_model(ref, path, "eval"):
+    if _is_potential(path):
+        if target is not None:
+            _err(f"{ref}: --target does not apply to a potential's checkpoint (it is scored on every labelled "
+                 "target: energy, forces, stress, magmoms)")
+            return EXIT_USAGE
+        return _eval_potential(ref, path, data, device, rows, batch_size, fmt)
+    if data is None:
+        _err(f"{ref}: eval of a property checkpoint needs --data SOURCE (its own data, for its test rows, or any "
+             "other data source)")
         return EXIT_USAGE
     progress = Progress()
     try:
@@ -135,8 +139,59 @@ def cmd_eval(ref: str, data: str, target: str | None, device: str, rows: str = "
         bad = sum(1 for r in res.rows if not math.isfinite(r.prediction))
         _err(f"error: the MAE is {mae} ({bad} of {n} predictions are not finite numbers); checkpoint {path}")
         return EXIT_FAILED
+    if fmt == "json":
+        print(json.dumps({"checkpoint": str(path), "data": str(ev.path), "rows": ev.rows, "target": res.target,
+                          "n_structures": n, "mae": {"value": mae, "unit": res.unit or None},
+                          "left_out": [{"id": i, "reason": _reason(i, w)} for i, w in res.failures]}, indent=2))
+        return EXIT_OK
     print(f"mae {with_unit(f'{mae:.4f}', res.unit)} on {n} structures of {ev.path} ({which}, target "
           f"{res.target}) (checkpoint {path})")
+    return EXIT_OK
+
+
+def _eval_potential(ref: str, path, data: str | None, device: str, rows: str, batch_size: int, fmt: str) -> int:
+    """A potential checkpoint's MAE per labelled target: energy (meV/atom), force components
+    (meV/Å), stress components (GPa), magmoms (μB); a table or ``--format json``."""
+    from tui_ft.core.data.dataset import DataError
+    from tui_ft.core.library.ckptfile import CheckpointError
+    from tui_ft.core.library.predict import MAE_COUNTED, MAE_UNIT, evaluate_potential
+
+    progress = Progress()
+    try:
+        ev = evaluate_potential(path, data, rows=rows, batch_size=batch_size, device=device, progress=progress)
+    except (CheckpointError, DataError) as exc:
+        progress.close()
+        _err(str(exc))
+        return EXIT_USAGE
+    progress.close()
+    for w in ev.warnings:
+        _err(f"[warning] {w}")
+    res = ev.result
+    for ident, why in res.failures:
+        _err(f"[warning] structure {ident} left out: {_reason(ident, why)}")
+    for ident, why in res.label_problems():
+        _err(f"[warning] structure {ident}: label left out of its MAE: {_reason(ident, why)}")
+    which = "the run's test frames" if ev.rows == "test" else "all frames"
+    maes = ev.maes()
+    if not maes:
+        _err(f"error: no labelled structures in {ev.path} ({which}: {ev.n_rows} asked, {len(res.failures)} left "
+             "out); no MAE (frames need energy, forces, stress or magmom labels)")
+        return EXIT_USAGE
+    bad = [t for t, (v, _) in maes.items() if not math.isfinite(v)]
+    if fmt == "json":
+        out = {"checkpoint": str(path), "data": str(ev.path), "rows": ev.rows, "n_structures": len(res.rows),
+               "mae": {t: {"value": v if math.isfinite(v) else None, "unit": MAE_UNIT[t], "n": n, "counted": MAE_COUNTED[t]}
+                       for t, (v, n) in maes.items()},
+               "left_out": [{"id": i, "reason": _reason(i, w)} for i, w in res.failures]}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        print(f"{len(res.rows)} structures of {ev.path} ({which}) (checkpoint {path})")
+        print(f"{'target':<8} {'MAE':>12}  {'unit':<9} over")
+        for t, (v, n) in maes.items():
+            print(f"{t:<8} {v:>12.4f}  {MAE_UNIT[t]:<9} {n} {MAE_COUNTED[t]}")
+    if bad:
+        _err(f"error: the {', '.join(bad)} MAE is not a finite number (the model predicts NaN or inf); checkpoint {path}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -185,15 +240,18 @@ def cmd_export(ref: str, out: str, force: bool = False) -> int:
 
 
 def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int = 32, device: str = "auto",
-                target: str | None = None, format: str | None = None, force: bool = False) -> int:
-    """Predictions for every structure of the inputs as CSV (to ``out`` or stdout).
+                target: str | None = None, format: str | None = None, force: bool = False,
+                forces: bool = False, stress: bool = False, xyz: str | None = None) -> int:
+    """Predictions for every structure of the inputs as CSV (to ``out`` or stdout); a potential's
+    checkpoint: energies per structure, and with ``forces`` / ``stress`` (or ``xyz``) an extxyz file
+    (:func:`_predict_potential`).
 
     Exit 0: every structure predicted; 1: some failed (listed by id on stderr, the
     others written); 2: the checkpoint or an input cannot be read (nothing written).
     """
     from tui_ft.core.data.dataset import DataError, resolve_source
     from tui_ft.core.library.ckptfile import CheckpointError
-    from tui_ft.core.library.predict import format_csv, predict, write_csv
+    from tui_ft.core.library.predict import FRAME_FORMATS, format_csv, predict, write_csv
 
     if _out_refused(out, [ref, *inputs], force):
         return EXIT_USAGE
@@ -202,7 +260,21 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     path = _resolve(ref)
     if path is None:
         return EXIT_USAGE
-    if not _scalar_model(ref, path, "predict"):
+    if _is_potential(path):
+        if target is not None:
+            _err(f"{ref}: --target does not apply to a potential's checkpoint (it predicts energies, forces and stresses)")
+            return EXIT_USAGE
+        return _predict_potential(ref, path, inputs, out, batch_size=batch_size, device=device, format=format,
+                                  force=force, forces=forces, stress=stress, xyz=xyz)
+    if forces or stress or xyz:
+        what = "--forces" if forces else "--stress" if stress else "--xyz"
+        _err(f"{ref}: {what}: this checkpoint predicts one property per structure through CHGNet's energy output, so "
+             "forces and stresses derived from it are meaningless; only a potential's checkpoint (task.kind = "
+             "\"potential\") has physical forces")
+        return EXIT_USAGE
+    if format in FRAME_FORMATS and format != "ase":
+        _err(f"--format {format}: a frame format, read only for a potential's checkpoint; {ref} is a property's "
+             "(formats: matbench, idprop, ase, csv, structures)")
         return EXIT_USAGE
     srcs = [str(resolve_source(i)) if i == "demo" else i for i in inputs]
     progress = Progress()
@@ -232,6 +304,79 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
         extra += " (training rows included: not a test MAE)"
     _err(f"predicted {len(res.rows)} of {total} structures{where} ({res.seconds:.1f}s){extra}"
          + (f"; {len(res.failures)} failed" if res.failures else ""))
+    return EXIT_FAILED if res.failures else EXIT_OK
+
+
+def _extxyz_path(out: str | None, xyz: str | None) -> str | None:
+    if xyz:
+        return xyz
+    return str(Path(out).with_suffix(".extxyz")) if out else None
+
+
+def _predict_potential(ref: str, path, inputs: list[str], out: str | None, *, batch_size: int, device: str,
+                       format: str | None, force: bool, forces: bool, stress: bool, xyz: str | None) -> int:
+    """A potential's energies as CSV (eV/atom and total eV), and with ``--forces`` / ``--stress``
+    an extxyz file whose SinglePointCalculator holds energy (total eV), forces (eV/Å) and stress
+    (eV/Å³, ASE's sign -- positive = tensile -- and Voigt order xx yy zz yz xz xy)."""
+    from tui_ft.core.common.atomic import atomic_write_text
+    from tui_ft.core.data.dataset import DataError, resolve_source
+    from tui_ft.core.library.ckptfile import CheckpointError
+    from tui_ft.core.library.predict import (
+        MAE_UNIT,
+        format_potential_csv,
+        predict_potential,
+        write_potential_extxyz,
+    )
+
+    xyz_path = _extxyz_path(out, xyz) if (forces or stress or xyz) else None
+    if (forces or stress) and xyz_path is None:
+        _err("--forces / --stress write an extxyz file: give --out preds.csv (the file is then preds.extxyz) "
+             "or --xyz FILE.extxyz")
+        return EXIT_USAGE
+    if xyz_path is not None and out and Path(xyz_path).expanduser().resolve() == Path(out).expanduser().resolve():
+        _err(f"--xyz {xyz_path}: the same file as --out; give the extxyz file another name")
+        return EXIT_USAGE
+    if xyz_path is not None:
+        from tui_ft.core.common.outputs import OutputPathError, check_output_path
+
+        try:
+            check_output_path(xyz_path, inputs=[path, *inputs], force=force, what="--xyz", example="preds.extxyz")
+        except OutputPathError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+    srcs = [str(resolve_source(i)) if i in ("demo", "demo_potential") else i for i in inputs]
+    progress = Progress()
+    try:
+        res = predict_potential(path, srcs, forces=forces, stress=stress, format=format, batch_size=batch_size,
+                                device=device, progress=progress)
+    except (CheckpointError, DataError) as exc:
+        progress.close()
+        _err(str(exc))
+        return EXIT_USAGE
+    progress.close()
+    for w in res.warnings:
+        _err(f"[warning] {w}")
+    if res.rows:
+        text = format_potential_csv(res)
+        try:
+            if xyz_path is not None:
+                write_potential_extxyz(res, xyz_path)
+            if out:
+                atomic_write_text(out, text)
+        except OSError as exc:
+            _err(f"{exc.filename or out}: cannot write ({exc.strerror or exc})")
+            return EXIT_USAGE
+        if not out:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    for ident, why in res.failures:
+        _err(f"[error] {ident}: {_reason(ident, why)}")
+    total = len(res.rows) + len(res.failures)
+    where = ", ".join(x for x in (out, xyz_path) if x) if res.rows else ""
+    maes = res.maes()
+    extra = ("; MAE " + ", ".join(f"{t} {v:.4g} {MAE_UNIT[t]}" for t, (v, _) in maes.items())) if maes else ""
+    _err(f"predicted {len(res.rows)} of {total} structures{' -> ' + where if where else ''} ({res.seconds:.1f}s)"
+         f"{extra}" + (f"; {len(res.failures)} failed" if res.failures else ""))
     return EXIT_FAILED if res.failures else EXIT_OK
 
 

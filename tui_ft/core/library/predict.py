@@ -17,11 +17,12 @@ with the reason; none is silently dropped. Nothing is written here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-from tui_ft.core.data.dataset import Dataset, DataError
+from tui_ft.core.data.dataset import DataError, Dataset
 from tui_ft.core.data.graphstore import energy_only
 
 
@@ -67,21 +68,52 @@ def convert_graphs(
     for i, s in enumerate(structures):
         if s is None:
             continue
-        try:
-            graphs[i] = energy_only(converter(s, graph_id=str(i), mp_id=ids[i] if ids else None))
-        except Exception as exc:  # noqa: BLE001 - reported by id
-            failed[i] = f"graph conversion failed ({type(exc).__name__}: {exc})"
+        g, why = checked_graph(converter, s, i, ids[i] if ids else None)
+        if g is not None:
+            graphs[i] = energy_only(g)
+        else:
+            failed[i] = why
         if progress is not None and ((i + 1) % 50 == 0 or i + 1 == total):
             progress(i + 1, total)
     return graphs, failed
+
+
+def checked_graph(converter, structure, position: int, ident: str | None) -> tuple[Any, str | None]:
+    """``(graph, None)`` or ``(None, reason)``: the checks training makes before and after
+    conversion (:func:`tui_ft.core.data.graphstore.structure_problem`: no sites, an element
+    CHGNet has no embedding for, a lattice or coordinates that are not finite, a degenerate
+    cell, overlapping atoms; :func:`~tui_ft.core.data.graphstore.graph_problem` on the graph),
+    so one bad structure is reported by its id instead of failing its whole batch."""
+    from tui_ft.core.data.graphstore import (
+        GRAPH_FIELDS_CHECKED,
+        graph_problem,
+        structure_problem,
+    )
+
+    try:
+        why = structure_problem(structure)
+    except Exception as exc:  # noqa: BLE001 - a structure the checks cannot even measure
+        why = f"unusable structure ({type(exc).__name__}: {exc})"
+    if why is not None:
+        return None, why
+    try:
+        g = converter(structure, graph_id=str(position), mp_id=ident)
+    except Exception as exc:  # noqa: BLE001 - reported by id
+        return None, f"graph conversion failed ({type(exc).__name__}: {exc})"
+    fields = {}
+    for k in GRAPH_FIELDS_CHECKED:
+        v = getattr(g, k, None)
+        fields[k] = v.detach().cpu().numpy() if hasattr(v, "detach") else v
+    why = graph_problem(fields)
+    return (None, why) if why is not None else (g, None)
 
 
 def load_model(ckpt_or_model) -> tuple[Any, dict[str, Any]]:
     """``(model, meta)`` from a checkpoint path (tui-ft's, read with ``weights_only=True``) or a model."""
     if hasattr(ckpt_or_model, "graph_converter"):
         return ckpt_or_model, {}
-    from tui_ft.core.train.setup import _quiet_stdout, model_from_payload
     from tui_ft.core.library.ckptfile import load_checkpoint
+    from tui_ft.core.train.setup import _quiet_stdout, model_from_payload
 
     payload = ckpt_or_model if isinstance(ckpt_or_model, dict) else load_checkpoint(ckpt_or_model)
     with _quiet_stdout():  # chgnet prints "CHGNet initialized ..." on stdout, where predictions may go
@@ -144,9 +176,9 @@ def predict(
 
     import torch
 
-    from tui_ft.core.train.setup import pick_device
-    from tui_ft.core.train.parallel import CpuDataParallel, plan_workers
     from tui_ft.core.common.units import default_unit
+    from tui_ft.core.train.parallel import CpuDataParallel, plan_workers
+    from tui_ft.core.train.setup import pick_device
 
     t0 = time.perf_counter()
     model, meta = load_model(ckpt_or_model)
@@ -294,8 +326,8 @@ def evaluate(
     ``"all"`` scores every row, with a warning when training rows are among them.
     """
     from tui_ft.core.data.dataset import resolve_source
-    from tui_ft.core.library.ckptfile import load_checkpoint
     from tui_ft.core.data.sources import load_source, load_training_data
+    from tui_ft.core.library.ckptfile import load_checkpoint
 
     if rows not in ("auto", "all", "test"):
         raise ValueError(f"rows must be auto, all or test, got {rows!r}")
@@ -339,8 +371,10 @@ def _same_path(a: Path, b: Path) -> bool:
         return False
 
 
-__all__ = ["DataError", "Evaluation", "PredictResult", "evaluate", "format_csv", "PredictionRow", "convert_graphs", "load_model", "own_test_rows", "predict", "read_inputs",
-           "write_csv"]
+__all__ = ["DataError", "Evaluation", "PotentialEvaluation", "PotentialResult", "PotentialRow", "PredictResult",
+           "PredictionRow", "checked_graph", "convert_graphs", "evaluate", "evaluate_potential", "format_csv",
+           "format_potential_csv", "is_potential", "load_model", "own_test_rows", "predict", "predict_items",
+           "predict_potential", "read_inputs", "read_potential_inputs", "write_csv", "write_potential_extxyz"]
 
 
 def evaluate_checkpoint(
@@ -352,3 +386,415 @@ def evaluate_checkpoint(
     ``rows="auto"`` scores the checkpoint's own test rows when the data is its training
     data, else every row (see :func:`tui_ft.core.library.predict.evaluate`)."""
     return evaluate(ckpt_path, data_path, target, rows=rows, batch_size=batch_size, device=device, progress=progress)
+
+
+# ---------------------------------------------------------------- potentials
+#
+# A potential's checkpoint (its preset's ``[task] kind = "potential"``) predicts energies,
+# forces, stresses and magmoms, all from CHGNet's energy (``train.forward.potential_forward``).
+# Units here, as in training: energy eV/atom (``energy`` = total eV), forces eV/Å,
+# stresses GPa with ASE's sign (positive = tensile), magmoms μB.
+
+POTENTIAL_TARGETS = ("energy", "force", "stress", "magmom")
+MAE_UNIT = {"energy": "meV/atom", "force": "meV/Å", "stress": "GPa", "magmom": "μB"}
+_MAE_SCALE = {"energy": 1000.0, "force": 1000.0, "stress": 1.0, "magmom": 1.0}  # as the potential task's metrics
+MAE_COUNTED = {"energy": "structures", "force": "force components", "stress": "stress components",
+            "magmom": "atoms"}
+FRAME_FORMATS = ("ase", "vasp", "mptrj", "mlearn", "asedb")
+
+
+def is_potential(meta: dict[str, Any] | None) -> bool:
+    """Whether a checkpoint's meta (or its ``preset`` dict) is a potential's (``[task] kind = "potential"``)."""
+    if not isinstance(meta, dict):
+        return False
+    preset = meta.get("preset") if isinstance(meta.get("preset"), dict) else meta
+    task = preset.get("task") if isinstance(preset, dict) else None
+    return isinstance(task, dict) and task.get("kind") == "potential"
+
+
+@dataclass
+class PotentialRow:
+    """One structure's prediction; ``label`` is its frame when the input had labels."""
+
+    id: str
+    structure: Any  # pymatgen Structure
+    energy_per_atom: float  # eV/atom
+    forces: Any = None  # (n, 3) eV/Å
+    stress: Any = None  # (3, 3) GPa, ASE sign (positive = tensile)
+    magmom: Any = None  # (n,) μB
+    label: Any = None  # a tui_ft.core.data.frames.Frame, or None
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.structure)
+
+    @property
+    def energy(self) -> float:
+        """Total energy of the cell, eV."""
+        return self.energy_per_atom * self.n_atoms
+
+
+@dataclass
+class PotentialResult:
+    """``predict_potential``'s answer: rows, failures by id, and the MAE of each labelled target."""
+
+    rows: list[PotentialRow]
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    letters: str = "e"
+
+    def maes(self) -> dict[str, tuple[float, int]]:
+        """``{target: (MAE, count)}`` over the rows whose frame carries a usable label: energy
+        meV/atom (per structure), force meV/Å (per component), stress GPa (per component), magmom
+        μB (per atom, against ``|m|`` as chgnet trains it), as the potential task's test metrics."""
+        import numpy as np
+
+        from tui_ft.core.data.frames import frame_problem
+
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            f = r.label
+            if f is None:
+                continue
+            for t, label, pred in (("energy", "energy", r.energy_per_atom), ("force", "forces", r.forces),
+                                   ("stress", "stress", r.stress), ("magmom", "magmom", r.magmom)):
+                if pred is None or not f.has(label) or frame_problem(f, [label]) is not None:
+                    continue
+                if t == "energy":
+                    err = np.abs(np.asarray([pred - f.energy_per_atom]))
+                elif t == "magmom":
+                    err = np.abs(np.asarray(pred) - np.abs(np.asarray(f.magmom)))
+                else:
+                    err = np.abs(np.asarray(pred) - np.asarray(getattr(f, label)))
+                sums[t] = sums.get(t, 0.0) + float(err.sum())
+                counts[t] = counts.get(t, 0) + int(err.size)
+        return {t: (_MAE_SCALE[t] * sums[t] / counts[t], counts[t]) for t in POTENTIAL_TARGETS if counts.get(t)}
+
+    def label_problems(self) -> list[tuple[str, str]]:
+        """``(id, reason)`` for each label present in a frame but not usable (wrong shape, NaN):
+        left out of that target's MAE."""
+        from tui_ft.core.data.frames import frame_problem
+
+        out = []
+        for r in self.rows:
+            if r.label is None:
+                continue
+            for label in ("energy", "forces", "stress", "magmom"):
+                if r.label.has(label):
+                    why = frame_problem(r.label, [label])
+                    if why is not None:
+                        out.append((r.id, why))
+        return out
+
+
+def _frames_format(path: Path, fmt: str | None) -> str | None:
+    """The frame format to read ``path`` with, or ``None`` to read it as structures / a data source."""
+    from tui_ft.core.data.frames import detect_format as frame_format
+    from tui_ft.core.data.sources import detect_format as source_format
+
+    if fmt is not None:
+        return fmt if fmt in FRAME_FORMATS else None
+    if path.is_dir():  # a tree of VASP calculations, else a folder of structure files (or id_prop.csv)
+        has_vasp = any(p.name.lower().startswith(("vasprun", "outcar")) for p in path.rglob("*") if p.is_file())
+        return "vasp" if has_vasp else None
+    if source_format(path) in ("structures", "csv"):
+        return None
+    return frame_format(path)
+
+
+def read_potential_inputs(
+    paths: Sequence[str | Path], *, format: str | None = None, reader_options: dict[str, Any] | None = None,
+) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, str]]]:
+    """The structures to predict: ``([(id, structure, frame or None)], [(id, reason)])``.
+
+    Frames (labels kept: extxyz / anything ASE reads, VASP, MPtrj, mlearn JSON, an ASE db;
+    :func:`tui_ft.core.data.frames.load_frames`) or structure files, folders of them and the
+    property data sources (no labels; :func:`read_inputs`). ``reader_options`` (the run's
+    ``energy_key``, ...) go to the ase / asedb readers. An id seen in two inputs is prefixed
+    with its file name. Raises ``DataError`` for an input that cannot be read at all."""
+    from tui_ft.core.data.frames import FrameError, load_frames
+
+    items: list[tuple[str, Any, Any]] = []
+    failures: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder")
+        try:
+            kind = _frames_format(p, format)
+        except FrameError as exc:
+            raise DataError(str(exc)) from None
+        part: list[tuple[str, Any, Any]] = []
+        bad: list[tuple[str, str]] = []
+        if kind is not None:
+            opts = dict(reader_options or {}) if kind in ("ase", "asedb") else {}
+            try:
+                fs = load_frames(p, fmt=kind, **opts)
+            except FrameError as exc:
+                raise DataError(str(exc)) from None
+            part = [(f.id, f.structure, f) for f in fs.frames]
+            bad = [(str(k), why) for k, why in fs.bad.items()]
+        else:
+            ds = read_inputs([p], "", format=format)
+            for r in range(len(ds)):
+                if r in ds.bad_rows:
+                    bad.append((ds.ids[r], ds.bad_rows[r]))
+                else:
+                    part.append((ds.ids[r], ds.structures[r], None))
+        clash = {i for i, _, _ in part} & seen
+        if clash:
+            part = [((f"{p.name}:{i}" if i in clash else i), s, f) for i, s, f in part]
+        seen |= {i for i, _, _ in part}
+        items += part
+        failures += bad
+    return items, failures
+
+
+def _detach(x):
+    return x.detach().cpu().numpy().astype("float64")
+
+
+def predict_items(
+    model, items: Sequence[tuple[str, Any, Any]], *, letters: str = "e", batch_size: int = 32,
+    device: str = "auto", progress: Callable[[str, int, int], None] | None = None,
+) -> PotentialResult:
+    """A potential's predictions for ``(id, structure, frame or None)`` items, in batches of
+    ``batch_size`` structures: ``letters`` ("e", "ef", "efs", "efsm") chooses the outputs of
+    :func:`tui_ft.core.train.forward.potential_forward`. Each structure gets the training-time
+    checks first (:func:`checked_graph`); one that fails is in ``failures`` by id."""
+    import time
+
+    import torch
+
+    from tui_ft.core.train.forward import potential_forward
+    from tui_ft.core.train.setup import pick_device
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    graphs: dict[int, Any] = {}
+    failures: dict[int, str] = {}
+    for i, (ident, s, _) in enumerate(items):
+        g, why = checked_graph(model.graph_converter, s, i, ident)
+        if g is None:
+            failures[i] = why
+        else:
+            graphs[i] = energy_only(g)
+        if progress is not None and ((i + 1) % 50 == 0 or i + 1 == len(items)):
+            progress("graphs", i + 1, len(items))
+    ok = [i for i in range(len(items)) if i in graphs]
+    rows: list[PotentialRow] = []
+    need_grad = "f" in letters or "s" in letters
+    for k in range(0, len(ok), batch_size):
+        chunk = ok[k : k + batch_size]
+        batch = [graphs[i].to(dev) for i in chunk]
+        with torch.set_grad_enabled(need_grad):
+            out = potential_forward(model, batch, letters, create_graph=False)
+        e = out["e"].detach().cpu().reshape(-1).tolist()
+        for j, i in enumerate(chunk):
+            ident, s, frame = items[i]
+            rows.append(PotentialRow(
+                ident, s, float(e[j]),
+                forces=_detach(out["f"][j]) if "f" in out else None,
+                stress=_detach(out["s"][j]) if "s" in out else None,
+                magmom=_detach(out["m"][j]).reshape(-1) if "m" in out else None,
+                label=frame,
+            ))
+        if progress is not None:
+            progress("predict", min(k + batch_size, len(ok)), len(ok))
+    return PotentialResult(rows, [(items[i][0], failures[i]) for i in sorted(failures)],
+                           time.perf_counter() - t0, [], letters)
+
+
+def predict_potential(
+    ckpt_or_model, inputs: str | Path | Sequence[str | Path], *, forces: bool = False, stress: bool = False,
+    format: str | None = None, batch_size: int = 32, device: str = "auto",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PotentialResult:
+    """A potential's energies (and with ``forces`` / ``stress`` those) for every structure of the
+    inputs (:func:`read_potential_inputs`). Raises ``DataError`` / ``CheckpointError``."""
+    model, meta = load_model(ckpt_or_model)
+    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    items, unread = read_potential_inputs(paths, format=format, reader_options=_reader_options(meta))
+    letters = "e" + ("f" if forces else "") + ("s" if stress else "")
+    res = predict_items(model, items, letters=letters, batch_size=batch_size, device=device, progress=progress)
+    res.failures = unread + res.failures
+    return res
+
+
+def _reader_options(meta: dict[str, Any]) -> dict[str, Any]:
+    task = ((meta.get("preset") or {}).get("task") or {}) if isinstance(meta, dict) else {}
+    return {k: task[k] for k in ("energy_key", "forces_key", "stress_key", "magmom_key") if task.get(k)}
+
+
+def format_potential_csv(result: PotentialResult) -> str:
+    """One row per structure: ``id,n_atoms,energy_eV_per_atom,energy_eV`` and, when the input has
+    labels, the DFT energy per atom and the structure's force and stress MAE (as test_predictions.csv)."""
+    import csv
+    import io
+
+
+    labelled = any(r.label is not None for r in result.rows)
+    buf = io.StringIO()
+    buf.write("# potential: energy per atom (eV/atom) and total energy (eV) per structure"
+              + ("; force MAE eV/Å per component, stress MAE GPa per component" if labelled else "") + "\n")
+    w = csv.writer(buf, lineterminator="\n")
+    head = ["id", "n_atoms", "energy_eV_per_atom", "energy_eV"]
+    if labelled:
+        head += ["energy_true_eV_per_atom", "force_mae_eV_per_A", "stress_mae_GPa"]
+    w.writerow(head)
+    for r in result.rows:
+        row = [r.id, r.n_atoms, repr(r.energy_per_atom), repr(r.energy)]
+        if labelled:
+            f = r.label
+            e_true = "" if f is None or f.energy is None else repr(f.energy_per_atom)
+            row += [e_true, _frame_mae(f, r.forces, "forces"), _frame_mae(f, r.stress, "stress")]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _frame_mae(frame, pred, label: str) -> str:
+    """One structure's MAE of ``label`` (eV/Å or GPa, per component) as CSV text, "" without a usable label."""
+    import numpy as np
+
+    if frame is None or pred is None or getattr(frame, label) is None:
+        return ""
+    a, b = np.asarray(pred), np.asarray(getattr(frame, label))
+    return repr(float(np.abs(a - b).mean())) if a.shape == b.shape and np.isfinite(b).all() else ""
+
+
+def write_potential_extxyz(result: PotentialResult, path: Path | str) -> Path:
+    """Every predicted structure as extxyz (``ase.io.write(..., format="extxyz")``, written
+    atomically) with a SinglePointCalculator holding what was predicted: ``energy`` (total, eV),
+    ``forces`` (eV/Å), ``stress`` (eV/Å³, ASE's sign -- positive = tensile -- and ASE's Voigt
+    order xx yy zz yz xz xy; CHGNet's GPa x ``ase.units.GPa``). ``info["id"]`` is the structure's id."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.stress import full_3x3_to_voigt_6_stress
+    from ase.units import GPa
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from tui_ft.core.common.atomic import atomic_write
+
+    images = []
+    for r in result.rows:
+        atoms = AseAtomsAdaptor.get_atoms(r.structure)
+        atoms.info = {"id": r.id}
+        res: dict[str, Any] = {"energy": r.energy}
+        if r.forces is not None:
+            res["forces"] = r.forces
+        if r.stress is not None:
+            res["stress"] = full_3x3_to_voigt_6_stress(r.stress * GPa)
+        atoms.calc = SinglePointCalculator(atoms, **res)
+        images.append(atoms)
+    atomic_write(path, lambda fh: ase.io.write(fh, images, format="extxyz"), binary=False)
+    return Path(path)
+
+
+@dataclass
+class PotentialEvaluation:
+    """``evaluate_potential``'s answer: predictions with labels, and which rows were scored."""
+
+    result: PotentialResult
+    path: Path  # the data scored
+    rows: str  # "test": the run's own test rows; "all": every frame of the data
+    n_rows: int  # structures asked for (scored + failed)
+    warnings: list[str] = field(default_factory=list)
+
+    def maes(self) -> dict[str, tuple[float, int]]:
+        return self.result.maes()
+
+
+class _RunShim:
+    """What ``PotentialTask.load_data`` reads of a trainer, to rebuild a run's data and splits."""
+
+    def __init__(self, preset, paths) -> None:
+        from types import SimpleNamespace
+
+        self.p, self.paths, self.dist = preset, paths, SimpleNamespace(active=False)
+        self.said: list[str] = []
+
+    def say(self, text: str, level: str = "info") -> None:
+        self.said.append(text)
+
+
+def own_potential_data(meta: dict[str, Any]):
+    """A potential run's own frames and splits, rebuilt from the preset in its checkpoint:
+    ``(task, shim)`` with ``task.frames`` and ``shim.splits`` / ``shim.ds``. ``DataError`` when the
+    data cannot be read or is not what the run trained on (its content hash differs)."""
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.config.fields import PresetError
+    from tui_ft.core.config.presets import preset_from_dict
+    from tui_ft.core.task.potential import PotentialTask
+    from tui_ft.core.train.errors import TrainingFailed
+
+    try:
+        preset = preset_from_dict(dict(meta.get("preset") or {}), "the checkpoint's preset")
+    except PresetError as exc:
+        raise DataError(f"the checkpoint's preset cannot be read back ({' '.join(str(exc).split())[:200]})") from None
+    shim = _RunShim(preset, Paths.default())
+    task = PotentialTask(preset)
+    try:
+        task.load_data(shim)
+    except TrainingFailed as exc:
+        raise DataError(str(exc)) from None
+    want = meta.get("data_sha256")
+    if want and want != shim.ds.sha256:
+        raise DataError(f"{shim.ds.path}: not the data this checkpoint was trained on (its content changed since "
+                        "the run); pass the frames to score with --data")
+    return task, shim
+
+
+def evaluate_potential(
+    ckpt_or_payload, data: str | Path | None = None, *, rows: str = "auto", batch_size: int = 32,
+    device: str = "auto", format: str | None = None, progress: Callable[[str, int, int], None] | None = None,
+) -> PotentialEvaluation:
+    """A potential checkpoint's MAE per labelled target (``tui-ft eval`` on a potential).
+
+    ``data`` ``None`` or the run's own data (same path): its test rows, rebuilt from the
+    preset in the checkpoint (``rows="all"``: every frame, with a warning); other data: every
+    frame (``rows="test"`` is then a ``DataError``)."""
+    from tui_ft.core.data.dataset import resolve_source
+    from tui_ft.core.library.ckptfile import load_checkpoint
+
+    if rows not in ("auto", "all", "test"):
+        raise ValueError(f"rows must be auto, all or test, got {rows!r}")
+    payload = ckpt_or_payload if isinstance(ckpt_or_payload, dict) else load_checkpoint(ckpt_or_payload)
+    meta = dict(payload.get("meta") or {})
+    model, _ = load_model(payload)
+    src = meta.get("data_source")
+    path = resolve_source(str(data)) if data is not None else None
+    own = data is None or (bool(src) and _same_path(resolve_source(str(src)), path))
+    warnings: list[str] = []
+    if own:
+        task, shim = own_potential_data(meta)
+        path = shim.ds.path
+        if rows == "all":
+            want, kind = list(range(len(task.frames))), "all"
+            warnings.append(f"--rows all: {path} is the run's training data; its training and validation frames "
+                            f"are included, so these MAEs are not test MAEs (the {len(shim.splits.test)} test frames "
+                            "are the default)")
+        else:
+            want, kind = [int(r) for r in shim.splits.test], "test"
+            if not want:
+                raise DataError(f"{path}: the run has no test frames (data.test_limit / test_fraction); "
+                                "use --rows all or pass other frames with --data")
+        items = [(task.frames[r].id, task.frames[r].structure, task.frames[r]) for r in want]
+        unread: list[tuple[str, str]] = []
+    else:
+        if rows == "test":
+            raise DataError(f"{path}: not the data the checkpoint was trained on, so it has no test rows there; "
+                            "use --rows all")
+        items, unread = read_potential_inputs([path], format=format, reader_options=_reader_options(meta))
+        kind = "all"
+    labelled = [f for _, _, f in items if f is not None]
+    letters = "e" + "".join(c for c, lab in (("f", "forces"), ("s", "stress"), ("m", "magmom"))
+                            if any(f.has(lab) for f in labelled))
+    res = predict_items(model, items, letters=letters, batch_size=batch_size, device=device, progress=progress)
+    res.failures = unread + res.failures
+    return PotentialEvaluation(res, Path(path), kind, len(items) + len(unread), warnings)
