@@ -24,6 +24,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft eval CKPT --data SOURCE      MAE of a checkpoint (its own test rows on its own data; a potential's: per target)
   tui-ft predict CKPT INPUT... --out preds.csv   predictions for any data source or structure files
   tui-ft export CKPT OUT.pt           a file chgnet's CHGNet.from_file loads
+  tui-ft validate CKPT                a potential's relaxation, EOS, MD, drift and test errors vs the pretrained one
   tui-ft runs | checkpoints           list runs / the checkpoint library (runs --format csv|json)
   tui-ft history RUN|PRESET           a run's metrics, one row per epoch (--format table|csv|json)
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
@@ -145,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", help="file to write, e.g. model.pt; not under logs/ or checkpoints/")
     exp.add_argument("--force", action="store_true", help="replace OUT when it is an existing regular file")
 
+    from tui_ft.core.validate.command import add_arguments as validate_arguments
+
+    validate_arguments(sub.add_parser("validate", help="a potential's relaxation, EOS, MD stability, drift and test errors "
+                                      "beside the pretrained model (results beside the run)"))
+
     ru = sub.add_parser("runs", help="list runs found under logs/")
     ru.add_argument("--format", default="table", choices=["table", "csv", "json"],
                     help="csv/json: all columns, times in ISO 8601 (json: also as seconds since 1970)")
@@ -225,6 +231,10 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "history":
             return io.cmd_history(args.run_id, args.format)
         return io.cmd_runs_export(args.format)
+    if args.command == "validate":
+        from tui_ft.core.validate.command import main as validate_main
+
+        return validate_main(args, err=_err)
     if args.command == "matbench":
         from tui_ft.core.orchestrate.study import run as run_study
 

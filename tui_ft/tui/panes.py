@@ -699,6 +699,7 @@ class LibraryPane(Vertical):
         Binding("d", "delete_ckpt", "Delete", tooltip="delete the run's checkpoints (asks first)"),
         Binding("x", "export_ckpt", "Export", tooltip="export for chgnet: exports/RUN-KIND.pt, loads with CHGNet.from_file"),
         Binding("f", "predict_ckpt", "Predict on…", tooltip="predict a data source, structure file or folder with this checkpoint (predictions/*.csv)"),
+        Binding("v", "validate_ckpt", "Validate", tooltip="a potential's validation: relaxation, EOS, MD, drift, test errors (tui-ft validate)"),
     ]
 
     def __init__(self, model: Dashboard, **kwargs) -> None:
@@ -837,6 +838,13 @@ class LibraryPane(Vertical):
             out = self.paths.root / "exports" / f"{c.run_id}-{c.kind}.pt"
             self.notify(f"exporting {c.ref} to {out}...", title="export", timeout=4)
             self._run_cli(["export", c.ref, str(out)], f"{c.ref} exported (CHGNet.from_file loads it)", out)
+
+    def action_validate_ckpt(self) -> None:
+        if (c := self._selected_ckpt()) is not None:
+            from tui_ft.core.validate.models import results_dir_for
+            from tui_ft.tui.validate_view import ValidateScreen
+
+            self.app.push_screen(ValidateScreen(c.ref, results_dir_for(c, self.paths), self.paths.root))
 
     def action_predict_ckpt(self) -> None:
         c = self._selected_ckpt()
