@@ -71,6 +71,8 @@ def home(tmp_path, monkeypatch, graph_cache_dir) -> Path:
     """An empty project root; the working directory is the repository root."""
     h = tmp_path / "home"
     h.mkdir()
+    if (ROOT.parent / "shared").is_dir():  # relative data paths are the root's: ../shared beside it
+        (tmp_path / "shared").symlink_to(ROOT.parent / "shared")
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("TUI_FT_HOME", str(h))
     monkeypatch.setenv("TUI_FT_CACHE", str(graph_cache_dir))

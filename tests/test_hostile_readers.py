@@ -159,7 +159,7 @@ def test_fifo_as_test_source_or_source_is_refused_without_hanging(project, tmp_p
         except subprocess.TimeoutExpired:
             pytest.fail(f"{name}: reading a FIFO hangs")
         assert out.returncode == 2, (name, out.stderr[-2000:])
-        assert "pipe (FIFO)" in out.stderr and "Traceback" not in out.stderr, (name, out.stderr[-2000:])
+        assert "a pipe (FIFO)" in out.stderr and "Traceback" not in out.stderr, (name, out.stderr[-2000:])
     assert not (project / "logs").exists() or not any((project / "logs").iterdir())
 
 

@@ -40,6 +40,10 @@ def _at_root(monkeypatch, tmp_path):
     """Stage preset paths are relative to the current directory (the project root here)."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path / "home"))
+    # relative data paths are the project root's: ../shared beside the home is the repository's
+    if (ROOT.parent / "shared").is_dir():
+        (tmp_path / "home").mkdir(exist_ok=True)
+        (tmp_path / "shared").symlink_to(ROOT.parent / "shared")
 
 
 def errors_of(text: str, path: str = "plan.toml") -> list[PresetError]:

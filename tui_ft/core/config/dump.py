@@ -127,8 +127,8 @@ def _special_file(path: Path) -> str | None:
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         return None
     if stat.S_ISFIFO(mode):
-        return "is a pipe (FIFO), not a regular file"
-    return "is a device, not a regular file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "is not a regular file"
+        return "a pipe (FIFO)"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
 def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
@@ -138,7 +138,8 @@ def _check_other_source(preset: Preset, path: Path) -> list[PresetError]:
     if fmt != "auto":
         return []
     if path.is_dir() and _special_file(path / "id_prop.csv"):
-        return [preset.error("data.source", f"{path / 'id_prop.csv'} {_special_file(path / 'id_prop.csv')}")]
+        return [preset.error("data.source", f"{path / 'id_prop.csv'} is not a file (it is "
+                             f"{_special_file(path / 'id_prop.csv')}); expected id,target rows")]
     if path.is_dir() and not (path / "id_prop.csv").is_file():
         return [preset.error("data.source", f"folder {show_value(preset.data.source)} has no id_prop.csv "
                              "(expected id,target rows and one structure file per id)")]
@@ -175,8 +176,8 @@ def check_resources(
             errors += _check_other_source(preset, path)
         elif not path.is_file():
             why = _special_file(path)
-            errors.append(preset.error("data.source", f"{show_value(source)} ({path}) {why}; expected a data file or folder"
-                                       if why else missing_data_message(source, path)))
+            errors.append(preset.error("data.source", f"data file {show_value(source)} is not a file ({path} is {why}); "
+                                       "expected a regular data file or a folder" if why else missing_data_message(source, path)))
         elif read_columns is not None:
             try:
                 columns = list(read_columns(path))
@@ -201,8 +202,8 @@ def check_resources(
             where = "" if tpath.is_absolute() else f" (looked for {shown}: a relative path is the project root's)"
             errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} not found{where}"))
         elif _special_file(shown):  # a FIFO would hang the reader, /dev/zero never ends
-            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} ({shown}) "
-                                       f"{_special_file(shown)}; expected a data file or folder"))
+            errors.append(preset.error("data.test_source", f"test data {show_value(test_source)} is not a file "
+                                       f"({shown} is {_special_file(shown)}); expected a regular data file or a folder"))
     init = preset.model.init
     if init:
         if resolve_init is not None:
