@@ -174,6 +174,36 @@ def test_eval_without_data_scores_the_runs_own_test_frames_as_the_run_did(run, c
 
 
 @pytest.mark.slow
+def test_eval_without_data_leaves_out_the_frames_the_run_left_out(project, capsys):
+    """A training frame whose graph the run refuses (overlapping atoms) makes the engine re-split
+    without it (by the preset's data.split as written: here the Matbench folds, where the task's first
+    split of frames was a seeded random one); eval's own test frames are the split the run tested."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    good = ase.io.read(cu_frames(project / "tmp.extxyz", n=24), ":")
+    close = bad_atoms()[0]
+    close.calc = SinglePointCalculator(close, **{k: good[0].calc.results[k] for k in ("energy", "forces", "stress")})
+    ase.io.write(project / "train.extxyz", good[:3] + [close] + good[3:], format="extxyz")
+    preset = project / "presets" / "skip.toml"
+    preset.write_text(PRESET.replace('source = "demo_potential"', f'source = "{project / "train.extxyz"}"')
+                      .replace('split = "random"\n', "").replace("fraction = 0.1", "fraction = 1.0")
+                      .replace("test_limit = 8", "test_limit = 0"))
+    assert cli.main(["--preset", str(preset), "--plain"]) == 0
+    (run_dir,) = [d for d in (project / "logs").iterdir() if (d / "events.jsonl").is_file()]
+    events = read_events(run_dir / "events.jsonl")
+    assert [e for e in events if type(e).__name__ == "RunStarted"][-1].skipped == ["overlap"]
+    fin = [e for e in events if isinstance(e, RunFinished)][-1]
+    capsys.readouterr()
+    assert cli.main(["eval", f"{run_dir.name}@best", "--format", "json"]) == 0
+    got = capsys.readouterr()
+    res = json.loads(got.out)
+    assert res["n_structures"] == fin.n_test and "may not be the run's" not in got.err and "overlap" not in got.err
+    for t in ("energy", "force", "stress"):
+        assert math.isclose(res["mae"][t]["value"], fin.test_metrics[f"test_{t}_mae"], rel_tol=1e-3), t
+
+
+@pytest.mark.slow
 def test_predict_lists_overlapping_and_unknown_element_structures_by_id_and_writes_the_rest(
         run, tmp_path, capsys, monkeypatch):
     import ase.io

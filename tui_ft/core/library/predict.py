@@ -180,6 +180,8 @@ def predict(
     from tui_ft.core.train.parallel import CpuDataParallel, plan_workers
     from tui_ft.core.train.setup import pick_device
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     t0 = time.perf_counter()
     model, meta = load_model(ckpt_or_model)
     target = target or _target_of(meta)
@@ -718,6 +720,7 @@ class _RunShim:
 
         self.p, self.paths, self.dist = preset, paths, SimpleNamespace(active=False)
         self.said: list[str] = []
+        self.warnings: list[str] = []
 
     def say(self, text: str, level: str = "info") -> None:
         self.said.append(text)
@@ -747,7 +750,39 @@ def own_potential_data(meta: dict[str, Any]):
     if want and want != shim.ds.sha256:
         raise DataError(f"{shim.ds.path}: not the data this checkpoint was trained on (its content changed since "
                         "the run); pass the frames to score with --data")
+    started = _run_started(meta)
+    if started is not None and started.skipped:  # the engine re-split without the frames its graphs refused
+        from tui_ft.core.data.sources import make_source_splits
+
+        gone = set(started.skipped)
+        d = preset.data
+        shim.splits = make_source_splits(
+            len(shim.ds), n_held_out=shim.n_held_out, split=d.split, fold=d.fold, fraction=d.fraction,
+            val_fraction=d.val_fraction, seed=d.seed, test_limit=d.test_limit, test_fraction=d.test_fraction,
+            exclude=sorted(set(shim.ds.bad_rows) | {r for r, i in enumerate(shim.ds.ids) if i in gone}),
+        )
+    if started is not None and started.n_test != len(shim.splits.test):
+        shim.warnings.append(f"the run tested {started.n_test} frames, the split rebuilt from its preset has "
+                             f"{len(shim.splits.test)}; these MAEs may not be the run's test MAEs")
     return task, shim
+
+
+def _run_started(meta: dict[str, Any]):
+    """The last ``RunStarted`` event of the checkpoint's run (its test count, the frames it left out), or None."""
+    from tui_ft.core.common.events import RunStarted, read_events
+    from tui_ft.core.common.paths import Paths
+
+    run_id = meta.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        return None
+    try:
+        path = Paths.default().run_log_dir(run_id) / "events.jsonl"
+    except ValueError:
+        return None
+    if not path.is_file():
+        return None
+    started = [e for e in read_events(path, warn=lambda _msg: None) if isinstance(e, RunStarted)]
+    return started[-1] if started else None
 
 
 def evaluate_potential(
@@ -774,6 +809,7 @@ def evaluate_potential(
     if own:
         task, shim = own_potential_data(meta)
         path = shim.ds.path
+        warnings += shim.warnings
         if rows == "all":
             want, kind = list(range(len(task.frames))), "all"
             warnings.append(f"--rows all: {path} is the run's training data; its training and validation frames "
