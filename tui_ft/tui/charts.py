@@ -52,6 +52,44 @@ class RunSeries:
         return self.epochs[-1] if self.epochs else None
 
 
+def metric_options(history: Iterable[object]) -> list[str]:
+    """The metrics (``"loss"``, ``"force_mae"``, ...) a run's ``EpochEnd`` events carry for
+    ``val_`` or ``train_``, in the order of :data:`tui_ft.core.common.metrics.METRICS`
+    (unknown names after, sorted). A property run has ``["mae"]``."""
+    from tui_ft.core.common.metrics import METRICS, split_name
+
+    found: set[str] = set()
+    for ev in history:
+        named = ev.named() if hasattr(ev, "named") else {}
+        for key, v in named.items():
+            part, metric = split_name(key)
+            if part in ("train", "val") and _finite(v):
+                found.add(metric)
+    return [m for m in METRICS if m in found] + sorted(found - set(METRICS))
+
+
+def default_metric(options: Sequence[str]) -> str | None:
+    """The learning curve's metric when the user picked none: the validation force MAE
+    of a potential, else its loss; ``None`` (the selection value, ``val_mae``) otherwise."""
+    if set(options) <= {"mae"}:
+        return None
+    for m in ("force_mae", "loss", "energy_mae"):
+        if m in options:
+            return m
+    return options[0] if options else None
+
+
+def metric_label(metric: str | None, unit: str | None = None) -> str:
+    """``"force MAE (meV/Å)"``, ``"loss"``; the selection value's ``"MAE (eV/atom)"`` for None."""
+    from tui_ft.core.common.metrics import METRICS, unit_of
+
+    if metric is None or metric == "mae":
+        return f"MAE{unit_suffix(unit)}"
+    label = METRICS.get(metric, (metric.replace("_", " "), ""))[0]
+    u = unit_of(f"val_{metric}", unit)
+    return f"{label} ({u})" if u else label
+
+
 def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -333,6 +371,7 @@ class Predictions:
     pred: list[float]
     skipped: int = 0
     unit: str | None = None  # the target's unit, from the run's events next to the CSV (None: not recorded)
+    caption: str | None = None  # the plot's title when set (a potential's: what it shows, stats with units)
 
     def __len__(self) -> int:
         return len(self.ids)

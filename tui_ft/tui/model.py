@@ -22,7 +22,9 @@ from tui_ft.core.config.presets import Preset, load_preset
 from tui_ft.core.config.fields import PresetError
 from tui_ft.core.common.procs import pid_alive
 from tui_ft.core.library.runs import RunSummary
+from tui_ft.core.common.metrics import is_potential
 from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history
+from tui_ft.tui.potential_results import PotentialResults, read_potential_results
 from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
 from tui_ft.tui.scanner import PENDING_LIVE_S, FoundRun, PresetEntry, ScanResult, events_signature
 from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState
@@ -55,6 +57,7 @@ class Dashboard:
         self.presets_sig: tuple | None = None
         self.library_sig: tuple | None = None
         self._predictions: dict[str, Predictions | str] = {}
+        self._potential: dict[str, PotentialResults] = {}
 
     # ------------------------------------------------------------------ runs
 
@@ -245,18 +248,21 @@ class Dashboard:
         st = self.get(run_id)
         return "" if st is None else self.chain_note(self.plan_chain(st, any_parent=self.after_parent))
 
-    def curve(self, run_id: str | None) -> tuple[RunSeries | None, list[RunSeries], list[float]]:
+    def curve(
+        self, run_id: str | None, metric: str | None = None
+    ) -> tuple[RunSeries | None, list[RunSeries], list[float]]:
         """The learning curve of ``run_id`` (its plan's earlier stages joined in
-        front), the overlaid runs, and the stage boundaries."""
+        front), the overlaid runs, and the stage boundaries; ``metric`` (``"force_mae"``)
+        draws that named metric instead of the selection value."""
         st = self.get(run_id)
         primary = None
         bounds: list[float] = []
         if st is not None:
             chain = self.plan_chain(st, any_parent=self.after_parent)
-            stages = [series_from_history(s.run_id, s.summary.history) for s in chain]
+            stages = [series_from_history(s.run_id, s.summary.history, metric) for s in chain]
             primary, bounds = chain_stages(stages)
         overlays = [
-            series_from_history(o.run_id, o.summary.history)
+            series_from_history(o.run_id, o.summary.history, metric)
             for o in sorted(self.runs.values(), key=lambda s: s.run_id)
             if o.overlay and (st is None or o.run_id != st.run_id)
         ]
@@ -284,6 +290,36 @@ class Dashboard:
                 cached = str(exc)
             self._predictions[st.run_id] = cached
         return (st.run_id, None, cached) if isinstance(cached, str) else (st.run_id, cached, "")
+
+    @staticmethod
+    def is_potential_run(st: RunState | None) -> bool:
+        """A run that trains a potential: its epochs or its test carry a potential's named metrics."""
+        if st is None:
+            return False
+        if st.test_metrics and is_potential(st.test_metrics):
+            return True
+        return any(is_potential(ev.metrics) for ev in st.summary.history[-1:])
+
+    def potential_results(self, run_id: str | None) -> tuple[str | None, PotentialResults | None, str] | None:
+        """A finished potential run's test results (read once; see
+        :mod:`tui_ft.tui.potential_results`) as (run id, results, note); ``None`` for a run
+        that is not a potential (its charts are :meth:`predictions`)."""
+        st = self.get(run_id)
+        if not self.is_potential_run(st):
+            return None
+        if st.status != "finished":
+            if st.status in ("failed", "crashed", "interrupted"):
+                return None, None, f"no test predictions: the run {st.status}"
+            return None, None, "the parity plots and error histograms appear when the run finishes"
+        res = self._potential.get(st.run_id)
+        if res is None:
+            res = self._potential[st.run_id] = read_potential_results(self.paths.run_log_dir(st.run_id), st.summary.predictions)
+        return st.run_id, res, ""
+
+    def test_metrics(self, run_id: str) -> dict[str, float | None] | None:
+        """The named test metrics of a run's ``run_finished`` event (None: not finished, or no log)."""
+        st = self.runs.get(run_id)
+        return st.test_metrics if st is not None else None
 
     # ------------------------------------------------------------------ problems
 

@@ -35,7 +35,8 @@ from tui_ft.tui.launcher import interrupt, resumable
 from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanRequested, ResumeRequested
 from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, PathPrompt, TextScreen
 from tui_ft.tui.model import Dashboard
-from tui_ft.tui.charts import short_id
+from tui_ft.tui.charts import default_metric, metric_label, metric_options, short_id
+from tui_ft.core.common.metrics import METRICS, is_potential
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
@@ -340,10 +341,16 @@ class RunsPane(Vertical):
         Binding("o,space", "toggle_overlay", "Overlay", tooltip="overlay the selected run on the chart"),
         Binding("g", "toggle_log", "Log scale", tooltip="logarithmic MAE axis on/off"),
         Binding("v", "next_chart", "Chart", tooltip="next chart: learning curve, parity plot, error histogram"),
+        Binding("m", "next_metric", "Metric", tooltip="learning curve: next metric of the selected run "
+                "(a potential's loss, energy, force, stress MAE; val and train)"),
         Binding("t", "toggle_after_parent", "After parent", show=False, tooltip="draw a continued run after its parent's last epoch, or from its own epoch 0"),
         Binding("x", "clear_queue", "Clear queue", show=False, tooltip="clear the queue"),
     ]
-    CHARTS = ("tab-curve", "tab-parity", "tab-errors")
+    CHARTS = ("tab-curve", "tab-parity", "tab-parity-f", "tab-errors", "tab-errors-f")
+    FORCE_CHARTS = ("tab-parity-f", "tab-errors-f")  # a potential run's: shown only for one
+    # tab labels: a property run's, a potential run's (short, five tabs fit 48 columns)
+    TAB_LABELS = (("tab-curve", "Learning curve", "Curve"), ("tab-parity", "Parity", "Parity E"),
+                  ("tab-errors", "Errors", "Errors E"))
 
     selected_run: reactive[str | None] = reactive(None, init=False)
     log_scale: reactive[bool] = reactive(False, init=False)
@@ -351,7 +358,9 @@ class RunsPane(Vertical):
     def __init__(self, model: Dashboard, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self._keys_enabled: tuple[bool, bool] = (False, False)  # (cancel, resume) as the footer shows them
+        self._keys_enabled: tuple[bool, ...] = (False, False, False)  # (cancel, resume, metric) as the footer shows them
+        self.metric: str | None = None  # the learning curve's metric the user picked with m (None: each run's default)
+        self._potential_tabs = False  # the force tabs are shown
         self.chart_choice: dict[str, str] = {}  # the chart the user picked for a run (v or a click)
         self._auto_chart = self.CHARTS[0]  # the chart last shown without the user asking
         self._shown: dict[str, list[str]] = {}  # the cells on screen, as plain text, per run
@@ -368,8 +377,12 @@ class RunsPane(Vertical):
                     yield CurveChart(plot_id="curve")
                 with TabPane("Parity", id="tab-parity"):
                     yield ParityPlot(id="parity")
+                with TabPane("Parity F", id="tab-parity-f"):
+                    yield ParityPlot(id="parity-force")
                 with TabPane("Errors", id="tab-errors"):
                     yield ErrorPlot(id="errors")
+                with TabPane("Errors F", id="tab-errors-f"):
+                    yield ErrorPlot(id="errors-force")
             yield RunLog(id="run-log")
 
     def on_mount(self) -> None:
@@ -378,6 +391,9 @@ class RunsPane(Vertical):
         t.border_title = "runs"
         self.query_one(RunLog).border_title = "log"
         self.set_queue("")
+        tabs = self.query_one("#chart-tabs", TabbedContent)
+        for pane_id in self.FORCE_CHARTS:
+            tabs.hide_tab(pane_id)
         self.watch_selected_run(None)
 
     @property
@@ -522,15 +538,70 @@ class RunsPane(Vertical):
     def watch_log_scale(self, value: bool) -> None:
         self.query_one("#curve", CurvePlot).log_scale = value
 
+    def metric_options(self, run_id: str | None = None) -> list[str]:
+        """The metrics the learning curve can draw for ``run_id`` (the selected run)."""
+        st = self.model.get(run_id if run_id is not None else self.selected_run)
+        return metric_options(st.summary.history) if st is not None else []
+
+    def curve_metric(self, run_id: str | None = None) -> str | None:
+        """The metric drawn for ``run_id``: the one picked with m when the run has it, else
+        the run's default (a potential's validation force MAE, else its loss; a property's
+        selection value, ``None``)."""
+        options = self.metric_options(run_id)
+        if self.metric in options:
+            return None if self.metric == "mae" else self.metric
+        return default_metric(options)
+
+    def action_next_metric(self) -> None:
+        options = self.metric_options()
+        if len(options) < 2:
+            self.notify("the selected run has one metric only (its MAE)", timeout=3)
+            return
+        now = self.curve_metric() or "mae"
+        self.metric = options[(options.index(now) + 1) % len(options)] if now in options else options[0]
+        self.update_curve()
+        names = ", ".join(METRICS.get(m, (m, ""))[0] for m in options)
+        self.notify(f"learning curve: val/train {metric_label(self.curve_metric())}  (m: {names})", timeout=4)
+
     def update_curve(self) -> None:
-        primary, overlays, bounds = self.model.curve(self.selected_run)
+        metric = self.curve_metric()
+        primary, overlays, bounds = self.model.curve(self.selected_run, metric)
         note = self.model.curve_note(self.selected_run)
-        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds, note=note)
+        self.query_one("#curve", CurvePlot).set_runs(primary, overlays, boundaries=bounds, note=note, metric=metric)
+
+    def show_force_tabs(self, show: bool) -> None:
+        """A potential run's tabs (short labels, the force parity plot and histogram), or a property run's."""
+        if show == self._potential_tabs:
+            return
+        self._potential_tabs = show
+        tabs = self.query_one("#chart-tabs", TabbedContent)
+        if not show and tabs.active in self.FORCE_CHARTS:
+            self._auto_chart = self.CHARTS[0]
+            tabs.active = self.CHARTS[0]
+        for pane_id in self.FORCE_CHARTS:
+            (tabs.show_tab if show else tabs.hide_tab)(pane_id)
+        for pane_id, prop_label, pot_label in self.TAB_LABELS:
+            tabs.get_tab(pane_id).label = pot_label if show else prop_label
 
     def update_predictions(self) -> None:
-        shown = self.model.predictions(self.selected_run)
-        self.query_one("#parity", ParityPlot).set_predictions(*shown)
-        self.query_one("#errors", ErrorPlot).set_predictions(*shown)
+        pot = self.model.potential_results(self.selected_run)
+        self.show_force_tabs(pot is not None)
+        if pot is None:
+            shown = self.model.predictions(self.selected_run)
+            self.query_one("#parity", ParityPlot).set_predictions(*shown)
+            self.query_one("#errors", ErrorPlot).set_predictions(*shown)
+            return
+        run_id, res, note = pot
+        for plot_id, cls, attr, why in (
+            ("#parity", ParityPlot, "energy", "energy_note"), ("#errors", ErrorPlot, "energy_errors", "energy_note"),
+            ("#parity-force", ParityPlot, "forces", "force_note"), ("#errors-force", ErrorPlot, "force_errors", "force_note"),
+        ):
+            data = getattr(res, attr) if res is not None else None
+            self.query_one(plot_id, cls).set_predictions(run_id, data, (getattr(res, why) if res is not None else "") or note)
+        for problem in res.problems if res is not None else ():
+            report = getattr(self.app, "report_problem", None)
+            if report is not None:
+                report(problem)  # once per cause (the app keeps the list: "Problems" in the palette)
 
     def can_resume(self, st: RunState | None) -> bool:
         if st is None or st.active or (st.launched is not None and st.launched.poll() is None):
@@ -542,7 +613,7 @@ class RunsPane(Vertical):
         changes (a footer refresh rebuilds its keys and relayouts the screen:
         not on every move)."""
         st = self.model.get(self.selected_run)
-        keys = (st is not None and st.active, self.can_resume(st))
+        keys = (st is not None and st.active, self.can_resume(st), len(self.metric_options()) > 1)
         if keys != self._keys_enabled:
             self._keys_enabled = keys
             self.refresh_bindings()
@@ -572,6 +643,8 @@ class RunsPane(Vertical):
             return True if self.can_resume(self.model.get(self.selected_run)) else None
         if action == "clear_queue":
             return bool(len(self.model.queue))
+        if action == "next_metric":  # in the footer for a run with more than one metric (a potential)
+            return len(self.metric_options()) > 1
         return True
 
     def action_toggle_overlay(self) -> None:
@@ -597,7 +670,7 @@ class RunsPane(Vertical):
 
     def action_next_chart(self) -> None:
         tabs = self.query_one("#chart-tabs", TabbedContent)
-        order = self.CHARTS
+        order = [c for c in self.CHARTS if self._potential_tabs or c not in self.FORCE_CHARTS]
         nxt = order[(order.index(tabs.active) + 1) % len(order)] if tabs.active in order else order[0]
         if self.selected_run:
             self.chart_choice[self.selected_run] = nxt
@@ -689,6 +762,24 @@ CKPT_COLUMNS = (
 )
 
 
+POTENTIAL_TARGETS = (("energy_mae", "E", "energy"), ("force_mae", "F", "force"), ("stress_mae", "S", "stress"),
+                     ("magmom_mae", "M", "magmom"))
+
+
+def potential_test_text(metrics: dict[str, float | None] | None, *, long: bool = False) -> str | None:
+    """A potential checkpoint's test MAE of each target with its unit (``E 12.3 meV/atom
+    F 45.6 meV/Å S 0.123 GPa``; ``long``: ``energy 12.3 meV/atom · force ...``), or None
+    for a property checkpoint (its one test MAE)."""
+    if not is_potential(metrics):
+        return None
+    parts = []
+    for metric, short, word in POTENTIAL_TARGETS:
+        v = metrics.get(f"test_{metric}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            parts.append(f"{word if long else short} {v:.3g} {METRICS[metric][1]}")
+    return (" · " if long else "  ").join(parts) or "-"
+
+
 class LibraryPane(Vertical):
     """All checkpoints; lineage and children of the selected one."""
 
@@ -741,7 +832,7 @@ class LibraryPane(Vertical):
                 c.preset_name,
                 "-" if c.epoch is None else str(c.epoch),
                 fmt_mae(c.val_mae),
-                fmt_mae(c.test_mae),
+                potential_test_text(self.model.test_metrics(c.run_id)) or fmt_mae(c.test_mae),
                 Text(status, style=STATUS_STYLE.get(status, "yellow")),
                 fmt_time(c.created),
                 c.parent or "-",
@@ -769,7 +860,7 @@ class LibraryPane(Vertical):
         text.append(c.ref, style="bold")
         text.append(
             f"   preset {c.preset_name} · {meta.get('mode', '?')} mode · epoch {c.epoch} · "
-            f"val {fmt_mae(c.val_mae)} · test {fmt_mae(c.test_mae)} · "
+            f"val {fmt_mae(c.val_mae)} · test {potential_test_text(self.model.test_metrics(c.run_id), long=True) or fmt_mae(c.test_mae)} · "
             f"run {self.model.checkpoint_status(c)} · {fmt_time(c.created)}\n"
         )
         chain = self.library.lineage(c)

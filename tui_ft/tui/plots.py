@@ -27,6 +27,7 @@ from tui_ft.tui.charts import (
     learning_curves,
     log_ticks,
     max_points_for_width,
+    metric_label,
     nice_ticks,
     parity_data,
     short_id,
@@ -101,6 +102,8 @@ class CurvePlot(_Plot):
         self.overlays: list[RunSeries] = []
         self.boundaries: list[float] = []
         self.note = ""  # what the joined curve is, in its title: "plan: 2 stages", "after its parent"
+        self.metric: str | None = None  # the named metric drawn ("force_mae"); None: the selection value (MAE)
+        self.title_text = ""  # the title last drawn
         self.empty_text = "no run selected: launch a preset (l) or pick a run above"
 
     @property
@@ -118,6 +121,7 @@ class CurvePlot(_Plot):
         *,
         boundaries: list[float] | None = None,
         note: str = "",
+        metric: str | None = None,
     ) -> None:
         """``boundaries``: x positions where the next joined run starts (a plan's next stage, or a
         run continued after its parent's last epoch), marked with a vertical line; ``note`` says
@@ -125,6 +129,7 @@ class CurvePlot(_Plot):
         self.primary = primary
         self.boundaries = list(boundaries or [])
         self.note = note if self.boundaries else ""
+        self.metric = metric
         if overlays is not None:
             self.overlays = overlays
         self.redraw()
@@ -173,13 +178,22 @@ class CurvePlot(_Plot):
                 plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
                 plt.yticks(positions, labels)
         title = short_id(self.primary.run_id, 48) if self.primary else "overlay"
+        if self.metric:  # a named metric: the title says which, val and train
+            what = f"val/train {metric_label(self.metric)}"
+            room = min(30, self.plot_width - len(what) - 6 - (len(self.note) + 3 if self.note else 0))
+            title = (short_id(self.primary.run_id, room) + ": " if self.primary and room >= 8 else "") + what
         if self.note:
             title += f" ({self.note})"
+        self.title_text = title
         plt.title(title)
         plt.xlabel("epoch")
         u = self.primary.unit if self.primary else None
         shown = LEGACY_UNIT if u is None else u
-        if self.log_scale:
+        if self.metric:
+            label = metric_label(self.metric)
+            plt.ylabel(label[:-1] + ", log scale)" if self.log_scale and label.endswith(")")
+                       else label + (" (log scale)" if self.log_scale else ""))
+        elif self.log_scale:
             plt.ylabel(f"MAE ({shown}, log scale)" if shown else "MAE (log scale)")
         else:
             plt.ylabel(f"MAE{unit_suffix(u)}")
@@ -259,6 +273,19 @@ class _TestSetPlot(_Plot):
         self.redraw()
 
 
+def captioned(run_id: str | None, caption: str | None, width: int) -> str | None:
+    """A plot's caption, after the run's id when the plot is wide enough for both; a narrow
+    plot drops the caption's last parts (parted by two spaces: ``"force error (meV/Å)  RMSE 35"``)."""
+    if not caption:
+        return None
+    parts = caption.split("  ")
+    while len(parts) > 1 and len("  ".join(parts)) > width - 6:
+        parts.pop()
+    caption = "  ".join(parts)
+    room = width - len(caption) - 12
+    return f"{short_id(run_id, min(room, 30))}  {caption}" if run_id and room >= 16 else caption
+
+
 class ParityPlot(_TestSetPlot):
     """Predicted against true formation energy on the test set, with y = x."""
 
@@ -287,7 +314,7 @@ class ParityPlot(_TestSetPlot):
         plt.xticks(ticks, labels)
         plt.yticks(ticks, labels)
         title = f"{short_id(self.run_id or '', 36)}  n={st.n}  MAE {st.mae:.4f}" if st else "parity"
-        plt.title(title)
+        plt.title(captioned(self.run_id, p.caption, self.plot_width) or title)
         plt.xlabel(f"true{unit_suffix(p.unit)}")
         plt.ylabel(f"predicted{unit_suffix(p.unit)}")
         self.refresh()
@@ -313,7 +340,9 @@ class ErrorPlot(_TestSetPlot):
             ticks, labels = nice_ticks(centres[0] - half, centres[-1] + half, max(3, self.plot_width // 12))
             plt.xticks(ticks, labels)
             plt.yticks(int_ticks(0, max(counts), max(2, (self.size.height or 20) // 4)))
-        if st:
+        if p.caption:
+            plt.title(captioned(self.run_id, p.caption, self.plot_width))
+        elif st:
             plt.title(f"{short_id(self.run_id or '', 30)}  mean {st.mean:+.4f}  RMSE {st.rmse:.4f}  max {st.max_abs:.3f}")
         plt.xlabel(f"pred - true{unit_suffix(p.unit)}")
         plt.ylabel("count")

@@ -8,7 +8,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tui_ft.core.common.events import Event, Message, Progress, describe
+from tui_ft.core.common.events import (
+    Event,
+    Message,
+    Progress,
+    RunFinished,
+    RunStarted,
+    describe,
+)
 from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
 
@@ -61,6 +68,7 @@ class RunState:
     # events_signature() of its events.jsonl when it was last read in full, once it is no longer
     # followed (None while followed): the scan reads it again when the file changes (a resume elsewhere)
     events_sig: tuple | None = None
+    test_metrics: dict[str, float | None] | None = None  # the named test metrics of its run_finished event
     _messages: set[str] = field(default_factory=set, repr=False)
     _milestones: dict[str, Progress] = field(default_factory=dict, repr=False)  # stage -> last logged
 
@@ -106,6 +114,8 @@ class RunState:
         added: list[LogLine] = []
         for ev in events:
             self.summary.apply(ev)
+            if isinstance(ev, (RunStarted, RunFinished)):  # a resume starts over; a finish says them
+                self.test_metrics = ev.test_metrics if isinstance(ev, RunFinished) else None
             if isinstance(ev, Message):
                 self._messages.add(ev.text)
             if isinstance(ev, Progress):
