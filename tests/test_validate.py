@@ -103,6 +103,7 @@ def test_validate_writes_results_summary_and_events_and_exits_0(validated):
     ends = {e.check: e.status for e in events if e.event == "check_end"}
     assert ends == dict.fromkeys(results["order"], "ran")
     assert any(e.event == "progress" and e.total > 0 for e in events)
+    assert any(e.check == "md" and e.event == "progress" and "step" in e.text for e in events)  # during the run
     assert "validate relax:" in err and "Traceback" not in err
 
 
@@ -309,3 +310,22 @@ async def test_the_library_opens_the_validation_view_with_checks_and_eos(home, v
         assert "finished" in status and "pretrained CHGNet" in status
         await pilot.press("escape")
         await pilot_until(pilot, lambda: not isinstance(app.screen, ValidateScreen), "the view to close")
+
+
+def test_errors_score_the_runs_held_out_test_file_when_its_preset_names_one(home, tmp_path):
+    """A run trained with ``data.test_source`` (as presets/mlearn_si.toml) is scored on that file's frames."""
+    from tui_ft.core.library.ckptfile import load_checkpoint, save_checkpoint
+
+    root, run_id = home
+    test_file = _mlearn_file(tmp_path / "Cu_test.json.gz")
+    payload = load_checkpoint(root / "checkpoints" / run_id / "best.pt")
+    meta = dict(payload["meta"])
+    meta["preset"] = {**meta["preset"], "data": {**meta["preset"]["data"], "test_source": str(test_file)}}
+    ckpt = tmp_path / "with_test_source.pt"
+    save_checkpoint(ckpt, {**payload, "meta": meta})
+    out = tmp_path / "held"
+    rc, _stdout, err = run_cli("validate", ckpt, "--checks", "errors", "--against", "none", "--out", out)
+    assert rc == 0, err
+    e = json.loads((out / "results.json").read_text())["checks"]["errors"]
+    assert e["frames"] == 8 and "held-out test file Cu_test.json.gz" in e["which"]
+    assert e["models"]["finetuned"]["n_forces"] == 8 and "reference" not in e["models"]

@@ -52,7 +52,7 @@ def _thin(xs: list) -> list:
 
 def run_one(model, structure, *, temperature: float, steps: int, nve_steps: int, timestep: float,
             min_atoms: int, seed: int, max_seconds: float, collapse: float = 0.5, max_force: float = 50.0,
-            hot: float = 5.0) -> dict[str, Any]:
+            hot: float = 5.0, on_step=None) -> dict[str, Any]:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from chgnet.model.dynamics import MolecularDynamics
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -86,6 +86,8 @@ def run_one(model, structure, *, temperature: float, steps: int, nve_steps: int,
         trace["max_force_eV_per_A"].append(fm)
         trace["etot_eV_per_atom"].append(e + float(dyn_atoms.get_kinetic_energy()) / n)
         trace["leg"].append(state["leg"])
+        if on_step is not None:
+            on_step(state["step"], steps + nve_steps, temp)
         at = f"at {state['step'] * timestep:g} fs ({state['leg'].upper()} step {state['step']})"
         if not (math.isfinite(e) and math.isfinite(fm)):
             raise _Stop(f"energy or forces not finite {at}", True)
@@ -142,7 +144,15 @@ def run(targets, relaxed: dict, models, *, progress, deadline, **kw) -> dict[str
             row[m.role] = {"skipped": "time bound reached"}
             continue
         start = relaxed.get((0, m.role), t.structure)
-        r = run_one(m.model, start, **kw)
+        total = kw["steps"] + kw["nve_steps"]
+        shown = {"next": max(1, total // 10)}
+
+        def on_step(step: int, n: int, temp: float, _m=m, _k=k, shown=shown) -> None:
+            if step >= shown["next"] and step < n:  # about every tenth of the run
+                shown["next"] = step + max(1, n // 10)
+                progress(_k, len(models), f"{_m.label}: step {step}/{n}, {temp:.0f} K")
+
+        r = run_one(m.model, start, on_step=on_step, **kw)
         row[m.role] = r
         text = r["verdict"] + (f": {r['why']}" if r["why"] else "")
         if r["nve_drift_meV_per_atom_per_ps"] is not None:

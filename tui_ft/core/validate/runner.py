@@ -136,6 +136,10 @@ def run_validate(ref: str, opts: Options, paths=None, *, say: Callable[[str], No
     data_path, frames = (None, [])
     if need_data and source:
         data_path, frames = load_data(source, paths)
+    test_source = (preset.get("data") or {}).get("test_source") if isinstance(preset.get("data"), dict) else None
+    held_out = None  # the run's own held-out test file (data.test_source), scored by the errors check
+    if "errors" in opts.checks and test_source and (opts.data is None or _same(opts.data, own_source or "", paths)):
+        held_out = load_data(test_source, paths)
     out = Path(opts.out) if opts.out else results_dir_for(info, paths)
     tuned, other = load_pair(ref, opts.against, paths)
     models = [m for m in (tuned, other) if m is not None]
@@ -212,7 +216,12 @@ def run_validate(ref: str, opts: Options, paths=None, *, say: Callable[[str], No
                     res = {"skipped": "no data: the checkpoint names no data source; give --data SOURCE"}
                 else:
                     own = opts.data is None or (own_source is not None and _same(source, own_source, paths))
-                    rows, which = error_frames(frames, data_path, run_dir, own, opts.max_frames)
+                    if own and held_out:
+                        rows = held_out[1][: opts.max_frames]
+                        which = (f"the run's held-out test file {held_out[0].name}, {len(rows)} of "
+                                 f"{len(held_out[1])} frames")
+                    else:
+                        rows, which = error_frames(frames, data_path, run_dir, own, opts.max_frames)
                     res = errors.run(rows, models, which=which, batch_size=opts.batch_size, progress=progress)
             status = "skipped" if "skipped" in res else "ran"
         except Exception as exc:  # noqa: BLE001 - one check failing must not lose the others
