@@ -90,7 +90,7 @@ def test_matbench_file_whose_structures_are_all_unreadable_is_refused(project, c
                               "data": [[e, -0.1] for e in entries]}))
     err = _refused(project, _preset(project, "mbbad", 'source = "bad.json"'), capsys)
     assert "none of the 12 rows is usable" in err and "unreadable structure" in err
-    assert "AttributeError: 'int' object has no attribute 'get'" not in err.replace("unreadable structure (", "")
+    assert len(err.strip().splitlines()) == 1, err  # one line, naming the file and the ids
     # the same file with a random split and with a test_source: checked too (not only the default fold)
     err = _refused(project, _preset(project, "mbbad2", 'source = "bad.json"\nsplit = "random"'), capsys)
     assert "none of the 12 rows is usable" in err
