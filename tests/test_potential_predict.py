@@ -176,8 +176,8 @@ def test_eval_without_data_scores_the_runs_own_test_frames_as_the_run_did(run, c
 @pytest.mark.slow
 def test_eval_without_data_leaves_out_the_frames_the_run_left_out(project, capsys):
     """A training frame whose graph the run refuses (overlapping atoms) makes the engine re-split
-    without it (by the preset's data.split as written: here the Matbench folds, where the task's first
-    split of frames was a seeded random one); eval's own test frames are the split the run tested."""
+    without it, by the task's own rule (frames: a seeded random split, as at first; Task.resplit);
+    eval's own test frames are the split the run tested."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -265,3 +265,27 @@ def test_batch_size_below_one_is_a_usage_error(command, value, capsys):
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if "error:" in ln]
     assert "--batch-size" in line and "at least 1" in line and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_refused_frame_with_a_test_limit_re_splits_by_the_tasks_rule(project, capsys):
+    """With data.test_limit set, the re-split after a refused graph keeps to frames whose graphs were
+    built (it used to pull in a test frame never built: KeyError), and splits frames at random as the
+    first split did (it used to fall back to data.split's Matbench folds)."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    good = ase.io.read(cu_frames(project / "tmp.extxyz", n=24), ":")
+    close = bad_atoms()[0]
+    close.calc = SinglePointCalculator(close, **{k: good[0].calc.results[k] for k in ("energy", "forces", "stress")})
+    ase.io.write(project / "train.extxyz", good[:3] + [close] + good[3:], format="extxyz")
+    preset = project / "presets" / "limit.toml"
+    preset.write_text(PRESET.replace('source = "demo_potential"', f'source = "{project / "train.extxyz"}"')
+                      .replace("fraction = 0.1", "fraction = 1.0").replace("test_limit = 8", "test_limit = 3"))
+    assert cli.main(["--preset", str(preset), "--plain"]) == 0, capsys.readouterr().err
+    (run_dir,) = [d for d in (project / "logs").iterdir() if (d / "events.jsonl").is_file()]
+    events = read_events(run_dir / "events.jsonl")
+    started = [e for e in events if type(e).__name__ == "RunStarted"][-1]
+    assert started.skipped == ["overlap"] and started.n_test == 3
+    fin = [e for e in events if isinstance(e, RunFinished)][-1]
+    assert fin.n_test == 3 and math.isfinite(fin.test_metrics["test_force_mae"])

@@ -752,15 +752,8 @@ def own_potential_data(meta: dict[str, Any]):
                         "the run); pass the frames to score with --data")
     started = _run_started(meta)
     if started is not None and started.skipped:  # the engine re-split without the frames its graphs refused
-        from tui_ft.core.data.sources import make_source_splits
-
         gone = set(started.skipped)
-        d = preset.data
-        shim.splits = make_source_splits(
-            len(shim.ds), n_held_out=shim.n_held_out, split=d.split, fold=d.fold, fraction=d.fraction,
-            val_fraction=d.val_fraction, seed=d.seed, test_limit=d.test_limit, test_fraction=d.test_fraction,
-            exclude=sorted(set(shim.ds.bad_rows) | {r for r, i in enumerate(shim.ds.ids) if i in gone}),
-        )
+        shim.splits = task.resplit(shim, {r for r, i in enumerate(shim.ds.ids) if i in gone})
     if started is not None and started.n_test != len(shim.splits.test):
         shim.warnings.append(f"the run tested {started.n_test} frames, the split rebuilt from its preset has "
                              f"{len(shim.splits.test)}; these MAEs may not be the run's test MAEs")

@@ -7,6 +7,7 @@ which of them "best" minimises (``selection``), and what the test predictions lo
 like on disk. The engine (:mod:`tui_ft.core.train.engine`) calls, in order:
 
 ``load_data(t)``        the dataset ``t.ds``, ``t.n_held_out``, ``t.data_sha``, ``t.splits``
+``make_splits(t, ex)``  the splits again without rows whose graphs failed (only when some did)
 ``labels(t)``           once the graphs are built: the labels of every row
 ``make_forward(t)``     the object that runs the model on a batch (``t.forward``)
 ``refit_atomref(t)``    AtomRef fitted to the training labels, before epoch 1
@@ -21,7 +22,7 @@ module with one subclass, and a name in :func:`tui_ft.core.task.task_for`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -38,6 +39,23 @@ class Task:
 
     def load_data(self, t) -> None:
         raise NotImplementedError
+
+    def make_splits(self, t, exclude=()):
+        """The run's splits with the rows ``exclude`` left out (graphs the converter refused)."""
+        return t._make_splits(exclude=exclude)
+
+    def resplit(self, t, failed):
+        """``t.splits`` again without the rows ``failed``: the task's own split rule with them left
+        out, kept to rows of the first split (only those have graphs; a ``test_limit`` would otherwise
+        pull in test rows never built). The engine and ``eval``'s rebuilt split both call this."""
+        import numpy as np
+
+        gone = {int(r) for r in failed}
+        first = t.splits
+        built = {int(r) for part in (first.train, first.val, first.test) for r in part} - gone
+        s = self.make_splits(t, exclude=sorted(gone))
+        keep = lambda a: np.array([int(r) for r in a if int(r) in built], dtype=np.int64)  # noqa: E731
+        return replace(s, train=keep(s.train), val=keep(s.val), test=keep(s.test))
 
     def labels(self, t) -> None:
         raise NotImplementedError

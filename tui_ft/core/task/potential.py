@@ -190,27 +190,34 @@ class PotentialTask(Task):
         t.unit = "" if self.selection == "val_loss" else METRICS[self.selection.removeprefix("val_")][1]
         t.splits = self._splits(t)
 
-    def _splits(self, t):
+    def make_splits(self, t, exclude=()):
+        return self._splits(t, exclude=exclude, quiet=True)
+
+    def _splits(self, t, exclude=(), quiet: bool = False):
         d = t.p.data
         split = d.split
         if split == "matbench" and not d.test_source:
-            t.say("data.split: Matbench folds do not apply to frames; using a seeded random split")
+            if not quiet:
+                t.say("data.split: Matbench folds do not apply to frames; using a seeded random split")
             split = "random"
         if split == "group":
-            return self._group_split(t)
+            return self._group_split(t, exclude=exclude)
         return make_source_splits(
             len(t.ds), n_held_out=t.n_held_out, split=split, fold=d.fold, fraction=d.fraction,
             val_fraction=d.val_fraction, seed=d.seed, test_limit=d.test_limit, test_fraction=d.test_fraction,
+            exclude=exclude,
         )
 
-    def _group_split(self, t):
+    def _group_split(self, t, exclude=()):
         """Whole groups (a trajectory, a calculation) to test, validation and training, seeded."""
         from tui_ft.core.data.dataset import Splits
 
         d = t.p.data
+        out = {int(r) for r in exclude}
         groups: dict[str, list[int]] = {}
         for r, f in enumerate(self.frames):
-            groups.setdefault(f.group or f.id, []).append(r)
+            if r not in out:
+                groups.setdefault(f.group or f.id, []).append(r)
         names = sorted(groups)
         rng = np.random.default_rng(d.seed)
         rng.shuffle(names)

@@ -315,7 +315,7 @@ class Trainer:
         for r, why in sorted(failed.items()):
             self.say(f"structure {ds.ids[r]} (row {r}) left out of every split: {why}", "warning")
         if failed:
-            self.splits = splits = self._make_splits(exclude=failed)
+            self.splits = splits = self.task.resplit(self, failed)
         if len(splits.train) == 0 or len(splits.val) == 0:
             raise TrainingFailed("no training or validation structures left after graph conversion")
         self.graphs = graphs
