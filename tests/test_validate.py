@@ -304,7 +304,7 @@ async def test_the_library_opens_the_validation_view_with_checks_and_eos(home, v
             "relaxation", "equation of state", "MD stability", "drift from the reference", "test errors"]
         assert checks.get_row_at(2)[1:3] == ["ran", "ok"]
         plot = screen.query_one(EosPlot)
-        assert set(plot.curves) == {*validated[4]["models"].values(), "DFT"}
+        assert set(plot.curves) == {*validated[4]["models"].values(), "data"}
         assert "EOS" in plot.title and all(len(v[0]) >= 5 for v in plot.curves.values())
         status = str(screen.query_one("#validate-status").render())
         assert "finished" in status and "pretrained CHGNet" in status

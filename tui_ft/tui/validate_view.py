@@ -56,7 +56,7 @@ class EosPlot(_Plot):
             ys = [1000 * (e - lo) for e in es]
             xs_all += vs
             ys_all += ys
-            if label == "DFT":
+            if label == "data":
                 plt.scatter(vs, ys, color=COLORS[2], marker=MARKERS[2], label="data labels")
             else:
                 plt.plot(vs, ys, color=COLORS[k % 2], marker=MARKERS[k % 2], label=label[:28])

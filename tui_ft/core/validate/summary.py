@@ -1,6 +1,7 @@
 """The people's view of a validation's ``results.json``: one row per check, and the markdown summary.
 
-Pure functions of the results dict (no I/O), shared by ``summary.md``, the CLI and the dashboard."""
+Pure functions of the results dict (no I/O), shared by ``summary.md``, the CLI and the dashboard. The
+data's labels are called "data" (DFT for real data sets; the offline demo's are EMT's, not DFT)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def check_line(name: str, c: dict[str, Any], results: dict[str, Any]) -> str:
         for r in rows:
             t = r.get("finetuned") or {}
             if "converged" in t:
-                dv = f", ΔV {t['dvolume_pct']:+.1f} % vs {('DFT' if 'ground' in r['dft']['kind'] else 'start')}" if "dvolume_pct" in t else ""
+                dv = f", ΔV {t['dvolume_pct']:+.1f} % vs {('DFT ground state' if 'ground' in r['dft']['kind'] else 'start frame')}" if "dvolume_pct" in t else ""
                 parts.append(f"{r['name']}: {'converged' if t['converged'] else 'not converged'} in {t['steps']} steps{dv}")
         return "; ".join(parts) or "nothing relaxed"
     if name == "eos":
@@ -38,7 +39,7 @@ def check_line(name: str, c: dict[str, Any], results: dict[str, Any]) -> str:
             o = r.get("reference") or {}
             d = r.get("dft") or {}
             s = f"{r['name']}: B0 {_f(t.get('b0_GPa'), '.1f')} GPa" + (f" (ref. {_f(o.get('b0_GPa'), '.1f')}" if o else "")
-            s += (f", DFT {_f(d.get('b0_GPa'), '.1f')}" if "b0_GPa" in d else "") + (")" if o else "")
+            s += (f", data {_f(d.get('b0_GPa'), '.1f')}" if "b0_GPa" in d else "") + (")" if o else "")
             parts.append(s + (f" [{t['error']}]" if t.get("error") else ""))
         return "; ".join(parts)
     if name == "md":
@@ -48,11 +49,11 @@ def check_line(name: str, c: dict[str, Any], results: dict[str, Any]) -> str:
             return str(t.get("skipped") or "did not run")
         s = t["verdict"] + (f": {t['why']}" if t.get("why") else "")
         if t.get("nve_drift_meV_per_atom_per_ps") is not None:
-            s += f"; NVE drift {t['nve_drift_meV_per_atom_per_ps']:.2f} meV/atom/ps"
+            s += f"; NVE drift {t['nve_drift_meV_per_atom_per_ps']:.3f} meV/atom/ps"
         return s
     if name == "drift":
-        return (f"|ΔE| {_f(c.get('energy_mad_meV_per_atom'), '.1f')} meV/atom (max {_f(c.get('energy_max_meV_per_atom'), '.1f')}), "
-                f"|ΔF| {_f(c.get('force_mad_meV_per_A'), '.1f')} meV/Å on {len(c.get('rows') or [])} structures")
+        return (f"mean abs ΔE {_f(c.get('energy_mad_meV_per_atom'), '.1f')} meV/atom (max {_f(c.get('energy_max_meV_per_atom'), '.1f')}), "
+                f"mean abs ΔF {_f(c.get('force_mad_meV_per_A'), '.1f')} meV/Å on {len(c.get('rows') or [])} structures")
     if name == "errors":
         m = c.get("models") or {}
         t, o = m.get("finetuned") or {}, m.get("reference")
@@ -79,7 +80,7 @@ def check_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def eos_curves(results: dict[str, Any], index: int = 0) -> dict[str, tuple[list[float], list[float]]]:
-    """The EOS points of one structure per model (and the DFT points): ``{label: (V Å³/atom, E eV/atom)}``."""
+    """The EOS points of one structure per model (and the data's points, as "data"): ``{label: (V Å³/atom, E eV/atom)}``."""
     rows = ((results.get("checks") or {}).get("eos") or {}).get("rows") or []
     if index >= len(rows):
         return {}
@@ -88,7 +89,7 @@ def eos_curves(results: dict[str, Any], index: int = 0) -> dict[str, tuple[list[
     for role in ("finetuned", "reference", "dft"):
         d = r.get(role) or {}
         if d.get("volumes_A3_per_atom"):
-            name = "DFT" if role == "dft" else _label(results, role)
+            name = "data" if role == "dft" else _label(results, role)
             out[name] = (list(d["volumes_A3_per_atom"]), list(d["energies_eV_per_atom"]))
     return out
 
@@ -114,7 +115,7 @@ def markdown(results: dict[str, Any]) -> str:
             if "dft" in r:
                 d = r["dft"]
                 la = d["lattice"]
-                lines.append(f"| {r['name']} | DFT: {d['kind']} | {_f(d['energy_eV_per_atom'], '.4f')} | "
+                lines.append(f"| {r['name']} | data: {d['kind']} | {_f(d['energy_eV_per_atom'], '.4f')} | "
                              f"{_f(d['volume_A3_per_atom'])} | {la['a']:.3f}, {la['b']:.3f}, {la['c']:.3f} | | | | |")
             for role in roles:
                 t = r.get(role) or {}
@@ -134,7 +135,7 @@ def markdown(results: dict[str, Any]) -> str:
                 t = r.get(role) or {}
                 if not t.get("volumes_A3_per_atom"):
                     continue
-                name = "DFT points" if role == "dft" else _label(results, role)
+                name = "data points" if role == "dft" else _label(results, role)
                 lines.append(f"| {r['name']} | {name} | {_f(t.get('v0_A3_per_atom'))} | {_f(t.get('e0_eV_per_atom'), '.4f')} | "
                              f"{_f(t.get('b0_GPa'), '.1f')} | {len(t['volumes_A3_per_atom'])} |")
     c = checks.get("md")
@@ -150,7 +151,7 @@ def markdown(results: dict[str, Any]) -> str:
                 v = t["verdict"] + (f" ({t['why']})" if t.get("why") else "")
                 lines.append(f"| {r['name']} | {_label(results, role)} | {v} | {t['n_atoms']} | {t['steps_run']} | "
                              f"{_f(t.get('mean_temperature_K'), '.0f')} | {_f(t.get('min_distance_A'), '.2f')} | "
-                             f"{_f(t.get('max_force_eV_per_A'), '.2f')} | {_f(t.get('nve_drift_meV_per_atom_per_ps'), '.2f')} |")
+                             f"{_f(t.get('max_force_eV_per_A'), '.2f')} | {_f(t.get('nve_drift_meV_per_atom_per_ps'), '.3f')} |")
     c = checks.get("drift")
     if c and c.get("status") == "ran":
         lines += ["", f"## Drift ({c.get('note')})", "", "| structure | atoms | ΔE (meV/atom) | ΔF MAE (meV/Å) | ΔF max (meV/Å) |",
