@@ -266,11 +266,14 @@ def test_the_real_mlearn_files_ground_state_is_found(home):
     (["{ref}", "--data", "missing.extxyz"], ["--data missing.extxyz", "missing.extxyz"]),
     (["{ref}", "--structures", "missing.cif"], ["missing.cif", "no such structure file"]),
     (["{ref}", "--against", "other@best"], ["other@best"]),
+    (["{ref}", "--out", "{file}"], ["exists and is not a folder"]),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(home, tmp_path, args, words):
     _root, run_id = home
     out = tmp_path / "never"
-    rc, stdout, err = run_cli("validate", *[a.format(ref=f"{run_id}@best") for a in args], "--out", out)
+    (tmp_path / "a_file").write_text("x")
+    argv = [a.format(ref=f"{run_id}@best", file=tmp_path / "a_file") for a in args]
+    rc, stdout, err = run_cli("validate", *argv, *([] if "--out" in argv else ["--out", out]))
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and all(w in lines[0] for w in words), err
@@ -329,3 +332,33 @@ def test_errors_score_the_runs_held_out_test_file_when_its_preset_names_one(home
     e = json.loads((out / "results.json").read_text())["checks"]["errors"]
     assert e["frames"] == 8 and "held-out test file Cu_test.json.gz" in e["which"]
     assert e["models"]["finetuned"]["n_forces"] == 8 and "reference" not in e["models"]
+
+
+def test_a_property_checkpoint_is_refused_in_one_line(home, tmp_path):
+    from tui_ft.core.library.ckptfile import load_checkpoint, save_checkpoint
+
+    root, run_id = home
+    payload = load_checkpoint(root / "checkpoints" / run_id / "best.pt")
+    meta = dict(payload["meta"])
+    meta["preset"] = {k: v for k, v in meta["preset"].items() if k != "task"}  # a property run's preset
+    ckpt = tmp_path / "property.pt"
+    save_checkpoint(ckpt, {**payload, "meta": meta})
+    rc, stdout, err = run_cli("validate", ckpt, "--out", tmp_path / "never")
+    assert rc == 2 and "not a potential's checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert stdout == "" and not (tmp_path / "never").exists()
+
+
+def test_given_structure_files_are_relaxed_instead_of_the_datas(home, tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    _root, run_id = home
+    cif = tmp_path / "cu_big.cif"
+    Structure(Lattice.cubic(3.75), ["Cu"] * 4, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]]).to(filename=str(cif))
+    out = tmp_path / "given"
+    rc, _stdout, err = run_cli("validate", f"{run_id}@best", "--structures", cif, "--checks", "relax", "--against",
+                               "none", "--relax-steps", "40", "--out", out)
+    assert rc == 0, err
+    (row,) = json.loads((out / "results.json").read_text())["checks"]["relax"]["rows"]
+    assert row["name"] == "cu_big" and "dft" not in row and row["n_atoms"] == 1  # its primitive cell
+    t = row["finetuned"]
+    assert t["steps"] >= 1 and t["volume_A3_per_atom"] < 3.75 ** 3 / 4  # a 3.75 Å cell is too large for Cu: it shrinks

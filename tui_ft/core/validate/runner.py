@@ -141,6 +141,8 @@ def run_validate(ref: str, opts: Options, paths=None, *, say: Callable[[str], No
     if "errors" in opts.checks and test_source and (opts.data is None or _same(opts.data, own_source or "", paths)):
         held_out = load_data(test_source, paths)
     out = Path(opts.out) if opts.out else results_dir_for(info, paths)
+    if out.exists() and not out.is_dir():
+        raise ValidateInputError(f"--out {out}: exists and is not a folder (the results are a folder of files)")
     tuned, other = load_pair(ref, opts.against, paths)
     models = [m for m in (tuned, other) if m is not None]
 
