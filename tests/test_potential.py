@@ -205,3 +205,61 @@ def test_the_one_pass_forward_gives_chgnets_energies_forces_stresses_and_magmoms
         assert ours["f"][0].requires_grad is create  # the training pass keeps the gradient's graph
     e_only = potential_forward(model, graphs, "e", create_graph=False)
     assert torch.allclose(e_only["e"], ref["e"], atol=1e-5) and "f" not in e_only
+
+
+def test_the_group_split_keeps_each_trajectory_in_one_split_and_leaves_out_excluded_frames():
+    """``data.split = "group"``: the frames of one group (an AIMD run, a VASP calculation) land in one
+    split only, every split gets some, the seed decides which, and excluded rows are in none."""
+    from types import SimpleNamespace
+
+    from tui_ft.core.task.potential import PotentialTask
+
+    frames = [SimpleNamespace(id=f"f{k}", group=f"traj-{k % 9}") for k in range(90)]
+    data = SimpleNamespace(seed=0, test_fraction=0.2, val_fraction=0.1, fraction=1.0, test_limit=0)
+    t = SimpleNamespace(p=SimpleNamespace(data=data))
+    task = PotentialTask.__new__(PotentialTask)
+    task.frames = frames
+    s = task._group_split(t, exclude=[0, 1])
+    parts = {name: {frames[int(r)].group for r in getattr(s, name)} for name in ("train", "val", "test")}
+    assert all(parts.values())
+    assert not (parts["train"] & parts["val"] or parts["train"] & parts["test"] or parts["val"] & parts["test"])
+    rows = [int(r) for name in ("train", "val", "test") for r in getattr(s, name)]
+    assert sorted(rows) == list(range(2, 90))
+    data.seed = 1
+    other = task._group_split(t)
+    assert {frames[int(r)].group for r in other.test} != parts["test"] or \
+        {frames[int(r)].group for r in other.val} != parts["val"]
+
+
+@pytest.mark.slow
+def test_magmoms_are_trained_when_weighted(project, capsys, tmp_path):
+    """Frames with magnetic moments (synthetic 1.5 μB per Ni atom on EMT cells: a label for the test,
+    not physics): ``magmom_weight`` > 0 trains them, the epochs report ``val_magmom_mae`` (μB) and it
+    falls epoch by epoch; the test metrics include it."""
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(24):
+        a = bulk("Ni", "fcc", a=3.52, cubic=True)
+        a.positions += rng.normal(0, 0.04, a.positions.shape)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s, magmoms=np.full(len(a), 1.5))
+        a.info["id"] = f"ni-{k:02d}"
+        frames.append(a)
+    src = tmp_path / "ni.extxyz"
+    ase.io.write(src, frames, format="extxyz")
+    path = small(project, "mag", source=str(src), fraction=1.0, epochs=2, lr=1e-3,
+                 task="stress_weight = 0.0\nmagmom_weight = 1.0")
+    assert cli.main(["--preset", str(path), "--plain"]) == 0, capsys.readouterr().err
+    (run_dir,) = [d for d in (project / "logs").iterdir() if (d / "events.jsonl").is_file()]
+    epochs = [e for e in read_events(run_dir / "events.jsonl") if isinstance(e, EpochEnd)]
+    m = [e.metrics["val_magmom_mae"] for e in epochs]
+    assert len(m) == 3 and m[0] > m[1] > m[2] and m[2] < 0.97 * m[0], m  # μB, epochs 0..2 (Huber: slow, steady)
+    assert "train_magmom_mae" in epochs[-1].metrics
+    fin = [e for e in read_events(run_dir / "events.jsonl") if isinstance(e, RunFinished)][-1]
+    assert "test_magmom_mae" in fin.test_metrics
