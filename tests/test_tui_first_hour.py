@@ -583,16 +583,19 @@ async def test_preset_whose_data_is_missing_is_marked_and_not_launchable(hist, m
 
 async def test_library_exports_and_predicts_through_the_cli(hist, monkeypatch):
     """x runs `tui-ft export REF exports/RUN-KIND.pt`, f asks for an input and runs `tui-ft predict`;
-    each outcome is one notification (a failure names its last stderr line)."""
+    each outcome is one notification (a failure names its last stderr line, a partial predict the
+    count its summary line gives). A second x never overwrites the first export (export refuses
+    an existing file without --force, and the dashboard does not pass it): it gets RUN-KIND-2.pt."""
     calls, notes = [], []
-    answers = iter([(0, "", ""), (1, "", "mp-1: unreadable structure\n"), (2, "", "x.pt: not a readable checkpoint\n")])
+    answers = iter([(0, "", ""),
+                    (1, "", "[error] mp-1: unreadable structure\npredicted 3 of 4 structures -> out.csv (0.1s); 1 failed\n"),
+                    (2, "", "x.pt: not a readable checkpoint\n")])
 
     def fake_run_cli(args, paths, **kw):
         calls.append(list(args))
         out = Path(args[-1])
-        if args[0] == "predict":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text("id,prediction\n", encoding="utf-8")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("id,prediction\n" if args[0] == "predict" else "model", encoding="utf-8")
         return next(answers)
 
     monkeypatch.setattr(launcher, "run_cli", fake_run_cli)
@@ -616,7 +619,11 @@ async def test_library_exports_and_predicts_through_the_cli(hist, monkeypatch):
         await until(pilot, lambda: len(calls) == 2 and any(s == "warning" for s, _ in notes), "the predict")
         out = hist / "predictions" / f"{FINISHED}-best-demo.csv"
         assert calls[1] == ["predict", f"{FINISHED}@best", "demo", "--out", str(out)]
+        assert [m for s, m in notes if s == "warning"] == [
+            f"demo predicted with {FINISHED}@best: {out} (1 structure(s) failed; see the CSV's input)"]
         await pilot.press("x")
         await until(pilot, lambda: any(s == "error" for s, _ in notes), "the failed export")
+        assert calls[2] == ["export", f"{FINISHED}@best", str(hist / "exports" / f"{FINISHED}-best-2.pt")]
+        assert (hist / "exports" / f"{FINISHED}-best.pt").read_text(encoding="utf-8") == "model"  # untouched
         assert [m for s, m in notes if s == "error"] == [f"export {FINISHED}@best failed: x.pt: not a readable checkpoint"]
         assert app.is_running

@@ -9,6 +9,9 @@ it. What needs the app (a launch, a rescan) is asked for with a message of
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import time
 from pathlib import Path
 
@@ -36,7 +39,7 @@ from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanReques
 from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, PathPrompt, TextScreen
 from tui_ft.tui.model import Dashboard
 from tui_ft.tui.charts import default_metric, metric_label, metric_options, short_id
-from tui_ft.core.common.metrics import METRICS, is_potential
+from tui_ft.core.common.metrics import METRICS, SHORT, is_potential
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
 from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
@@ -329,6 +332,30 @@ RUN_TABLE = (
     Col("preset", "preset", 30),
     Col("device", "device", 20),
 )
+
+
+def potential_run_cell(metrics: dict[str, float | None] | None, part: str) -> str | None:
+    """A potential run's number for the Runs table's "best val" / "test MAE" columns: the
+    ``part``'s force MAE (``F 41.2 meV/Å``), else its energy MAE (``E 7.5 meV/atom``), else its
+    loss (``loss 0.05``); None when the metrics have none of them."""
+    for metric in ("force_mae", "energy_mae", "loss"):
+        v = (metrics or {}).get(f"{part}_{metric}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            unit = METRICS[metric][1]
+            return f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else "")
+    return None
+
+
+def best_epoch_metrics(s) -> dict[str, float] | None:
+    """The named metrics of a run's best epoch (the one its best.pt holds; after a resume, its
+    latest pass), or None before its first epoch."""
+    best = s.best_epoch if s.best_epoch is not None else (s.history[-1].best_epoch if s.history else None)
+    for ev in reversed(s.history):
+        if ev.epoch == best:
+            return ev.named()
+    return None
+
+
 FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
 
 
@@ -417,13 +444,17 @@ class RunsPane(Vertical):
             epoch = f"{s.epoch}/{s.epochs}"
         else:
             epoch = str(s.epoch)
+        best, test = fmt_mae(s.best_val_mae), fmt_mae(s.test_mae)
+        if Dashboard.is_potential_run(st):  # its selection value is a loss: show an MAE with its unit
+            best = potential_run_cell(best_epoch_metrics(s), "val") or best
+            test = potential_run_cell(st.test_metrics, "test") or test
         return [
             Text("●", style="bold") if st.overlay else "",
             s.run_id,
             status,
             epoch,
-            fmt_mae(s.best_val_mae),
-            fmt_mae(s.test_mae),
+            best,
+            test,
             fmt_elapsed(s.elapsed),
             s.preset_name,
             s.device,
@@ -788,8 +819,8 @@ class LibraryPane(Vertical):
         Binding("n", "continue_selected", "Continue from", tooltip="continue from this checkpoint: pick a preset, launch it from here"),
         Binding("p", "show_ckpt_preset", "Preset", tooltip="show the resolved preset stored in the checkpoint"),
         Binding("d", "delete_ckpt", "Delete", tooltip="delete the run's checkpoints (asks first)"),
-        Binding("x", "export_ckpt", "Export", tooltip="export for chgnet: exports/RUN-KIND.pt, loads with CHGNet.from_file"),
-        Binding("f", "predict_ckpt", "Predict on…", tooltip="predict a data source, structure file or folder with this checkpoint (predictions/*.csv)"),
+        Binding("x", "export_ckpt", "Export", tooltip="export for chgnet: exports/RUN-KIND.pt (RUN-KIND-2.pt, ... when taken), loads with CHGNet.from_file"),
+        Binding("f", "predict_ckpt", "Predict on…", tooltip="predict a data source, structure file or folder with this checkpoint (predictions/*.csv; a potential's: energies eV/atom and total eV)"),
         Binding("v", "validate_ckpt", "Validate", tooltip="a potential's validation: relaxation, EOS, MD, drift, test errors (tui-ft validate)"),
     ]
 
@@ -798,6 +829,7 @@ class LibraryPane(Vertical):
         self.model = model
         paths = self.paths = model.paths
         self.items: dict[str, CheckpointInfo] = {}
+        self._outputs_started: set[Path] = set()  # outputs of export / predict started here (see _fresh_output)
         self.library = _Snapshot(paths, [])
 
     def compose(self) -> ComposeResult:
@@ -923,10 +955,23 @@ class LibraryPane(Vertical):
             body, lang = json.dumps(d, indent=2, sort_keys=True), "json"
         self.app.push_screen(TextScreen(f"{c.ref}: the resolved preset it was trained with", body, language=lang))
 
+    def _fresh_output(self, folder: str, stem: str, suffix: str) -> Path:
+        """``ROOT/folder/stem.suffix``, or ``stem-2``, ``stem-3``, ... when that name is taken: by a
+        file (export and predict refuse an existing output without ``--force``, and the dashboard
+        never overwrites one) or by an export / predict this pane started that has not written yet."""
+        taken = self._outputs_started
+        base = self.paths.root / folder
+        for n in range(1, 10_000):
+            out = base / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+            if out not in taken and not os.path.lexists(out):
+                taken.add(out)
+                return out
+        raise OSError(f"{base}: {stem}{suffix} and 9998 numbered names are taken")
+
     def action_export_ckpt(self) -> None:
         c = self._selected_ckpt()
         if c is not None:
-            out = self.paths.root / "exports" / f"{c.run_id}-{c.kind}.pt"
+            out = self._fresh_output("exports", f"{c.run_id}-{c.kind}", ".pt")
             self.notify(f"exporting {c.ref} to {out}...", title="export", timeout=4)
             self._run_cli(["export", c.ref, str(out)], f"{c.ref} exported (CHGNet.from_file loads it)", out)
 
@@ -946,7 +991,7 @@ class LibraryPane(Vertical):
             if not source:
                 return
             stem = Path(source.rstrip("/")).name.split(".")[0] or "input"
-            out = self.paths.root / "predictions" / f"{c.run_id}-{c.kind}-{stem}.csv"
+            out = self._fresh_output("predictions", f"{c.run_id}-{c.kind}-{stem}", ".csv")
             self.notify(f"predicting {source} with {c.ref}...", title="predict", timeout=4)
             self._run_cli(["predict", c.ref, source, "--out", str(out)], f"{source} predicted with {c.ref}", out)
 
@@ -967,7 +1012,9 @@ class LibraryPane(Vertical):
         if rc == 0:
             self.app.call_from_thread(self.notify, f"{done}: {out}", title=args[0], timeout=10)
         elif rc == 1 and args[0] == "predict" and out.is_file():  # some structures failed, listed by id
-            failed = sum(1 for ln in lines if "left out" in ln or "failed" in ln)
+            # the summary line, a property's or a potential's alike: "predicted N of M structures ...; K failed"
+            counted = re.search(r"; (\d+) failed$", lines[-1]) if lines else None
+            failed = counted.group(1) if counted else "some"
             self.app.call_from_thread(self.notify, f"{done}: {out} ({failed} structure(s) failed; see the CSV's input)",
                                       title=args[0], severity="warning", timeout=10)
         else:
