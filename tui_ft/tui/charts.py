@@ -512,11 +512,13 @@ def chain_stages(stages: Sequence[RunSeries]) -> tuple[RunSeries, list[float]]:
     Stage k's epoch ``e`` is drawn at ``x = (last x of stage k-1) + e``, so its
     epoch 0 (the previous stage's best weights, evaluated before any update)
     sits on the boundary. Returns the joined series, named after the last
-    stage, and the x of each boundary between stages.
+    stage, and the x of each boundary between stages. Its unit is the last stage's (a stage
+    whose events recorded none takes the latest recorded one of the earlier stages).
     """
     if not stages:
         raise ValueError("no stages")
-    out = RunSeries(stages[-1].run_id)
+    unit = next((s.unit for s in reversed(stages) if s.unit is not None), None)
+    out = RunSeries(stages[-1].run_id, unit=unit)
     bounds: list[float] = []
     offset = 0
     for k, s in enumerate(stages):

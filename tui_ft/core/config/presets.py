@@ -667,11 +667,13 @@ def parse_preset(text: str, path: str = "<string>") -> Preset:
     return _build(data, path, lines)
 
 
-def load_preset(path: str | os.PathLike[str]) -> Preset:
-    """Read and validate a preset file. The error file name is ``path`` as given."""
+def load_preset(path: str | os.PathLike[str], *, regular_only: bool = False) -> Preset:
+    """Read and validate a preset file. The error file name is ``path`` as given. ``regular_only``:
+    a file tui-ft wrote (``logs/RUN/preset.toml``), read only if it is a regular file
+    (:func:`tui_ft.core.config.tomlfile.read_text`)."""
     name = os.fspath(path)
     try:
-        text = read_text(name, "preset")
+        text = read_text(name, "preset", regular_only=regular_only)
     except TomlFileError as exc:
         raise PresetError.from_toml(exc) from None
     return parse_preset(text, name)

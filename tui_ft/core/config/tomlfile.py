@@ -80,14 +80,26 @@ class _TooComplex(Exception):
 # --------------------------------------------------------------------------- reading
 
 
-def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+def read_text(path: str | os.PathLike[str], what: str = "file", *, regular_only: bool = False) -> str:
     """The file's text: opened and read once, at most MAX_BYTES, BOM dropped, UTF-8 checked.
 
     Regular files, FIFOs (``<(...)``) and character devices are read; anything
-    else (a directory, a socket) is refused. Errors name the file as given,
-    field ``what`` for the file itself and ``"toml"`` for its bytes.
+    else (a directory, a socket) is refused. ``regular_only`` (tui-ft's own files, such as
+    ``logs/RUN/preset.toml`` that ``resume`` reads): only a regular file, opened through
+    :func:`tui_ft.core.common.files.open_regular`, so a FIFO put there is refused at once
+    instead of blocking the reader. Errors name the file as given, field ``what`` for the
+    file itself and ``"toml"`` for its bytes.
     """
     name = os.fspath(path)
+    if regular_only:
+        from tui_ft.core.common.files import read_regular_bytes
+
+        try:
+            raw = read_regular_bytes(name, MAX_BYTES)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise TomlFileError(name, None, what, f"cannot read: {why}") from None
+        return _decode(name, raw)
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -113,7 +125,11 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
         os.close(fd)
     if size > MAX_BYTES:
         raise TomlFileError(name, None, what, f"file is larger than {MAX_BYTES // 1024} KiB; is it really a {what}?")
-    raw = b"".join(chunks)
+    return _decode(name, b"".join(chunks))
+
+
+def _decode(name: str, raw: bytes) -> str:
+    """UTF-8 text without its BOM; bytes that are not UTF-8 are a ``"toml"`` error at their line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -144,10 +160,11 @@ def parse_toml(text: str, path: str = "<string>") -> tuple[dict[str, Any], dict[
     return data, lines
 
 
-def read_toml(path: str | os.PathLike[str], what: str = "file") -> tuple[dict[str, Any], dict[str, int], str]:
+def read_toml(path: str | os.PathLike[str], what: str = "file", *,
+              regular_only: bool = False) -> tuple[dict[str, Any], dict[str, int], str]:
     """:func:`read_text` then :func:`parse_toml`: (document, lines, text)."""
     name = os.fspath(path)
-    text = read_text(name, what)
+    text = read_text(name, what, regular_only=regular_only)
     data, lines = parse_toml(text, name)
     return data, lines, text
 

@@ -13,7 +13,8 @@ What that output means: CHGNet's ``e`` is "energy per atom"; after fine-tuning
 on a target it is the model's prediction of that target (for ``e_form``: the
 formation energy in eV/atom). Forces and stresses from the exported model are
 derivatives of that quantity and have no physical meaning unless the target is
-a total energy per atom.
+a total energy per atom. A potential's checkpoint (its preset's ``[task] kind =
+"potential"``) was trained on energies, forces and stresses, and its export says so.
 
 The file also carries ``tui_ft``: plain metadata (run id, target, unit, data
 hash, versions), and holds only tensors and plain data, so it loads with
@@ -32,6 +33,8 @@ from tui_ft.core.common.atomic import atomic_write
 from tui_ft.core.library.ckptfile import CheckpointError, load_checkpoint
 
 EXPORT_FORMAT = "tui-ft-export/1"
+POTENTIAL_OUTPUT = ("a potential: energy 'e' in eV/atom, forces 'f' in eV/Å, stresses 's' in GPa "
+                    "(ASE's sign, tensile positive; CHGNetCalculator gives eV/Å³), magmoms 'm' in μB")
 
 
 class ExportError(Exception):
@@ -55,9 +58,15 @@ def export_payload(payload: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise ExportError(f"model_args {', '.join(bad)} are not plain values; chgnet could not rebuild this model")
     meta = dict(payload.get("meta") or {})
-    data = (meta.get("preset") or {}).get("data") or {}
-    target = data.get("target") or "e_form"
-    unit = data.get("unit") if isinstance(data.get("unit"), str) else default_unit(target, meta.get("data_source"))
+    preset = meta.get("preset") if isinstance(meta.get("preset"), dict) else {}
+    data = preset.get("data") if isinstance(preset.get("data"), dict) else {}
+    task = preset.get("task") if isinstance(preset.get("task"), dict) else {}
+    if task.get("kind") == "potential":
+        target, unit, output = "energy", "eV/atom", POTENTIAL_OUTPUT
+    else:
+        target = data.get("target") or "e_form"
+        unit = data.get("unit") if isinstance(data.get("unit"), str) else default_unit(target, meta.get("data_source"))
+        output = f"the energy output 'e' is the predicted {target!r}" + (f" in {unit}" if unit else "")
     info = {
         "format": EXPORT_FORMAT,
         "run_id": meta.get("run_id"),
@@ -69,7 +78,7 @@ def export_payload(payload: dict[str, Any]) -> dict[str, Any]:
         "mode": meta.get("mode"),
         "target": target,
         "unit": unit,
-        "output": f"the energy output 'e' is the predicted {target!r}" + (f" in {unit}" if unit else ""),
+        "output": output,
         "data_source": meta.get("data_source"),
         "data_sha256": meta.get("data_sha256"),
         "versions": meta.get("versions"),

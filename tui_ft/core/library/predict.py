@@ -327,7 +327,7 @@ def evaluate(
     else every row; ``"test"`` insists on the own test rows (``DataError`` otherwise);
     ``"all"`` scores every row, with a warning when training rows are among them.
     """
-    from tui_ft.core.data.dataset import resolve_source
+    from tui_ft.core.data.dataset import preset_source, resolve_source
     from tui_ft.core.data.sources import load_source, load_training_data
     from tui_ft.core.library.ckptfile import load_checkpoint
 
@@ -341,11 +341,13 @@ def evaluate(
     fmt = d.get("format") if d.get("format") not in (None, "auto") else None
     per_atom = bool(d.get("per_atom", False))
     src = meta.get("data_source")
-    same_file = bool(src) and _same_path(resolve_source(str(src)), path)
+    # ``data`` as given on the command line (the current folder's); the recorded data.source /
+    # test_source as the preset wrote them (a relative path is the project root's, as training read it)
+    same_file = bool(src) and _same_path(preset_source(str(src)), path)
     if same_file and target == d.get("target", target):
         test_src = d.get("test_source") or ""
         ds, n_held = load_training_data(path, target, format=fmt, per_atom=per_atom,
-                                        test_path=resolve_source(test_src) if test_src else None)
+                                        test_path=preset_source(test_src) if test_src else None)
     else:
         ds, n_held = load_source(path, target, per_atom=per_atom), 0
     test_rows = own_test_rows(meta, ds, n_held_out=n_held) if target == d.get("target", target) else None
@@ -787,7 +789,7 @@ def evaluate_potential(
     ``data`` ``None`` or the run's own data (same path): its test rows, rebuilt from the
     preset in the checkpoint (``rows="all"``: every frame, with a warning); other data: every
     frame (``rows="test"`` is then a ``DataError``)."""
-    from tui_ft.core.data.dataset import resolve_source
+    from tui_ft.core.data.dataset import preset_source, resolve_source
     from tui_ft.core.library.ckptfile import load_checkpoint
 
     if rows not in ("auto", "all", "test"):
@@ -797,7 +799,7 @@ def evaluate_potential(
     model, _ = load_model(payload)
     src = meta.get("data_source")
     path = resolve_source(str(data)) if data is not None else None
-    own = data is None or (bool(src) and _same_path(resolve_source(str(src)), path))
+    own = data is None or (bool(src) and _same_path(preset_source(str(src)), path))  # recorded: the root's
     warnings: list[str] = []
     if own:
         task, shim = own_potential_data(meta)

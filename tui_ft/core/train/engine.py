@@ -706,4 +706,4 @@ def check_resumable(paths: Paths, run_id: str) -> None:
 
 
 def load_run_preset(paths: Paths, run_id: str) -> Preset:
-    return load_preset(paths.run_log_dir(run_id) / "preset.toml")
+    return load_preset(paths.run_log_dir(run_id) / "preset.toml", regular_only=True)  # a FIFO there never blocks
