@@ -94,8 +94,6 @@ def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: 
              fmt: str = "table") -> int:
     """MAE of a checkpoint on a data source; by default its own test rows when the data is its own.
     A potential's checkpoint: the MAE of each labelled target (:func:`_eval_potential`)."""
-    from tui_ft.core.data.dataset import DataError
-    from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.common.units import with_unit
 
     if data is not None and not _not_a_pipe(data):
@@ -113,21 +111,12 @@ def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: 
         _err(f"{ref}: eval of a property checkpoint needs --data SOURCE (its own data, for its test rows, or any "
              "other data source)")
         return EXIT_USAGE
-    progress = Progress()
-    try:
-        from tui_ft.core.library.predict import evaluate_checkpoint
+    from tui_ft.core.library.predict import evaluate_checkpoint
 
-        ev = evaluate_checkpoint(path, data, target, rows=rows, batch_size=batch_size, device=device, progress=progress)
-    except (CheckpointError, DataError) as exc:
-        progress.close()
-        _err(str(exc))
-        return EXIT_USAGE
-    progress.close()
-    for w in ev.warnings:
-        _err(f"[warning] {w}")
+    ev = _evaluated(evaluate_checkpoint, path, data, target, rows=rows, batch_size=batch_size, device=device)
+    if isinstance(ev, int):
+        return ev
     res = ev.result
-    for ident, why in res.failures:
-        _err(f"[warning] structure {ident} left out: {_reason(ident, why)}")
     which = "the checkpoint's test rows" if ev.rows == "test" else "all rows"
     n = sum(1 for r in res.rows if r.target is not None)
     if n == 0:
@@ -149,16 +138,15 @@ def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: 
     return EXIT_OK
 
 
-def _eval_potential(ref: str, path, data: str | None, device: str, rows: str, batch_size: int, fmt: str) -> int:
-    """A potential checkpoint's MAE per labelled target: energy (meV/atom), force components
-    (meV/Å), stress components (GPa), magmoms (μB); a table or ``--format json``."""
+def _evaluated(evaluate, *args, **kw):
+    """``evaluate(*args, progress=..., **kw)`` with its progress on stderr; its warnings and the
+    structures it left out said once; the exit code instead when the checkpoint or data is refused."""
     from tui_ft.core.data.dataset import DataError
     from tui_ft.core.library.ckptfile import CheckpointError
-    from tui_ft.core.library.predict import MAE_COUNTED, MAE_UNIT, evaluate_potential
 
     progress = Progress()
     try:
-        ev = evaluate_potential(path, data, rows=rows, batch_size=batch_size, device=device, progress=progress)
+        ev = evaluate(*args, progress=progress, **kw)
     except (CheckpointError, DataError) as exc:
         progress.close()
         _err(str(exc))
@@ -166,9 +154,20 @@ def _eval_potential(ref: str, path, data: str | None, device: str, rows: str, ba
     progress.close()
     for w in ev.warnings:
         _err(f"[warning] {w}")
-    res = ev.result
-    for ident, why in res.failures:
+    for ident, why in ev.result.failures:
         _err(f"[warning] structure {ident} left out: {_reason(ident, why)}")
+    return ev
+
+
+def _eval_potential(ref: str, path, data: str | None, device: str, rows: str, batch_size: int, fmt: str) -> int:
+    """A potential checkpoint's MAE per labelled target: energy (meV/atom), force components
+    (meV/Å), stress components (GPa), magmoms (μB); a table or ``--format json``."""
+    from tui_ft.core.library.predict import MAE_COUNTED, MAE_UNIT, evaluate_potential
+
+    ev = _evaluated(evaluate_potential, path, data, rows=rows, batch_size=batch_size, device=device)
+    if isinstance(ev, int):
+        return ev
+    res = ev.result
     for ident, why in res.label_problems():
         _err(f"[warning] structure {ident}: label left out of its MAE: {_reason(ident, why)}")
     which = "the run's test frames" if ev.rows == "test" else "all frames"
