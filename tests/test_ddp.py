@@ -186,3 +186,58 @@ def test_ddp_interrupted_run_resumes_to_the_same_result(project, demo_preset, tu
     ddp = events(project, "r-ddp")
     # the curve after resume: the last value logged for each epoch
     assert_same_run(events(project, "r-one"), ddp)
+
+
+POTENTIAL_PRESET = """\
+[run]
+name = "ddppot"
+description = "DDP test: a potential on a few EMT demo frames"
+
+[data]
+source = "demo_potential"
+split = "random"
+fraction = 0.25
+test_limit = 7
+
+[task]
+kind = "potential"
+
+[finetune]
+mode = "full"
+
+[optim]
+lr = 3e-4
+
+[train]
+epochs = 2
+batch_size = 5
+device = "cpu"
+"""
+
+
+@pytest.mark.slow
+def test_ddp_potential_equals_one_process(project, tui_ft_cli):
+    """A potential (energies, forces, stresses) on 2 ranks, batch 5 (odd: the ranks hold unequal
+    shares, and the last batch may leave one rank nothing): every epoch's named metrics, the test
+    metrics and the per-atom test forces equal one process's; rank 0 alone writes."""
+    preset = project / "presets" / "ddppot.toml"
+    preset.write_text(POTENTIAL_PRESET, encoding="utf-8")
+    one, ddp, proc = run_pair(project, tui_ft_cli, preset, "pot")
+    m1 = {e["epoch"]: e["metrics"] for e in one if e["type"] == "epoch_end"}
+    m2 = {e["epoch"]: e["metrics"] for e in ddp if e["type"] == "epoch_end"}
+    assert sorted(m1) == sorted(m2) == [0, 1, 2]
+    assert m1[2]["val_force_mae"] != m1[0]["val_force_mae"]  # it trained
+    for ep in m1:
+        assert set(m1[ep]) == set(m2[ep])
+        for k, v in m1[ep].items():
+            assert m2[ep][k] == pytest.approx(v, rel=1e-4), f"epoch {ep} {k}"
+    f1, f2 = finished(one), finished(ddp)
+    assert (f2["best_epoch"], f2["n_test"]) == (f1["best_epoch"], f1["n_test"]) == (f1["best_epoch"], 7)
+    for k, v in f1["test_metrics"].items():
+        assert f2["test_metrics"][k] == pytest.approx(v, rel=1e-4), k
+    forces = [(project / "logs" / r / "test_forces.csv").read_text().splitlines() for r in ("pot-one", "pot-ddp")]
+    assert len(forces[0]) == len(forces[1]) > 7 and [x.split(",")[:2] for x in forces[0]] == \
+        [x.split(",")[:2] for x in forces[1]]  # the same atoms of the same frames, in the same order
+    assert sorted(p.name for p in (project / "logs").iterdir()) == ["pot-ddp", "pot-one"]
+    assert proc.stdout.count("test loss") == 1  # rank 1 printed nothing
+    assert any("DDP: 2 processes (gloo)" in e.get("text", "") for e in ddp if e["type"] == "message")

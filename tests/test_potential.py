@@ -118,8 +118,8 @@ def test_the_force_loss_with_its_sign_flipped_does_not_learn(project, capsys, mo
 
     real = PotentialTask._accumulate
 
-    def flipped(self, terms, loss_fn, sums, counts):
-        loss = real(self, terms, loss_fn, sums, counts)
+    def flipped(self, terms, loss_fn, sums, counts, **kw):
+        loss = real(self, terms, loss_fn, sums, counts, **kw)
         if "force" in terms:
             p, y = terms["force"]
             loss = loss - 2 * self.weights["force"] * loss_fn(p, y)

@@ -119,10 +119,11 @@ def weight_problems(cfg, frames: FrameSet) -> list[tuple[str, str]]:
 
 
 def _loss(kind: str, delta: float):
+    """``fn(pred, label, reduction="mean")`` of ``task.loss``."""
     if kind == "l1":
         return F.l1_loss
     if kind == "huber":
-        return lambda a, b: F.huber_loss(a, b, delta=delta)
+        return lambda a, b, reduction="mean": F.huber_loss(a, b, delta=delta, reduction=reduction)
     return F.mse_loss
 
 
@@ -141,7 +142,7 @@ class PotentialTask(Task):
     def load_data(self, t) -> None:
         d, cfg = t.p.data, self.cfg
         if t.dist.active:
-            raise TrainingFailed("a potential run under torchrun (DDP) is not supported yet; run it in one process")
+            t.say(t.dist.describe())
         path = preset_source(d.source, t.paths)
         test_path = preset_source(d.test_source, t.paths) if d.test_source else None
         t.say(f"reading frames from {path}" + (f" (test frames from {test_path})" if test_path else ""))
@@ -304,71 +305,110 @@ class PotentialTask(Task):
         t.say(f"AtomRef refit by least squares on the energies of {len(tr)} training frames")
 
     # -- passes
-    def _metrics(self, part: str, sums: dict[str, float], counts: dict[str, int], loss: float, n: int) -> dict[str, float]:
-        out = {f"{part}_loss": loss / max(n, 1)}
-        for k in TARGETS:
-            if k in sums:
-                out[f"{part}_{k}_mae"] = SCALE[k] * sums[k] / max(counts[k], 1)
-        return out
+    def _denoms(self, rows: list[int]) -> dict[str, int]:
+        """How many numbers each target has in a (global) batch: frames, force components, stress
+        components (3x3), magmoms. Under DDP each rank's summed loss is divided by these, so that the
+        ranks' losses add up to the loss of the whole batch in one process."""
+        atoms = sum(self.n_atoms[r] for r in rows)
+        return {"energy": len(rows), "force": 3 * atoms, "stress": 9 * len(rows), "magmom": atoms}
 
-    def _accumulate(self, terms, loss_fn, sums, counts) -> torch.Tensor:
+    def _accumulate(self, terms, loss_fn, sums, counts, *, denom: dict[str, int] | None = None,
+                    lsums: dict[str, float] | None = None) -> torch.Tensor:
+        """The weighted loss of a batch (each target's mean, or its sum over ``denom``); adds each
+        target's absolute error and count to ``sums``/``counts`` and its summed loss to ``lsums``."""
         loss = 0.0
         for k, (p, y) in terms.items():
-            loss = loss + self.weights[k] * loss_fn(p, y)
+            term = loss_fn(p, y) if denom is None else loss_fn(p, y, reduction="sum") / denom[k]
+            loss = loss + self.weights[k] * term
             sums[k] = sums.get(k, 0.0) + float((p.detach() - y).abs().sum())
             counts[k] = counts.get(k, 0) + y.numel()
+            if lsums is not None:
+                lsums[k] = lsums.get(k, 0.0) + float(loss_fn(p.detach(), y, reduction="sum"))
         return loss
 
+    def _summed(self, t, *tables: dict[str, float]) -> list[dict[str, float]]:
+        """Each per-target table summed over the DDP ranks (one process: as it is)."""
+        if not t.dist.active:
+            return list(tables)
+        flat = t.dist.sum_floats(*(tab.get(k, 0.0) for tab in tables for k in TARGETS))
+        out = []
+        for i in range(len(tables)):
+            vals = flat[i * len(TARGETS):(i + 1) * len(TARGETS)]
+            out.append({k: v for k, v in zip(TARGETS, vals) if v or k in tables[i]})
+        return out
+
     def train_epoch(self, t, epoch: int) -> tuple[dict[str, float], int]:
-        p = t.p
+        p, dist = t.p, t.dist
         loss_fn = _loss(self.cfg.loss, self.cfg.huber_delta)
         tr = t.splits.train
         gen = torch.Generator().manual_seed(p.train.seed * 100003 + epoch)
         order = [int(tr[i]) for i in torch.randperm(len(tr), generator=gen).tolist()]
         t.model.train()
+        params = [q for q in t.model.parameters() if q.requires_grad]
         sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
+        counts: dict[str, float] = {}
         total, n = 0.0, 0
-        for b, rows in enumerate(self._batches(t, order)):
+        for b, rows in enumerate(self._batches(t, order)):  # the same global batches on every rank
+            mine = dist.shard(rows)  # DDP: this rank's share of the batch
             t.optimizer.zero_grad(set_to_none=True)
-            terms = self._terms(self._forward(t, rows, training=True), rows, t.device)
-            loss = self._accumulate(terms, loss_fn, sums, counts)
-            if not torch.isfinite(loss):
+            if mine:
+                terms = self._terms(self._forward(t, mine, training=True), mine, t.device)
+                loss = self._accumulate(terms, loss_fn, sums, counts, denom=self._denoms(rows) if dist.active else None)
+                loss.backward()
+            else:  # DDP: a last batch smaller than the world leaves this rank nothing
+                loss = torch.zeros((), device=t.device)
+            loss = dist.reduce_grads(params, loss)  # DDP: gradients and loss summed over the ranks
+            if not torch.isfinite(loss):  # before the step: the weights stay those of the last good batch
                 raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}: training diverged "
                                      f"(try a smaller optim.lr); {t._kept()}")
-            loss.backward()
             t.optimizer.step()
             total += float(loss.detach()) * len(rows)
             n += len(rows)
             if t.ctx.on_batch is not None:
                 t.ctx.on_batch(epoch, n, len(order))
-        return self._metrics("train", sums, counts, total, n), n
+        sums, counts = self._summed(t, sums, counts)
+        out = {"train_loss": total / max(n, 1)}
+        out.update({f"train_{k}_mae": SCALE[k] * sums[k] / max(counts[k], 1) for k in TARGETS if counts.get(k)})
+        return out, n
 
     def _pass(self, t, part: str, *, keep: bool = False, progress=None) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """One forward pass over a split (forces need the gradient: no torch.no_grad here): its
-        metrics and, with ``keep``, each row's predicted energy per atom, forces, stress, magmoms."""
+        metrics and, with ``keep``, each row's predicted energy per atom, forces, stress, magmoms.
+        The loss is each target's mean over the whole split, weighted (independent of the batches,
+        so DDP's ranks, each passing every ``world_size``-th row, sum to one process's numbers)."""
         rows = [int(r) for r in getattr(t.splits, part)]
+        positions = t.dist.positions(len(rows))
+        mine = [rows[i] for i in positions]
         loss_fn = _loss(self.cfg.loss, self.cfg.huber_delta)
         t.model.eval()
         sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        total = 0.0
+        counts: dict[str, float] = {}
+        lsums: dict[str, float] = {}
         kept: list[dict[str, Any]] = []
         if progress is not None:
-            progress(0, len(rows))
-        for batch in self._batches(t, rows):
+            progress(0, len(mine))
+        done = 0
+        for batch in self._batches(t, mine):
             pred = self._forward(t, batch, training=False)
             if keep:
                 for i in range(len(batch)):
                     kept.append({k: v[i].detach().cpu().numpy() for k, v in pred.items() if k in ("e", "f", "s", "m")})
-            terms = self._terms(pred, batch, t.device)
-            total += float(self._accumulate(terms, loss_fn, sums, counts).detach()) * len(batch)
+            self._accumulate(self._terms(pred, batch, t.device), loss_fn, sums, counts, lsums=lsums)
+            done += len(batch)
             if progress is not None:
-                progress(len(kept), len(rows))
-        m = self._metrics(part, sums, counts, total, len(rows))
+                progress(done, len(mine))
+        sums, counts, lsums = self._summed(t, sums, counts, lsums)
+        m = {f"{part}_loss": sum(self.weights[k] * lsums[k] / counts[k] for k in lsums if counts.get(k))}
+        m.update({f"{part}_{k}_mae": SCALE[k] * sums[k] / max(counts[k], 1) for k in TARGETS if counts.get(k)})
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
             raise TrainingFailed(f"{part} {bad[0]} became {m[bad[0]]} at epoch {t.epoch}: training diverged; {t._kept()}")
+        if keep and t.dist.active:  # DDP: every rank's rows, back in split order
+            merged: list[Any] = [None] * len(rows)
+            for pos, preds in t.dist.gather_objects((positions, kept)):
+                for i, pr in zip(pos, preds):
+                    merged[i] = pr
+            kept = merged
         return m, kept
 
     def predict(self, t, part: str, progress=None) -> list[dict[str, Any]]:
@@ -384,6 +424,8 @@ class PotentialTask(Task):
             return TestResult(None, {}, None, 0)
         m, preds = self._pass(t, "test", keep=True, progress=t.progress("predict"))  # one pass: metrics and rows
         value = m.get(self.selection.replace("val_", "test_", 1))
+        if not t.dist.writer:  # DDP: rank 0 writes the predictions
+            return TestResult(value, m, None, len(rows))
         pred_path = t.log_dir / "test_predictions.csv"
         with open(pred_path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)

@@ -141,6 +141,14 @@ class Dist:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return t.cpu().tolist()
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order, on every rank (one process: ``[obj]``)."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        tdist.all_gather_object(out, obj)
+        return out
+
     def positions(self, n: int) -> list[int]:
         """This rank's positions of a split of ``n`` structures (every ``world_size``-th)."""
         return list(range(self.rank, n, self.world_size)) if self.active else list(range(n))
