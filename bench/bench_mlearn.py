@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+# as the engine does (tui_ft.core.train.engine): OpenMP threads that spin make training several times
+# slower when anything else shares the cores; libgomp reads this when torch is first imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MLEARN = (REPO.parent / "shared" / "data" / "mlearn").resolve()
