@@ -275,7 +275,7 @@ def test_predict_on_the_training_data_warns_like_eval(project, tmp_path, capsys)
     assert len(warn) == 1 and "training data" in warn[0] and "not a test MAE" in warn[0] and "8 test rows" in warn[0]
     assert "on the 40 with targets (training rows included: not a test MAE)" in err
     # other data (the same structures as an extxyz file: other content): no warning
-    assert cli.main(["predict", "own@best", str(forms["xyz"]), "--out", str(out), "--device", "cpu"]) == 0
+    assert cli.main(["predict", "own@best", str(forms["xyz"]), "--out", str(out), "--device", "cpu", "--force"]) == 0  # replaces the first CSV
     err = capsys.readouterr().err
     assert "[warning]" not in err and "on the 40 with targets" in err and "training rows" not in err
 

@@ -92,14 +92,14 @@ def study_root(paths: Paths) -> Path:
     return paths.logs / STUDIES
 
 
-def _read_study_json(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_study_json(folder: Path, fold_problems: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """(study dict, None) or (None, the problem in one line): the core's one reader
     (:func:`tui_ft.core.orchestrate.study.read_study_file`: regular files only, size-capped, every field checked)."""
     from tui_ft.core.orchestrate.study import StudyError, read_study_file
 
     path = folder / "study.json"
     try:
-        obj = read_study_file(path)
+        obj = read_study_file(path, {} if fold_problems is None else fold_problems)  # a bad fold: a problem row
     except StudyError as exc:
         return None, str(exc)
     if obj is None:
@@ -206,7 +206,8 @@ def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None
 def load_study_view(name: str, paths: Paths) -> StudyView:
     """Read one study: its folds' rows from their runs' events, and their curves. Never raises."""
     view = StudyView(name)
-    obj, problem = _read_study_json(study_root(paths) / name)
+    fold_problems: dict[str, str] = {}
+    obj, problem = _read_study_json(study_root(paths) / name, fold_problems)
     if obj is None:
         view.problem = problem
         view.status = "unreadable"
@@ -216,10 +217,13 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
     view.data_source = str(obj.get("data_source", ""))
     from tui_ft.core.orchestrate.study import fold_result
 
-    recs = obj.get("folds") or {}
+    recs: dict[str, Any] = dict(obj.get("folds") or {})
+    recs.update(fold_problems)  # the records the reader took out: each a problem row in its place
     for key in sorted(recs, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
         rec = recs[key]
         try:
+            if key in fold_problems:
+                raise ValueError(fold_problems[key])
             if not isinstance(rec, dict):
                 raise ValueError(f"expected an object, got {type(rec).__name__}")
             rec = {"fold": key, **rec}

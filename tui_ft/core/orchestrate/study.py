@@ -163,23 +163,27 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_study_state(obj: Any, where: str) -> dict[str, Any]:
+def check_study_state(obj: Any, where: str, fold_problems: dict[str, str] | None = None) -> dict[str, Any]:
     """``obj`` (a parsed study.json) if every field has the type and range a study writes;
     else :class:`StudyError`, one line naming ``where`` and the field. Run ids and plan names
-    must be safe path components (they become ``logs/<id>``)."""
-    from tui_ft.core.common.paths import check_component
+    must be safe path components (they become ``logs/<id>``).
+
+    ``fold_problems`` (the dashboard's reading): a bad fold record is taken out of
+    ``obj["folds"]`` and its one-line problem stored under its key instead of raising, so the
+    other folds still show; a rerun of the study reads strictly (``None``)."""
 
     def bad(field: str, expected: str, got: Any) -> StudyError:
         shown = json.dumps(got)[:60] if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
-        return StudyError(f"{where}: field {field}: expected {expected}, got {shown}; fix or move the file "
+        return StudyError(f"{where}: field '{field}': expected {expected}, got {shown}; fix or move the file "
                           "(or give the study another --name)")
 
     if not isinstance(obj, dict):
         raise bad("(top level)", "a JSON object", obj)
     if obj.get("format") != STUDY_FORMAT:
-        raise bad("format", f'"{STUDY_FORMAT}" (not a tui-ft study file, or another version)', obj.get("format"))
-    if not isinstance(obj.get("fingerprint"), str):
-        raise bad("fingerprint", "a string", obj.get("fingerprint"))
+        got = obj.get("format")
+        shown = f"'{got[:60]}'" if isinstance(got, str) else json.dumps(got)[:60] if not isinstance(got, (dict, list)) else type(got).__name__
+        raise StudyError(f"{where}: format {shown}, expected '{STUDY_FORMAT}' (not a tui-ft study file, or another "
+                         "version); fix or move the file (or give the study another --name)")
     for k in _STR_FIELDS:
         if k in obj and not isinstance(obj[k], str):
             raise bad(k, "a string", obj[k])
@@ -193,42 +197,58 @@ def check_study_state(obj: Any, where: str) -> dict[str, Any]:
     folds = obj.get("folds", {})
     if not isinstance(folds, dict):
         raise bad("folds", "an object of folds keyed 0..4", folds)
-    for key, rec in folds.items():
-        f = f"folds.{key}"
-        if key not in {str(k) for k in range(N_FOLDS)}:
-            raise bad("folds", f"fold keys 0..{N_FOLDS - 1}", key)
-        if not isinstance(rec, dict):
-            raise bad(f, "an object", rec)
-        if not _is_int(rec.get("fold")) or str(rec["fold"]) != key:
-            raise bad(f"{f}.fold", f"the fold number {key}", rec.get("fold"))
-        if rec.get("kind", "preset") not in _FOLD_KINDS:
-            raise bad(f"{f}.kind", '"preset" or "plan"', rec.get("kind"))
-        for name, kind in (("run_id", "run id"), ("plan", "plan name")):
-            v = rec.get(name)
-            if v is not None:
-                try:
-                    check_component(v)
-                except ValueError as exc:
-                    raise bad(f"{f}.{name}", f"a {kind} ({exc})", v) from None
-        ids = rec.get("run_ids", [])
-        if not isinstance(ids, list):
-            raise bad(f"{f}.run_ids", "a list of run ids", ids)
-        for v in ids:
-            try:
-                check_component(v)
-            except ValueError as exc:
-                raise bad(f"{f}.run_ids", f"run ids ({exc})", v) from None
-        for name in ("file", "status", "message", "job_id"):
-            if rec.get(name) is not None and not isinstance(rec[name], str):
-                raise bad(f"{f}.{name}", "a string", rec[name])
-        if rec.get("returncode") is not None and not _is_int(rec["returncode"]):
-            raise bad(f"{f}.returncode", "a whole number", rec["returncode"])
+    for key, rec in list(folds.items()):
+        if fold_problems is None:
+            _check_fold(key, rec, bad)
+            continue
+        try:
+            _check_fold(key, rec, bad)
+        except StudyError as exc:
+            fold_problems[key] = str(exc)
+            del folds[key]
+    if not isinstance(obj.get("fingerprint"), str):
+        raise bad("fingerprint", "a string", obj.get("fingerprint"))
     return obj
 
 
-def read_study_file(path: Path) -> dict[str, Any] | None:
+def _check_fold(key: str, rec: Any, bad: Any) -> None:
+    """One fold record of a study.json (:func:`check_study_state`)."""
+    from tui_ft.core.common.paths import check_component
+
+    f = f"folds.{key}"
+    if key not in {str(k) for k in range(N_FOLDS)}:
+        raise bad("folds", f"fold keys 0..{N_FOLDS - 1}", key)
+    if not isinstance(rec, dict):
+        raise bad(f, "an object", rec)
+    if not _is_int(rec.get("fold")) or str(rec["fold"]) != key:
+        raise bad(f"{f}.fold", f"the fold number {key}", rec.get("fold"))
+    if rec.get("kind", "preset") not in _FOLD_KINDS:
+        raise bad(f"{f}.kind", '"preset" or "plan"', rec.get("kind"))
+    for name, kind in (("run_id", "run id"), ("plan", "plan name")):
+        v = rec.get(name)
+        if v is not None:
+            try:
+                check_component(v)
+            except ValueError as exc:
+                raise bad(f"{f}.{name}", f"a {kind} ({exc})", v) from None
+    ids = rec.get("run_ids", [])
+    if not isinstance(ids, list):
+        raise bad(f"{f}.run_ids", "a list of run ids", ids)
+    for v in ids:
+        try:
+            check_component(v)
+        except ValueError as exc:
+            raise bad(f"{f}.run_ids", f"run ids ({exc})", v) from None
+    for name in ("file", "status", "message", "job_id"):
+        if rec.get(name) is not None and not isinstance(rec[name], str):
+            raise bad(f"{f}.{name}", "a string", rec[name])
+    if rec.get("returncode") is not None and not _is_int(rec["returncode"]):
+        raise bad(f"{f}.returncode", "a whole number", rec["returncode"])
+
+
+def read_study_file(path: Path, fold_problems: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The one reader of a study.json: None when it does not exist; the checked dict
-    (:func:`check_study_state`); else :class:`StudyError` in one line (unreadable, a FIFO or a
+    (:func:`check_study_state`, which takes ``fold_problems``); else :class:`StudyError` in one line (unreadable, a FIFO or a
     device, too large, truncated or not JSON, foreign, a field of the wrong type)."""
     from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
 
@@ -247,7 +267,7 @@ def read_study_file(path: Path) -> dict[str, Any] | None:
                          f"{getattr(exc, 'msg', exc)}; fix or move the file (or give the study another --name)") from None
     except RecursionError:
         raise StudyError(f"{path}: not a study file (nested too deeply)") from None
-    return check_study_state(obj, str(path))
+    return check_study_state(obj, str(path), fold_problems)
 
 
 def read_study(name: str, paths: Paths) -> dict[str, Any] | None:
