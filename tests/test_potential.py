@@ -172,6 +172,19 @@ def test_the_exported_potential_runs_in_chgnets_calculator_relaxation_and_md(pro
                            trajectory=str(tmp_path / "md.traj"), logfile=str(tmp_path / "md.log"), loginterval=5)
     md.run(20)
     assert np.isfinite(md.atoms.get_potential_energy())
+    # the AtomRef refit (on by default from pretrained weights) moves only the elements of the
+    # data; every other element keeps the pretrained offset (chgnet's min-norm fit would zero them)
+    import ase.io
+
+    from tui_ft.core.common.paths import Paths
+
+    demo = Paths(project).data / "demo_potential.extxyz"
+    data_z = {int(z) for a in ase.io.read(demo, index=":") for z in a.numbers}
+    w = model.composition_model.fc.weight.detach()[0].tolist()
+    w0 = CHGNet.load(verbose=False).composition_model.fc.weight.detach()[0].tolist()
+    assert 0 < len(data_z) < 94
+    assert all(w[z - 1] == w0[z - 1] for z in range(1, 95) if z not in data_z)
+    assert all(w[z - 1] != w0[z - 1] for z in data_z), sorted(data_z)
 
 
 

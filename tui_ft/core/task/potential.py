@@ -300,9 +300,20 @@ class PotentialTask(Task):
         resid = (self.e[tr] - torch.cat(rest).cpu()).tolist()
         from tui_ft.core.train.forward import atomic_numbers
 
-        comp.fit((_Numbers(atomic_numbers(t.graphs, r)) for r in tr), resid)
+        numbers = [_Numbers(atomic_numbers(t.graphs, r)) for r in tr]
+        before = comp.fc.weight.detach().clone().cpu()
+        comp.fit(numbers, resid)
+        # chgnet's fit is a minimum-norm least squares over all 94 elements: an element absent from
+        # the training frames would get offset 0 (several eV/atom off for every structure holding
+        # it). Those keep the offsets the model had; only the elements the data has are refit.
+        present = torch.zeros(before.shape[-1], dtype=torch.bool)
+        for n in numbers:
+            present[n.atomic_number.long() - 1] = True
+        with torch.no_grad():
+            comp.fc.weight[:, ~present] = before[:, ~present].to(comp.fc.weight.dtype)
         comp.to(t.device)
-        t.say(f"AtomRef refit by least squares on the energies of {len(tr)} training frames")
+        t.say(f"AtomRef refit by least squares on the energies of {len(tr)} training frames "
+              f"({int(present.sum())} element(s); the other elements' offsets kept)")
 
     # -- passes
     def _denoms(self, rows: list[int]) -> dict[str, int]:
