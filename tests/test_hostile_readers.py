@@ -214,7 +214,7 @@ def test_devices_and_folders_in_a_csv_are_named_for_what_they_are(tmp_path):
     csv_path = tmp_path / "data.csv"
     csv_path.write_text(f"id,structure_file,e_form\na,/dev/zero,0.1\nb,sub,0.2\nc,{good.name},0.3\nd,nope.cif,0.4\n")
     why = dict(problems(load_source(csv_path, "e_form")))
-    assert "is a device, not a regular file" in why["a"]
+    assert "device, not a regular file" in why["a"]
     assert "is a folder, not a file" in why["b"]
     assert "c" not in why and "no such file" in why["d"]
 

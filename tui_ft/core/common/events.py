@@ -412,7 +412,7 @@ def _open_append(path: Path):
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
         if exc.errno == 6:  # ENXIO: a FIFO nobody reads
-            raise NotRegularFile(exc.errno, "a FIFO (named pipe), expected a regular file", str(path)) from None
+            raise NotRegularFile(exc.errno, "a pipe (FIFO), expected a regular file", str(path)) from None
         raise
     try:
         mode = os.fstat(fd).st_mode

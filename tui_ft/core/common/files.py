@@ -36,17 +36,17 @@ class FileTooLarge(OSError):
     """A regular file larger than the reader's cap."""
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
+def entry_kind(mode: int) -> str | None:
+    """What a file-system entry is, from its ``st_mode`` (``os.lstat`` for links): None for a
+    regular file, else "a folder", "a symbolic link", "a pipe (FIFO)", "a character device",
+    "a block device", "a socket". The one wording of every reader's and writer's refusal."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
     return "not a regular file"
 
 
@@ -66,7 +66,7 @@ def open_regular(path: str | os.PathLike[str], max_bytes: int | None = None) -> 
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
-            raise NotRegularFile(code, f"{_kind(st.st_mode)}, expected a regular file", name)
+            raise NotRegularFile(code, f"{entry_kind(st.st_mode)}, expected a regular file", name)
         if max_bytes is not None and st.st_size > max_bytes:
             raise FileTooLarge(errno.EFBIG, f"{_size(st.st_size)}, more than the {_size(max_bytes)} expected", name)
         fl = fcntl.fcntl(fd, fcntl.F_GETFL)

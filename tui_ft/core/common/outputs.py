@@ -26,6 +26,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from tui_ft.core.common.files import entry_kind
 from tui_ft.core.common.paths import Paths
 
 __all__ = ["OutputPathError", "check_output_path"]
@@ -42,23 +43,6 @@ def _resolved(p: Path) -> Path:
 
 def _within(p: Path, folder: Path) -> bool:
     return p == folder or folder in p.parents
-
-
-def _kind(mode: int) -> str | None:
-    """What a non-regular entry is (None for a regular file)."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
 
 
 def check_output_path(
@@ -92,7 +76,7 @@ def check_output_path(
     except OSError as exc:
         raise refuse(f"cannot check it ({exc.strerror or exc})") from None
     if st is not None:
-        kind = _kind(st.st_mode)
+        kind = entry_kind(st.st_mode)
         if kind == "a folder":
             raise refuse(f"is a folder; give a file name such as {p / example}")
         if kind is not None:

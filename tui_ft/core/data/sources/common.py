@@ -68,7 +68,8 @@ def file_problem(path: Path | str) -> str | None:
     a pipe (FIFO, reading it would wait for a writer), a device (``/dev/zero`` never ends), a socket.
     Checked with ``stat`` so that nothing is opened."""
     import os
-    import stat
+
+    from tui_ft.core.common.files import entry_kind
 
     try:
         st = os.stat(path)
@@ -76,16 +77,10 @@ def file_problem(path: Path | str) -> str | None:
         return "no such file"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
+    kind = entry_kind(st.st_mode)
+    if kind is None:
         return None
-    if stat.S_ISDIR(mode):
-        return "is a folder, not a file"
-    if stat.S_ISFIFO(mode):
-        return "is a pipe (FIFO), not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a regular file"
-    return "is not a regular file"
+    return "is a folder, not a file" if kind == "a folder" else f"is {kind}, not a regular file"
 
 
 def _is_poscar_name(name: str) -> bool:
