@@ -108,6 +108,7 @@ def run_one(model, structure, *, temperature: float, steps: int, nve_steps: int,
                                    loginterval=interval, on_isolated_atoms="ignore")
         md.dyn.attach(watch, interval=interval, dyn_atoms=md.atoms, dyn=md.dyn, offset=0)
         md.run(steps)
+        state["step"] = md.dyn.nsteps  # the steps run, whatever the observer interval saw last
         if nve_steps > 0:
             state["leg"] = "nve"
             with quiet():
@@ -116,6 +117,7 @@ def run_one(model, structure, *, temperature: float, steps: int, nve_steps: int,
                                         on_isolated_atoms="ignore")
             nve.dyn.attach(watch, interval=interval, dyn_atoms=nve.atoms, dyn=nve.dyn, offset=md.dyn.nsteps)
             nve.run(nve_steps)
+            state["step"] = md.dyn.nsteps + nve.dyn.nsteps
     except _Stop as stop:
         verdict, why = ("unstable" if stop.unstable else "stopped"), stop.reason
     nve_t = [t for t, leg in zip(trace["time_fs"], trace["leg"]) if leg == "nve"]
