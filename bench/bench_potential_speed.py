@@ -83,11 +83,16 @@ def tuift_epochs(preset_path: Path, changes: dict, work: Path) -> tuple[list[flo
 
 
 MEM_PROBE = r"""
-import resource, sys, torch
+import sys, torch
 from ase.build import bulk
 from chgnet.model import CHGNet
 from pymatgen.io.ase import AseAtomsAdaptor
 from tui_ft.core.train.forward import potential_forward
+
+def status(key):  # MiB, from /proc/self/status (VmRSS now, VmHWM the peak since the last reset)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
 n_atoms = int(sys.argv[1])
 model = CHGNet.load(verbose=False)
 opt = torch.optim.Adam(model.parameters(), 1e-5)
@@ -97,13 +102,15 @@ while sum(len(c) for c in cells) < n_atoms:  # 64-atom rattled diamond Si cells
     a.rattle(0.05, seed=len(cells))
     cells.append(AseAtomsAdaptor.get_structure(a))
 graphs = [model.graph_converter(s) for s in cells]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the RSS now (Linux)
+    fh.write("5")
+base = status("VmRSS")
 out = potential_forward(model, graphs, "efs", create_graph=True)
 loss = out["e"].pow(2).sum() + sum(f.pow(2).sum() for f in out["f"]) + sum(s.pow(2).sum() for s in out["s"])
 loss.backward()
 opt.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(sum(len(c) for c in cells), base / 1024, peak / 1024)
+peak = status("VmHWM")
+print(f"{sum(len(c) for c in cells)} {base:.0f} {peak:.0f} {peak - base:.0f}")
 """
 
 
@@ -116,11 +123,14 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--head", action="store_true", help="also time a head-mode tui-ft epoch (backbone frozen)")
     ap.add_argument("--memory", default="64,128,256,512,1024", help="atoms per batch for the memory probe ('' skips)")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory probe (no epochs)")
     args = ap.parse_args()
     train_file, test_file = MLEARN / f"{args.element}_training.json.gz", MLEARN / f"{args.element}_test.json.gz"
     if not train_file.is_file():
         print(f"error: {train_file} not found (the mlearn data lies in ../shared/data/mlearn/)", file=sys.stderr)
         return 2
+    if args.memory_only:
+        return memory_probe(args.memory)
     import torch
 
     from tui_ft.core.data.frames import load_frames
@@ -158,13 +168,24 @@ def main() -> int:
         print(f"head mode (readout + AtomRef trained, backbone frozen but run every batch): "
               f"{sum(head) / len(head):.1f} s per epoch, {mean_b / (sum(head) / len(head)):.2f}x the speed of full mode")
     if args.memory:
-        print("\npeak RSS of one efs training step (64-atom Si cells; CPU): atoms per batch, MiB before, MiB peak")
-        for n in [int(x) for x in args.memory.split(",") if x]:
-            out = subprocess.run([sys.executable, "-c", MEM_PROBE, str(n)], capture_output=True, text=True,
-                                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-            line = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else out.stderr[-300:]
-            print(f"  {n:>5} atoms: {line}", flush=True)
+        memory_probe(args.memory)
     print(json.dumps({"chgnet_s": theirs, "tuift_s": ours, "tuift_head_s": head, "ratio": mean_a / mean_b}))
+    return 0
+
+
+def memory_probe(sizes: str) -> int:
+    """Peak RSS of one efs training step (forward with the graph, backward, Adam step) per batch
+    size, each in a fresh process, the peak reset just before the step (``/proc/self/clear_refs``)."""
+    print("\npeak RSS of one efs training step (64-atom Si cells; CPU), each in a fresh process:")
+    print(f"{'atoms/batch':>11} {'RSS before MiB':>15} {'peak MiB':>9} {'step adds MiB':>14}")
+    for n in [int(x) for x in sizes.split(",") if x]:
+        out = subprocess.run([sys.executable, "-c", MEM_PROBE, str(n)], capture_output=True, text=True,
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        last = out.stdout.strip().splitlines()[-1].split() if out.returncode == 0 and out.stdout.strip() else []
+        if len(last) == 4:
+            print(f"{last[0]:>11} {last[1]:>15} {last[2]:>9} {last[3]:>14}", flush=True)
+        else:
+            print(f"{n:>11} probe failed: {out.stderr.strip()[-300:]}", flush=True)
     return 0
 
 
