@@ -230,7 +230,7 @@ def test_slurm_executor_through_submitit_local(demo_preset, tui_ft_cli):
     pytest.importorskip("submitit")
     p = demo_preset("sts", epochs=1)
     r = tui_ft_cli("matbench", p, "--folds", "0-4", "--jobs", "2", "--executor", "slurm",
-                   env={"TUI_FT_SUBMITIT_CLUSTER": "local"})
+                   env={"TUI_FT_SUBMITIT_CLUSTER": "local"}, timeout=1200)  # 5 folds: 140 s alone, >300 s beside two loads
     assert r.returncode == 0, r.stdout + r.stderr
     st = _study("sts")
     assert st["executor"] == "slurm"

@@ -155,6 +155,7 @@ def cluster_of(loaded):
 
 
 _FOLD_KINDS = ("preset", "plan")
+LIVE_FOLD_WAIT_S = 300.0  # how long a rerun waits for a fold's run left live by an earlier matbench
 _STR_FIELDS = ("study", "source", "source_name", "data_source", "executor", "status")
 _NUM_FIELDS = ("started", "updated", "test_mae_mean", "test_mae_std")
 
@@ -532,6 +533,12 @@ class Study:
         if self.kind == "preset":
             save_preset(self.loaded.with_changes({"data.fold": k, "run.name": fname}), file)
             run_id = rec.get("run_id")
+            if run_id and self._wait_for_live_run(k, run_id):
+                current = fold_result(rec, self.paths)  # what the run did before it stopped
+                if current.status == "finished":
+                    rec["status"] = "finished"
+                    self.state["folds"][str(k)] = rec
+                    return None
             resumable = run_id and (self.paths.run_ckpt_dir(run_id) / "last.pt").is_file()
             never_started = run_id and not (self.paths.run_log_dir(run_id) / "events.jsonl").exists()
             if resumable:
@@ -549,6 +556,27 @@ class Study:
         rec["status"] = "queued"
         self.state["folds"][str(k)] = rec
         return FoldSpec(k, self.kind, str(file), rec.get("run_id"), str(self.dir / f"fold{k}.log"))
+
+    def _wait_for_live_run(self, k: int, run_id: str) -> bool:
+        """A fold's run still trained by a live process (an earlier ``matbench`` killed with
+        SIGKILL: its folds get SIGINT from the kernel and stop at the next batch, keeping
+        last.pt): wait for it to stop, at most ``LIVE_FOLD_WAIT_S``, then carry on from what it
+        left. True when it waited; :class:`StudyError` when the run is still live after that."""
+        from tui_ft.core.common.locks import RunLock
+
+        lock = RunLock(run_id, self.paths)
+        pid = lock.holder()
+        if pid is None:
+            return False
+        self.say(f"fold {k}: run {run_id} is still running (pid {pid}, started by an earlier matbench); "
+                 f"waiting up to {LIVE_FOLD_WAIT_S:g} s for it to stop")
+        deadline = time.monotonic() + LIVE_FOLD_WAIT_S
+        while lock.holder() is not None:
+            if time.monotonic() > deadline:
+                raise StudyError(f"fold {k}: run {run_id} is still running (pid {pid}) after {LIVE_FOLD_WAIT_S:g} s; "
+                                 f"stop it (kill -INT {pid}) or wait for it, then run the same command again")
+            time.sleep(0.5)
+        return True
 
     def start(self, fold: "FoldSpec"):
         """Just before a fold runs (or is submitted): give a fresh preset fold its run id; its task."""
@@ -661,7 +689,10 @@ def run(
 
     try:  # before study.json says "running": an executor that cannot start is a usage error, nothing written
         if executor == "local":
-            ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list)
+            # folds in their own process session, as a sweep's trials: Ctrl-C reaches this process only,
+            # which stops each fold once (SIGINT); a SIGKILL of it gives each fold SIGINT (PR_SET_PDEATHSIG)
+            ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list,
+                               own_session=True)
         else:
             cfg = cluster_of(loaded)
             folder = Path(cfg.folder).expanduser() if cfg.folder else study_dir(study_name, paths) / "submitit"
@@ -681,7 +712,14 @@ def run(
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    tasks = [t for t in (study.prepare(k) for k in fold_list) if t is not None]
+    try:
+        tasks = [t for t in (study.prepare(k) for k in fold_list) if t is not None]
+    except StudyError as exc:  # a fold's run still live after the wait: nothing started
+        say(str(exc))
+        return study.finish(False)
+    except KeyboardInterrupt:
+        say(f"study {study_name}: interrupted; run the same command again to continue")
+        return study.finish(True)
     kept = [k for k in fold_list if study.state["folds"][str(k)]["status"] == "finished"]
     study.save()
     if kept:
