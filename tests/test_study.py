@@ -297,3 +297,41 @@ def test_local_executor_one_fold_per_gpu(demo_preset, tui_ft_cli):
     for rid in _run_ids("stg").values():
         (ev,) = [e for e in read_events(Path("logs") / rid / "events.jsonl") if isinstance(e, RunStarted)]
         assert ev.device.startswith("cuda")
+
+
+# --------------------------------------------------------------------------- a fold's run left live
+
+
+def _hold_run_lock(root: Path, run_id: str, seconds: float) -> subprocess.Popen:
+    """A process that holds logs/<run_id>/lock for ``seconds`` (as a fold's run orphaned by a
+    killed study would), started once the lock is taken."""
+    code = ("import sys, time; from pathlib import Path; from tui_ft.core.common.paths import Paths; "
+            "from tui_ft.core.common.locks import RunLock; "
+            "lock = RunLock(sys.argv[1], Paths(Path(sys.argv[2]))).acquire(); print('held', flush=True); "
+            "time.sleep(float(sys.argv[3])); lock.release()")
+    proc = subprocess.Popen([sys.executable, "-c", code, run_id, str(root), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_rerun_waits_for_a_folds_run_still_live_then_goes_on(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.orchestrate import study
+
+    paths, said = Paths(tmp_path), []
+    me = SimpleNamespace(paths=paths, say=said.append)
+    assert study.Study._wait_for_live_run(me, 3, "st-f3-20260101-000000-aaaa") is False  # no lock: no wait
+    proc = _hold_run_lock(tmp_path, "st-f3-20260101-000000-aaaa", 1.0)
+    try:
+        assert study.Study._wait_for_live_run(me, 3, "st-f3-20260101-000000-aaaa") is True
+        assert proc.wait(timeout=60) == 0  # it returned once the holder had let go
+        assert len(said) == 1 and "still running" in said[0] and f"pid {proc.pid}" in said[0]
+        monkeypatch.setattr(study, "LIVE_FOLD_WAIT_S", 0.5)
+        proc = _hold_run_lock(tmp_path, "st-f3-20260101-000000-aaaa", 60.0)
+        with pytest.raises(StudyError, match=rf"fold 3: .* still running \(pid {proc.pid}\) after 0.5 s; stop it"):
+            study.Study._wait_for_live_run(me, 3, "st-f3-20260101-000000-aaaa")
+    finally:
+        proc.kill()
+        proc.wait()
