@@ -222,10 +222,8 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
     for key in sorted(recs, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
         rec = recs[key]
         try:
-            if key in fold_problems:
+            if key in fold_problems:  # the reader checked every record: the rest are objects
                 raise ValueError(fold_problems[key])
-            if not isinstance(rec, dict):
-                raise ValueError(f"expected an object, got {type(rec).__name__}")
             rec = {"fold": key, **rec}
             res = fold_result(rec, paths)
             run_ids = list(res.run_ids)
