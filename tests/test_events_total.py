@@ -86,7 +86,8 @@ def test_summaries_listings_and_scan_survive_bad_lines(tmp_path, monkeypatch, ca
     assert [r.run_id for r in list_runs(paths, warn=lambda m: None)] == ["bad-run"]
     res = scan(paths)
     assert [r.run_id for r in res.new_runs] == ["bad-run"] and len(res.warnings) == len(BAD)
-    assert res.new_runs[0].summary.epoch == 0 and len(res.new_runs[0].events) == 2
+    found = res.new_runs[0]  # the two good events folded in: its start and its one epoch
+    assert found.summary.epoch == 0 and found.summary.preset_name == "p" and len(found.summary.history) == 1
 
     monkeypatch.setenv("TUI_FT_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -397,7 +397,7 @@ def iso_time(t: float | None) -> str:
 def _run_row(s) -> dict:
     d = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "history"}
     d["elapsed"] = s.elapsed
-    d["n_epochs_logged"] = len(s.history)
+    d["n_epochs_logged"] = s.history.seen
     d["unit"] = next((e.unit for e in reversed(s.history) if getattr(e, "unit", "")), "")
     return d
 

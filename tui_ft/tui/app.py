@@ -300,7 +300,7 @@ class TuiFtApp(App):
                 warn=lambda msg: self.post_message(FollowWarning(run_id, msg)),
             )
             while not worker.is_cancelled:
-                step = watch.step()
+                step = await asyncio.to_thread(watch.step)  # reading and parsing lines: off the UI's loop
                 if step.events:
                     self.post_message(RunEvents(run_id, step.events))
                 if step.lines:
@@ -308,7 +308,7 @@ class TuiFtApp(App):
                 if step.ended:
                     self.post_message(RunEnded(run_id, step.returncode, step.stderr_tail or [], step.events_sig))
                     return
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(0.02 if step.more else POLL_S)  # a long file: its next part soon
         except Exception as exc:  # noqa: BLE001 - report, keep the app running
             self.post_message(FollowWarning(run_id, f"stopped following {run_id}: {type(exc).__name__}: {exc}", stopped=True))
 

@@ -80,12 +80,10 @@ class Dashboard:
         """The state of a run folder as a scan read it: a live one is left to its
         follower (which reads the whole file), an ended one is read in full now
         (one nobody writes to any more without a final event ended badly)."""
-        st = RunState(RunSummary(run_id=found.run_id))
+        st = found.state if found.state is not None and not found.live else RunState(RunSummary(run_id=found.run_id))
         if old is not None:
             st.overlay = old.overlay
         if not found.live:
-            st.apply(found.events)
-            st.summary.check_alive()
             if st.active:
                 st.ended(None, tail_lines(self.paths.run_log_dir(found.run_id) / STDERR_FILE, 5))
             st.events_sig = found.sig
@@ -376,6 +374,7 @@ class Step:
     returncode: int | None = None
     stderr_tail: list[str] | None = None
     events_sig: tuple = ()  # the events file's signature before this step read it
+    more: bool = False  # the events file has more lines already (a long file is read in steps)
 
 
 class RunWatch:
@@ -409,17 +408,22 @@ class RunWatch:
                 if ev.type in TERMINAL_TYPES:
                     self.terminal = True
             step.events += events
+        step.more = self.events.behind
         step.lines += self.stderr.poll()
         return step
 
     def step(self) -> Step:
         step = Step([], [], events_sig=events_signature(self.run_dir))
         self._drain(step)
+        if step.more:  # a long file read in steps: it cannot have ended before its last line is read
+            return step
         launched = self.launched()
         if launched is not None:
             rc = launched.poll()
             if rc is not None:
                 self._drain(step)
+                if step.more:
+                    return step
                 return self._end(step, rc, tail_lines(launched.stderr_path, 8))
         elif self.terminal:
             return self._end(step, None, [])

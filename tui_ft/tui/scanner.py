@@ -17,8 +17,9 @@ from tui_ft.core.library.checkpoints import CheckpointInfo, Library
 from tui_ft.core.common.paths import Paths, is_safe_component
 from tui_ft.core.config.presets import Preset, is_plan_text, load_preset
 from tui_ft.core.config.fields import PresetError
-from tui_ft.core.common.events import Event, read_events
-from tui_ft.core.library.runs import RunSummary, summarize
+from tui_ft.core.common.events import iter_events
+from tui_ft.core.library.runs import RunSummary, run_folders
+from tui_ft.tui.state import RunState
 
 # a run folder with no run_started yet counts as live while its files changed recently
 PENDING_LIVE_S = 300.0
@@ -197,12 +198,11 @@ def library_signature(paths: Paths) -> tuple:
     return tuple(sig)
 
 
-def run_dirs(paths: Paths) -> list[str]:
-    try:
-        # only folders whose name is a valid run id (Paths.run_log_dir refuses the others)
-        return sorted(d.name for d in os.scandir(paths.logs) if d.is_dir() and is_safe_component(d.name))
-    except OSError:
-        return []
+def run_dirs(paths: Paths, warn=None) -> list[str]:
+    """The names of the run folders under ``logs/``: only folders whose name is a valid run id
+    (Paths.run_log_dir refuses the others); an entry that cannot be looked at (a symlink to
+    itself) is left out and reported through ``warn``."""
+    return [d.name for d in run_folders(paths, warn=warn) if is_safe_component(d.name)]
 
 
 def events_signature(run_dir: Path) -> tuple:
@@ -241,7 +241,7 @@ class FoundRun:
     run_id: str
     summary: RunSummary
     live: bool
-    events: list[Event] = field(default_factory=list)
+    state: RunState | None = None  # the run as its events read (None for a live run: its follower reads them)
     sig: tuple = ()  # events_signature() taken before its events were read
 
 
@@ -258,10 +258,14 @@ class ScanResult:
 
 
 def _found(run_dir: Path, warn) -> FoundRun:
+    """A run folder's state, its events folded in one at a time here in the scan's worker
+    (a long run's file is never held whole; the state keeps a thinned history)."""
     sig = events_signature(run_dir)  # before reading: a line added meanwhile changes it again
-    events = read_events(run_dir / "events.jsonl", warn=warn)
-    s = summarize(run_dir, events=events)
-    return FoundRun(run_dir.name, s, is_live(s, run_dir), events, sig)
+    st = RunState(RunSummary(run_id=run_dir.name))
+    st.apply(iter_events(run_dir / "events.jsonl", warn=warn))
+    st.summary.check_alive()
+    live = is_live(st.summary, run_dir)
+    return FoundRun(run_dir.name, st.summary, live, None if live else st, sig)
 
 
 def scan(
@@ -279,7 +283,7 @@ def scan(
     One whose events file changed since (``tui-ft resume`` in another
     terminal appends to it) is read again into ``changed_runs``."""
     res = ScanResult()
-    names = run_dirs(paths)
+    names = run_dirs(paths, res.warnings.append)
     on_disk = set(names)
     settled = settled or {}
     for name in names:

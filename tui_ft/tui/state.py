@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_ft.core.common.events import (
+    EpochHistory,
     Event,
     Message,
     Progress,
@@ -23,6 +26,9 @@ ACTIVE = ("pending", "running")
 # the headless printer's echo of a final event (already shown from the event itself)
 _ECHO = re.compile(r"^run \S+ (failed|interrupted): ")
 MAX_LOG = 2000
+# the epochs of a run the dashboard keeps for its charts and tables: fewer than twice this many,
+# thinned evenly once a run has more (EpochHistory); a run of a million epochs stays small
+CHART_EPOCHS = 2048
 
 
 @dataclass
@@ -109,9 +115,16 @@ class RunState:
         if len(self.log) > MAX_LOG:
             del self.log[: len(self.log) - MAX_LOG]
 
-    def apply(self, events: list[Event]) -> list[LogLine]:
-        """Fold events in; return the log lines they add."""
-        added: list[LogLine] = []
+    def __post_init__(self) -> None:
+        h = self.summary.history
+        if getattr(h, "limit", None) is None:  # every epoch kept: keep a thinned history instead
+            self.summary.history = EpochHistory(h, limit=CHART_EPOCHS)
+
+    def apply(self, events: Iterable[Event]) -> list[LogLine]:
+        """Fold events in (a list, or a file's events one at a time); return the log lines
+        they add. Only the last ``MAX_LOG`` events that have a line are described: the
+        log keeps no more."""
+        shown: deque[Event] = deque(maxlen=MAX_LOG)
         for ev in events:
             self.summary.apply(ev)
             if isinstance(ev, (RunStarted, RunFinished)):  # a resume starts over; a finish says them
@@ -123,6 +136,10 @@ class RunState:
                 if not ev.milestone(self._milestones.get(ev.stage)):
                     continue  # the log shows a stage's milestones only, like the headless output
                 self._milestones[ev.stage] = ev
+            if type(ev).describe is not Event.describe:  # an event of a kind that reads as a line
+                shown.append(ev)
+        added: list[LogLine] = []
+        for ev in shown:
             line = event_line(ev)
             if line is not None:
                 if ev.to_stderr:  # the run prints this same line to its stderr too

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from tui_ft.core.common.files import EVENTS_MAX_BYTES, NotRegularFile, open_regular, read_regular_text
+from tui_ft.core.common.files import EVENTS_MAX_BYTES, NotRegularFile, open_regular
 from tui_ft.core.common.procs import is_run_process, own_start, pid_alive
 from tui_ft.core.common.tail import LineTail
 
@@ -484,35 +484,103 @@ def _parse_line(line: str, where: str, warn) -> Event | None:
         return None
 
 
-def read_events(path: Path | str, *, warn=None) -> list[Event]:
-    """Every event of an events file (regular files only, at most ``EVENTS_MAX_BYTES``: a FIFO,
-    a device or a huge file is reported through ``warn`` and gives [], never blocks)."""
+def _report(msg: str, warn) -> None:
+    if warn is not None:
+        warn(msg)
+    else:
+        warnings.warn(msg, stacklevel=3)
+
+
+def iter_events(path: Path | str, *, warn=None) -> Iterator[Event]:
+    """The events of an events file one at a time, read line by line: a reader that folds them
+    (a summary, a bounded history) holds one line at a time, whatever the file's size. Regular
+    files only, at most ``EVENTS_MAX_BYTES``: a FIFO, a device or a huge file is reported through
+    ``warn`` and gives nothing, never blocks; a file that grows past the cap while it is read
+    ends there, reported."""
     path = Path(path)
     try:
-        text = read_regular_text(path, EVENTS_MAX_BYTES, errors="replace")
+        fh = open_regular(path, EVENTS_MAX_BYTES)
     except FileNotFoundError:
-        return []
+        return
     except OSError as exc:  # a folder, a FIFO, no permission, too large: reported, never fatal
-        msg = f"{path}: cannot read events ({exc.strerror or exc})"
-        if warn is not None:
-            warn(msg)
-        else:
-            warnings.warn(msg, stacklevel=2)
-        return []
-    return parse_lines(text.splitlines(), source=str(path), warn=warn)
+        _report(f"{path}: cannot read events ({exc.strerror or exc})", warn)
+        return
+    left = EVENTS_MAX_BYTES
+    with fh:
+        for n, raw in enumerate(fh, 1):
+            left -= len(raw)
+            if left < 0:
+                _report(f"{path}:{n}: cannot read events past {EVENTS_MAX_BYTES >> 20} MiB (the file grew while read)", warn)
+                return
+            ev = _parse_line(raw.decode("utf-8", errors="replace"), f"{path}:{n}", warn)
+            if ev is not None:
+                yield ev
+
+
+def read_events(path: Path | str, *, warn=None) -> list[Event]:
+    """Every event of an events file, in a list (:func:`iter_events`)."""
+    return list(iter_events(path, warn=warn))
+
+
+class EpochHistory(list):
+    """A run's ``EpochEnd`` events in order (a list).
+
+    Without ``limit`` it keeps them all (``tui-ft history``, the trainer). With one (the
+    dashboard's), it keeps fewer than ``2 * limit``: every ``stride``-th event as they
+    came, the stride doubling whenever the list is full, plus the latest event and the
+    best epoch's. A run of a million epochs then keeps an evenly thinned learning curve
+    in bounded memory. ``seen`` counts every epoch appended.
+    """
+
+    def __init__(self, items=(), limit: int | None = None):
+        super().__init__()
+        self.limit = limit if limit is None else max(2, int(limit))
+        self.seen = 0
+        self.stride = 1
+        self.best: EpochEnd | None = None  # the event of the latest epoch that was its run's best
+        self._seq: list[int] = []  # each kept event's number in arrival order
+        for ev in items:
+            self.append(ev)
+
+    def append(self, ev) -> None:  # type: ignore[override]
+        n, self.seen = self.seen, self.seen + 1
+        if getattr(ev, "epoch", None) == getattr(ev, "best_epoch", -1):
+            self.best = ev
+        if self.limit is None:
+            super().append(ev)
+            return
+        if self and self._seq[-1] % self.stride and self[-1] is not self.best:
+            super().pop()  # the latest before this one, kept only for being the latest
+            self._seq.pop()
+        super().append(ev)
+        self._seq.append(n)
+        if len(self) >= 2 * self.limit:
+            self.stride *= 2
+            keep = [i for i, (k, e) in enumerate(zip(self._seq, self)) if k % self.stride == 0 or e is self.best or k == n]
+            self[:] = [self[i] for i in keep]
+            self._seq = [self._seq[i] for i in keep]
+
+
+FOLLOW_CHUNK = 4 << 20  # bytes of events one poll reads at most (about 14,000 epochs): a long file comes in steps
 
 
 class EventFollower:
     """Incrementally read new complete lines from a growing events file.
 
-    ``poll()`` returns the events appended since the last call. A partial last
+    ``poll()`` returns the events appended since the last call, at most ``chunk_max``
+    bytes of them (:attr:`behind` says when more are there). A partial last
     line (the writer is mid-write) is kept until its newline arrives.
     """
 
-    def __init__(self, path: Path | str, *, warn=None):
+    def __init__(self, path: Path | str, *, warn=None, chunk_max: int = FOLLOW_CHUNK):
         self.path = Path(path)
-        self._tail = LineTail(self.path)
+        self._tail = LineTail(self.path, chunk_max=chunk_max)
         self._warn = warn
+
+    @property
+    def behind(self) -> bool:
+        """The last poll stopped at ``chunk_max`` bytes: more lines are there already."""
+        return self._tail.behind
 
     def poll(self) -> list[Event]:
         lines = self._tail.poll()
@@ -544,7 +612,7 @@ class RunSummary:
     message: str = ""
     plan: str | None = None
     stage: int | None = None
-    history: list[EpochEnd] = field(default_factory=list)
+    history: EpochHistory = field(default_factory=EpochHistory)  # bounded in the dashboard (its limit)
     predictions: str | None = None
     elapsed_before: float = 0.0  # seconds of the run's processes before its latest run_started (resumes)
 

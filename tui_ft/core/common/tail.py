@@ -17,12 +17,16 @@ class LineTail:
     A partial last line (the writer is mid-write) is kept until its newline
     arrives. A file that shrank (truncated or replaced) is read again from its
     start. ``max_first`` bytes: a huge file is first read from near its end
-    (``lineno`` then counts from there). A missing or unreadable file gives [], and so
+    (``lineno`` then counts from there). One poll reads at most ``chunk_max`` bytes
+    (``behind`` then says more is there). A missing or unreadable file gives [], and so
     does anything but a regular file (a FIFO is never opened for a blocking read).
     """
 
-    def __init__(self, path: Path | str, *, start_at_end: bool = False, max_first: int | None = None):
+    def __init__(self, path: Path | str, *, start_at_end: bool = False, max_first: int | None = None,
+                 chunk_max: int = CHUNK_MAX):
         self.path = Path(path)
+        self.chunk_max = chunk_max
+        self.behind = False  # the last poll stopped at chunk_max: more is there to read
         self._offset = 0
         self._buf = b""
         self._max_first = max_first
@@ -42,8 +46,10 @@ class LineTail:
                 if self._offset == 0 and self._max_first is not None and size > self._max_first:
                     self._offset = size - self._max_first
                 fh.seek(self._offset)
-                chunk = fh.read(CHUNK_MAX)
+                chunk = fh.read(self.chunk_max)
+                self.behind = self._offset + len(chunk) < size
         except OSError:
+            self.behind = False
             return []
         if not chunk:
             return []

@@ -8,7 +8,7 @@ import secrets
 import time
 from pathlib import Path
 
-from tui_ft.core.common.events import Event, RunSummary, read_events
+from tui_ft.core.common.events import EpochHistory, Event, RunSummary, iter_events
 from tui_ft.core.common.paths import Paths
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -29,25 +29,45 @@ def new_run_id(preset_name: str, paths: Paths) -> str:
     raise RuntimeError("could not allocate a run id")
 
 
-def summarize(run_dir: Path, *, warn=None, events: list[Event] | None = None) -> RunSummary:
+def summarize(run_dir: Path, *, warn=None, events: list[Event] | None = None, history_max: int | None = None) -> RunSummary:
     """The summary of one run folder. ``events``: its events when the caller has
-    already read them (the dashboard keeps them for the log); else they are read
-    here. Never raises: bad lines are skipped and reported through ``warn``."""
-    s = RunSummary(run_id=run_dir.name)
-    for ev in read_events(run_dir / "events.jsonl", warn=warn) if events is None else events:
+    already read them; else they are read here, one line at a time. ``history_max``:
+    keep a thinned history of fewer than twice that many epochs (:class:`EpochHistory`;
+    the dashboard's charts), not every epoch. Never raises: bad lines are skipped and
+    reported through ``warn``."""
+    s = RunSummary(run_id=run_dir.name, history=EpochHistory(limit=history_max))
+    for ev in iter_events(run_dir / "events.jsonl", warn=warn) if events is None else events:
         s.apply(ev)
     s.check_alive()
     return s
 
 
-def list_runs(paths: Paths | None = None, *, warn=None) -> list[RunSummary]:
-    """Every run folder under ``logs/``, newest first."""
-    paths = paths or Paths.default()
+def run_folders(paths: Paths, *, warn=None) -> list[Path]:
+    """The run folders under ``logs/`` (sorted by name; hidden entries left out). An entry
+    that cannot be looked at (a symlink to itself, no permission) is left out and reported
+    through ``warn``; the others are listed all the same."""
     try:
-        dirs = [d for d in paths.logs.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        entries = sorted(os.scandir(paths.logs), key=lambda e: e.name)
     except OSError:
         return []
-    out = [summarize(d, warn=warn) for d in dirs]
+    out = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir():
+                out.append(Path(entry.path))
+        except OSError as exc:
+            if warn is not None:
+                warn(f"{entry.path}: skipped ({exc.strerror or exc})")
+    return out
+
+
+def list_runs(paths: Paths | None = None, *, warn=None, history_max: int | None = 256) -> list[RunSummary]:
+    """Every run folder under ``logs/``, newest first; each history thinned to fewer than
+    ``2 * history_max`` epochs (its latest and best kept; ``None``: every epoch)."""
+    paths = paths or Paths.default()
+    out = [summarize(d, warn=warn, history_max=history_max) for d in run_folders(paths, warn=warn)]
     out.sort(key=lambda s: (s.started or 0.0, s.run_id), reverse=True)
     return out
 
