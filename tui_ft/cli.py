@@ -26,6 +26,8 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft export CKPT OUT.pt           a file chgnet's CHGNet.from_file loads
   tui-ft validate CKPT                a potential's relaxation, EOS, MD, drift and test errors vs the pretrained one
   tui-ft runs | checkpoints           list runs / the checkpoint library (runs --format csv|json)
+  tui-ft runs --where "optim.lr < 1e-4 and finetune.mode = full"   only the runs a filter matches
+  tui-ft compare RUN RUN...           the preset keys that differ (data and split included) and the results
   tui-ft history RUN|PRESET           a run's metrics, one row per epoch (--format table|csv|json)
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
@@ -154,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("runs", help="list runs found under logs/")
     ru.add_argument("--format", default="table", choices=["table", "csv", "json"],
                     help="csv/json: all columns, times in ISO 8601 (json: also as seconds since 1970)")
+    ru.add_argument("--where", metavar="FILTER",
+                    help="only the runs this filter matches, e.g. \"finetune.mode = full and optim.lr < 1e-4 and "
+                         "data.fold = 0\" (preset keys and results: status, test_mae, preset ~ lpft*, ...; "
+                         "and / or / not, parentheses)")
+    co = sub.add_parser("compare", help="two or more runs side by side: the preset keys that differ "
+                        "(data and split hashes included) and their results")
+    co.add_argument("runs", nargs="+", metavar="RUN",
+                    help="run ids, preset names (their newest run), RUN@best, or the start of one run id")
+    co.add_argument("--format", default="text", choices=["text", "json"])
     hi = sub.add_parser("history", help="a run's metrics, one row per epoch")
     hi.add_argument("run_id", metavar="RUN",
                     help="a run id, a preset name (its newest run), RUN@best / PRESET@best (the run of that "
@@ -216,7 +227,7 @@ def _main(argv: list[str] | None) -> int:
         return cmd_run(file, run_id=args.run_id, plain=args.plain, jobs=args.jobs, gpus=args.gpus, executor=args.executor)
     if args.command == "resume":
         return cmd_resume(args.run_id, plain=args.plain)
-    if args.command in ("eval", "predict", "export", "history") or (args.command == "runs" and args.format != "table"):
+    if args.command in ("eval", "predict", "export", "history", "compare") or (args.command == "runs" and args.format != "table"):
         from tui_ft import commands_io as io
 
         if args.command == "eval":
@@ -230,7 +241,9 @@ def _main(argv: list[str] | None) -> int:
             return io.cmd_export(args.checkpoint, args.out, force=args.force)
         if args.command == "history":
             return io.cmd_history(args.run_id, args.format)
-        return io.cmd_runs_export(args.format)
+        if args.command == "compare":
+            return io.cmd_compare(args.runs, args.format)
+        return io.cmd_runs_export(args.format, args.where)
     if args.command == "validate":
         from tui_ft.core.validate.command import main as validate_main
 
@@ -240,7 +253,7 @@ def _main(argv: list[str] | None) -> int:
 
         return run_study(args.file, folds=args.folds, jobs=args.jobs, gpus=args.gpus, executor=args.executor, name=args.name)
     if args.command == "runs":
-        return cmd_runs()
+        return cmd_runs(args.where)
     if args.command == "checkpoints":
         return cmd_checkpoints(args.filter_preset)
     if args.command in ("sweeps", "sweep"):
@@ -483,15 +496,18 @@ def _fmt(x, spec=".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def cmd_runs() -> int:
+def cmd_runs(where: str | None = None) -> int:
     from tui_ft.core.common.paths import Paths, describe_root
-    from tui_ft.core.library.runs import list_runs
+
+    from tui_ft.commands_io import filtered_runs
 
     _err(describe_root())
     paths = Paths.default()
-    runs = list_runs(paths, warn=_err)
+    runs = filtered_runs(where, paths)
+    if runs is None:
+        return EXIT_USAGE
     if not runs:
-        print(f"no runs under {paths.logs}")
+        print(f"no runs under {paths.logs}" + (f" match {where!r}" if where else ""))
         return EXIT_OK
     print(f"{'run':40} {'preset':22} {'status':11} {'epoch':>5} {'best_val':>9} {'test':>8} {'device':>6}")
     for s in runs:

@@ -395,7 +395,7 @@ def iso_time(t: float | None) -> str:
 
 
 def _run_row(s) -> dict:
-    d = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "history"}
+    d = {f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("history", "preset", "test_metrics")}
     d["elapsed"] = s.elapsed
     d["n_epochs_logged"] = s.history.seen
     d["unit"] = next((e.unit for e in reversed(s.history) if getattr(e, "unit", "")), "")
@@ -428,11 +428,58 @@ def _nan_to_none(rows: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
 
 
-def cmd_runs_export(fmt: str) -> int:
-    """Every run, one row each, all columns (``tui-ft runs --format csv|json``)."""
+def filtered_runs(where: str | None, paths=None):
+    """Every run under ``logs/`` (newest first) that ``where`` matches; ``None`` after saying
+    why a filter is bad (its column marked) on stderr."""
+    from tui_ft.core.library.compare import FilterError, select_runs
     from tui_ft.core.library.runs import list_runs
 
-    _write_rows([_run_row(s) for s in list_runs(warn=_err)], fmt)
+    runs = list_runs(paths, warn=_err)
+    try:
+        return select_runs(runs, where)
+    except FilterError as exc:
+        _err(f"error: --where: {exc}")
+        _err("  " + exc.pointer().replace("\n", "\n  "))
+        return None
+
+
+def cmd_runs_export(fmt: str, where: str | None = None) -> int:
+    """Every run (that ``where`` matches), one row each, all columns (``tui-ft runs --format csv|json``)."""
+    runs = filtered_runs(where)
+    if runs is None:
+        return EXIT_USAGE
+    _write_rows([_run_row(s) for s in runs], fmt)
+    return EXIT_OK
+
+
+def cmd_compare(names: list[str], fmt: str = "text") -> int:
+    """Runs side by side (``tui-ft compare RUN RUN... [--format text|json]``): the resolved preset
+    keys that differ, data and split hashes included, and each run's results."""
+    from tui_ft.core.common.paths import Paths
+    from tui_ft.core.library.compare import compare_lines, compare_runs
+    from tui_ft.core.library.runs import resolve_run, summarize
+
+    paths = Paths.default()
+    ids: list[str] = []
+    for name in names:
+        try:
+            run_id, how = resolve_run(name, paths)
+        except LookupError as exc:
+            _err(f"error: {exc}")
+            return EXIT_USAGE
+        if how:
+            _err(f"{name}: run {run_id} ({how})")
+        if run_id not in ids:
+            ids.append(run_id)
+    if len(ids) < 2:
+        _err(f"error: compare needs two or more runs; {', '.join(names)} name{'s' if len(names) == 1 else ''} only {ids[0]}")
+        return EXIT_USAGE
+    summaries = [summarize(paths.run_log_dir(r), warn=_err, history_max=64) for r in ids]
+    res = compare_runs(summaries)
+    if fmt == "json":
+        print(json.dumps(res.to_dict(), indent=2, allow_nan=False, default=str))
+    else:
+        print("\n".join(compare_lines(res)))
     return EXIT_OK
 
 

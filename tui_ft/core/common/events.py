@@ -73,6 +73,8 @@ class RunStarted(Event):
     skipped: list[str] = field(default_factory=list)
     pid_start: int | None = None  # the writer's start time (procs.start_ticks): a reused pid is not this run
     unit: str | None = None  # the target's unit (data.unit or units.default_unit); "" unknown, None not recorded
+    data_sha256: str | None = None  # of the data source's bytes (None: not recorded, runs before compare)
+    split_sha256: str | None = None  # of the ids of each split (tui_ft.core.train.engine.split_sha256)
     tone: ClassVar[str] = "done"
 
     def __post_init__(self) -> None:
@@ -100,6 +102,10 @@ class RunStarted(Event):
         summary.epochs = self.epochs
         summary.plan = self.plan
         summary.stage = self.stage
+        summary.preset = self.preset
+        summary.test_metrics = None
+        summary.data_sha256 = self.data_sha256
+        summary.split_sha256 = self.split_sha256
 
 
 @dataclass
@@ -221,6 +227,7 @@ class RunFinished(Event):
         summary.best_val_mae = self.best_val_mae
         summary.best_epoch = self.best_epoch
         summary.predictions = self.predictions
+        summary.test_metrics = self.test_metrics
 
 
 @dataclass
@@ -614,6 +621,10 @@ class RunSummary:
     stage: int | None = None
     history: EpochHistory = field(default_factory=EpochHistory)  # bounded in the dashboard (its limit)
     predictions: str | None = None
+    preset: dict[str, Any] | None = field(default=None, repr=False)  # the resolved preset of its latest start
+    test_metrics: dict[str, float | None] | None = None  # the named test metrics of its run_finished
+    data_sha256: str | None = None
+    split_sha256: str | None = None
     elapsed_before: float = 0.0  # seconds of the run's processes before its latest run_started (resumes)
 
     @property

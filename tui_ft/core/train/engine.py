@@ -330,6 +330,7 @@ class Trainer:
                 n_val=len(s.val), n_test=len(s.test), parent=self.parent, pid=os.getpid(),
                 plan=self.ctx.plan, stage=self.ctx.stage, epochs=p.train.epochs,
                 skipped=[self.ds.ids[r] for r in sorted(failed)],
+                data_sha256=getattr(self.ds, "sha256", None), split_sha256=split_sha256(self.ds.ids, s),
             )
         )
 
@@ -707,3 +708,16 @@ def check_resumable(paths: Paths, run_id: str) -> None:
 
 def load_run_preset(paths: Paths, run_id: str) -> Preset:
     return load_preset(paths.run_log_dir(run_id) / "preset.toml", regular_only=True)  # a FIFO there never blocks
+
+
+def split_sha256(ids, splits) -> str:
+    """SHA-256 of the ids in each split (train, val, test, in order): two runs with the same
+    value trained, selected and were tested on the same structures (``tui-ft compare``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        h.update(name.encode() + b"\0")
+        for r in getattr(splits, name):
+            h.update(str(ids[int(r)]).encode("utf-8", "replace") + b"\n")
+    return h.hexdigest()
