@@ -1,3 +1,4 @@
 from tui_ft.cli import main
+from tui_ft.core.train.distributed import exit_process
 
-raise SystemExit(main())
+raise SystemExit(exit_process(main()))

@@ -433,6 +433,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
             _FINISHED.append(ev.run_id)
         show(ev)
 
+    result = None
     try:
         from tui_ft.core.train.errors import RunRefused
         from tui_ft.core.train.engine import run_training
@@ -460,7 +461,7 @@ def _run_preset(preset, *, run_id: str | None, plain: bool, resume: bool = False
             return EXIT_FAILED
     finally:
         printer.close()
-        dist.close()
+        dist.close(together=result is not None and result.status == "finished")
     return _exit_for(result.status)
 
 

@@ -28,6 +28,7 @@ do nothing: the engine's single-process path is unchanged.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -192,15 +193,48 @@ class Dist:
         except Exception:  # noqa: BLE001 - no key within the wait: nobody else failed
             return None
 
-    def close(self) -> None:
+    def close(self, *, together: bool = False) -> None:
+        """Leave the process group. ``together``: the run ended normally on this rank, so first wait
+        (at most ``CLOSE_WAIT_S``) for the other ranks to get here too: no rank tears its
+        connections down while another is still in its last collective."""
         if self.active and tdist.is_initialized():
+            if together:
+                import datetime
+
+                try:
+                    if self.backend == "gloo":
+                        tdist.monitored_barrier(timeout=datetime.timedelta(seconds=CLOSE_WAIT_S))
+                    else:
+                        tdist.barrier()
+                except Exception:  # noqa: BLE001 - a rank that is gone: leave anyway
+                    pass
             try:
                 tdist.destroy_process_group()
             except Exception:  # noqa: BLE001 - best effort at exit
                 pass
+        self._store = None
 
 
 LOCAL = Dist()
+CLOSE_WAIT_S = 60.0  # how long a rank that finished waits for the others before it leaves the group
+_JOINED = False  # this process joined a process group (setup): it ends through exit_process
+
+
+def exit_process(code: int) -> int:
+    """The end of ``python -m tui_ft``: a process that joined a process group leaves through
+    ``os._exit`` once its output is flushed, so the C++ runtime's static destructors (gloo's and
+    c10d's threads among them) never run at interpreter exit, where a thread still joinable
+    aborts the process ("terminate called without an active exception", SIGABRT) after the
+    run's results are written. Every file the run writes is closed by then (events are
+    synced line by line, checkpoints renamed into place). Any other process returns ``code``."""
+    if not _JOINED:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 def resolve_device(train_device: str, local_rank: int) -> str:
@@ -233,6 +267,8 @@ def setup(preset) -> Dist:
         torch.cuda.set_device(device)
     if not tdist.is_initialized():
         tdist.init_process_group(backend=backend, rank=rank, world_size=world)
+    global _JOINED
+    _JOINED = True
     store = None
     try:  # the store the process group was built on (torchrun's): where failures are left
         store = tdist.distributed_c10d._get_default_store()
