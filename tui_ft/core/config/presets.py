@@ -239,6 +239,7 @@ class LogCfg(_Table):
     wandb: bool = False
     wandb_mode: WandbMode = "offline"
     wandb_project: str = "tui-ft"
+    notify: str = ""  # a command run when the run ends, the final event as JSON on stdin (tui_ft.core.train.notify)
 
 
 class ModelCfg(_Table):

@@ -172,6 +172,13 @@ class Trainer:
         if isinstance(ev, RunStarted) and self.source_skipped:
             ev.skipped = list(self.source_skipped) + [i for i in ev.skipped if i not in self.source_skipped]
         self.ctx.emit(ev)
+        if self.p.log.notify and ev.type in ("run_finished", "run_failed", "run_interrupted", "run_pruned") \
+                and getattr(self.dist, "writer", True):
+            from tui_ft.core.train.notify import notify
+
+            problem = notify(self.p.log.notify, ev, cwd=self.ctx.paths.root)
+            if problem:
+                self.ctx.emit(Message(self.ctx.run_id, text=problem, level="warning", pid=os.getpid()))
         if self.loggers is not None:
             from tui_ft.core.train.loggers import LoggerError
 
