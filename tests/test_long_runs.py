@@ -97,7 +97,7 @@ def test_summary_with_history_max_is_the_same_summary_with_fewer_epochs(tmp_path
 
 
 def test_dashboard_state_of_a_long_run_is_bounded_and_its_log_ends_as_the_file_does(tmp_path):
-    n = 3 * CHART_EPOCHS + 17
+    n = max(3 * CHART_EPOCHS, 2 * MAX_LOG) + 17  # more epochs than the history keeps, more lines than the log
     path = _write_run(tmp_path, "r1", n)
     st = RunState(RunSummary(run_id="r1"))
     added = st.apply(iter_events(path))

@@ -198,6 +198,12 @@ def snap_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TUI_FT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.chdir(root)
+    # the system pane shows this machine's load: a fixed sample keeps the pictures the same everywhere
+    from tui_ft.core.common import system
+
+    fixed = system.SystemSample(cpu_percent=12.0, n_cpus=2, load1=0.42, mem_used_bytes=3 * system.GiB,
+                                mem_total_bytes=16 * system.GiB, gpu_note="none found (NVML: driver not loaded)")
+    monkeypatch.setattr(system.SystemSampler, "sample", lambda self, runs: fixed)
     time.tzset()
     yield root
     monkeypatch.undo()
@@ -207,7 +213,7 @@ def snap_home(tmp_path, monkeypatch):
 async def ready(pilot) -> TuiFtApp:
     app = pilot.app
     for _ in range(200):
-        if app.scans >= 1:
+        if app.scans >= 1 and app.system_samples >= 1:
             break
         await pilot.pause(0.02)
     app.sub_title = "~/project"

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpus", metavar="0,1", help="a [sweep] preset: local GPUs, one trial per device")
     ap.add_argument("--executor", choices=["local", "slurm"], help="a [sweep] preset: local processes (default) or Slurm (submitit, [cluster] table)")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
+    ap.add_argument("--bell", action="store_true",
+                    help="the dashboard rings the terminal bell when a run finishes, fails, is interrupted or pruned")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     # a subcommand's options default to SUPPRESS: unset, they must not overwrite the
@@ -270,7 +272,7 @@ def _main(argv: list[str] | None) -> int:
             print(ensure_demo_dataset(Paths.default()))
             return EXIT_OK
         ap.parse_args(["data", "--help"])
-    return cmd_dashboard()
+    return cmd_dashboard(bell=args.bell)
 
 
 # ---------------------------------------------------------------- headless runs
@@ -572,10 +574,10 @@ def _fetch_progress():
 # ---------------------------------------------------------------- dashboard
 
 
-def cmd_dashboard() -> int:
+def cmd_dashboard(bell: bool = False) -> int:
     from tui_ft.tui.app import TuiFtApp
 
-    app = TuiFtApp()
+    app = TuiFtApp(bell=bell)
     app.run()
     return app.return_code or EXIT_OK  # a crash is not a success (Textual sets 1)
 

@@ -68,6 +68,20 @@ async def shoot(root: Path, demo: str, full: str) -> dict[str, str]:
         app.runs_pane.action_next_chart()
         await pilot.pause(0.5)
         shots["runs-parity.txt"] = await screen(pilot)
+        app.runs_pane.query_one("#chart-tabs").active = "tab-curve"  # back to the learning curve
+        app.runs_pane.action_compare()  # demo is pinned (overlaid), demo_full selected
+        for _ in range(40):
+            await pilot.pause(0.05)
+        shots["runs-compare.txt"] = screen_text(app)
+        app.pop_screen()
+        await pilot.pause()
+        app.runs_pane.action_filter()
+        app.runs_pane.query_one("#runs-filter").value = "finetune.mode = full"
+        app.runs_pane.apply_filter("finetune.mode = full")
+        await pilot.pause(0.5)
+        shots["runs-filter.txt"] = await screen(pilot)
+        app.runs_pane.apply_filter("")
+        await pilot.pause()
         app.action_show_tab("library")
         await pilot.pause()
         app.library_pane.select(f"{full}@best")

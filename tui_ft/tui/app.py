@@ -42,6 +42,7 @@ from tui_ft.tui.messages import (
     RunEvents,
     RunOutput,
     ScanDone,
+    SystemSampled,
 )
 from tui_ft.tui.modals import ConfirmScreen, HelpScreen, PresetPicker, TextScreen, binding_rows
 from tui_ft.tui.model import Dashboard, RunWatch, Target
@@ -53,6 +54,7 @@ from tui_ft.tui.studies import StudiesPane
 from tui_ft.tui.sweeps import SweepsPane
 
 POLL_S = 0.25  # how often a follower reads a live run's files
+SYSTEM_S = 3.0  # how often the system pane samples CPU, memory and GPUs
 SCAN_S = 2.0  # how often logs/, presets/ and checkpoints/ are looked at
 TAB_TABLES = {"presets": "#presets-table", "runs": "#runs-table", "library": "#ckpt-table"}
 
@@ -104,11 +106,17 @@ class TuiFtApp(App):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="quit (runs keep training in the background)"),
     ]
 
-    def __init__(self, paths: Paths | None = None) -> None:
+    def __init__(self, paths: Paths | None = None, *, bell: bool = False) -> None:
         super().__init__()
         self.paths = paths or Paths.default()
+        self.bell_on_end = bell  # ring the terminal bell when a run ends (tui-ft --bell)
         self.model = Dashboard(self.paths)
         self.scans = 0  # completed scans (tests wait for the first)
+        self._scan_worker: Worker | None = None
+        self._rescan = False  # a scan was asked for while one ran: start it when that one is done
+        self._rescan_force = False
+        self._sampler = None  # tui_ft.core.common.system.SystemSampler, made in its worker
+        self.system_samples = 0  # system pane samples shown (tests wait for the first)
 
     # ------------------------------------------------------------------ layout
 
@@ -132,6 +140,8 @@ class TuiFtApp(App):
         self.request_scan(force=True)
         self.set_interval(SCAN_S, self.request_scan, name="scan")
         self.set_interval(1.0, self._tick, name="elapsed")
+        self.set_timer(0.5, self._sample_system)
+        self.set_interval(SYSTEM_S, self._sample_system, name="system")
         self.query_one("#presets-table", DataTable).focus()
 
     @property
@@ -242,8 +252,18 @@ class TuiFtApp(App):
     # ------------------------------------------------------------------ scanning
 
     def request_scan(self, force: bool = False) -> None:
+        """Scan the project folders in a worker; while a scan runs, the next one waits for it
+        (a long run's events take a while to read: scans must not pile up reading it at once)."""
+        w = self._scan_worker
+        if w is not None and w.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            self._rescan, self._rescan_force = True, self._rescan_force or force
+            return
+        force = force or self._rescan_force
+        self._rescan = self._rescan_force = False
         m = self.model
-        self._scan(frozenset(m.runs), None if force else m.presets_sig, None if force else m.library_sig, m.settled())
+        self._scan_worker = self._scan(
+            frozenset(m.runs), None if force else m.presets_sig, None if force else m.library_sig, m.settled()
+        )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="scan", description="scan project folders")
     def _scan(self, known: frozenset[str], presets_sig: tuple | None, library_sig: tuple | None, settled: dict[str, tuple]) -> None:
@@ -270,6 +290,30 @@ class TuiFtApp(App):
         for w in res.warnings:
             self.report_problem(w)
         self.scans += 1
+        if self._rescan:
+            self.set_timer(0.05, self.request_scan)  # asked for meanwhile: once this worker has ended
+
+    # ------------------------------------------------------------------ the machine
+
+    def _sample_system(self) -> None:
+        pids = {st.run_id: st.pid for st in self.model.runs.values() if st.active and st.pid}
+        self._system_sample(pids)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="system", description="sample CPU, memory, GPU")
+    def _system_sample(self, pids: dict[str, int]) -> None:
+        if self._sampler is None:
+            from tui_ft.core.common.system import SystemSampler
+
+            self._sampler = SystemSampler()
+        self.post_message(SystemSampled(self._sampler.sample(pids)))
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        try:
+            pane = self.runs_pane
+        except Exception:  # noqa: BLE001 - the app is closing
+            return
+        pane.show_system(message.sample.lines())
+        self.system_samples += 1
 
     def on_rescan_requested(self, message: RescanRequested) -> None:
         self.request_scan(force=True)
@@ -332,18 +376,35 @@ class TuiFtApp(App):
         if any(isinstance(ev, (CheckpointSaved, RunFinished)) for ev in events):
             self.request_scan()
         for ev in events:
-            if isinstance(ev, RunFinished):
-                tm = "n/a" if ev.test_mae is None else f"{ev.test_mae:.4f}"
-                self.notify(f"{run_id} finished: test MAE {tm} eV/atom", title="run finished", timeout=6)
-                if selected:
-                    pane.update_predictions()
-            elif ev.type == "run_failed":
-                self.notify(f"{run_id}: {st.summary.message}", title="run failed", severity="error", timeout=10)
+            if ev.type in ("run_finished", "run_failed", "run_pruned", "run_interrupted"):
+                self.notify_end(run_id, ev, st.summary.message)
+            if isinstance(ev, RunFinished) and selected:
+                pane.update_predictions()
         if before != st.status:
             pane.refresh_cancel_key()
             self.library_pane.refresh_status()
         if selected and any(isinstance(ev, RunStarted) for ev in events):
             pane.show_default_chart(run_id)  # a run (re)starts: its learning curve
+
+    def notify_end(self, run_id: str, ev, message: str = "") -> None:
+        """A Textual notification that a run ended (and the terminal bell with ``tui-ft --bell``)."""
+        from tui_ft.core.common.metrics import compact, is_potential
+
+        if ev.type == "run_finished":
+            if is_potential(ev.test_metrics):
+                text = f"{run_id} finished: test {compact(ev.test_metrics, 'test')}"
+            else:
+                tm = "n/a" if ev.test_mae is None else f"{ev.test_mae:.4f}" + (f" {ev.unit}" if ev.unit else "")
+                text = f"{run_id} finished: test MAE {tm}"
+            self.notify(text, title="run finished", timeout=6)
+        elif ev.type == "run_failed":
+            self.notify(f"{run_id}: {message or ev.message}", title="run failed", severity="error", timeout=10)
+        elif ev.type == "run_pruned":
+            self.notify(f"{run_id} pruned at epoch {ev.epoch}: {ev.reason}", title="run pruned", severity="warning", timeout=8)
+        else:
+            self.notify(f"{run_id}: {ev.message}", title="run interrupted", severity="warning", timeout=8)
+        if self.bell_on_end:
+            self.bell()
 
     @needs_ui
     def on_run_output(self, message: RunOutput) -> None:

@@ -15,6 +15,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from tui_ft.core.common.events import Event
     from tui_ft.tui.launcher import LaunchedPlan, LaunchedRun
+    from tui_ft.core.common.system import SystemSample
     from tui_ft.tui.scanner import PresetEntry, ScanResult
 
 
@@ -103,3 +104,10 @@ class ResumeRequested(Message):
     """The runs pane asks to resume an ended run (``tui-ft resume RUN_ID``)."""
 
     run_id: str
+
+
+@dataclass
+class SystemSampled(Message):
+    """A look at the machine: CPU, memory, GPUs and the training processes."""
+
+    sample: "SystemSample"

@@ -24,7 +24,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, RichLog, Static, TabbedContent, TabPane
 
 from tui_ft.core.library.checkpoints import CheckpointInfo, Library
 from tui_ft.core.common.paths import Paths
@@ -359,6 +359,24 @@ def best_epoch_metrics(s) -> dict[str, float] | None:
 FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
 
 
+class FilterInput(Input):
+    """The Runs tab's filter line: escape goes back to the table (hiding an empty line)."""
+
+    BINDINGS = [Binding("escape", "leave", "Back to the table", show=False)]
+
+    def action_leave(self) -> None:
+        pane = next((a for a in self.ancestors if isinstance(a, RunsPane)), None)
+        if pane is None:
+            return
+        if pane.filter is None:
+            self.value = ""
+            self.display = False
+        else:
+            self.value = pane.filter.text
+        pane.query_one("#runs-filter-error", Static).display = False
+        pane.table.focus()
+
+
 class RunsPane(Vertical):
     """The runs table, the charts of the selected run and its log."""
 
@@ -372,6 +390,11 @@ class RunsPane(Vertical):
                 "(a potential's loss, energy, force, stress MAE; val and train)"),
         Binding("t", "toggle_after_parent", "After parent", show=False, tooltip="draw a continued run after its parent's last epoch, or from its own epoch 0"),
         Binding("x", "clear_queue", "Clear queue", show=False, tooltip="clear the queue"),
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="filter the runs by preset keys and results: finetune.mode = full and optim.lr < 1e-4 "
+                        "(and / or / not; status, test_mae, preset ~ lpft*, ...; the same as tui-ft runs --where)"),
+        Binding("d", "compare", "Compare", tooltip="compare the pinned runs (o) and the selected one: the preset "
+                "keys that differ (data and split included), their curves and results (tui-ft compare)"),
     ]
     CHARTS = ("tab-curve", "tab-parity", "tab-parity-f", "tab-errors", "tab-errors-f")
     FORCE_CHARTS = ("tab-parity-f", "tab-errors-f")  # a potential run's: shown only for one
@@ -394,10 +417,16 @@ class RunsPane(Vertical):
         self._dirty: dict[str, RunState] = {}
         self._flush_timer = None
         self._cancel_dialog: tuple[str, ConfirmScreen] | None = None  # "Cancel RUN?" while it is open
+        self.filter = None  # the runs filter in force (tui_ft.core.library.query.Filter), None: every run
+        self._records: dict[str, tuple[tuple, dict]] = {}  # run id -> (what it was made from, its filter record)
 
     def compose(self) -> ComposeResult:
+        yield FilterInput(placeholder="filter, e.g. optim.lr < 1e-4 and finetune.mode = full  "
+                          "(enter: apply; empty: every run; escape: back to the table)", id="runs-filter")
+        yield Static("", id="runs-filter-error")
         yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="queue-line")
+        yield Static("CPU, memory, GPU: sampling ...", id="system-pane")
         with Horizontal(id="runs-bottom"):
             with TabbedContent(id="chart-tabs"):
                 with TabPane("Learning curve", id="tab-curve"):
@@ -467,11 +496,83 @@ class RunsPane(Vertical):
         self._dirty.clear()
         rows = []
         for st in sorted(states, key=lambda s: s.sort_key, reverse=True):
+            if not self.passes(st):
+                continue
             cells = self.cells(st)
             rows.append((st.run_id, cells))
             self._shown[st.run_id] = [str(c) for c in cells]
         t.set_rows(rows)
-        t.border_title = f"runs ({len(states)})"
+        if self.filter is None:
+            t.border_title = f"runs ({len(states)})"
+        else:
+            t.border_title = f"runs ({len(rows)} of {len(states)}, filter: {self.filter.text})"
+
+    # -- filter
+    def record(self, st: RunState) -> dict:
+        """The run as the filter sees it (made again when the run changed)."""
+        from tui_ft.core.library.compare import record_of
+
+        s = st.summary
+        made_from = (s.updated, s.status, s.epoch, s.test_mae, id(s.preset))
+        got = self._records.get(st.run_id)
+        if got is None or got[0] != made_from:
+            got = self._records[st.run_id] = (made_from, record_of(s))
+        return got[1]
+
+    def passes(self, st: RunState) -> bool:
+        return self.filter is None or self.filter.matches(self.record(st))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.display = True
+        box.focus()
+
+    def apply_filter(self, text: str) -> bool:
+        """Use ``text`` as the runs filter ("" shows every run); a bad one is shown under the
+        line, and the table keeps the filter in force before it. True when it was taken."""
+        from tui_ft.core.library.compare import FilterError, compile_filter
+
+        err = self.query_one("#runs-filter-error", Static)
+        text = text.strip()
+        if not text:
+            self.filter = None
+        else:
+            try:
+                self.filter = compile_filter(text, [self.record(st) for st in self.model.runs.values()])
+            except FilterError as exc:
+                err.update(Text(f"{exc}\n{exc.pointer()}", style="red"))
+                err.display = True
+                return False
+        err.display = False
+        self.query_one("#runs-filter", Input).display = self.filter is not None
+        self.set_runs(list(self.model.runs.values()))
+        return True
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.apply_filter(event.value):
+            self.table.focus()
+
+    # -- compare
+    def compare_states(self) -> list[RunState]:
+        """The pinned runs (o), and the selected one, in the table's order."""
+        chosen = [st for st in self.model.runs.values() if st.overlay or st.run_id == self.selected_run]
+        return sorted(chosen, key=lambda s: s.sort_key, reverse=True)
+
+    def action_compare(self) -> None:
+        from tui_ft.tui.compare_view import CompareScreen
+
+        states = self.compare_states()
+        if len(states) < 2:
+            self.notify("compare needs two or more runs: pin runs with o (they are overlaid), then press d "
+                        "on another one", timeout=5)
+            return
+        self.app.push_screen(CompareScreen(states, metric=self.curve_metric()))
+
+    def show_system(self, lines: list[str]) -> None:
+        # its height is fixed (two lines): no layout pass, the charts keep their size
+        self.query_one("#system-pane", Static).update(Text("\n".join(lines[:2]), style="dim"), layout=False)
 
     def update_run(self, st: RunState, *, now: bool = False) -> None:
         """Show a run's new state: at once with ``now``, else within FLUSH_S
@@ -491,6 +592,9 @@ class RunsPane(Vertical):
         if not self.is_mounted:
             return
         t = self.table
+        if self.filter is not None and any((run_id in self._shown) != self.passes(st) for run_id, st in dirty.items()):
+            self.set_runs(list(self.model.runs.values()))  # a run came into or went out of the filter
+            return
         for run_id, st in dirty.items():
             shown = self._shown.get(run_id)
             if shown is None:

@@ -68,7 +68,18 @@ class _Plot(PlotextPlot):
             self._stale = True
             return
         self._stale = False
+        self._drawn_size = self.size
         self._draw()
+
+    _drawn_size = None  # the widget's size when the figure was last built (its ticks fit that size)
+
+    def render(self):
+        if self._drawn_size is not None and self.size != self._drawn_size:
+            # laid out again since the figure was built (a pane above it changed): the ticks
+            # were placed for another height; build it for this one before it is drawn
+            self._drawn_size = self.size
+            self._draw()
+        return super().render()
 
     def _draw(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -137,6 +148,13 @@ class CurvePlot(_Plot):
     def watch_log_scale(self) -> None:
         self.redraw()
 
+    def _n_yticks(self) -> int:
+        """How many y ticks to ask for: about one per three rows, and never more than one per
+        two rows of the plot area (title and x axis take four), so no two share a row (in a
+        small terminal two labels on one row showed either, depending on drawing order)."""
+        height = self.size.height or 20
+        return max(2, min(max(4, height // 3), (height - 4) // 2 + 1))
+
     def _draw(self) -> None:
         curves = learning_curves(
             self.primary, self.overlays, log=self.log_scale, max_points=max_points_for_width(self.plot_width)
@@ -165,7 +183,7 @@ class CurvePlot(_Plot):
             ylo, yhi = min(ys), max(ys)
             if yhi - ylo < 1e-9:
                 ylo, yhi = ylo - 0.05, yhi + 0.05
-            positions, labels = log_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
+            positions, labels = log_ticks(ylo, yhi, self._n_yticks())
             plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
             plt.yticks(positions, labels)
         elif ys:
@@ -173,7 +191,7 @@ class CurvePlot(_Plot):
             ylo, yhi = min(ys), max(ys)
             if yhi - ylo < 1e-9:
                 ylo, yhi = ylo - 0.05, yhi + 0.05
-            positions, labels = nice_ticks(ylo, yhi, max(4, (self.size.height or 20) // 3))
+            positions, labels = nice_ticks(ylo, yhi, self._n_yticks())
             if positions:
                 plt.ylim(min([ylo, *positions]), max([yhi, *positions]))
                 plt.yticks(positions, labels)

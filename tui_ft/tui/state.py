@@ -28,7 +28,7 @@ _ECHO = re.compile(r"^run \S+ (failed|interrupted): ")
 MAX_LOG = 2000
 # the epochs of a run the dashboard keeps for its charts and tables: fewer than twice this many,
 # thinned evenly once a run has more (EpochHistory); a run of a million epochs stays small
-CHART_EPOCHS = 2048
+CHART_EPOCHS = 512
 
 
 @dataclass
