@@ -19,6 +19,7 @@ from tui_ft.core.common.events import (
     RunStarted,
     describe,
 )
+from tui_ft.core.common.units import fmt_elapsed  # noqa: F401 - the panes import it from here
 from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
 
@@ -39,15 +40,6 @@ class LogLine:
 
 def fmt_mae(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def fmt_elapsed(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def event_line(ev: Event) -> LogLine | None:

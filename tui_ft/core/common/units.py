@@ -56,3 +56,13 @@ def default_unit(target: str, source: str | Path | None = None) -> str:
 def with_unit(value: str, unit: str) -> str:
     """``"0.0312 eV/atom"`` (just the value when the unit is empty)."""
     return f"{value} {unit}" if unit else value
+
+
+def fmt_elapsed(seconds: float | None) -> str:
+    """A wall time as ``m:ss`` or ``h:mm:ss`` (``-`` for None): the dashboard's and ``compare``'s column."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -153,13 +153,7 @@ def _num(v: Any, spec: str = ".4f") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def _elapsed(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+from tui_ft.core.common.units import fmt_elapsed as _elapsed  # noqa: E402 - one formatter for wall times
 
 
 def compare_lines(res: Compared) -> list[str]:

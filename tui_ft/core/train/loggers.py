@@ -64,14 +64,10 @@ def _epoch_metrics(ev) -> dict[str, float]:
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = str(v)
-    return out
+    """``{"optim": {"lr": 1e-3}}`` -> ``{"optim.lr": "0.001"}`` (the loggers' parameters are text)."""
+    from tui_ft.core.library.query import flatten
+
+    return {k: str(v) for k, v in flatten(d, prefix).items()}
 
 
 class _TensorBoard:
