@@ -140,6 +140,8 @@ def _unit(s: Any) -> str:
 def _show(v: Any) -> str:
     if v is None:
         return "none"
+    if v == "":
+        return '""'  # an empty value, not a missing key ("-")
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -159,16 +161,16 @@ from tui_ft.core.common.units import fmt_elapsed as _elapsed  # noqa: E402 - one
 def compare_lines(res: Compared) -> list[str]:
     """The comparison as text: the differing keys (one column per run), then the results."""
     ids = res.run_ids
-    width = max(12, *(min(len(_show(v)), 28) for _, vals in res.differing for v in vals)) if res.differing else 12
-    width = max(width, *(min(len(r), 28) for r in ids)) if ids else width
+    width = max(12, *(min(len(_show(v)), 34) for _, vals in res.differing for v in vals)) if res.differing else 12
+    width = max(width, *(min(len(r), 34) for r in ids)) if ids else width
     key_w = max([len("key"), *(len(k) for k in res.differing_keys)])
     lines = []
     if res.differing:
         lines.append(f"{len(res.differing)} key{'s' if len(res.differing) != 1 else ''} differ "
                      f"({res.n_same} the same; data_sha256 / split_sha256: the data's bytes / the ids in each split)")
-        lines.append(f"{'key':{key_w}}  " + "  ".join(f"{r[:28]:{width}}" for r in ids))
+        lines.append(f"{'key':{key_w}}  " + "  ".join(f"{r[:34]:{width}}" for r in ids))
         for key, vals in res.differing:
-            lines.append(f"{key:{key_w}}  " + "  ".join(f"{_show(v)[:28]:{width}}" for v in vals))
+            lines.append(f"{key:{key_w}}  " + "  ".join(f"{_show(v)[:34]:{width}}" for v in vals))
     else:
         lines.append(f"no key differs ({res.n_same} the same, data and split included)")
     lines.append("")
