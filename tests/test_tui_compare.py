@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from tests.conftest import pilot_ready, pilot_until
-from tests.test_compare import _preset, write_run
+from conftest import pilot_ready, pilot_until
+from test_compare import _preset, write_run
 from tui_ft.tui.app import TuiFtApp
 from tui_ft.tui.compare_view import CompareScreen
 
