@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(data and split hashes included) and their results")
     co.add_argument("runs", nargs="+", metavar="RUN",
                     help="run ids, preset names (their newest run), RUN@best, or the start of one run id")
-    co.add_argument("--format", default="text", choices=["text", "json"])
+    co.add_argument("--format", default="text", choices=["text", "json"],
+                    help="text (default): the differing keys, one column per run, then the results; json: the same as an object")
     hi = sub.add_parser("history", help="a run's metrics, one row per epoch")
     hi.add_argument("run_id", metavar="RUN",
                     help="a run id, a preset name (its newest run), RUN@best / PRESET@best (the run of that "
