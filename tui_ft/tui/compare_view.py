@@ -15,22 +15,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from tui_ft.core.library.compare import Compared, compare_runs
+from tui_ft.core.library.compare import Compared, _elapsed, _num, _show, compare_runs, epochs_cell
 from tui_ft.tui.charts import series_from_history
 from tui_ft.tui.plots import CurveChart, CurvePlot
 from tui_ft.tui.state import RunState
-
-
-def _cell(v) -> str:
-    from tui_ft.core.library.compare import _show
-
-    return _show(v)
-
-
-def _num(v, spec: str = ".4f") -> str:
-    import math
-
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
 class CompareScreen(ModalScreen[None]):
@@ -86,16 +74,14 @@ class CompareScreen(ModalScreen[None]):
         keys = self.query_one("#compare-keys", DataTable)
         keys.add_columns("key", *(letter(i) for i in range(len(res.run_ids))))  # A, B, ...: the results' rows
         for key, vals in res.differing:
-            keys.add_row(key, *(_cell(v) for v in vals), key=key)
+            keys.add_row(key, *(_show(v) for v in vals), key=key)
         if not res.differing:
             keys.add_row("(no key differs)", *("" for _ in res.run_ids))
         keys.border_title = "preset keys that differ"
         table = self.query_one("#compare-results", DataTable)
         table.add_columns("", "run", "preset", "status", "best val", "at", "test", "epochs", "wall", "unit")
-        from tui_ft.core.library.compare import _elapsed
-
         for i, r in enumerate(res.rows):
-            ep = f"{_num(r['epoch'], 'd')}/{r['epochs']}" if r["epochs"] else _num(r["epoch"], "d")
+            ep = epochs_cell(r)
             table.add_row(letter(i), r["run_id"], r["preset"], r["status"], _num(r["best_val_mae"]), _num(r["best_epoch"], "d"),
                           _num(r["test_mae"]), ep, _elapsed(r["elapsed_s"]), r["unit"] or "-", key=r["run_id"])
         table.border_title = "results"

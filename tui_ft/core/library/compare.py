@@ -158,6 +158,11 @@ def _num(v: Any, spec: str = ".4f") -> str:
 from tui_ft.core.common.units import fmt_elapsed as _elapsed  # noqa: E402 - one formatter for wall times
 
 
+def epochs_cell(r: dict[str, Any]) -> str:
+    """A result row's epochs: ``3/10`` (done of planned), or the last epoch alone."""
+    return f"{_num(r['epoch'], 'd')}/{r['epochs']}" if r["epochs"] else _num(r["epoch"], "d")
+
+
 def compare_lines(res: Compared) -> list[str]:
     """The comparison as text: the differing keys (one column per run), then the results."""
     ids = res.run_ids
@@ -176,7 +181,7 @@ def compare_lines(res: Compared) -> list[str]:
     lines.append("")
     lines.append(f"{'run':40} {'preset':22} {'status':10} {'best_val':>9} {'at':>5} {'test':>9} {'epochs':>11} {'wall':>8}  unit")
     for r in res.rows:
-        ep = f"{_num(r['epoch'], 'd')}/{r['epochs']}" if r["epochs"] else _num(r["epoch"], "d")
+        ep = epochs_cell(r)
         lines.append(f"{r['run_id']:40} {r['preset']:22} {r['status']:10} {_num(r['best_val_mae']):>9} "
                      f"{_num(r['best_epoch'], 'd'):>5} {_num(r['test_mae']):>9} {ep:>11} {_elapsed(r['elapsed_s']):>8}  {r['unit'] or '-'}")
     return lines
