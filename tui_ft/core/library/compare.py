@@ -9,6 +9,7 @@ SHA-256 and the split's included (``same data?``), with one row of results per r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ LABEL_KEYS = ("run.name", "run.description")
 HASH_KEYS = ("data_sha256", "split_sha256")
 
 
-def preset_fields() -> set[str]:
-    """Every key a preset can have (``optim.lr``, ``task.force_weight``, ...), from its schema."""
+@functools.lru_cache(maxsize=1)
+def preset_fields() -> frozenset[str]:
+    """Every key a preset can have (``optim.lr``, ``task.force_weight``, ...), from its schema (walked once)."""
     from pydantic import BaseModel
 
     from tui_ft.core.config.presets import Preset
@@ -40,7 +42,7 @@ def preset_fields() -> set[str]:
                 out.add(f"{prefix}{name}")
 
     walk(Preset, "")
-    return out
+    return frozenset(out)
 
 
 def record_of(summary: Any) -> dict[str, Any]:
