@@ -103,6 +103,24 @@ def test_preset_names_and_ids_share_one_rule():
         check_name("x" * 100)
 
 
+def test_control_characters_are_refused_by_name_alike():
+    """The ASCII shortcut of the control-character check agrees with the Unicode categories
+    (Cc, Cf, Zl, Zp) for every ASCII character, and non-ASCII controls are still caught."""
+    import unicodedata
+
+    for code in range(128):
+        ch = chr(code)
+        control = unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        if control:
+            with pytest.raises(ValueError, match="control characters"):
+                check_component(f"run{ch}x")
+        elif ch.isalnum() or ch in "_.-":
+            assert check_component(f"run{ch}x") == f"run{ch}x"
+    for ch in ("\u200b", "\u2028", "\u2029", "\x85", "\ufeff"):
+        with pytest.raises(ValueError, match="control characters"):
+            check_component(f"run{ch}x")
+
+
 @pytest.mark.parametrize("bad", ["/tmp/abs-run", "../../x", ".hidden", "a/b"])
 def test_cli_refuses_unsafe_run_ids(bad, project, demo_preset, capsys):
     preset = demo_preset("ids")

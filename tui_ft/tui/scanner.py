@@ -18,7 +18,7 @@ from tui_ft.core.common.paths import Paths, is_safe_component
 from tui_ft.core.config.presets import Preset, is_plan_text, load_preset
 from tui_ft.core.config.fields import PresetError
 from tui_ft.core.common.events import iter_events
-from tui_ft.core.library.runs import RunSummary, run_folders
+from tui_ft.core.library.runs import RunSummary, run_folder_names
 from tui_ft.tui.state import RunState
 
 # a run folder with no run_started yet counts as live while its files changed recently
@@ -202,14 +202,14 @@ def run_dirs(paths: Paths, warn=None) -> list[str]:
     """The names of the run folders under ``logs/``: only folders whose name is a valid run id
     (Paths.run_log_dir refuses the others); an entry that cannot be looked at (a symlink to
     itself) is left out and reported through ``warn``."""
-    return [d.name for d in run_folders(paths, warn=warn) if is_safe_component(d.name)]
+    return [name for name in run_folder_names(paths, warn=warn) if is_safe_component(name)]
 
 
-def events_signature(run_dir: Path) -> tuple:
+def events_signature(run_dir: Path | str) -> tuple:
     """What changes when a run's ``events.jsonl`` gets a line (or is replaced): its inode,
     size and mtime; ``()`` when it is not there."""
     try:
-        st = (run_dir / "events.jsonl").stat()
+        st = os.stat(os.path.join(run_dir, "events.jsonl"))
     except OSError:
         return ()
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -286,13 +286,14 @@ def scan(
     names = run_dirs(paths, res.warnings.append)
     on_disk = set(names)
     settled = settled or {}
+    logs = paths.logs
     for name in names:
-        run_dir = paths.logs / name
         if name in known_runs:
-            if name in settled and events_signature(run_dir) != settled[name]:
-                res.changed_runs.append(_found(run_dir, res.warnings.append))
+            # thousands of settled runs every couple of seconds: one stat each, no Path built
+            if name in settled and events_signature(os.path.join(logs, name)) != settled[name]:
+                res.changed_runs.append(_found(logs / name, res.warnings.append))
             continue
-        res.new_runs.append(_found(run_dir, res.warnings.append))
+        res.new_runs.append(_found(logs / name, res.warnings.append))
     res.gone_runs = sorted(set(known_runs) - on_disk)
 
     res.presets_sig = presets_signature(paths)

@@ -60,6 +60,8 @@ def _show(v: object) -> str:
 
 
 def _has_control(s: str) -> bool:
+    if s.isascii():  # the common case, without a category lookup per character: C0 controls and DEL
+        return not s.isprintable()
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
 
 

@@ -42,12 +42,14 @@ def summarize(run_dir: Path, *, warn=None, events: list[Event] | None = None, hi
     return s
 
 
-def run_folders(paths: Paths, *, warn=None) -> list[Path]:
-    """The run folders under ``logs/`` (sorted by name; hidden entries left out). An entry
-    that cannot be looked at (a symlink to itself, no permission) is left out and reported
-    through ``warn``; the others are listed all the same."""
+def run_folder_names(paths: Paths, *, warn=None) -> list[str]:
+    """The names of the run folders under ``logs/`` (sorted; hidden entries left out). An
+    entry that cannot be looked at (a symlink to itself, no permission) is left out and
+    reported through ``warn``; the others are listed all the same. Names only, no ``Path``
+    per entry: the dashboard lists thousands of folders every couple of seconds."""
     try:
-        entries = sorted(os.scandir(paths.logs), key=lambda e: e.name)
+        with os.scandir(paths.logs) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except OSError:
         return []
     out = []
@@ -56,11 +58,16 @@ def run_folders(paths: Paths, *, warn=None) -> list[Path]:
             continue
         try:
             if entry.is_dir():
-                out.append(Path(entry.path))
+                out.append(entry.name)
         except OSError as exc:
             if warn is not None:
                 warn(f"{entry.path}: skipped ({exc.strerror or exc})")
     return out
+
+
+def run_folders(paths: Paths, *, warn=None) -> list[Path]:
+    """The run folders under ``logs/`` as paths (:func:`run_folder_names`)."""
+    return [paths.logs / name for name in run_folder_names(paths, warn=warn)]
 
 
 def list_runs(paths: Paths | None = None, *, warn=None, history_max: int | None = 256) -> list[RunSummary]:
