@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import platform
@@ -155,6 +156,17 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
             stream_applied.append(time.perf_counter())
 
     app = TimedApp()
+    # the collector's pauses (gc.callbacks): (start, ms, generation)
+    gc_pauses: list[tuple[float, float, int]] = []
+    gc_start: list[float] = [0.0]
+
+    def on_gc(phase, info) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_pauses.append((gc_start[0], (time.perf_counter() - gc_start[0]) * 1000, info["generation"]))
+
+    gc.callbacks.append(on_gc)
     frames: list[float] = []
     original = app._display
 
@@ -167,6 +179,7 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
     key_frame: list[float] = []
     key_frame_mixed: list[float] = []
     windows: list[tuple[float, float]] = []
+    frame_windows: list[tuple[float, float]] = []  # press -> its first frame
     key_idle: list[float] = []
     per_key: dict[str, list[float]] = {}
     per_key_idle: dict[str, list[float]] = {}
@@ -199,6 +212,7 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
                 after = [f for f in frames[n_frames:] if f >= t0]
             windows.append((t0, max(t1, after[0] if after else t1)))
             if after:
+                frame_windows.append((t0, after[0]))
                 ms = (after[0] - t0) * 1000
                 if any(t0 <= t <= after[0] for t in stream_applied):
                     key_frame_mixed.append(ms)  # a streamed event was applied first: the frame may be its
@@ -212,7 +226,12 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
         stream_frames = [f for f in frames if t_keys <= f <= t_end and not in_window(f)]
         outside = (t_end - t_keys) - sum(b - a for a, b in windows)
         epochs_seen = max((len(app.runs[r].summary.history) for r in live), default=0)
+    gc.callbacks.remove(on_gc)
+    pauses = [(t, ms, g) for t, ms, g in gc_pauses if t_keys <= t <= t_end]
     return {
+        "gc": {g: [ms for _, ms, gg in pauses if gg == g] for g in (0, 1, 2)},
+        "gc_in_slow_keys": sum(1 for a, b in frame_windows if b - a > 0.1 and any(a <= t <= b and ms > 20 for t, ms, _ in pauses)),
+        "slow_keys": sum(1 for a, b in frame_windows if b - a > 0.1),
         "key_frame": key_frame,
         "key_frame_mixed": key_frame_mixed,
         "stream_frames": len(stream_frames),
@@ -273,6 +292,9 @@ def main() -> int:
         print(f"  key -> {label} by key (median ms): " + "  ".join(
             f"{k} {statistics.median(v):.0f}" for k, v in sorted(res[name].items())
         ))
+    print("  garbage collector while pressing keys: " + "; ".join(
+        f"gen {g}: {len(v)} pauses, max {max(v):.1f} ms" if v else f"gen {g}: none" for g, v in res["gc"].items()
+    ) + f"; presses whose first frame took over 100 ms with a collection over 20 ms before it: {res['gc_in_slow_keys']} of {res['slow_keys']}")
     # one row of BENCHMARKS.md's table (section 5); key -> frame: the key's own frames
     kf, ki = res["key_frame"], res["key_idle"]
     every = f"{args.epoch_every * 1000:.0f} ms" if args.epoch_every < 1 else f"{args.epoch_every:g} s"
