@@ -227,7 +227,8 @@ def test_messages_say_what_was_expected():
 
     assert msg("fold_7").endswith("data.fold: expected an integer from 0 to 4, got 7")
     assert msg("lr_string").endswith('optim.lr: expected a number in (0, 1], got "fast"')
-    assert msg("extra_key").endswith("unknown key (allowed: optimizer, lr, weight_decay, scheduler)")
+    assert msg("extra_key").endswith(
+        "unknown key (allowed: optimizer, lr, weight_decay, scheduler, warmup_epochs, clip_grad_norm)")
     assert msg("missing_mode").endswith("finetune.mode: missing required key")
     assert msg("missing_run").endswith("run: missing required section")
     assert msg("batch_bool").endswith("got true")
@@ -711,8 +712,14 @@ def test_sections_are_the_schema():
                            "data.format": "idprop", "data.per_atom": True, "data.test_fraction": 0.3,
                            "data.test_source": "t.json", "data.unit": "eV", "data.skip_bad_rows": True,
                            "log.tensorboard": True, "task.kind": "potential", "data.source": "frames.extxyz", "task.energy_weight": 1.0,
-                           "task.force_weight": 1.0, "task.stress_weight": 0.1, "task.magmom_weight": 0.0})
+                           "task.force_weight": 1.0, "task.stress_weight": 0.1, "task.magmom_weight": 0.0,
+                           "train.epochs": 10, "optim.warmup_epochs": 1, "optim.clip_grad_norm": 10.0,
+                           "train.ema": 0.99, "train.swa_start": 8, "train.swa_lr": 1e-4})
     assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS
     # fields added by issue 14 are written only when set: older presets keep their dump and hash
     assert "split" not in p.to_dict()["data"] and "log" not in p.to_dict()
     assert "task" not in p.to_dict()  # a property preset (the default task) keeps its dump and hash
+    # and issue 27's recipe fields: a preset without them keeps its dump and hash
+    assert not {"warmup_epochs", "clip_grad_norm"} & set(p.to_dict()["optim"])
+    assert not {"ema", "swa_start", "swa_lr"} & set(p.to_dict()["train"])
+    assert parse_preset(dump_preset(full)) == full

@@ -273,6 +273,8 @@ class OptimCfg(_Table):
     lr: _num(gt=0.0, le=1.0)  # default DEFAULT_LR[finetune.mode] in a preset
     weight_decay: _num(ge=0.0, le=1.0) = 0.0
     scheduler: Scheduler = "none"
+    warmup_epochs: _int(0, 10000) = 0  # lr rises linearly, step by step, over these epochs, then the scheduler (tui_ft.core.train.recipe)
+    clip_grad_norm: _num(ge=0.0, le=1e6) = 0.0  # the gradient's total L2 norm capped before each step; 0 = off
 
 
 class TrainCfg(_Table):
@@ -284,6 +286,9 @@ class TrainCfg(_Table):
     loss: Loss = "mse"
     ddp: Ddp = "auto"  # "auto": one run across the processes torchrun starts; "off": each process alone
     precision: Precision = "fp32"  # autocast: "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
+    ema: _num(ge=0.0, lt=1.0) = 0.0  # decay of an exponential moving average of the weights, evaluated and saved; 0 = off
+    swa_start: _int(0, 10000) = 0  # from this epoch on, the weights are averaged (SWA) into their own swa.pt; 0 = off
+    swa_lr: Optional[_num(gt=0.0, le=1.0)] = None  # the constant lr from swa_start on (None: the schedule's)
 
 
 class ClusterCfg(_Table):
@@ -421,9 +426,10 @@ class Preset(_Table):
         if self.finetune.backbone_lr is None:
             del d["finetune"]["backbone_lr"]
         # fields added later are written only when set, so older presets keep their text and hash
-        for key, default in _DATA_DEFAULTS.items():
-            if d["data"].get(key) == default:
-                del d["data"][key]
+        for sec, defaults in (("data", _DATA_DEFAULTS), *_RECIPE_DEFAULTS.items()):
+            for key, default in defaults.items():
+                if key in d[sec] and d[sec][key] == default:
+                    del d[sec][key]
         if self.log == LogCfg():
             del d["log"]
         if self.task == TaskCfg():
@@ -498,6 +504,11 @@ class Preset(_Table):
 NOT_TRAINED = ("sweep", "cluster")  # optional tables that say how to run a preset, not what one run trains
 _DATA_DEFAULTS: dict[str, Any] = {"format": "auto", "per_atom": False, "split": "matbench", "test_fraction": 0.2,
                                   "test_source": "", "unit": None, "skip_bad_rows": False}
+# issue 27's recipe fields (tui_ft.core.train.recipe), left out of to_dict at their defaults too
+_RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "optim": {"warmup_epochs": 0, "clip_grad_norm": 0.0},
+    "train": {"ema": 0.0, "swa_start": 0, "swa_lr": None},
+}
 
 SECTION_MODELS: dict[str, type[_Table]] = {
     name: info.annotation for name, info in Preset.model_fields.items() if name not in NOT_TRAINED  # type: ignore[misc]
@@ -531,6 +542,7 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
         unfreeze = ft.get("unfreeze_every")
         if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
             out.append(("finetune.unfreeze_every", full_only))
+    out.extend(_recipe_rules(table("optim"), table("train")))
     task = table("task")
     if task.get("kind") == "potential":
         train = table("train")
@@ -548,6 +560,28 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
     target = data.get("target", DEMO_TARGET)
     if data.get("source") == DEMO_SOURCE and isinstance(target, str) and target != DEMO_TARGET:
         out.append(("data.target", f'the demo data has only the target "{DEMO_TARGET}", got {show_value(target)}'))
+    return out
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _recipe_rules(optim: dict[str, Any], train: dict[str, Any]) -> list[tuple[str, str]]:
+    """Warm-up and SWA must fall inside the run's epochs (their types are checked already)."""
+    out: list[tuple[str, str]] = []
+    epochs = train.get("epochs", TrainCfg.model_fields["epochs"].default)
+    if not _whole(epochs) or not 1 <= epochs <= 10000:  # a bad train.epochs has its own error
+        return out
+    warm, start = optim.get("warmup_epochs", 0), train.get("swa_start", 0)
+    if _whole(warm) and 0 < warm and warm >= epochs:
+        out.append(("optim.warmup_epochs", f"must be less than train.epochs ({epochs}), got {warm}"))
+    if _whole(start) and start > epochs:
+        out.append(("train.swa_start", f"must be at most train.epochs ({epochs}), got {start}"))
+    if _whole(start) and _whole(warm) and 0 < start <= warm:
+        out.append(("train.swa_start", f"must come after the warm-up (optim.warmup_epochs = {warm}), got {start}"))
+    if train.get("swa_lr") is not None and not (_whole(start) and start > 0):
+        out.append(("train.swa_lr", "only allowed with train.swa_start > 0 (SWA on)"))
     return out
 
 

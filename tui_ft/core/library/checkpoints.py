@@ -27,7 +27,7 @@ from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
 from tui_ft.core.common.paths import Paths, UnsafeName, safe_component
 from tui_ft.core.library.ckptfile import _META_KEYS, CheckpointMeta, read_checkpoint_meta  # noqa: E402
 
-KINDS = ("best", "last")
+KINDS = ("best", "last", "swa")  # swa.pt: the SWA weights of a run with train.swa_start (tui_ft.core.train.recipe)
 log = logging.getLogger("tui_ft.library")
 _REPORTED: set[tuple[str, int, int]] = set()  # sidecars already reported: (path, mtime_ns, size)
 
@@ -267,7 +267,7 @@ class Library:
             return CheckpointInfo(meta.run_id if meta.run_id is not None else p.parent.name, kind, p, meta)
         name, _, kind = ref.rpartition("@")
         if kind not in KINDS:
-            raise LookupError(f"checkpoint reference {ref!r}: expected '@best' or '@last' after the name, got '@{kind}'")
+            raise LookupError(f"checkpoint reference {ref!r}: expected '@best', '@last' or '@swa' after the name, got '@{kind}'")
         try:
             safe_component("checkpoint reference", name)
         except UnsafeName as exc:

@@ -81,3 +81,7 @@ class Task:
     def train_value(self, metrics: dict[str, float]) -> float | None:
         """The training counterpart of the selection metric (``epoch_end.train_mae``)."""
         return metrics.get("train_" + self.selection.removeprefix("val_"))
+
+    def test_value(self, metrics: dict[str, float]) -> float | None:
+        """The test counterpart of the selection metric, from :meth:`evaluate` on ``"test"``."""
+        return metrics.get("test_" + self.selection.removeprefix("val_"))

@@ -359,7 +359,9 @@ class PotentialTask(Task):
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         total, n = 0.0, 0
-        for b, rows in enumerate(self._batches(t, order)):  # the same global batches on every rank
+        batches = self._batches(t, order)
+        for b, rows in enumerate(batches):  # the same global batches on every rank
+            t.recipe.step_lr(epoch, b, len(batches))  # warm-up / SWA lr of this step (when the recipe sets it)
             mine = dist.shard(rows)  # DDP: this rank's share of the batch
             t.optimizer.zero_grad(set_to_none=True)
             if mine:
@@ -372,7 +374,7 @@ class PotentialTask(Task):
             if not torch.isfinite(loss):  # before the step: the weights stay those of the last good batch
                 raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}: training diverged "
                                      f"(try a smaller optim.lr); {t._kept()}")
-            t.optimizer.step()
+            t.recipe.step()  # clipping, the optimizer step, the EMA
             total += float(loss.detach()) * len(rows)
             n += len(rows)
             if t.ctx.on_batch is not None:

@@ -142,7 +142,9 @@ class PropertyTask(Task):
         t.model.train()
         abs_err, n = 0.0, 0
         dist = t.dist
+        steps = -(-len(order) // bs)
         for i in range(0, len(order), bs):
+            t.recipe.step_lr(epoch, i // bs, steps)  # warm-up / SWA lr of this step (when the recipe sets it)
             idx = dist.shard(order[i : i + bs])  # DDP: this rank's share of the global batch
             target = to_device(self.y[tr[idx]], t.device)
             if idx:
@@ -157,7 +159,7 @@ class PropertyTask(Task):
                     f"loss became {loss.item()} at epoch {epoch}, batch {i // bs + 1}: training diverged "
                     f"(try a smaller optim.lr); {t._kept()}"
                 )
-            t.precision.step(t.optimizer)
+            t.recipe.step()  # clipping, the optimizer step, the EMA
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
             if t.ctx.on_batch is not None:

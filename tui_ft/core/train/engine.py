@@ -70,6 +70,7 @@ from tui_ft.core.task import task_for  # noqa: E402
 from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402
 from tui_ft.core.train.precision import FP32, Precision, is_cuda  # noqa: E402
+from tui_ft.core.train.recipe import Recipe  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
@@ -139,6 +140,7 @@ class Trainer:
         self.model = None
         self.optimizer = None
         self.scheduler = None
+        self.recipe: Recipe | None = None  # warm-up, clipping, EMA / SWA weights (tui_ft.core.train.recipe)
         self.data_sha = ""
         self._last_saved_epoch = -1
         self._recorded_epochs: set[int] = set()  # epoch_end lines already in events.jsonl (resume)
@@ -359,6 +361,7 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer_state"])
         if self.scheduler is not None and payload.get("scheduler_state") is not None:
             self.scheduler.load_state_dict(payload["scheduler_state"])
+        self.recipe.load_state_dict(payload.get("recipe_state"))  # the raw weights under an EMA, the averages
         self._bad_epochs = int(ts.get("bad_epochs", 0))
         # epochs after last.pt's that events.jsonl already records (a kill between the best
         # and the last save): they are trained again, but their epoch_end is not repeated
@@ -394,8 +397,9 @@ class Trainer:
         self._build_optimizer(0)
         self._bad_epochs = 0
         t = time.time()
-        val0 = self._evaluate("val")
-        self._end_epoch(0, {}, val0, time.time() - t, 0)
+        with self.recipe.evaluated():
+            val0 = self._evaluate("val")
+            self._end_epoch(0, {}, val0, time.time() - t, 0)
         if self.on_epoch is not None:
             self.on_epoch(0, val0[self.task.selection])  # the pruners' starting point; nothing is pruned before an update
         return 1
@@ -408,10 +412,13 @@ class Trainer:
             self._apply_unfreeze(epoch)
             t = time.time()
             train_m, n = self._train_epoch(epoch)
-            val_m = self._evaluate("val")
-            if self.scheduler is not None:
-                self.scheduler.step()
-            stop = self._end_epoch(epoch, train_m, val_m, time.time() - t, n)
+            train_m = {**train_m, **self.recipe.train_metrics()}
+            self.recipe.end_epoch(epoch)
+            with self.recipe.evaluated():  # the EMA's weights, when train.ema is on: evaluated and saved
+                val_m = self._evaluate("val")
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                stop = self._end_epoch(epoch, train_m, val_m, time.time() - t, n)
             reason = self.on_epoch(epoch, val_m[self.task.selection]) if self.on_epoch is not None else None
             if reason is not None:
                 raise Pruned(reason)
@@ -427,6 +434,9 @@ class Trainer:
         self.model.load_state_dict(best_payload["model_state"])
         res = self.task.test(self)
         test_mae = res.value
+        swa_metrics = self._swa_finish()
+        if swa_metrics:
+            res.metrics = {**(res.metrics or {}), **swa_metrics}
         if not self.dist.writer:  # DDP: rank 0 writes the predictions and marks the checkpoints
             return RunResult(self.ctx.run_id, "finished", test_mae, self.best_val, self.best_epoch, self.history)
         last_payload = load_checkpoint(self.ckpt_dir / "last.pt") if (self.ckpt_dir / "last.pt").is_file() else None
@@ -450,6 +460,30 @@ class Trainer:
             )
             self._finished = result
         return result
+
+    def _swa_finish(self) -> dict[str, float]:
+        """The SWA weights (train.swa_start) on the validation and test splits, saved as swa.pt;
+        their metrics named ``swa_<metric>`` (empty without SWA)."""
+        r = self.recipe
+        if r is None or not r.swa_ready:
+            return {}
+        with r.weights(r.swa):
+            val_m = self._evaluate("val")
+            test_m = self._evaluate("test") if len(self.splits.test) else {}
+            val = val_m[self.task.selection]
+            if self.dist.writer:
+                payload: dict[str, Any] = {
+                    "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                    "model_args": dict(self.model.model_args),
+                    "meta": replace(self._meta("swa", self.epoch, val), test_mae=self.task.test_value(test_m),
+                                    finished=True, status="finished").to_dict(),
+                }
+                path = self.ckpt_dir / "swa.pt"
+                self._write_checkpoint(path, payload)
+                self.emit(CheckpointSaved(self.ctx.run_id, kind="swa", path=str(path), epoch=self.epoch, val_mae=val))
+        n = int(r.swa.n_averaged)
+        self.say(f"SWA of {n} epochs ({self.p.train.swa_start}..{self.epoch}): val {self.task.selection} {val:.4f}; saved swa.pt")
+        return {f"swa_{k}": v for k, v in {**val_m, **test_m}.items()}
 
     def _peak_gpu_mem_mb(self) -> float | None:
         """Peak memory torch allocated on this run's GPU (None off CUDA)."""
@@ -512,9 +546,10 @@ class Trainer:
         else:
             opt = torch.optim.SGD(param_groups, lr=o.lr, weight_decay=o.weight_decay, momentum=0.9)
         self.optimizer = opt
+        self.recipe = Recipe(self.p, self.model, opt, self.precision)
         self.scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.p.train.epochs))
-            if o.scheduler == "cosine"
+            if o.scheduler == "cosine" and not self.recipe.owns_schedule  # warm-up / SWA: the recipe sets each step's lr
             else None
         )
 
@@ -593,14 +628,18 @@ class Trainer:
     def _save(self, kind: str, epoch: int, val: float, epoch_end: EpochEnd | None = None) -> None:
         if not self.dist.writer:  # DDP: only rank 0 writes checkpoints
             return
+        # the weights evaluated: the EMA's when train.ema is on (what best.pt, export and a next stage get)
+        state = self.recipe.saved_state() if self.recipe is not None else {
+            k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         payload: dict[str, Any] = {
-            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_state": state,
             "model_args": dict(self.model.model_args),
             "meta": self._meta(kind, epoch, val).to_dict(),
         }
         if kind == "last":
             payload["optimizer_state"] = self.optimizer.state_dict() if self.optimizer else None
             payload["scheduler_state"] = self.scheduler.state_dict() if self.scheduler else None
+            payload["recipe_state"] = self.recipe.state_dict() if self.recipe is not None else {}
             payload["train_state"] = {
                 "best_val": self.best_val,
                 "best_epoch": self.best_epoch,
