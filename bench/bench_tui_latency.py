@@ -158,13 +158,16 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
     app = TimedApp()
     # the collector's pauses (gc.callbacks): (start, ms, generation)
     gc_pauses: list[tuple[float, float, int]] = []
-    gc_start: list[float] = [0.0]
+    gc_cpu: list[float] = []  # the collecting thread's CPU time per gen-2 pass (ms)
+    gc_start: list[float] = [0.0, 0.0]
 
     def on_gc(phase, info) -> None:
         if phase == "start":
-            gc_start[0] = time.perf_counter()
+            gc_start[:] = [time.perf_counter(), time.thread_time()]
         else:
             gc_pauses.append((gc_start[0], (time.perf_counter() - gc_start[0]) * 1000, info["generation"]))
+            if info["generation"] == 2:
+                gc_cpu.append((time.thread_time() - gc_start[1]) * 1000)
 
     gc.callbacks.append(on_gc)
     frames: list[float] = []
@@ -221,6 +224,7 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
                     per_key.setdefault(key, []).append(ms)
             await asyncio.sleep(0.02)  # a human does not press 1000 keys a second
         t_end = time.perf_counter()
+        tracked, frozen = len(gc.get_objects()), gc.get_freeze_count()  # while the app runs (it unfreezes at exit)
         streamer.finish()
         in_window = lambda f: any(a <= f <= b for a, b in windows)  # noqa: E731
         stream_frames = [f for f in frames if t_keys <= f <= t_end and not in_window(f)]
@@ -230,6 +234,8 @@ async def bench(root: Path, presses: int, live: list[str], streamer: Streamer, s
     pauses = [(t, ms, g) for t, ms, g in gc_pauses if t_keys <= t <= t_end]
     return {
         "gc": {g: [ms for _, ms, gg in pauses if gg == g] for g in (0, 1, 2)},
+        "gc_objects": (tracked, frozen),
+        "gc_cpu": gc_cpu,
         "gc_in_slow_keys": sum(1 for a, b in frame_windows if b - a > 0.1 and any(a <= t <= b and ms > 20 for t, ms, _ in pauses)),
         "slow_keys": sum(1 for a, b in frame_windows if b - a > 0.1),
         "key_frame": key_frame,
@@ -254,8 +260,15 @@ def main() -> int:
     ap.add_argument("--finished-epochs", type=int, default=500, help="epochs of each finished run")
     ap.add_argument("--filter", default="", help="a filter in force in the Runs tab while the keys are pressed")
     ap.add_argument("--size", default="120x40")
+    ap.add_argument("--gc-default", action="store_true",
+                    help="the comparison: the dashboard as before tui_ft.tui.gcpolicy (no gc.freeze of the runs read, "
+                         "Python's own full passes whenever they fall due)")
     args = ap.parse_args()
     w, h = (int(x) for x in args.size.split("x"))
+    if args.gc_default:
+        from tui_ft.tui.gcpolicy import IdleCollector
+
+        IdleCollector.start = IdleCollector.freeze = lambda self: None  # the collector left as Python sets it
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
@@ -276,6 +289,7 @@ def main() -> int:
         f"({res['epochs_written']} epochs written per run, {res['epochs_seen']} followed), "
         f"{args.finished} finished runs of {args.finished_epochs} epochs"
         + (f"; filter in force: {args.filter!r}" if args.filter else "")
+        + ("; Python's own garbage collection (--gc-default)" if args.gc_default else "")
     )
     for name, label in (("key_frame", "key -> frame (key alone)"),
                         ("key_frame_mixed", "key -> frame (streamed event in between)"),
@@ -294,7 +308,7 @@ def main() -> int:
         ))
     print("  garbage collector while pressing keys: " + "; ".join(
         f"gen {g}: {len(v)} pauses, max {max(v):.1f} ms" if v else f"gen {g}: none" for g, v in res["gc"].items()
-    ) + f"; presses whose first frame took over 100 ms with a collection over 20 ms before it: {res['gc_in_slow_keys']} of {res['slow_keys']}")
+    ) + (f" (its CPU time: max {max(res['gc_cpu']):.1f} ms)" if res["gc_cpu"] else "") + f"; objects tracked {res['gc_objects'][0]:,}, frozen {res['gc_objects'][1]:,}" + f"; presses whose first frame took over 100 ms with a collection over 20 ms before it: {res['gc_in_slow_keys']} of {res['slow_keys']}")
     # one row of BENCHMARKS.md's table (section 5); key -> frame: the key's own frames
     kf, ki = res["key_frame"], res["key_idle"]
     every = f"{args.epoch_every * 1000:.0f} ms" if args.epoch_every < 1 else f"{args.epoch_every:g} s"

@@ -17,7 +17,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -29,6 +29,7 @@ from tui_ft.core.common.paths import Paths
 from tui_ft.core.config.presets import Preset, load_preset
 from tui_ft.core.config.fields import PresetError
 from tui_ft.tui.commands import TuiFtCommands
+from tui_ft.tui.gcpolicy import IdleCollector
 from tui_ft.tui.launcher import LaunchedPlan, check_target, launch, launch_resume, resumable, tail_lines
 from tui_ft.tui.messages import (
     ContinueRequested,
@@ -56,6 +57,10 @@ from tui_ft.tui.sweeps import SweepsPane
 POLL_S = 0.25  # how often a follower reads a live run's files
 SYSTEM_S = 3.0  # how often the system pane samples CPU, memory and GPUs
 SCAN_S = 2.0  # how often logs/, presets/ and checkpoints/ are looked at
+# a scan that brought this many runs in: what it read lives as long as the app, so it is moved out of
+# the garbage collector's full passes (tui_ft.tui.gcpolicy: with 3,000 runs read, a full pass walked
+# every run's events and took 0.5-1.4 s, a pause that landed in the keys; BENCHMARKS.md section 13)
+GC_FREEZE_RUNS = 50
 TAB_TABLES = {"presets": "#presets-table", "runs": "#runs-table", "library": "#ckpt-table"}
 
 
@@ -116,6 +121,7 @@ class TuiFtApp(App):
         self._rescan = False  # a scan was asked for while one ran: start it when that one is done
         self._rescan_force = False
         self._sampler = None  # tui_ft.core.common.system.SystemSampler, made in its worker
+        self.gc = IdleCollector()  # the collector's full passes between keys (tui_ft.tui.gcpolicy)
         self.system_samples = 0  # system pane samples shown (tests wait for the first)
 
     # ------------------------------------------------------------------ layout
@@ -135,7 +141,17 @@ class TuiFtApp(App):
                 yield SweepsPane(self.paths, id="sweeps-pane")
         yield Footer()
 
+    def on_unmount(self) -> None:
+        self.gc.stop()  # the process may go on (a test, a script): Python's own collector again
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent) and not event.is_forwarded:
+            self.gc.input()
+        await super().on_event(event)
+
     def on_mount(self) -> None:
+        self.gc.start()
+        self.set_interval(0.5, self.gc.tick, name="gc")
         self.sub_title = str(self.paths.root)
         self.request_scan(force=True)
         self.set_interval(SCAN_S, self.request_scan, name="scan")
@@ -273,6 +289,9 @@ class TuiFtApp(App):
     def on_scan_done(self, message: ScanDone) -> None:
         res = message.result
         changes = self.model.apply_scan(res)
+        if len(res.new_runs) + len(res.changed_runs) >= GC_FREEZE_RUNS:
+            # once the rows are drawn too; refcounting still frees what is dropped later (only cycles wait)
+            self.call_after_refresh(self.gc.freeze)
         for st in changes.to_follow:
             self._follow(st)
         if changes.runs_changed:
