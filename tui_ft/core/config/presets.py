@@ -540,7 +540,7 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
         if ft.get("lr_factors"):
             out.append(("finetune.lr_factors", full_only))
         unfreeze = ft.get("unfreeze_every")
-        if isinstance(unfreeze, int) and not isinstance(unfreeze, bool) and unfreeze > 0:
+        if _whole(unfreeze) and unfreeze > 0:
             out.append(("finetune.unfreeze_every", full_only))
     out.extend(_recipe_rules(table("optim"), table("train")))
     task = table("task")

@@ -70,7 +70,7 @@ from tui_ft.core.task import task_for  # noqa: E402
 from tui_ft.core.train.distributed import LOCAL, Dist, RankEmit  # noqa: E402
 from tui_ft.core.train.parallel import CpuDataParallel  # noqa: E402
 from tui_ft.core.train.precision import FP32, Precision, is_cuda  # noqa: E402
-from tui_ft.core.train.recipe import Recipe  # noqa: E402
+from tui_ft.core.train.recipe import Recipe, cpu_state  # noqa: E402
 
 # chgnet 0.4.2 builds a tensor from requires_grad volumes in BatchedGraph.from_graphs;
 # harmless for energy-only training, and it would print on every run.
@@ -472,15 +472,9 @@ class Trainer:
             test_m = self._evaluate("test") if len(self.splits.test) else {}
             val = val_m[self.task.selection]
             if self.dist.writer:
-                payload: dict[str, Any] = {
-                    "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                    "model_args": dict(self.model.model_args),
-                    "meta": replace(self._meta("swa", self.epoch, val), test_mae=self.task.test_value(test_m),
-                                    finished=True, status="finished").to_dict(),
-                }
-                path = self.ckpt_dir / "swa.pt"
-                self._write_checkpoint(path, payload)
-                self.emit(CheckpointSaved(self.ctx.run_id, kind="swa", path=str(path), epoch=self.epoch, val_mae=val))
+                meta = replace(self._meta("swa", self.epoch, val), test_mae=self.task.test_value(test_m),
+                               finished=True, status="finished")
+                self._write_weights("swa", cpu_state(self.model.state_dict()), meta, self.epoch, val)
         n = int(r.swa.n_averaged)
         self.say(f"SWA of {n} epochs ({self.p.train.swa_start}..{self.epoch}): val {self.task.selection} {val:.4f}; saved swa.pt")
         return {f"swa_{k}": v for k, v in {**val_m, **test_m}.items()}
@@ -629,24 +623,26 @@ class Trainer:
         if not self.dist.writer:  # DDP: only rank 0 writes checkpoints
             return
         # the weights evaluated: the EMA's when train.ema is on (what best.pt, export and a next stage get)
-        state = self.recipe.saved_state() if self.recipe is not None else {
-            k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        payload: dict[str, Any] = {
-            "model_state": state,
-            "model_args": dict(self.model.model_args),
-            "meta": self._meta(kind, epoch, val).to_dict(),
-        }
+        state = self.recipe.saved_state() if self.recipe is not None else cpu_state(self.model.state_dict())
+        extra: dict[str, Any] = {}
         if kind == "last":
-            payload["optimizer_state"] = self.optimizer.state_dict() if self.optimizer else None
-            payload["scheduler_state"] = self.scheduler.state_dict() if self.scheduler else None
-            payload["recipe_state"] = self.recipe.state_dict() if self.recipe is not None else {}
-            payload["train_state"] = {
+            extra["optimizer_state"] = self.optimizer.state_dict() if self.optimizer else None
+            extra["scheduler_state"] = self.scheduler.state_dict() if self.scheduler else None
+            extra["recipe_state"] = self.recipe.state_dict() if self.recipe is not None else {}
+            extra["train_state"] = {
                 "best_val": self.best_val,
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self._bad_epochs,
                 "epoch_end": epoch_end.to_dict() if epoch_end is not None else None,  # re-emitted by a resume if lost
             }
             self._last_saved_epoch = epoch
+        self._write_weights(kind, state, self._meta(kind, epoch, val), epoch, val, extra)
+
+    def _write_weights(self, kind: str, state: dict[str, Any], meta: CheckpointMeta, epoch: int, val: float,
+                       extra: dict[str, Any] | None = None) -> None:
+        """``checkpoints/<run>/<kind>.pt`` with these weights and meta (and ``extra`` keys), and its event."""
+        payload: dict[str, Any] = {"model_state": state, "model_args": dict(self.model.model_args),
+                                   "meta": meta.to_dict(), **(extra or {})}
         path = self.ckpt_dir / f"{kind}.pt"
         self._write_checkpoint(path, payload)
         self.emit(CheckpointSaved(self.ctx.run_id, kind=kind, path=str(path), epoch=epoch, val_mae=val))

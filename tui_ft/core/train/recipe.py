@@ -42,6 +42,11 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
+def cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as a checkpoint holds it: detached tensors on the CPU."""
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
 def lr_factor(epoch: int, step: int, steps: int, *, epochs: int, warmup: int, cosine: bool) -> float:
     """The multiplier of each group's lr at ``step`` (0-based) of ``steps`` in ``epoch`` (1-based)."""
     if warmup and epoch <= warmup:
@@ -139,7 +144,7 @@ class Recipe:
     def saved_state(self) -> dict[str, torch.Tensor]:
         """The model state that best.pt / last.pt hold: the EMA weights, or the model's."""
         module = self.ema.module if self.ema is not None else self.model
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return cpu_state(module.state_dict())
 
     # -- resume
     def state_dict(self) -> dict[str, Any]:
@@ -147,10 +152,10 @@ class Recipe:
         out: dict[str, Any] = {}
         if self.ema is not None:
             raw = self._raw if self._raw is not None else self.model.state_dict()
-            out["raw_model_state"] = {k: v.detach().cpu() for k, v in raw.items()}
-            out["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
+            out["raw_model_state"] = cpu_state(raw)
+            out["ema"] = cpu_state(self.ema.state_dict())
         if self.swa is not None:
-            out["swa"] = {k: v.detach().cpu() for k, v in self.swa.state_dict().items()}
+            out["swa"] = cpu_state(self.swa.state_dict())
         return out
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
