@@ -321,7 +321,7 @@ def test_a_rerun_waits_for_a_folds_run_still_live_then_goes_on(tmp_path, monkeyp
     from tui_ft.core.orchestrate import study
 
     paths, said = Paths(tmp_path), []
-    me = SimpleNamespace(paths=paths, say=said.append)
+    me = SimpleNamespace(paths=paths, say=said.append, axis=study.Study.axis, command=study.Study.command)
     assert study.Study._wait_for_live_run(me, 3, "st-f3-20260101-000000-aaaa") is False  # no lock: no wait
     proc = _hold_run_lock(tmp_path, "st-f3-20260101-000000-aaaa", 1.0)
     try:

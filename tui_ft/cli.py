@@ -30,6 +30,7 @@ A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
   tui-ft compare RUN RUN...           the preset keys that differ (data and split included) and the results
   tui-ft history RUN|PRESET           a run's metrics, one row per epoch (--format table|csv|json)
   tui-ft sweeps | sweep NAME --best   list hyperparameter sweeps / print a sweep's best preset
+  tui-ft ensemble PRESET -k 5         five runs seeds apart; then predict/eval/export ensemble:NAME (mean ± std)
   tui-ft data fetch matbench_mp_e_form   download the Matbench file (needs network)
 
 Exit codes: 0 done (or pruned by its sweep), 1 run failed, 2 usage or preset error, 130 interrupted.
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--plain", action="store_true", default=argparse.SUPPRESS, help=PLAIN_HELP)
 
     ev = sub.add_parser("eval", help="MAE of a checkpoint on a data source (its own test rows on its own data)")
-    ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
+    ev.add_argument("checkpoint", help="a .pt path or a reference such as run1@best, or ensemble:NAME (tui-ft ensemble)")
     ev.add_argument("--data", default=None,
                     help="any data source: Matbench .json[.gz], id_prop.csv folder, extxyz, ... (or 'demo'); a "
                          "potential's checkpoint: frames with labels (extxyz, vasprun.xml, MPtrj/mlearn JSON, .db), "
@@ -124,8 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--executor", default="local", choices=["local", "slurm"], help="local processes or Slurm (submitit, [cluster] table)")
     mb.add_argument("--name", help="study name (default: the preset's or plan's name); its folder is logs/.studies/NAME")
 
+    en = sub.add_parser("ensemble", help="K runs of a preset or plan that differ only in train.seed, used as one model "
+                        "with an uncertainty (ensemble:NAME for predict, eval, export)")
+    en.add_argument("file", metavar="PRESET_OR_PLAN", help="a preset or plan TOML file; member k runs it with train.seed + k")
+    en.add_argument("-k", "--members", type=int, dest="members", default=None,
+                    help="the number of members, 2 to 64 (default: the preset's [ensemble] members)")
+    en.add_argument("--jobs", type=int, help="members at a time (local: default 1, or one per --gpus device; slurm: all)")
+    en.add_argument("--gpus", help="local GPUs, one member per device: 0,1,2,3")
+    en.add_argument("--executor", default="local", choices=["local", "slurm"], help="local processes or Slurm (submitit, [cluster] table)")
+    en.add_argument("--name", help="ensemble name (default: the preset's or plan's name); its folder is logs/.studies/NAME")
+
     pr = sub.add_parser("predict", help="predict any data source, structure files or folders of them (CSV)")
-    pr.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
+    pr.add_argument("checkpoint", help="a .pt path or a reference such as run1@best, or ensemble:NAME (tui-ft ensemble)")
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="a data source, a structure file or a folder of them")
     pr.add_argument("--out", help="CSV file to write (default: stdout); not under logs/ or checkpoints/, not an input")
     pr.add_argument("--force", action="store_true", help="replace --out when it is an existing regular file")
@@ -146,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
 
     exp = sub.add_parser("export", help="write a checkpoint as a file chgnet's CHGNet.from_file loads")
-    exp.add_argument("checkpoint", help="a .pt path or a reference such as run1@best")
-    exp.add_argument("out", help="file to write, e.g. model.pt; not under logs/ or checkpoints/")
+    exp.add_argument("checkpoint", help="a .pt path or a reference such as run1@best, or ensemble:NAME (tui-ft ensemble)")
+    exp.add_argument("out", help="file to write, e.g. model.pt (an ensemble: a folder, its members and manifest.json); "
+                     "not under logs/ or checkpoints/")
     exp.add_argument("--force", action="store_true", help="replace OUT when it is an existing regular file")
 
     from tui_ft.core.validate.command import add_arguments as validate_arguments
@@ -255,6 +267,11 @@ def _main(argv: list[str] | None) -> int:
         from tui_ft.core.orchestrate.study import run as run_study
 
         return run_study(args.file, folds=args.folds, jobs=args.jobs, gpus=args.gpus, executor=args.executor, name=args.name)
+    if args.command == "ensemble":
+        from tui_ft.core.orchestrate import ensemble
+
+        return ensemble.run(args.file, k=args.members, jobs=args.jobs, gpus=args.gpus, executor=args.executor,
+                            name=args.name)
     if args.command == "runs":
         return cmd_runs(args.where)
     if args.command == "checkpoints":
@@ -384,8 +401,12 @@ def cmd_run(path: str, *, run_id: str | None = None, plain: bool = False, jobs: 
         from tui_ft.core.orchestrate.sweep import cmd_sweep_run
 
         return cmd_sweep_run(loaded, jobs=jobs, gpus=gpus, executor=executor, err=_err)
+    if isinstance(loaded, Preset) and loaded.ensemble is not None:
+        from tui_ft.core.orchestrate import ensemble
+
+        return ensemble.run(path, jobs=jobs if jobs != 1 else None, gpus=gpus, executor=executor or "local", say=_err)
     if gpus or executor:
-        _err("error: --gpus and --executor go with a [sweep] preset (or tui-ft matbench)")
+        _err("error: --gpus and --executor go with a [sweep] or [ensemble] preset (or tui-ft matbench / ensemble)")
         return EXIT_USAGE
     if isinstance(loaded, Preset):
         return _run_preset(loaded, run_id=run_id, plain=plain)

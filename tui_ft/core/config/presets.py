@@ -343,6 +343,13 @@ class SweepCfg(_Table):
                      json.dumps(self.space, sort_keys=True)))
 
 
+class EnsembleCfg(_Table):
+    """``[ensemble]``: ``tui-ft --preset`` (or ``tui-ft ensemble``) runs the preset ``members`` times,
+    member k with ``train.seed`` + k (tui_ft.core.orchestrate.ensemble)."""
+
+    members: _int(2, 64)  # the number of runs; -k of tui-ft ensemble overrides it
+
+
 class Preset(_Table):
     """A validated preset. ``path`` (the file it came from) and ``lines`` (key -> line)
     are not part of its value: equal presets from two files compare equal."""
@@ -355,6 +362,7 @@ class Preset(_Table):
     train: TrainCfg = TrainCfg()
     cluster: ClusterCfg = ClusterCfg()  # only read by the slurm executor; not part of what is trained
     sweep: Optional[SweepCfg] = None  # a search over this preset; not part of what one run trains
+    ensemble: Optional[EnsembleCfg] = None  # K runs of this preset, seeds apart; not part of what one run trains
     log: LogCfg = LogCfg()
     task: TaskCfg = TaskCfg()  # what is trained: a property (default) or a potential
     _path: Optional[str] = PrivateAttr(default=None)
@@ -396,7 +404,8 @@ class Preset(_Table):
         return self.run.name
 
     def _key(self) -> tuple:
-        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep, self.log)
+        return (self.run, self.data, self.model, self.finetune, self.optim, self.train, self.sweep, self.ensemble,
+                self.log)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Preset):
@@ -440,6 +449,8 @@ class Preset(_Table):
             d["cluster"] = self.cluster.model_dump()
         if self.sweep is not None:
             d["sweep"] = self.sweep.model_dump(exclude_none=True)
+        if self.ensemble is not None:
+            d["ensemble"] = self.ensemble.model_dump()
         return d
 
     def line_of(self, field: str) -> int | None:
@@ -501,7 +512,7 @@ class Preset(_Table):
             raise PresetErrors([e]) from None
 
 
-NOT_TRAINED = ("sweep", "cluster")  # optional tables that say how to run a preset, not what one run trains
+NOT_TRAINED = ("sweep", "cluster", "ensemble")  # optional tables that say how to run a preset, not what one run trains
 _DATA_DEFAULTS: dict[str, Any] = {"format": "auto", "per_atom": False, "split": "matbench", "test_fraction": 0.2,
                                   "test_source": "", "unit": None, "skip_bad_rows": False}
 # issue 27's recipe fields (tui_ft.core.train.recipe), left out of to_dict at their defaults too
@@ -528,6 +539,9 @@ def _cross_field(d: dict[str, Any]) -> list[tuple[str, str]]:
 
     data, model, ft = table("data"), table("model"), table("finetune")
     out: list[tuple[str, str]] = []
+    if isinstance(d.get("ensemble"), dict) and isinstance(d.get("sweep"), dict):
+        out.append(("ensemble", "a preset has either a [sweep] (a search) or an [ensemble] (K runs of one setting); "
+                                "search first, then make an ensemble of the best trial's preset (tui-ft sweep NAME --best)"))
     init = model.get("init")
     if isinstance(init, str) and init and "pretrained" in model:
         out.append(("model.init", "cannot be combined with model.pretrained (the checkpoint already fixes the model); "

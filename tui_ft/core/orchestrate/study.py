@@ -122,13 +122,16 @@ def _fingerprint(loaded) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _plan_text(plan, name: str, k: int) -> str:
+def _plan_text(plan, name: str, k: int, study: "Study | None" = None) -> str:
+    """The plan of fold (or member) ``k``: every stage changed as ``study`` changes a preset."""
     from tui_ft.core.config.dump import _toml_key, _toml_value
 
-    out = ["# tui-ft study fold plan (written by tui-ft matbench)", "", "[plan]", f"name = {_toml_value(name)}"]
-    out.append(f"description = {_toml_value(f'{plan.name} on Matbench fold {k}')}")
+    study = study or Study
+    out = [f"# tui-ft study {study.axis} plan (written by tui-ft {study.command})", "", "[plan]",
+           f"name = {_toml_value(name)}"]
+    out.append(f"description = {_toml_value(f'{plan.name}, {study.describe(k)}')}")
     for st in plan.stages:
-        preset = st.preset.with_changes({"data.fold": k, "run.name": _fold_name(st.preset.name, k)})
+        preset = study.variant(st.preset, k)
         d = preset.to_dict()
         d.pop("cluster", None)
         if st.init:
@@ -155,6 +158,26 @@ def cluster_of(loaded):
 
 
 _FOLD_KINDS = ("preset", "plan")
+# what a study varies between its runs: the Matbench fold (tui-ft matbench) or the member's seed (tui-ft ensemble)
+AXES = ("fold", "member")
+MAX_MEMBERS = 64
+RECORDS = {"fold": "folds", "member": "members"}  # the study.json key that holds the runs, per axis
+
+
+def records_key(obj: dict[str, Any]) -> str:
+    """``"folds"`` (a Matbench study) or ``"members"`` (an ensemble): where study.json keeps its runs."""
+    return RECORDS.get(obj.get("axis", "fold"), "folds")
+
+
+def study_records(obj: dict[str, Any]) -> dict[str, Any]:
+    """The run records of a checked study.json, keyed by fold or member number."""
+    recs = obj.get(records_key(obj))
+    return recs if isinstance(recs, dict) else {}
+
+
+def record_number(rec: dict[str, Any]) -> int:
+    """A record's fold or member number."""
+    return int(rec["member"] if "member" in rec else rec["fold"])
 LIVE_FOLD_WAIT_S = 300.0  # how long a rerun waits for a fold's run left live by an earlier matbench
 _STR_FIELDS = ("study", "source", "source_name", "data_source", "executor", "status")
 _NUM_FIELDS = ("started", "updated", "test_mae_mean", "test_mae_std")
@@ -191,19 +214,24 @@ def check_study_state(obj: Any, where: str, fold_problems: dict[str, str] | None
     for k in _NUM_FIELDS:
         if k in obj and obj[k] is not None and (isinstance(obj[k], bool) or not isinstance(obj[k], (int, float))):
             raise bad(k, "a number", obj[k])
+    axis = obj.get("axis", "fold")
+    if axis not in AXES:
+        raise bad("axis", '"fold" or "member"', axis)
     if "kind" in obj and obj["kind"] not in _FOLD_KINDS:
         raise bad("kind", '"preset" or "plan"', obj["kind"])
     if "pid" in obj and obj["pid"] is not None and not (_is_int(obj["pid"]) and obj["pid"] >= 0):
         raise bad("pid", "a process id (a whole number >= 0)", obj["pid"])
-    folds = obj.get("folds", {})
+    rkey = RECORDS[axis]
+    folds = obj.get(rkey, {})
     if not isinstance(folds, dict):
-        raise bad("folds", "an object of folds keyed 0..4", folds)
+        n = N_FOLDS if axis == "fold" else MAX_MEMBERS
+        raise bad(rkey, f"an object of {rkey} keyed 0..{n - 1}", folds)
     for key, rec in list(folds.items()):
         if fold_problems is None:
-            _check_fold(key, rec, bad)
+            _check_fold(key, rec, bad, axis)
             continue
         try:
-            _check_fold(key, rec, bad)
+            _check_fold(key, rec, bad, axis)
         except StudyError as exc:
             fold_problems[key] = str(exc)
             del folds[key]
@@ -212,17 +240,18 @@ def check_study_state(obj: Any, where: str, fold_problems: dict[str, str] | None
     return obj
 
 
-def _check_fold(key: str, rec: Any, bad: Any) -> None:
-    """One fold record of a study.json (:func:`check_study_state`)."""
+def _check_fold(key: str, rec: Any, bad: Any, axis: str = "fold") -> None:
+    """One fold (or member) record of a study.json (:func:`check_study_state`)."""
     from tui_ft.core.common.paths import check_component
 
-    f = f"folds.{key}"
-    if key not in {str(k) for k in range(N_FOLDS)}:
-        raise bad("folds", f"fold keys 0..{N_FOLDS - 1}", key)
+    rkey, n = RECORDS[axis], (N_FOLDS if axis == "fold" else MAX_MEMBERS)
+    f = f"{rkey}.{key}"
+    if key not in {str(k) for k in range(n)}:
+        raise bad(rkey, f"{axis} keys 0..{n - 1}", key)
     if not isinstance(rec, dict):
         raise bad(f, "an object", rec)
-    if not _is_int(rec.get("fold")) or str(rec["fold"]) != key:
-        raise bad(f"{f}.fold", f"the fold number {key}", rec.get("fold"))
+    if not _is_int(rec.get(axis)) or str(rec[axis]) != key:
+        raise bad(f"{f}.{axis}", f"the {axis} number {key}", rec.get(axis))
     if rec.get("kind", "preset") not in _FOLD_KINDS:
         raise bad(f"{f}.kind", '"preset" or "plan"', rec.get("kind"))
     for name, kind in (("run_id", "run id"), ("plan", "plan name")):
@@ -308,7 +337,7 @@ def fold_result(rec: dict[str, Any], paths: Paths) -> FoldResult:
     """The fold's status and numbers, read from its runs' events (and a plan's state)."""
     from tui_ft.core.library.runs import summarize
 
-    k = int(rec["fold"])
+    k = record_number(rec)
     if rec.get("kind") == "plan":
         from tui_ft.core.orchestrate.plan_runner import read_state
         from tui_ft.core.common.procs import pid_alive
@@ -465,6 +494,30 @@ class FoldSpec:
 
 
 class Study:
+    """A preset or plan run once per fold (``tui-ft matbench``); :class:`tui_ft.core.orchestrate.ensemble.Ensemble`
+    runs it once per seed instead. What differs between the two is in the class attributes and
+    :meth:`variant` / :meth:`run_name` / :meth:`describe` (classmethods, so a plan's text needs no instance)."""
+
+    axis = "fold"
+    command = "matbench"
+
+    @classmethod
+    def run_name(cls, base: str, k: int) -> str:
+        return _fold_name(base, k)
+
+    @classmethod
+    def variant(cls, preset: Preset, k: int) -> Preset:
+        """The preset of fold ``k``."""
+        return preset.with_changes({"data.fold": k, "run.name": cls.run_name(preset.name, k)})
+
+    @classmethod
+    def describe(cls, k: int) -> str:
+        return f"on Matbench fold {k}"
+
+    @classmethod
+    def fingerprint(cls, loaded) -> str:
+        return _fingerprint(loaded)
+
     def __init__(self, source: str, loaded, name: str, folds: list[int], paths: Paths, say: Callable[[str], None]):
         self.source = source
         self.loaded = loaded
@@ -476,6 +529,11 @@ class Study:
         self.dir = study_dir(name, paths)
         self.lock = threading.Lock()
         self.state: dict[str, Any] = {}
+        self.key = RECORDS[self.axis]
+
+    @property
+    def records(self) -> dict[str, Any]:
+        return self.state[self.key]
 
     @property
     def data_source(self) -> str:
@@ -491,9 +549,12 @@ class Study:
         """Read or create study.json; refuse a study of another preset or one running elsewhere."""
         from tui_ft.core.common.procs import pid_alive
 
-        fp = _fingerprint(self.loaded)
+        fp = self.fingerprint(self.loaded)
         old = read_study(self.name, self.paths)
         if old is not None:
+            if old.get("axis", "fold") != self.axis:
+                other = "an ensemble" if self.axis == "fold" else "a Matbench study"
+                raise StudyError(f"{self.dir / 'study.json'}: {self.name!r} is {other}; give this one another --name")
             if old.get("fingerprint") != fp:
                 raise StudyError(
                     f"study {self.name!r} ({self.dir / 'study.json'}) was run with another preset or plan "
@@ -504,7 +565,9 @@ class Study:
                 raise StudyError(f"study {self.name!r} is already running in process {pid}")
             self.state = old
         else:
-            self.state = {"format": STUDY_FORMAT, "study": self.name, "fingerprint": fp, "folds": {}, "started": time.time()}
+            self.state = {"format": STUDY_FORMAT, "study": self.name, "fingerprint": fp, self.key: {}, "started": time.time()}
+            if self.axis != "fold":
+                self.state["axis"] = self.axis
         self.state.update(
             source=str(Path(self.source).resolve()) if Path(self.source).exists() else self.source,
             source_name=self.loaded.name,
@@ -514,48 +577,48 @@ class Study:
             pid=os.getpid(),
             status="running",
         )
-        self.state.setdefault("folds", {})
+        self.state.setdefault(self.key, {})
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save()
 
     def prepare(self, k: int) -> "FoldSpec | None":
         """The fold's file (written now), or None when the fold has finished."""
-        fname = _fold_name(self.name, k)
-        rec = self.state["folds"].get(str(k)) or {"fold": k, "kind": self.kind}
+        fname = self.run_name(self.name, k)
+        rec = self.records.get(str(k)) or {self.axis: k, "kind": self.kind}
         if self.kind == "plan":
             rec.setdefault("plan", fname)
         current = fold_result(rec, self.paths)
         if current.status == "finished":
             rec["status"] = "finished"
-            self.state["folds"][str(k)] = rec
+            self.records[str(k)] = rec
             return None
-        file = self.dir / f"fold{k}.toml"
+        file = self.dir / f"{self.axis}{k}.toml"
         if self.kind == "preset":
-            save_preset(self.loaded.with_changes({"data.fold": k, "run.name": fname}), file)
+            save_preset(self.variant(self.loaded, k), file)
             run_id = rec.get("run_id")
             if run_id and self._wait_for_live_run(k, run_id):
                 current = fold_result(rec, self.paths)  # what the run did before it stopped
                 if current.status == "finished":
                     rec["status"] = "finished"
-                    self.state["folds"][str(k)] = rec
+                    self.records[str(k)] = rec
                     return None
             resumable = run_id and (self.paths.run_ckpt_dir(run_id) / "last.pt").is_file()
             never_started = run_id and not (self.paths.run_log_dir(run_id) / "events.jsonl").exists()
             if resumable:
-                self.say(f"fold {k}: continuing run {run_id} from its last.pt ({current.status})")
+                self.say(f"{self.axis} {k}: continuing run {run_id} from its last.pt ({current.status})")
             elif not never_started:
                 if run_id:
-                    self.say(f"fold {k}: run {run_id} {current.status} without a last.pt; starting afresh")
+                    self.say(f"{self.axis} {k}: run {run_id} {current.status} without a last.pt; starting afresh")
                 run_id = None  # a new run id when the fold starts (start())
             rec.update(run_id=run_id, file=str(file))
         else:
-            atomic_write_text(file, _plan_text(self.loaded, fname, k))
+            atomic_write_text(file, _plan_text(self.loaded, fname, k, self))
             rec.update(file=str(file))
             if current.status not in ("pending",):
-                self.say(f"fold {k}: plan {fname} {current.status}; running it again keeps its finished stages")
+                self.say(f"{self.axis} {k}: plan {fname} {current.status}; running it again keeps its finished stages")
         rec["status"] = "queued"
-        self.state["folds"][str(k)] = rec
-        return FoldSpec(k, self.kind, str(file), rec.get("run_id"), str(self.dir / f"fold{k}.log"))
+        self.records[str(k)] = rec
+        return FoldSpec(k, self.kind, str(file), rec.get("run_id"), str(self.dir / f"{self.axis}{k}.log"))
 
     def _wait_for_live_run(self, k: int, run_id: str) -> bool:
         """A fold's run still trained by a live process (an earlier ``matbench`` killed with
@@ -568,12 +631,12 @@ class Study:
         pid = lock.holder()
         if pid is None:
             return False
-        self.say(f"fold {k}: run {run_id} is still running (pid {pid}, started by an earlier matbench); "
+        self.say(f"{self.axis} {k}: run {run_id} is still running (pid {pid}, started by an earlier {self.command}); "
                  f"waiting up to {LIVE_FOLD_WAIT_S:g} s for it to stop")
         deadline = time.monotonic() + LIVE_FOLD_WAIT_S
         while lock.holder() is not None:
             if time.monotonic() > deadline:
-                raise StudyError(f"fold {k}: run {run_id} is still running (pid {pid}) after {LIVE_FOLD_WAIT_S:g} s; "
+                raise StudyError(f"{self.axis} {k}: run {run_id} is still running (pid {pid}) after {LIVE_FOLD_WAIT_S:g} s; "
                                  f"stop it (kill -INT {pid}) or wait for it, then run the same command again")
             time.sleep(0.5)
         return True
@@ -584,32 +647,37 @@ class Study:
         from tui_ft.core.library.runs import new_run_id
 
         if fold.kind == "preset" and not fold.run_id:
-            fold.run_id = new_run_id(_fold_name(self.name, fold.fold), self.paths)
+            fold.run_id = new_run_id(self.run_name(self.name, fold.fold), self.paths)
         with self.lock:
-            self.state["folds"][str(fold.fold)].update(run_id=fold.run_id, status="running")
+            self.records[str(fold.fold)].update(run_id=fold.run_id, status="running")
         self.save()
-        self.say(f"fold {fold.fold}: {'run ' + fold.run_id if fold.run_id else 'plan ' + fold.file} starting")
+        self.say(f"{self.axis} {fold.fold}: {'run ' + fold.run_id if fold.run_id else 'plan ' + fold.file} starting")
         argv = tui_ft_argv("--preset", fold.file, "--plain")
         if fold.run_id:
             argv += ["--run-id", fold.run_id]
-        return RunTask(argv, fold.log, run_id=fold.run_id, root=str(self.paths.root), cwd=os.getcwd(), label=f"fold {fold.fold}")
+        return RunTask(argv, fold.log, run_id=fold.run_id, root=str(self.paths.root), cwd=os.getcwd(), label=f"{self.axis} {fold.fold}")
 
     def done(self, fold: "FoldSpec", handle) -> None:
         result = handle.result()
-        rec = self.state["folds"][str(fold.fold)]
+        rec = self.records[str(fold.fold)]
         res = fold_result(rec, self.paths)
         rec.update(status=res.status, run_ids=res.run_ids, returncode=result.get("returncode"))
         if result.get("error"):
             rec["message"] = result["error"]
         self.save()
         extra = f" (exit {result.get('returncode')}; see {fold.log})" if res.status != "finished" else ""
-        self.say(f"fold {fold.fold}: {res.status}, test_mae {_fmt(res.test_mae)}, run {', '.join(res.run_ids) or '-'}{extra}")
+        self.say(f"{self.axis} {fold.fold}: {res.status}, test_mae {_fmt(res.test_mae)}, run {', '.join(res.run_ids) or '-'}{extra}")
+
+    def results(self) -> list[FoldResult]:
+        """Each requested fold's (member's) status and numbers, written back into its record."""
+        results = [fold_result(self.records.get(str(k)) or {self.axis: k, "kind": "preset"}, self.paths) for k in self.folds]
+        for r in results:
+            rec = self.records.setdefault(str(r.fold), {self.axis: r.fold, "kind": self.kind})
+            rec.update(status=r.status, run_ids=r.run_ids)
+        return results
 
     def finish(self, interrupted: bool) -> int:
-        results = [fold_result(self.state["folds"].get(str(k)) or {"fold": k, "kind": "preset"}, self.paths) for k in self.folds]
-        for r in results:
-            rec = self.state["folds"].setdefault(str(r.fold), {"fold": r.fold, "kind": self.kind})
-            rec.update(status=r.status, run_ids=r.run_ids)
+        results = self.results()
         print("\n".join(fold_table(results)), flush=True)
         maes = [r.test_mae for r in results if r.status == "finished" and r.test_mae is not None]
         ms = mean_std(maes) if maes else None
@@ -660,11 +728,32 @@ def run(
     say: Callable[[str], None] | None = None,
 ) -> int:
     """``tui-ft matbench``: run or continue the study; return the exit code."""
-    from tui_ft.core.config.checks import load_and_check
-
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         fold_list = parse_folds(folds)
+    except StudyError as exc:
+        say(str(exc))
+        return EXIT_USAGE
+    return run_study(Study, source, fold_list, jobs=jobs, gpus=gpus, executor=executor, name=name, say=say)
+
+
+def run_study(
+    cls: type[Study],
+    source,
+    numbers: list[int],
+    *,
+    loaded=None,
+    jobs: int | None = None,
+    gpus: str | None = None,
+    executor: str = "local",
+    name: str | None = None,
+    say: Callable[[str], None],
+) -> int:
+    """Run or continue a study of class ``cls`` over ``numbers`` (folds, members) of ``source``
+    (a preset or plan file; ``loaded``: it, already loaded and checked); return the exit code."""
+    from tui_ft.core.config.checks import load_and_check
+
+    try:
         gpu_list = parse_gpus(gpus)
         if jobs is not None and jobs < 1:
             raise StudyError(f"--jobs: expected a number >= 1, got {jobs}")
@@ -675,7 +764,8 @@ def run(
     except StudyError as exc:
         say(str(exc))
         return EXIT_USAGE
-    loaded = load_and_check(source, lambda m: print(m, file=sys.stderr, flush=True))
+    if loaded is None:
+        loaded = load_and_check(source, lambda m: print(m, file=sys.stderr, flush=True))
     if loaded is None:
         return EXIT_USAGE
     study_name = name or loaded.name
@@ -687,20 +777,21 @@ def run(
     paths = Paths.default()
     from tui_ft.core.orchestrate.executors import ExecutorError, make_executor, run_all
 
+    what = cls.axis
     try:  # before study.json says "running": an executor that cannot start is a usage error, nothing written
         if executor == "local":
-            # folds in their own process session, as a sweep's trials: Ctrl-C reaches this process only,
-            # which stops each fold once (SIGINT); a SIGKILL of it gives each fold SIGINT (PR_SET_PDEATHSIG)
+            # each run in its own process session, as a sweep's trials: Ctrl-C reaches this process only,
+            # which stops each run once (SIGINT); a SIGKILL of it gives each run SIGINT (PR_SET_PDEATHSIG)
             ex = make_executor("local", jobs=jobs or (len(gpu_list) if gpu_list else 1), gpus=gpu_list,
                                own_session=True)
         else:
             cfg = cluster_of(loaded)
             folder = Path(cfg.folder).expanduser() if cfg.folder else study_dir(study_name, paths) / "submitit"
-            ex = make_executor("slurm", jobs=jobs or max(1, len(fold_list)), cluster_cfg=cfg, folder=folder, name=study_name)
+            ex = make_executor("slurm", jobs=jobs or max(1, len(numbers)), cluster_cfg=cfg, folder=folder, name=study_name)
     except ExecutorError as exc:
         say(str(exc))
         return EXIT_USAGE
-    study = Study(source, loaded, study_name, fold_list, paths, say)
+    study = cls(source, loaded, study_name, numbers, paths, say)
     try:
         study.open(executor)
     except StudyError as exc:
@@ -713,34 +804,34 @@ def run(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        tasks = [t for t in (study.prepare(k) for k in fold_list) if t is not None]
-    except StudyError as exc:  # a fold's run still live after the wait: nothing started
+        tasks = [t for t in (study.prepare(k) for k in numbers) if t is not None]
+    except StudyError as exc:  # a run still live after the wait: nothing started
         say(str(exc))
         return study.finish(False)
     except KeyboardInterrupt:
         say(f"study {study_name}: interrupted; run the same command again to continue")
         return study.finish(True)
-    kept = [k for k in fold_list if study.state["folds"][str(k)]["status"] == "finished"]
+    kept = [k for k in numbers if study.records[str(k)]["status"] == "finished"]
     study.save()
     if kept:
-        say(f"study {study_name}: fold{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} already finished")
+        say(f"study {study_name}: {what}{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} already finished")
     for t in tasks:
-        say(f"study {study_name}: fold {t.fold}: {t.kind} {t.file}" + (f", continuing run {t.run_id}" if t.run_id else ""))
+        say(f"study {study_name}: {what} {t.fold}: {t.kind} {t.file}" + (f", continuing run {t.run_id}" if t.run_id else ""))
     interrupted = False
 
     def submitted(fold: FoldSpec, handle) -> None:
         job_id = getattr(handle, "job_id", None)
         if job_id is not None:
-            study.state["folds"][str(fold.fold)]["job_id"] = job_id
+            study.records[str(fold.fold)]["job_id"] = job_id
             study.save()
-            say(f"fold {fold.fold}: submitted job {job_id}")
+            say(f"{what} {fold.fold}: submitted job {job_id}")
 
     try:
         run_all(ex, tasks, make_task=study.start, on_submit=submitted, on_done=study.done)
     except KeyboardInterrupt:
         interrupted = True
         say(f"study {study_name}: interrupted; run the same command again to continue")
-    except ExecutorError as exc:  # a fold that could not be submitted: the study is not left "running"
+    except ExecutorError as exc:  # a run that could not be submitted: the study is not left "running"
         say(f"study {study_name}: {exc}")
         study.finish(False)
         return EXIT_USAGE
