@@ -203,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _ensemble_command(args) -> int:
+    """``eval`` / ``predict`` / ``export`` of ``ensemble:NAME`` (tui_ft.commands_ensemble)."""
+    from tui_ft import commands_ensemble as ens
+
+    if args.command == "eval":
+        return ens.cmd_eval_ensemble(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size,
+                                     args.format)
+    if args.command == "predict":
+        return ens.cmd_predict_ensemble(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
+                                        device=args.device, target=args.target, format=args.format, force=args.force,
+                                        forces=args.forces, stress=args.stress, xyz=args.xyz)
+    return ens.cmd_export_ensemble(args.checkpoint, args.out, force=args.force)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command; its exit code.
 
@@ -245,6 +259,8 @@ def _main(argv: list[str] | None) -> int:
     if args.command in ("eval", "predict", "export", "history", "compare") or (args.command == "runs" and args.format != "table"):
         from tui_ft import commands_io as io
 
+        if args.command in ("eval", "predict", "export") and args.checkpoint.startswith("ensemble:"):
+            return _ensemble_command(args)
         if args.command == "eval":
             return io.cmd_eval(args.checkpoint, args.data, args.target, args.device, args.rows, args.batch_size,
                                args.format)

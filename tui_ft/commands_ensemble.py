@@ -64,8 +64,11 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
         evaluate_ensemble,
         evaluate_potential_ensemble,
     )
+    from tui_ft.commands_io import _not_a_pipe
     from tui_ft.core.library.predict import MAE_UNIT
 
+    if data is not None and not _not_a_pipe(data):
+        return EXIT_USAGE
     got = _members(ref)
     if got is None:
         return EXIT_USAGE

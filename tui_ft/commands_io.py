@@ -95,14 +95,9 @@ def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: 
     """MAE of a checkpoint on a data source; by default its own test rows when the data is its own.
     A potential's checkpoint: the MAE of each labelled target (:func:`_eval_potential`)."""
     from tui_ft.core.common.units import with_unit
-    from tui_ft.core.library.ensemble import is_ensemble_ref
 
     if data is not None and not _not_a_pipe(data):
         return EXIT_USAGE
-    if is_ensemble_ref(ref):
-        from tui_ft.commands_ensemble import cmd_eval_ensemble
-
-        return cmd_eval_ensemble(ref, data, target, device, rows, batch_size, fmt)
     path = _resolve(ref)
     if path is None:
         return EXIT_USAGE
@@ -222,12 +217,7 @@ def cmd_export(ref: str, out: str, force: bool = False) -> int:
     the output path follows :func:`tui_ft.core.common.outputs.check_output_path`)."""
     from tui_ft.core.library.export import ExportError, export_checkpoint, read_export_info
     from tui_ft.core.library.ckptfile import CheckpointError
-    from tui_ft.core.library.ensemble import is_ensemble_ref
 
-    if is_ensemble_ref(ref):
-        from tui_ft.commands_ensemble import cmd_export_ensemble
-
-        return cmd_export_ensemble(ref, out, force)
     if _out_refused(out, [ref], force, "OUT"):
         return EXIT_USAGE
     path = _resolve(ref)
@@ -260,14 +250,8 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     """
     from tui_ft.core.data.dataset import DataError, resolve_source
     from tui_ft.core.library.ckptfile import CheckpointError
-    from tui_ft.core.library.ensemble import is_ensemble_ref
     from tui_ft.core.library.predict import FRAME_FORMATS, format_csv, predict, write_csv
 
-    if is_ensemble_ref(ref):
-        from tui_ft.commands_ensemble import cmd_predict_ensemble
-
-        return cmd_predict_ensemble(ref, inputs, out, batch_size=batch_size, device=device, target=target,
-                                    format=format, force=force, forces=forces, stress=stress, xyz=xyz)
     if _out_refused(out, [ref, *inputs], force):
         return EXIT_USAGE
     if not all(_not_a_pipe(i) for i in inputs):
