@@ -1,4 +1,5 @@
-"""The Studies tab: ``tui-ft matbench`` studies, their folds, curves and running mean.
+"""The Studies tab: ``tui-ft matbench`` studies, their folds, curves and running mean;
+``tui-ft ensemble`` ensembles, their members and (key ``c``) the calibration of their std.
 
 A thread worker reads ``logs/.studies/`` every few seconds while the tab is
 shown (:func:`tui_ft.tui.study_model.list_studies` and
@@ -22,13 +23,14 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from tui_ft.core.common.paths import Paths
-from tui_ft.tui.charts import Curve, int_ticks
+from tui_ft.tui.charts import PALETTE, Curve, int_ticks
 from tui_ft.tui.columns import plain
 from tui_ft.tui.panes import _cursor_key, _restore_cursor
 from tui_ft.tui.plots import _Plot
 from tui_ft.tui.study_model import (
     StudyListRow,
     StudyView,
+    calibration_points,
     fold_cells,
     list_studies,
     load_study_view,
@@ -92,17 +94,49 @@ class StudyCurves(ViewPlot):
     published numbers (on the task's own data) as horizontal lines."""
 
     view: StudyView | None
+    calibration = False  # an ensemble's calibration chart instead of the curves (StudiesPane's key c)
 
     def _draw(self) -> None:
         v = self.view
         if v is None:
-            self._blank("no study: run `tui-ft matbench PRESET` and it appears here")
+            self._blank("no study: run `tui-ft matbench PRESET` (or `tui-ft ensemble PRESET -k K`) and it appears here")
+            return
+        if self.calibration and v.axis == "member":
+            self._draw_calibration(v)
             return
         curves = study_curves(v, max(10, 2 * (self.plot_width - 10)))
         if not curves:
             self._blank(f"{v.name}: no fold has an epoch yet" if not v.problem else f"{v.name}: unreadable")
             return
-        self.draw_curves(curves, f"study {v.name}: val MAE per fold", study_reference_lines(v))
+        self.draw_curves(curves, f"{'ensemble' if v.axis == 'member' else 'study'} {v.name}: val MAE per {v.axis}",
+                         study_reference_lines(v))
+
+    def _draw_calibration(self, v: StudyView) -> None:
+        """Mean |error| of the ensemble's mean against the members' mean std, per std decile of the
+        test structures (force and stress components for a potential), one series per target, with
+        the line |error| = std: points above it are errors larger than the spread says."""
+        points = calibration_points(v)
+        if not points:
+            self._blank(f"{v.name}: no calibration yet (it is computed when every member has finished)")
+            return
+        plt = self.plt
+        plt.clear_figure()
+        hi = 0.0
+        units = (v.ensemble or {}).get("calibration_units") or {}
+        for i, (t, pts) in enumerate(points.items()):
+            # a potential's targets have different units: each is scaled to its own largest std
+            scale = max(p[0] for p in pts) or 1.0
+            xs = [p[0] / scale for p in pts] if len(points) > 1 else [p[0] for p in pts]
+            ys = [p[1] / scale for p in pts] if len(points) > 1 else [p[1] for p in pts]
+            unit = units.get(t) or ((v.ensemble or {}).get("targets", {}).get(t, {}).get("unit") or "")
+            plt.plot(xs, ys, marker="dot", color=PALETTE[i % len(PALETTE)],
+                     label=f"{t}" + (f" (÷ {scale:.3g} {unit})" if len(points) > 1 else f" ({unit})"))
+            hi = max(hi, *xs, *ys)
+        plt.plot([0.0, hi], [0.0, hi], color=(150, 150, 150), label="|error| = std")
+        plt.title(f"ensemble {v.name}: calibration on its test rows (per std decile)")
+        plt.xlabel("members' std")
+        plt.ylabel("|error| of the mean")
+        self.refresh()
 
 
 class ListViewPane(Vertical):
@@ -140,6 +174,7 @@ class StudiesPane(ListViewPane):
     LIST_TABLE = "studies-table"
     BINDINGS = [
         Binding("r", "refresh", "Refresh", tooltip="read the studies from disk now"),
+        Binding("c", "calibration", "Calibration", tooltip="an ensemble: its calibration chart / its curves"),
     ]
 
     @dataclass
@@ -203,7 +238,7 @@ class StudiesPane(ListViewPane):
             key = cursor_key(t) or (message.view.name if message.view else None)
             t.clear()
             for r in message.rows:
-                folds = f"{r.finished}/{r.folds}" if r.problem is None else "-"
+                folds = f"{r.finished}/{r.folds}" + (" members" if r.axis == "member" else "") if r.problem is None else "-"
                 t.add_row(*plain(r.name, r.status, folds, r.data_source or "-", r.problem or r.source_name or "-"), key=r.name)
             restore_cursor(t, key)
         view = message.view
@@ -220,11 +255,22 @@ class StudiesPane(ListViewPane):
         if view is not None:
             for row in view.folds:
                 f.add_row(*plain(*fold_cells(row)), key=str(row.fold))
-            f.border_title = f"folds of {escape(view.name)}"
+            f.border_title = f"{view.axis}s of {escape(view.name)}"
+        first = next(iter(f.columns.values()), None)
+        if first is not None and str(first.label) != (view.axis if view else "fold"):
+            first.label = Text(view.axis if view else "fold")
+            f.refresh()
         restore_cursor(f, key)
         lines = study_summary_lines(view) if view else ["no study under logs/.studies/ yet: `tui-ft matbench PRESET`"]
         self.query_one("#study-summary", Static).update(Text("\n".join(lines)))  # not markup: names, problems
         self.query_one(StudyCurves).set_view(view)
+
+    def action_calibration(self) -> None:
+        chart = self.query_one(StudyCurves)
+        chart.calibration = not chart.calibration
+        if chart.calibration and (self.view is None or self.view.axis != "member"):
+            self.app.notify("c shows an ensemble's calibration chart; this is a Matbench study", timeout=3)
+        chart.redraw()
 
     @on(DataTable.RowHighlighted, "#studies-table")
     def _study_highlighted(self, event: DataTable.RowHighlighted) -> None:

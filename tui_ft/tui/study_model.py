@@ -86,6 +86,7 @@ class StudyListRow:
     source_name: str = ""
     updated: float = 0.0
     problem: str | None = None
+    axis: str = "fold"  # "member": an ensemble (tui-ft ensemble)
 
 
 def study_root(paths: Paths) -> Path:
@@ -121,12 +122,15 @@ def list_studies(paths: Paths) -> list[StudyListRow]:
         if obj is None:
             out.append(StudyListRow(d.name, status="unreadable", problem=problem))
             continue
-        folds = obj.get("folds") or {}
+        from tui_ft.core.orchestrate.study import study_records
+
+        folds = study_records(obj)
         finished = sum(1 for r in folds.values() if isinstance(r, dict) and r.get("status") == "finished")
         updated = obj.get("updated") or obj.get("started") or 0.0
         out.append(StudyListRow(
             d.name, str(obj.get("status", "?")), len(folds), finished, str(obj.get("data_source", "")),
             str(obj.get("source_name", "")), float(updated) if isinstance(updated, (int, float)) else 0.0,
+            axis=str(obj.get("axis", "fold")),
         ))
     return out
 
@@ -155,6 +159,9 @@ class StudyView:
     curves: dict[int, RunSeries] = field(default_factory=dict)  # fold -> its val MAE per epoch (a plan's stages chained)
     boundaries: dict[int, list[float]] = field(default_factory=dict)  # fold -> a plan's stage boundaries
     problem: str | None = None
+    axis: str = "fold"  # "member": an ensemble; its folds are its members
+    ensemble: dict[str, Any] | None = None  # an ensemble's ensemble.json, once every member finished
+    ensemble_problem: str | None = None  # why that file could not be read
 
     @property
     def finished_test_maes(self) -> list[float]:
@@ -215,16 +222,19 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
     view.status = str(obj.get("status", "?"))
     view.source = str(obj.get("source_name") or obj.get("source") or "")
     view.data_source = str(obj.get("data_source", ""))
-    from tui_ft.core.orchestrate.study import fold_result
+    from tui_ft.core.orchestrate.study import fold_result, study_records
 
-    recs: dict[str, Any] = dict(obj.get("folds") or {})
+    view.axis = str(obj.get("axis", "fold"))
+    if view.axis == "member":
+        view.ensemble, view.ensemble_problem = read_ensemble_summary(study_root(paths) / name)
+    recs: dict[str, Any] = dict(study_records(obj))
     recs.update(fold_problems)  # the records the reader took out: each a problem row in its place
     for key in sorted(recs, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
         rec = recs[key]
         try:
             if key in fold_problems:  # the reader checked every record: the rest are objects
                 raise ValueError(fold_problems[key])
-            rec = {"fold": key, **rec}
+            rec = {view.axis: key, **rec}
             res = fold_result(rec, paths)
             run_ids = list(res.run_ids)
             view.folds.append(FoldRow(res.fold, run_ids[-1] if run_ids else None, res.status, res.best_val_mae,
@@ -237,8 +247,41 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
         except Exception as exc:  # noqa: BLE001 - one bad fold record is a problem row, not a crash
             fold = int(key) if str(key).isdigit() else -1
             view.folds.append(FoldRow(fold, None, "unreadable", None, None, 0, 0.0,
-                                      problem=f"study.json fold {key}: {_short_error(exc)}"))
+                                      problem=f"study.json {view.axis} {key}: {_short_error(exc)}"))
     return view
+
+
+def read_ensemble_summary(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """An ensemble's ``ensemble.json`` (:mod:`tui_ft.core.orchestrate.ensemble`): ``(summary, None)``,
+    ``(None, None)`` when it is not written yet, ``(None, problem)`` when it cannot be used. Never raises."""
+    import json
+
+    from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
+
+    path = folder / "ensemble.json"
+    try:
+        obj = json.loads(read_regular_text(path, STATE_MAX_BYTES))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"{path}: {_short_error(exc)}"
+    targets = obj.get("targets") if isinstance(obj, dict) else None
+    if not isinstance(targets, dict) or not all(isinstance(v, dict) for v in targets.values()):
+        return None, f"{path}: not an ensemble summary (no targets table)"
+    return obj, None
+
+
+def calibration_points(view: StudyView) -> dict[str, list[tuple[float, float]]]:
+    """Per target of an ensemble: (mean std, mean |error|) of its test structures (components)
+    binned by std, as ensemble.json holds them; {} for a Matbench study or an unfinished ensemble."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for t, d in ((view.ensemble or {}).get("targets") or {}).items():
+        bins = (d.get("calibration") or {}).get("bins") if isinstance(d.get("calibration"), dict) else None
+        pts = [(float(b[0]), float(b[1])) for b in bins or [] if isinstance(b, (list, tuple)) and len(b) == 2
+               and all(isinstance(x, (int, float)) and math.isfinite(x) for x in b)]
+        if pts:
+            out[str(t)] = pts
+    return out
 
 
 def fold_cells(row: FoldRow) -> tuple[str, ...]:
@@ -251,6 +294,8 @@ def study_summary_lines(view: StudyView) -> list[str]:
     """The text beside the curves: the running mean ± std, then the published numbers."""
     if view.problem:
         return [f"problem: {view.problem}"]
+    if view.axis == "member":
+        return ensemble_summary_lines(view)
     lines = [f"study {view.name}: {view.status}", f"preset/plan {view.source or '?'} on {view.data_source or '?'}"]
     maes = view.finished_test_maes
     ms = view.mean_std
@@ -270,13 +315,37 @@ def study_summary_lines(view: StudyView) -> list[str]:
     return lines
 
 
+def ensemble_summary_lines(view: StudyView) -> list[str]:
+    """An ensemble's text: its members' test MAE, then (once all finished) the ensemble's and the calibration."""
+    from tui_ft.core.orchestrate.ensemble import ensemble_lines
+
+    lines = [f"ensemble {view.name}: {view.status}", f"preset/plan {view.source or '?'} on {view.data_source or '?'}"]
+    maes, ms = view.finished_test_maes, view.mean_std
+    done = f"{len(maes)} of {len(view.folds)} members finished"
+    lines.append(f"members' test MAE: none finished yet ({done})" if ms is None
+                 else f"members' test MAE {ms[0]:.4g} ± {ms[1]:.4g} (mean ± std, {done})")
+    if view.ensemble is not None:
+        lines.append("")
+        try:
+            lines += ensemble_lines(view.ensemble)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            lines.append(f"problem: ensemble.json: {_short_error(exc)}")
+        if calibration_points(view):
+            lines.append("(c: the calibration chart)")
+    elif view.ensemble_problem:
+        lines.append(f"problem: {view.ensemble_problem}")
+    bad = [f.problem for f in view.folds if f.problem]
+    lines += [f"problem: {p}" for p in bad[:3]]
+    return lines
+
+
 def study_curves(view: StudyView, max_points: int = 200) -> list[Curve]:
     """Each fold's validation MAE per epoch, one colour per fold."""
     out = []
     for fold in sorted(view.curves):
         s = view.curves[fold]
         xs, ys = downsample(s.epochs, s.val, max_points)
-        out.append(Curve(f"fold {fold}", xs, ys, PALETTE[fold % len(PALETTE)]))
+        out.append(Curve(f"{view.axis} {fold}", xs, ys, PALETTE[fold % len(PALETTE)]))
     return out
 
 
@@ -287,7 +356,8 @@ def study_reference_lines(view: StudyView) -> list[tuple[str, float, RGB]]:
     ms = view.mean_std
     if ms is not None:
         out.append((f"mean test {ms[0]:.4f}", ms[0], MEAN_COLOR))
-    out += [(f"{m} {v:.4f}", v, REFERENCE_COLOR) for m, v in view.leaderboard]
+    if view.axis == "fold":
+        out += [(f"{m} {v:.4f}", v, REFERENCE_COLOR) for m, v in view.leaderboard]
     return out
 
 
