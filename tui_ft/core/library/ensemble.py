@@ -17,7 +17,6 @@ errors within 1σ and 2σ (a Gaussian error of that σ would give 68.3 % and 95.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -457,22 +456,3 @@ def export_ensemble(name: str, members: list[Member], out_dir: Path | str, *, fo
         raise
     return out / MANIFEST
 
-
-def read_manifest(path: Path | str) -> dict[str, Any]:
-    """An exported ensemble's manifest (checked: format, members with files in its folder)."""
-    from tui_ft.core.common.files import STATE_MAX_BYTES, read_regular_text
-    from tui_ft.core.common.paths import check_component
-
-    p = Path(path)
-    try:
-        obj = json.loads(read_regular_text(p, STATE_MAX_BYTES))
-    except (OSError, ValueError) as exc:
-        raise EnsembleError(f"{p}: not a readable ensemble manifest ({exc})") from None
-    if not isinstance(obj, dict) or obj.get("format") != MANIFEST_FORMAT or not isinstance(obj.get("members"), list):
-        raise EnsembleError(f"{p}: not a tui-ft ensemble manifest (format {MANIFEST_FORMAT!r} with a members list)")
-    for i, e in enumerate(obj["members"]):
-        try:
-            check_component(e.get("file") if isinstance(e, dict) else None)
-        except (ValueError, TypeError) as exc:
-            raise EnsembleError(f"{p}: members[{i}].file: expected a file name in the manifest's folder ({exc})") from None
-    return obj
