@@ -202,9 +202,15 @@ class TuiFtApp(App):
         # the focus to a focusable sibling even if that sibling is hidden too (the Library's
         # lineage box next to its table). That focus switched the tab straight back, so 4 and 5
         # did nothing there. The new tab's table takes the focus (_tab_changed, ListViewPane.on_show).
-        if tabs.screen.focused is not None:
-            tabs.screen.set_focus(None)
+        # A tab with a table (TAB_TABLES) gets it in the same step as the switch instead: no layout
+        # comes in between (so nothing is handed to a hidden sibling), and the footer is rebuilt
+        # fewer times (not for a moment with no focus and again for the table: each a layout of the screen).
+        screen, target = tabs.screen, TAB_TABLES.get(tab)
+        if screen.focused is not None and target is None:
+            screen.set_focus(None)
         tabs.active = tab
+        if target is not None:
+            screen.set_focus(self.query_one(target, DataTable))
 
     def show_run(self, run_id: str) -> None:
         self.action_show_tab("runs")
