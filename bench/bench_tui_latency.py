@@ -9,7 +9,11 @@ Then it presses the dashboard's keys and measures, per key press:
   key -> frame : from pilot.press() to the next frame the app composes
                  (App._display called with an update)
   key -> idle  : from pilot.press() until pilot.pause() returns (all
-                 messages handled, the screen refreshed)
+                 messages handled, the screen refreshed); this includes
+                 Textual's animations, which keep the app busy drawing: a
+                 tab switch slides the tabs' underline for 0.3 s. Run with
+                 TEXTUAL_ANIMATIONS=none (Textual's own setting, which the
+                 dashboard honours) to measure key -> idle without them
 
 and prints the median and 95th percentile of each, in milliseconds.
 
@@ -290,6 +294,7 @@ def main() -> int:
         f"{args.finished} finished runs of {args.finished_epochs} epochs"
         + (f"; filter in force: {args.filter!r}" if args.filter else "")
         + ("; Python's own garbage collection (--gc-default)" if args.gc_default else "")
+        + f"; TEXTUAL_ANIMATIONS={os.environ.get('TEXTUAL_ANIMATIONS', '(unset: full)')}"
     )
     for name, label in (("key_frame", "key -> frame (key alone)"),
                         ("key_frame_mixed", "key -> frame (streamed event in between)"),
