@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from tui_ft.commands_io import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress, _err, _reason
@@ -146,8 +145,7 @@ def cmd_predict_ensemble(ref: str, inputs: list[str], out: str | None, *, batch_
                          target: str | None, format: str | None, force: bool, forces: bool, stress: bool,
                          xyz: str | None) -> int:
     """The members' mean and std per structure (CSV; a potential's forces/stresses: extxyz)."""
-    from tui_ft.commands_io import _extxyz_path, _not_a_pipe, _out_refused
-    from tui_ft.core.common.atomic import atomic_write_text
+    from tui_ft.commands_io import _extxyz_path, _not_a_pipe, _out_refused, write_predictions
     from tui_ft.core.data.dataset import resolve_source
     from tui_ft.core.library.ensemble import (
         format_ensemble_csv,
@@ -190,19 +188,9 @@ def cmd_predict_ensemble(ref: str, inputs: list[str], out: str | None, *, batch_
         return res
     for w in res.warnings:
         _err(f"[warning] {w}")
-    if res.rows:
-        text = format_potential_ensemble_csv(res) if potential else format_ensemble_csv(res)
-        try:
-            if xyz_path is not None:
-                write_potential_ensemble_extxyz(res, xyz_path)
-            if out:
-                atomic_write_text(out, text)
-        except OSError as exc:
-            _err(f"{exc.filename or out}: cannot write ({exc.strerror or exc})")
-            return EXIT_USAGE
-        if not out:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+    text = (format_potential_ensemble_csv(res) if potential else format_ensemble_csv(res)) if res.rows else ""
+    if res.rows and not write_predictions(text, out, xyz_path, lambda p: write_potential_ensemble_extxyz(res, p)):
+        return EXIT_USAGE
     for ident, why in res.failures:
         _err(f"[error] {ident}: {_reason(ident, why)}")
     where = ", ".join(x for x in (out, xyz_path) if x) if res.rows else ""

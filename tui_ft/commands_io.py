@@ -306,6 +306,25 @@ def cmd_predict(ref: str, inputs: list[str], out: str | None, *, batch_size: int
     return EXIT_FAILED if res.failures else EXIT_OK
 
 
+def write_predictions(text: str, out: str | None, xyz_path: str | None, write_xyz) -> bool:
+    """A potential's predictions out: ``write_xyz(xyz_path)`` when asked, the CSV ``text`` to
+    ``out`` (atomically) or to stdout; False after one line when a file cannot be written."""
+    from tui_ft.core.common.atomic import atomic_write_text
+
+    try:
+        if xyz_path is not None:
+            write_xyz(xyz_path)
+        if out:
+            atomic_write_text(out, text)
+    except OSError as exc:
+        _err(f"{exc.filename or out}: cannot write ({exc.strerror or exc})")
+        return False
+    if not out:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return True
+
+
 def _extxyz_path(out: str | None, xyz: str | None) -> str | None:
     if xyz:
         return xyz
@@ -317,7 +336,6 @@ def _predict_potential(ref: str, path, inputs: list[str], out: str | None, *, ba
     """A potential's energies as CSV (eV/atom and total eV), and with ``--forces`` / ``--stress``
     an extxyz file whose SinglePointCalculator holds energy (total eV), forces (eV/Å) and stress
     (eV/Å³, ASE's sign -- positive = tensile -- and Voigt order xx yy zz yz xz xy)."""
-    from tui_ft.core.common.atomic import atomic_write_text
     from tui_ft.core.data.dataset import DataError, resolve_source
     from tui_ft.core.library.ckptfile import CheckpointError
     from tui_ft.core.library.predict import (
@@ -355,19 +373,9 @@ def _predict_potential(ref: str, path, inputs: list[str], out: str | None, *, ba
     progress.close()
     for w in res.warnings:
         _err(f"[warning] {w}")
-    if res.rows:
-        text = format_potential_csv(res)
-        try:
-            if xyz_path is not None:
-                write_potential_extxyz(res, xyz_path)
-            if out:
-                atomic_write_text(out, text)
-        except OSError as exc:
-            _err(f"{exc.filename or out}: cannot write ({exc.strerror or exc})")
-            return EXIT_USAGE
-        if not out:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+    if res.rows and not write_predictions(format_potential_csv(res), out, xyz_path,
+                                          lambda p: write_potential_extxyz(res, p)):
+        return EXIT_USAGE
     for ident, why in res.failures:
         _err(f"[error] {ident}: {_reason(ident, why)}")
     total = len(res.rows) + len(res.failures)

@@ -195,9 +195,9 @@ class EnsembleResult:
         return calibration(*zip(*pairs)) if pairs else None
 
 
-def _combine_property(name: str, members: list[Member], results: list[Any]) -> EnsembleResult:
-    """Rows predicted by every member, in the first member's order (a structure one member
-    failed is a failure of the ensemble)."""
+def _common_rows(results: list[Any]) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
+    """Each member's rows by id, the ids every member predicted (in the first member's order),
+    and the failures: a structure one member failed is a failure of the ensemble."""
     by_id = [{r.id: r for r in res.rows} for res in results]
     common = [r.id for r in results[0].rows if all(r.id in d for d in by_id)]
     failures = {i: why for res in results for i, why in res.failures}
@@ -205,6 +205,12 @@ def _combine_property(name: str, members: list[Member], results: list[Any]) -> E
         for i in d:
             if i not in common and i not in failures:
                 failures[i] = "not predicted by every member"
+    return by_id, common, failures
+
+
+def _combine_property(name: str, members: list[Member], results: list[Any]) -> EnsembleResult:
+    """The mean and std of the rows every member predicted (:func:`_common_rows`)."""
+    by_id, common, failures = _common_rows(results)
     rows = []
     for i in common:
         vals = [d[i].prediction for d in by_id]
@@ -318,13 +324,7 @@ class PotentialEnsembleResult:
 def _combine_potential(name: str, members: list[Member], results: list[Any]) -> PotentialEnsembleResult:
     from tui_ft.core.library.predict import PotentialResult, PotentialRow
 
-    by_id = [{r.id: r for r in res.rows} for res in results]
-    common = [r.id for r in results[0].rows if all(r.id in d for d in by_id)]
-    failures = {i: why for res in results for i, why in res.failures}
-    for d in by_id:
-        for i in d:
-            if i not in common and i not in failures:
-                failures[i] = "not predicted by every member"
+    by_id, common, failures = _common_rows(results)
     rows, stds = [], []
     for i in common:
         rs = [d[i] for d in by_id]
