@@ -62,3 +62,20 @@ def test_sweep_demo_runs_offline_and_gives_a_best_preset(project, capsys):
     winner = min(trials, key=lambda t: t.value)
     assert best.sweep is None and best.name == "sweep_demo-best" and best.data.source == "demo"
     assert best.optim.lr == winner.params["optim.lr"] and best.train.batch_size == winner.params["train.batch_size"]
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_runs_every_point_of_its_grid(project, demo_preset):
+    """Optuna's GridSampler asks the study to stop once it counts its grid as done, which raises
+    RuntimeError in ask-and-tell (optuna #5141); the sweep runs its whole grid and exits 0."""
+    path = demo_preset("grid", epochs=1)
+    path.write_text(path.read_text(encoding="utf-8") + '\n[sweep]\ntrials = 3\nsampler = "grid"\npruner = "none"\n'
+                    '\n[sweep.space]\n"train.batch_size" = { choice = [8, 16, 32] }\n', encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "tui_ft", "--preset", str(path)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    study = optuna.load_study(study_name="grid", storage=f"sqlite:///{project / 'logs' / '.sweeps' / 'grid' / 'study.db'}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert sorted(t.params["train.batch_size"] for t in trials) == [8, 16, 32]
+    assert "Traceback" not in out.stderr

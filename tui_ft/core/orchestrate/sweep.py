@@ -267,6 +267,19 @@ def _identity(d: dict[str, Any]) -> dict[str, Any]:
     return blob
 
 
+def _tell(study, trial, *args, **kw) -> None:
+    """``study.tell``, for every sampler. Optuna's GridSampler calls ``study.stop()`` when it
+    counts its grid as done, which raises RuntimeError outside ``study.optimize`` (ask-and-tell, as
+    here: optuna issues #4121 and #5141, documented in #5153); the trial's result is stored before
+    that (``_tell_with_warning``'s ``finally``). The sweep's own count (``trials``, which a grid
+    sweep must set to the grid's size) says when to stop, so the request is not needed."""
+    try:
+        study.tell(trial, *args, **kw)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def sweep_fingerprint(d: dict[str, Any]) -> str:
     import hashlib
 
@@ -476,15 +489,15 @@ def _recover(study, say: Callable[[str], None], paths: Paths | None = None) -> N
         _stop_if_ours(t, run_id, paths, say)
         s = summarize(paths.run_log_dir(run_id), warn=lambda m: None) if run_id else None
         if s is not None and s.status == "finished" and s.best_val_mae is not None and math.isfinite(s.best_val_mae):
-            study.tell(t.number, s.best_val_mae)
+            _tell(study, t.number, s.best_val_mae)
             say(f"trial {t.number} was left running by an interrupted sweep, but its run {run_id} had finished: "
                 f"counted as finished ({s.best_val_mae:.4f})")
             continue
         if s is not None and s.status == "pruned":
-            study.tell(t.number, state=State.PRUNED)
+            _tell(study, t.number, state=State.PRUNED)
             say(f"trial {t.number} was left running by an interrupted sweep; its run {run_id} was pruned: counted as pruned")
             continue
-        study.tell(t.number, state=State.FAIL)
+        _tell(study, t.number, state=State.FAIL)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         say(f"trial {t.number} was left running by an interrupted sweep: marked failed, its parameters queued again")
@@ -590,7 +603,7 @@ def run_sweep(
             try:
                 handle = ex.submit(task)
             except ExecutorError as exc:  # the trial is not left RUNNING in the study
-                study.tell(trial, state=State.FAIL)
+                _tell(study, trial, state=State.FAIL)
                 raise SweepError(str(exc)) from None
             trial.set_user_attr("run_id", run_id)
             trial.set_user_attr("preset", str(file))
@@ -615,16 +628,16 @@ def run_sweep(
             shown = " ".join(f"{k}={_show(v)}" for k, v in r.params.items())
             secs = time.time() - r.started
             if s.status == "finished" and s.best_val_mae is not None and math.isfinite(s.best_val_mae):
-                study.tell(r.trial, s.best_val_mae)
+                _tell(study, r.trial, s.best_val_mae)
                 say(f"trial {r.number:3d}  finished  {cfg.objective} {s.best_val_mae:.4f} (epoch {s.best_epoch})  "
                     f"{secs:6.1f}s  {shown}  run {r.run_id}")
             elif s.status == "pruned":  # the trial's own verdict (TrialReporter), recorded in its events
-                study.tell(r.trial, state=State.PRUNED)
+                _tell(study, r.trial, state=State.PRUNED)
                 say(f"trial {r.number:3d}  pruned    at epoch {r.last_epoch} (val_mae {r.last_value:.4f})  "
                     f"{secs:6.1f}s  {shown}  run {r.run_id}")
             else:
                 failed += 1
-                study.tell(r.trial, state=State.FAIL)
+                _tell(study, r.trial, state=State.FAIL)
                 status, why = s.status, s.message or r.handle.result().get("error")
                 if not why and status == "pending" and r.handle.returncode == 2:  # refused before its run began
                     status, why = "refused", _last_line(folder / "trials" / f"t{r.number}.log") or (
@@ -651,7 +664,7 @@ def run_sweep(
                 r.handle.stop()
             for r in running:
                 r.handle.wait()
-                study.tell(r.trial, state=State.FAIL)
+                _tell(study, r.trial, state=State.FAIL)
                 study.enqueue_trial(r.params, user_attrs={"retry_of": r.number})
             err(f"sweep {name} interrupted: {len(running)} running trial(s) stopped (their runs keep last.pt); "
                 f"run it again to continue")
