@@ -384,3 +384,12 @@ async def test_the_studies_tab_shows_the_ensemble_and_its_calibration_chart(ens,
         await pilot.press("c")  # back to the curves
         await pilot.pause()
         assert "val MAE per member" in plot.plt.build()
+
+
+def test_a_sweep_preset_is_refused_by_ensemble_and_matbench(project, capsys):
+    p = project / "presets" / "sweep_demo.toml"  # the fixture copied the shipped presets
+    for args in (["ensemble", str(p), "-k", "2"], ["matbench", str(p), "--folds", "0"]):
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert "a preset with a [sweep] table is a search" in err and "tui-ft sweep NAME --best" in err
+    assert not (project / "logs" / ".studies").exists()

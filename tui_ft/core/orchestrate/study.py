@@ -768,6 +768,11 @@ def run_study(
         loaded = load_and_check(source, lambda m: print(m, file=sys.stderr, flush=True))
     if loaded is None:
         return EXIT_USAGE
+    searched = [loaded] if isinstance(loaded, Preset) else [st.preset for st in loaded.stages]
+    if any(p.sweep is not None for p in searched):
+        say(f"{source}: a preset with a [sweep] table is a search, not one setting to run per {cls.axis}; run the "
+            "sweep (tui-ft --preset FILE), then this command on its best trial's preset (tui-ft sweep NAME --best)")
+        return EXIT_USAGE
     study_name = name or loaded.name
     try:
         check_name(study_name)
