@@ -100,6 +100,20 @@ def graph_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tui-ft-cache")
 
 
+def module_project(tmp_path_factory, graph_cache_dir, name: str) -> tuple[Path, pytest.MonkeyPatch]:
+    """For a module-scoped fixture (which cannot use ``project``): a project root with the shipped
+    presets, made the current one as ``project`` does; undo the returned MonkeyPatch when done."""
+    root = tmp_path_factory.mktemp(name) / "project"
+    shutil.copytree(ROOT / "presets", root / "presets")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TUI_FT_HOME", str(root))
+    mp.setenv("TUI_FT_CACHE", str(graph_cache_dir))
+    mp.setenv("OMP_NUM_THREADS", "1")
+    mp.delenv("NO_COLOR", raising=False)
+    mp.chdir(root)
+    return root, mp
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch, graph_cache_dir) -> Path:
     root = tmp_path / "project"

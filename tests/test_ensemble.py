@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import module_project
 from tui_ft import cli
 from tui_ft.core.common.events import RunStarted, read_events
 from tui_ft.core.library.ensemble import calibration
 
-ROOT = Path(__file__).resolve().parents[1]
 
 ENS = """
 [run]
@@ -65,22 +64,10 @@ def _cli(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPr
                           timeout=timeout)
 
 
-def _project(tmp_path_factory, graph_cache_dir, name: str):
-    root = tmp_path_factory.mktemp(name) / "project"
-    shutil.copytree(ROOT / "presets", root / "presets")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUI_FT_HOME", str(root))
-    mp.setenv("TUI_FT_CACHE", str(graph_cache_dir))
-    mp.setenv("OMP_NUM_THREADS", "1")
-    mp.delenv("NO_COLOR", raising=False)
-    mp.chdir(root)
-    return root, mp
-
-
 @pytest.fixture(scope="module")
 def ens(tmp_path_factory, graph_cache_dir):
     """``(root, completed process)`` of ``tui-ft ensemble presets/ens.toml -k 3``."""
-    root, mp = _project(tmp_path_factory, graph_cache_dir, "ens")
+    root, mp = module_project(tmp_path_factory, graph_cache_dir, "ens")
     try:
         (root / "presets" / "ens.toml").write_text(ENS)
         r = _cli(root, "ensemble", "presets/ens.toml", "-k", "3")
@@ -313,7 +300,7 @@ def test_k_out_of_range_is_a_usage_error(project, demo_preset, capsys):
 def test_a_potential_ensemble_gives_force_components_their_std(tmp_path_factory, graph_cache_dir, tmp_path):
     import ase.io
 
-    root, mp = _project(tmp_path_factory, graph_cache_dir, "pens")
+    root, mp = module_project(tmp_path_factory, graph_cache_dir, "pens")
     try:
         (root / "presets" / "pens.toml").write_text(POT)
         r = _cli(root, "--preset", "presets/pens.toml", "--plain")  # the [ensemble] table makes it an ensemble

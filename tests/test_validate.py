@@ -11,13 +11,13 @@ import gzip
 import io
 import json
 import math
-import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import module_project
 from tui_ft import cli
 from tui_ft.core.validate.events import read_events
 
@@ -59,14 +59,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, graph_cache_dir):
     """A project with one finished tiny potential run (``vdemo``): (root, run_id)."""
-    root = tmp_path_factory.mktemp("validate") / "project"
-    shutil.copytree(ROOT / "presets", root / "presets")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUI_FT_HOME", str(root))
-    mp.setenv("TUI_FT_CACHE", str(graph_cache_dir))
-    mp.setenv("OMP_NUM_THREADS", "1")
-    mp.delenv("NO_COLOR", raising=False)
-    mp.chdir(root)
+    root, mp = module_project(tmp_path_factory, graph_cache_dir, "validate")
     sigterm = signal.getsignal(signal.SIGTERM)
     (root / "presets" / "vdemo.toml").write_text(PRESET)
     rc, _, err = run_cli("--preset", root / "presets" / "vdemo.toml", "--plain")
