@@ -190,8 +190,13 @@ def test_the_exported_potential_runs_in_chgnets_calculator_relaxation_and_md(pro
 
 def test_the_one_pass_forward_gives_chgnets_energies_forces_stresses_and_magmoms(tmp_path):
     """``potential_forward`` (one autograd pass for forces and stresses) against chgnet's own
-    ``model(graphs, task="efsm")`` on rattled, strained cells: equal to 1e-5, with and without
-    the graph of the gradient."""
+    ``model(graphs, task="efsm")`` on rattled, strained cells, with and without the graph of the
+    gradient: energies (eV/atom), forces (eV/Å) and magmoms (μB) equal to 1e-5; stresses (GPa)
+    to 1e-5 GPa + 1e-4 relative. A stress is a float32 sum over every bond and angle of the cell
+    times 160.2/V, and the two passes add its terms in a different order: on these ~2 GPa
+    stresses they differ by up to 2e-5 GPa (seen with pymatgen 2026.10 and torch 2.13), which
+    is rounding, 1/20,000 of chgnet's own stress error; a wrong sign, unit or component order
+    differs by O(1 GPa)."""
     import torch
     from ase.build import bulk
     from chgnet.model import CHGNet
@@ -213,8 +218,9 @@ def test_the_one_pass_forward_gives_chgnets_energies_forces_stresses_and_magmoms
         assert torch.allclose(ours["e"], ref["e"], atol=1e-5)
         for key in ("f", "s", "m"):
             assert len(ours[key]) == len(ref[key]) == 3
+            rtol = 1e-4 if key == "s" else 0.0
             for a, b in zip(ours[key], ref[key]):
-                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5), key
+                assert a.shape == b.shape and torch.allclose(a, b, rtol=rtol, atol=1e-5), key
         assert ours["f"][0].requires_grad is create  # the training pass keeps the gradient's graph
     e_only = potential_forward(model, graphs, "e", create_graph=False)
     assert torch.allclose(e_only["e"], ref["e"], atol=1e-5) and "f" not in e_only
