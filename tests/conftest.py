@@ -253,3 +253,136 @@ async def pilot_until(pilot, cond, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.1)
+
+
+# ---------------------------------------------------------------- a run held at a known moment
+# A sitecustomize for the processes a test starts (test-only, through PYTHONPATH): the run
+# whose id contains TUI_FT_TEST_HOLD writes the marker file TUI_FT_TEST_HOLD_MARKER (its run id
+# and pid) right after it saves its last.pt of an epoch >= TUI_FT_TEST_HOLD_EPOCH, and waits
+# there (inside the save's deferred_signals: a Ctrl-C or SIGTERM is delivered when it goes on,
+# and its arrival is noted in MARKER.signalled) until the file TUI_FT_TEST_HOLD_GO exists. A test then kills or signals the run at a moment
+# the run reported, not at one found by polling: a head-mode epoch on the demo takes ~0.1 s,
+# shorter than the window any polling loop could promise to hit on a busy machine.
+_HOLD_SITECUSTOMIZE = """\
+import importlib.abc, importlib.util, os, signal, sys, time
+
+_NAME = "tui_ft.core.train.engine"
+
+
+def _note(signum, path):
+    # the held run's handler of signum (deferred_signals' own, which restores its originals
+    # after the block) also writes path: the test knows that the signal arrived
+    handler = signal.getsignal(signum)
+
+    def noted(s, frame):
+        open(path, "w").close()
+        if callable(handler):
+            handler(s, frame)
+
+    signal.signal(signum, noted)
+
+
+def _patch(module):
+    save = module.Trainer._save
+    held = []
+
+    def _save(self, kind, epoch, val, epoch_end=None):
+        save(self, kind, epoch, val, epoch_end)
+        if (kind == "last" and not held and self.dist.writer and epoch >= int(os.environ["TUI_FT_TEST_HOLD_EPOCH"])
+                and os.environ["TUI_FT_TEST_HOLD"] in self.ctx.run_id):
+            held.append(epoch)
+            marker = os.environ["TUI_FT_TEST_HOLD_MARKER"]
+            with open(marker + ".tmp", "w") as fh:
+                fh.write(f"{self.ctx.run_id} {os.getpid()}")
+            os.replace(marker + ".tmp", marker)
+            for signum in (signal.SIGINT, signal.SIGTERM):  # deferred_signals' handlers, noted
+                _note(signum, marker + ".signalled")
+            deadline = time.time() + 900
+            while not os.path.exists(os.environ["TUI_FT_TEST_HOLD_GO"]) and time.time() < deadline:
+                time.sleep(0.05)
+
+    module.Trainer._save = _save
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != _NAME:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if os.environ.get("TUI_FT_TEST_HOLD"):
+    sys.meta_path.insert(0, _Finder())
+"""
+
+
+class HeldRun:
+    """``held_run(run_id_part, after_epoch)``: ``env`` for the processes to start (merged with
+    os.environ), ``wait(alive)`` until the run is held (its run id and pid), ``wait_signalled()``
+    until a SIGINT/SIGTERM has reached it, ``release()``."""
+
+    def __init__(self, tmp: Path, run_id_part: str, after_epoch: int):
+        site = tmp / "hold-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(_HOLD_SITECUSTOMIZE, encoding="utf-8")
+        self.marker, self.go = tmp / f"held-{run_id_part}", tmp / f"go-{run_id_part}"
+        path = os.pathsep.join(x for x in (str(site), os.environ.get("PYTHONPATH", "")) if x)
+        self.env = {"PYTHONPATH": path, "TUI_FT_TEST_HOLD": run_id_part, "TUI_FT_TEST_HOLD_EPOCH": str(after_epoch),
+                    "TUI_FT_TEST_HOLD_MARKER": str(self.marker), "TUI_FT_TEST_HOLD_GO": str(self.go)}
+
+    def wait(self, alive, timeout: float = 600) -> tuple[str, int]:
+        """Until the run is held; ``alive()`` says (or asserts) that what runs it still runs."""
+        import time
+
+        deadline = time.time() + timeout
+        while not self.marker.is_file():
+            assert alive(), "the process ended before the run was held"
+            if time.time() > deadline:
+                pytest.fail(f"no run {self.env['TUI_FT_TEST_HOLD']}* saved a last.pt in {timeout:.0f} s")
+            time.sleep(0.05)
+        rid, pid = self.marker.read_text().split()
+        return rid, int(pid)
+
+    def wait_signalled(self, timeout: float = 120) -> None:
+        """Until the held run has received a SIGINT or SIGTERM (delivered when it is released)."""
+        import time
+
+        deadline = time.time() + timeout
+        while not Path(f"{self.marker}.signalled").is_file():
+            if time.time() > deadline:
+                pytest.fail(f"the held run got no SIGINT/SIGTERM in {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        self.go.write_text("go", encoding="utf-8")
+
+    def kill(self) -> None:
+        """SIGKILL the held run (never left waiting after the test)."""
+        if self.marker.is_file():
+            try:
+                os.kill(int(self.marker.read_text().split()[1]), signal.SIGKILL)
+            except (ProcessLookupError, IndexError, ValueError):
+                pass
+
+
+@pytest.fixture
+def held_run(tmp_path):
+    made: list[HeldRun] = []
+
+    def make(run_id_part: str, after_epoch: int = 0) -> HeldRun:
+        made.append(HeldRun(tmp_path, run_id_part, after_epoch))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.release()
+        h.kill()

@@ -148,92 +148,25 @@ def _start_study(*args: str, env: dict[str, str] | None = None) -> subprocess.Po
     )
 
 
-# A sitecustomize for the study's processes (test-only, through PYTHONPATH): the run whose id
-# contains TUI_FT_TEST_HOLD writes the marker file TUI_FT_TEST_HOLD_MARKER (its run id and pid)
-# right after it saves its first last.pt, then sleeps. The test kills the study at that moment, not at a moment it
-# guessed by polling: a head-mode epoch on the demo takes milliseconds, so "last.pt exists, the
-# run has not finished yet" is a window far shorter than any polling interval.
-_HOLD_SITECUSTOMIZE = """\
-import importlib.abc, importlib.util, os, sys, time
-
-_NAME = "tui_ft.core.train.engine"
-
-
-def _patch(module):
-    save = module.Trainer._save
-
-    def _save(self, kind, epoch, val, epoch_end=None):
-        save(self, kind, epoch, val, epoch_end)
-        if kind == "last" and os.environ["TUI_FT_TEST_HOLD"] in self.ctx.run_id:
-            with open(os.environ["TUI_FT_TEST_HOLD_MARKER"], "w") as fh:
-                fh.write(f"{self.ctx.run_id} {os.getpid()}")
-            time.sleep(3600)
-
-    module.Trainer._save = _save
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != _NAME:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            _patch(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if os.environ.get("TUI_FT_TEST_HOLD"):
-    sys.meta_path.insert(0, _Finder())
-"""
-
-
-def _hold_env(tmp: Path, run_id_part: str) -> tuple[dict[str, str], Path]:
-    """The environment that holds the run whose id contains ``run_id_part`` after its first
-    last.pt (see _HOLD_SITECUSTOMIZE), and the marker file it writes then."""
-    site = tmp / "hold-site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_HOLD_SITECUSTOMIZE, encoding="utf-8")
-    marker = tmp / "held"
-    path = os.pathsep.join(x for x in (str(site), os.environ.get("PYTHONPATH", "")) if x)
-    return {**os.environ, "PYTHONPATH": path, "TUI_FT_TEST_HOLD": run_id_part,
-            "TUI_FT_TEST_HOLD_MARKER": str(marker)}, marker
-
 
 # --------------------------------------------------------------------------- the study, killed and continued
 
 
 @pytest.mark.slow
-def test_study_killed_during_fold_3_continues_with_folds_3_and_4(demo_preset, tui_ft_cli, tmp_path):
+def test_study_killed_during_fold_3_continues_with_folds_3_and_4(demo_preset, tui_ft_cli, held_run):
     p = demo_preset("st", epochs=2)
-    env, held = _hold_env(tmp_path, "st-f3-")  # fold 3's run waits after its first last.pt
-    proc = _start_study(str(p), "--folds", "0-4", "--jobs", "1", env=env)
-    deadline = time.time() + 600  # three folds one after another on a possibly busy machine
-    try:
-        while not held.is_file():  # then kill the whole process group
-            assert proc.poll() is None, proc.stdout.read()
-            if time.time() > deadline:
-                pytest.fail("fold 3 did not save a last.pt in time")
-            time.sleep(0.1)
-        rid, pid = held.read_text().split()
+    hold = held_run("st-f3-")  # fold 3's run waits after its first last.pt (conftest.HeldRun)
+    proc = _start_study(str(p), "--folds", "0-4", "--jobs", "1", env={**os.environ, **hold.env})
+    try:  # three folds one after another on a possibly busy machine, then fold 3 is held
+        rid, pid = hold.wait(lambda: proc.poll() is None)
         assert rid == _run_ids().get(3) and (Path("checkpoints") / rid / "last.pt").is_file()
         os.killpg(proc.pid, signal.SIGKILL)  # the study, and its run (in a session of its own): the
-        os.kill(int(pid), signal.SIGKILL)     # machine went down, nothing stopped cleanly
+        os.kill(pid, signal.SIGKILL)         # machine went down, nothing stopped cleanly
         proc.wait()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if held.is_file():  # never leave the held run sleeping
-            try:
-                os.kill(int(held.read_text().split()[1]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     before = _run_ids()
     assert sorted(before) == [0, 1, 2, 3]
     done_before = {k: (Path("logs") / before[k] / "events.jsonl").read_bytes() for k in range(3)}
@@ -300,7 +233,7 @@ def test_slurm_executor_through_submitit_local(demo_preset, tui_ft_cli):
 
 
 @pytest.mark.slow
-def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
+def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset, held_run, monkeypatch):
     submitit = pytest.importorskip("submitit")
     from tui_ft.core.orchestrate.executors import RunTask, tui_ft_argv
     from tui_ft.core.common.paths import Paths
@@ -316,22 +249,21 @@ def test_submitit_preemption_requeues_and_resumes_from_last_pt(demo_preset):
     run_id = new_run_id("pre-f0", paths)
     task = RunTask(tui_ft_argv("--preset", str(file), "--plain", "--run-id", run_id), str(file.with_suffix(".log")),
                    run_id=run_id, root=str(paths.root), cwd=os.getcwd())
+    hold = held_run(run_id, after_epoch=1)  # the run waits after epoch 1's last.pt (conftest.HeldRun)
+    for k, v in hold.env.items():  # submitit's local controller, its job and the run inherit them
+        monkeypatch.setenv(k, v)
     ex = submitit.AutoExecutor(folder=str(file.parent / "submitit"), cluster="local")
     ex.update_parameters(timeout_min=10)
     job = ex.submit(task)
     events = paths.run_log_dir(run_id) / "events.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # preempt once an epoch has been trained (last.pt then holds it)
-        if any(getattr(e, "epoch", 0) >= 1 and e.type == "epoch_end" for e in read_events(events)):
-            break
-        assert not job.done(), job.stderr()
-        time.sleep(0.2)
-    else:
-        pytest.fail("no epoch trained in time")
+    hold.wait(lambda: not job.done() or pytest.fail(job.stderr() or "the job ended"), timeout=180)
     # what Slurm does before it preempts or times out a job: USR2 to the job's process (here the
-    # local controller's child), whose submitit handler calls RunTask.checkpoint and requeues
+    # local controller's child), whose submitit handler calls RunTask.checkpoint (SIGINT to the
+    # run, delivered once the held save goes on) and requeues
     (task_pid,) = _children(job._process.pid)
     os.kill(task_pid, signal.SIGUSR2)
+    hold.wait_signalled()  # the SIGINT of RunTask.checkpoint reached the run
+    hold.release()
     result = job.result()
     assert result["returncode"] == 0 and result["run_id"] == run_id
     evs = list(read_events(events))
