@@ -220,13 +220,95 @@ def test_mlearn_frame_and_shear_order(tmp_path):
     assert (f.id, f.group, f.energy) == ("frame-0", "AIMD-NVT", -43.21)
     assert f.energy_per_atom == pytest.approx(-43.21 / 8)
     np.testing.assert_allclose(f.forces, [[0.5, 0, -0.5]] * 8)
-    # default shear order yz xz xy; x -0.1 (kbar, VASP sign -> GPa, ASE sign)
-    np.testing.assert_allclose(f.stress, [[-1.0, -0.6, -0.5], [-0.6, -2.0, -0.4], [-0.5, -0.4, -3.0]])
-    g = load_frames(p, shear_order="xy yz zx", group_by="trajectory").frames[0]
-    np.testing.assert_allclose(g.stress, [[-1.0, -0.4, -0.6], [-0.4, -2.0, -0.5], [-0.6, -0.5, -3.0]])
+    # no sheared cell tells the file's shear order: VASP's xy yz zx; x -0.1 (kbar, VASP sign -> GPa, ASE sign)
+    np.testing.assert_allclose(f.stress, [[-1.0, -0.4, -0.6], [-0.4, -2.0, -0.5], [-0.6, -0.5, -3.0]])
+    assert fs.read_with == {"shear_order": "xy yz zx"} and "VASP's order" in fs.notes[0]
+    g = load_frames(p, shear_order="yz xz xy", group_by="trajectory").frames[0]
+    np.testing.assert_allclose(g.stress, [[-1.0, -0.6, -0.5], [-0.6, -2.0, -0.4], [-0.5, -0.4, -3.0]])
     assert g.group == "AIMD NVT simulation at 300 K"
     with pytest.raises(FrameError, match="shear_order"):
         load_frames(p, shear_order="xx yy zz")
+
+
+def _sheared_si(plane: str, eps: float, shear_kbar: float, at: int, a: float = 5.43) -> dict:
+    """A cubic Si cell sheared in one plane (lattice row i gets component j: tensor shear strain
+    eps), with its stress (kbar, VASP sign) in shear position ``at`` (0-2); xx yy zz 1, 2, 3 kbar."""
+    d = _si_dict()
+    i, j = {"xy": (1, 0), "yz": (2, 1), "xz": (2, 0)}[plane]
+    m = [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]]
+    m[i][j] = 2 * eps * a
+    d["lattice"]["matrix"] = m
+    shear = [0.0, 0.0, 0.0]
+    shear[at] = shear_kbar
+    return {"structure": d, "group": "Elastic",
+            "outputs": {"energy": -43.0, "forces": [[0.0, 0.0, 0.0]] * 8, "virial_stress": [1, 2, 3, *shear]}}
+
+
+def _write_rows(path: Path, rows: list) -> Path:
+    with gzip.open(path, "wt") as fh:
+        json.dump(rows, fh)
+    return path
+
+
+@pytest.mark.parametrize("order", ["xy yz zx", "xy zx yz", "yz xz xy"])
+def test_mlearn_shear_order_is_told_by_singly_sheared_cells(tmp_path, order):
+    """mlearn's Si files keep VASP's shear order, its Mo files xy xz yz: the reader tells a file's
+    order from its cells sheared in one plane (a strain eps < 0 answered by -0.1 x kbar < 0 GPa,
+    ~100 GPa per unit of strain), reads every frame with it and says so; a slab (its cell sheared,
+    its small surface stress anywhere) does not vote."""
+    names = order.split()
+    plane_of = {"xy": "xy", "yz": "yz", "zx": "xz", "xz": "xz"}
+    rows = [_sheared_si(plane_of[n], -0.02, 40.0, k) for k, n in enumerate(names)]  # 40 kbar = -4 GPa at eps -0.02
+    slab = _sheared_si("xy", -0.1, 3.0, names.index("xy") - 1 if names.index("xy") else 2)  # G 1.5 GPa: no vote
+    p = _write_rows(tmp_path / "m.json.gz", [slab] + rows)
+    fs = load_frames(p)
+    assert fs.read_with == {"shear_order": order.replace("zx", "xz")} or \
+        fs.read_with == {"shear_order": " ".join(plane_of[n] for n in names)}
+    assert "told by 3 singly sheared cells" in fs.notes[0]
+    for k, n in enumerate(names, start=1):  # each cell's stress lands in its own plane: -4 GPa there
+        i, j = {"xy": (0, 1), "yz": (1, 2), "xz": (0, 2)}[plane_of[n]]
+        st = fs.frames[k].stress
+        assert st[i, j] == st[j, i] == pytest.approx(-4.0)
+        assert np.count_nonzero(st - np.diag(np.diag(st))) == 2
+    # one cell's plane tells one position; the other two follow VASP's relative order
+    one = load_frames(_write_rows(tmp_path / "one.json.gz", [rows[0]]))
+    assert "the two positions no cell speaks for" in one.notes[0]
+
+
+def test_mlearn_shear_order_against_the_cells(tmp_path):
+    """A given shear_order that the sheared cells contradict is refused with the frame, the plane and
+    the order the cells tell; an order they agree with is read as given; cells that split their
+    votes refuse "auto" (the order must be given then)."""
+    rows = [_sheared_si("xy", -0.02, 40.0, 0), _sheared_si("xz", -0.02, 40.0, 1), _sheared_si("yz", -0.02, 40.0, 2)]
+    p = _write_rows(tmp_path / "mo_like.json.gz", rows)
+    with pytest.raises(FrameError) as e:
+        load_frames(p, shear_order="xy yz zx")
+    msg = str(e.value)
+    assert f"{p} frame 1:" in msg and "sheared in the xz plane only" in msg and "shear position 2" in msg
+    assert "'xy xz yz'" in msg
+    ok = load_frames(p, shear_order="xy zx yz")
+    assert "shear_order as given; 3 singly sheared cells agree" in ok.notes[0]
+    split = _write_rows(tmp_path / "split.json.gz", [_sheared_si("xy", -0.02, 40.0, 0), _sheared_si("xy", -0.02, 40.0, 1)])
+    with pytest.raises(FrameError, match="do not tell the order"):
+        load_frames(split)
+
+
+def test_mlearn_test_source_is_read_with_the_training_files_shear_order(tmp_path):
+    """A test file whose cells tell only part of the order (mlearn's Mo_test: two xy-sheared cells)
+    is read with the order the training file told, checked against its own cells."""
+    from types import SimpleNamespace
+
+    from tui_ft.core.task.potential import read_frames
+
+    train = _write_rows(tmp_path / "train.json.gz",
+                        [_sheared_si("xy", -0.02, 40.0, 0), _sheared_si("xz", -0.02, 40.0, 1), _sheared_si("yz", -0.02, 40.0, 2)])
+    test = _write_rows(tmp_path / "test.json.gz", [_sheared_si("xy", -0.03, 60.0, 0)])
+    cfg = SimpleNamespace(format="auto", energy_key="", forces_key="", stress_key="", magmom_key="",
+                          vasp_steps="all", shear_order=None)
+    fs = read_frames(train, cfg)
+    assert fs.read_with == {"shear_order": "xy xz yz"}
+    assert read_frames(test, cfg).read_with == {"shear_order": "xy yz xz"}  # alone: VASP's for the rest
+    assert read_frames(test, cfg, like=fs).read_with == {"shear_order": "xy xz yz"}
 
 
 def test_asedb_frame(tmp_path):
@@ -386,6 +468,18 @@ def test_pretrained_chgnet_stress_sign_and_order():
 # ---------------------------------------------------------------- the mlearn files in ../shared
 
 
+@pytest.mark.skipif(not (MLEARN / "Mo_training.json.gz").is_file(), reason=f"mlearn data {MLEARN} is absent (a fresh clone has none)")
+def test_mlearn_training_files_tell_their_shear_orders():
+    """mlearn's two files keep different shear orders, which their Elastic cells tell: Si VASP's
+    (xy yz zx), Mo xy xz yz (every Mo cell sheared in xz has its stress at shear position 2)."""
+    si = load_frames(MLEARN / "Si_training.json.gz")
+    assert si.read_with == {"shear_order": "xy yz xz"} and "told by 27 singly sheared cells" in si.notes[0]
+    mo = load_frames(MLEARN / "Mo_training.json.gz")
+    assert mo.read_with == {"shear_order": "xy xz yz"} and "told by 28 singly sheared cells" in mo.notes[0]
+    with pytest.raises(FrameError, match="sheared in the xz plane only"):
+        load_frames(MLEARN / "Mo_training.json.gz", shear_order="xy yz zx")
+
+
 @pytest.mark.skipif(not (MLEARN / "Si_test.json.gz").is_file(), reason=f"mlearn data {MLEARN} is absent (a fresh clone has none)")
 def test_mlearn_si_test_file():
     p = MLEARN / "Si_test.json.gz"
@@ -400,9 +494,10 @@ def test_mlearn_si_test_file():
         n = len(r["structure"]["sites"])
         assert len(f.structure) == n == r["num_atoms"]
         assert f.energy == r["outputs"]["energy"] and f.energy_per_atom == pytest.approx(r["outputs"]["energy"] / n)
-        xx, yy, zz, yz, xz, xy = (-0.1 * np.array(r["outputs"]["virial_stress"])).tolist()
+        xx, yy, zz, xy, yz, xz = (-0.1 * np.array(r["outputs"]["virial_stress"])).tolist()  # VASP's order here
         np.testing.assert_allclose(f.stress, [[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
         np.testing.assert_allclose(f.forces, r["outputs"]["forces"])
     assert {f.group for f in fs} == {r["group"] for r in raw}
+    assert fs.read_with == {"shear_order": "xy yz xz"} and "told by 3 singly sheared cells" in fs.notes[0]
     # total energies: about -5.4 eV/atom for Si, not per atom already
     assert all(-6 < f.energy_per_atom < -4 for f in fs) and all(f.energy < -100 for f in fs)

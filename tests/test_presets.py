@@ -713,7 +713,7 @@ def test_sections_are_the_schema():
                            "data.test_source": "t.json", "data.unit": "eV", "data.skip_bad_rows": True,
                            "log.tensorboard": True, "task.kind": "potential", "data.source": "frames.extxyz", "task.energy_weight": 1.0,
                            "task.force_weight": 1.0, "task.stress_weight": 0.1, "task.magmom_weight": 0.0,
-                           "train.epochs": 10, "optim.warmup_epochs": 1, "optim.clip_grad_norm": 10.0,
+                           "task.shear_order": "xy yz zx", "train.epochs": 10, "optim.warmup_epochs": 1, "optim.clip_grad_norm": 10.0,
                            "train.ema": 0.99, "train.swa_start": 8, "train.swa_lr": 1e-4})
     assert {s: tuple(t) for s, t in full.to_dict().items()} == SECTIONS
     # fields added by issue 14 are written only when set: older presets keep their dump and hash
@@ -723,3 +723,15 @@ def test_sections_are_the_schema():
     assert not {"warmup_epochs", "clip_grad_norm"} & set(p.to_dict()["optim"])
     assert not {"ema", "swa_start", "swa_lr"} & set(p.to_dict()["train"])
     assert parse_preset(dump_preset(full)) == full
+
+
+def test_task_shear_order_is_auto_unless_three_shear_names():
+    """``task.shear_order`` (mlearn): unset or "auto" is left out of the dump (the preset's hash does not
+    change); three distinct shear names are kept as written; anything else is the field's one line."""
+    base = parse_preset(MINIMAL).with_changes({"task.kind": "potential", "data.source": "frames.json"})
+    assert "shear_order" not in base.to_dict()["task"]
+    assert base.with_changes({"task.shear_order": "auto"}) == base
+    assert base.with_changes({"task.shear_order": " xy  zx yz "}).task.shear_order == "xy zx yz"
+    for bad in ("xy xy zx", "xx yy zz", "xy yz"):
+        with pytest.raises(PresetErrors, match="task.shear_order: expected \"auto\" or the three shear components"):
+            base.with_changes({"task.shear_order": bad})

@@ -226,6 +226,19 @@ class TaskCfg(_Table):
     stress_key: str = ""  # ase/asedb: info key of the stress (eV/Å³, ASE sign)
     magmom_key: str = ""  # ase/asedb: arrays key of the magnetic moments
     vasp_steps: Union[Literal["all", "last"], _int(1, 100000)] = "all"  # vasp: every ionic step, the last, or every N-th
+    shear_order: Optional[str] = None  # mlearn: virial_stress's shear order ("xy yz zx"); unset/"auto" = told from the file
+
+    @field_validator("shear_order")
+    @classmethod
+    def _shear_names(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "auto":
+            return None
+        pairs = {"xy": "xy", "yx": "xy", "yz": "yz", "zy": "yz", "xz": "xz", "zx": "xz"}
+        names = v.split()
+        if len(names) != 3 or len({pairs.get(n) for n in names} - {None}) != 3:
+            raise ValueError('expected "auto" or the three shear components in the file\'s order, '
+                             f"e.g. \"xy yz zx\" (VASP) or \"yz xz xy\" (ASE), got {v!r}")
+        return " ".join(names)
 
 
 class LogCfg(_Table):

@@ -534,7 +534,9 @@ def read_potential_inputs(
         part: list[tuple[str, Any, Any]] = []
         bad: list[tuple[str, str]] = []
         if kind is not None:
-            opts = dict(reader_options or {}) if kind in ("ase", "asedb") else {}
+            opts = dict(reader_options or {})
+            opts = ({k: v for k, v in opts.items() if k != "shear_order"} if kind in ("ase", "asedb") else
+                    {k: v for k, v in opts.items() if k == "shear_order"} if kind == "mlearn" else {})
             try:
                 fs = load_frames(p, fmt=kind, **opts)
             except FrameError as exc:
@@ -633,7 +635,7 @@ def predict_potential(
 
 def _reader_options(meta: dict[str, Any]) -> dict[str, Any]:
     task = ((meta.get("preset") or {}).get("task") or {}) if isinstance(meta, dict) else {}
-    return {k: task[k] for k in ("energy_key", "forces_key", "stress_key", "magmom_key") if task.get(k)}
+    return {k: task[k] for k in ("energy_key", "forces_key", "stress_key", "magmom_key", "shear_order") if task.get(k)}
 
 
 def format_potential_csv(result: PotentialResult) -> str:

@@ -59,8 +59,10 @@ def reader_options(cfg) -> dict[str, Any]:
     return opts
 
 
-def read_frames(path, cfg) -> FrameSet:
-    """The frames of one source, with the ``[task]`` reader options; raises DataError naming the file."""
+def read_frames(path, cfg, *, like: FrameSet | None = None) -> FrameSet:
+    """The frames of one source, with the ``[task]`` reader options; raises DataError naming the file.
+    ``like``: the training frames, whose reader's own choices (mlearn's shear order, told from the
+    training file when the preset leaves it unset) a test file of the same format is read with."""
     fmt = None if cfg.format == "auto" else cfg.format
     opts = reader_options(cfg)
     if not Path(path).is_dir():
@@ -77,6 +79,9 @@ def read_frames(path, cfg) -> FrameSet:
             return load_frames(path, fmt=kind, **opts)
         if kind == "vasp":
             return load_frames(path, fmt=kind, vasp_steps=cfg.vasp_steps)
+        if kind == "mlearn":
+            told = like.read_with.get("shear_order") if like is not None and like.fmt == "mlearn" else None
+            return load_frames(path, fmt=kind, shear_order=cfg.shear_order or told or "auto")
         return load_frames(path, fmt=kind)
     except FrameError as exc:
         raise DataError(str(exc)) from None
@@ -148,9 +153,11 @@ class PotentialTask(Task):
         t.say(f"reading frames from {path}" + (f" (test frames from {test_path})" if test_path else ""))
         try:
             fs = read_frames(path, cfg)
-            test = read_frames(test_path, cfg) if test_path else None
+            test = read_frames(test_path, cfg, like=fs) if test_path else None
         except DataError as exc:
             raise TrainingFailed(str(exc)) from None
+        for note in fs.notes + (test.notes if test is not None else []):
+            t.say(note)
         self.weights = resolve_weights(cfg, fs.labels(), len(fs))
         need = {FRAME_LABEL[k] for k, w in self.weights.items() if w > 0}
         if not need:

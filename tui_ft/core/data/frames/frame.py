@@ -138,6 +138,8 @@ class FrameSet:
     frames: list[Frame]
     bad: dict[int | str, str]
     sha256: str
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the reader chose and why, said once by the run
+    read_with: dict[str, str] = dataclasses.field(default_factory=dict)  # options the reader chose ({"shear_order": ...})
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -232,7 +234,7 @@ class Collector:
         except ValueError as exc:
             self.bad[ident if ident is not None else self._n - 1] = f"{where}: {exc}"
 
-    def build(self, sha256: str) -> FrameSet:
+    def build(self, sha256: str, notes: Iterable[str] = (), read_with: dict[str, str] | None = None) -> FrameSet:
         if not self.frames and not self.bad:
             raise FrameError(f"{self.source}: no frames")
         seen: dict[str, Frame] = {}
@@ -243,7 +245,7 @@ class Collector:
                 self.bad[f.id] = f"{f.where}: duplicate id {f.id!r} (also {seen[f.id].where})"
             seen.setdefault(f.id, f)
         frames = [f for f in self.frames if f.id not in dup]
-        return FrameSet(self.source, self.fmt, frames, self.bad, sha256)
+        return FrameSet(self.source, self.fmt, frames, self.bad, sha256, list(notes), dict(read_with or {}))
 
 
 def atoms_to_structure(atoms) -> Any:
