@@ -66,3 +66,19 @@ def fmt_elapsed(seconds: float | None) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# a stress shear component's name -> its plane (``zx`` and ``xz`` are one component of a symmetric tensor)
+SHEAR_PLANE: dict[str, str] = {"xy": "xy", "yx": "xy", "yz": "yz", "zy": "yz", "xz": "xz", "zx": "xz"}
+
+
+def shear_order_names(text: str) -> tuple[str, str, str] | None:
+    """A file's order of its three shear stress components: ``"auto"`` -> None, ``"xy yz zx"`` -> the
+    names; ``ValueError`` (its message for the preset and the reader) for anything else."""
+    if text.strip() == "auto":
+        return None
+    names = tuple(text.split())
+    if len(names) != 3 or len({SHEAR_PLANE.get(n) for n in names} - {None}) != 3:
+        raise ValueError('expected "auto" or the three shear components in the file\'s order, '
+                         f'e.g. "xy yz zx" (VASP) or "yz xz xy" (ASE), got {text!r}')
+    return names  # type: ignore[return-value]

@@ -231,14 +231,10 @@ class TaskCfg(_Table):
     @field_validator("shear_order")
     @classmethod
     def _shear_names(cls, v: str | None) -> str | None:
-        if v is None or v.strip() == "auto":
-            return None
-        pairs = {"xy": "xy", "yx": "xy", "yz": "yz", "zy": "yz", "xz": "xz", "zx": "xz"}
-        names = v.split()
-        if len(names) != 3 or len({pairs.get(n) for n in names} - {None}) != 3:
-            raise ValueError('expected "auto" or the three shear components in the file\'s order, '
-                             f"e.g. \"xy yz zx\" (VASP) or \"yz xz xy\" (ASE), got {v!r}")
-        return " ".join(names)
+        from tui_ft.core.common.units import shear_order_names
+
+        names = None if v is None else shear_order_names(v)  # "auto" is None: left out of the dump
+        return None if names is None else " ".join(names)
 
 
 class LogCfg(_Table):

@@ -534,9 +534,7 @@ def read_potential_inputs(
         part: list[tuple[str, Any, Any]] = []
         bad: list[tuple[str, str]] = []
         if kind is not None:
-            opts = dict(reader_options or {})
-            opts = ({k: v for k, v in opts.items() if k != "shear_order"} if kind in ("ase", "asedb") else
-                    {k: v for k, v in opts.items() if k == "shear_order"} if kind == "mlearn" else {})
+            opts = {k: v for k, v in (reader_options or {}).items() if k in READER_OPTIONS.get(kind, ())}
             try:
                 fs = load_frames(p, fmt=kind, **opts)
             except FrameError as exc:
@@ -633,9 +631,13 @@ def predict_potential(
     return res
 
 
+_ASE_KEYS = ("energy_key", "forces_key", "stress_key", "magmom_key")
+READER_OPTIONS = {"ase": _ASE_KEYS, "asedb": _ASE_KEYS, "mlearn": ("shear_order",)}  # a run's [task] keys per reader
+
+
 def _reader_options(meta: dict[str, Any]) -> dict[str, Any]:
     task = ((meta.get("preset") or {}).get("task") or {}) if isinstance(meta, dict) else {}
-    return {k: task[k] for k in ("energy_key", "forces_key", "stress_key", "magmom_key", "shear_order") if task.get(k)}
+    return {k: task[k] for k in {k for keys in READER_OPTIONS.values() for k in keys} if task.get(k)}
 
 
 def format_potential_csv(result: PotentialResult) -> str:

@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from tui_ft.core.common.units import SHEAR_PLANE, shear_order_names
 from tui_ft.core.data.frames.frame import (
     Collector, Frame, FrameError, FrameSet, as_array, as_energy, hash_files, read_json, stress_matrix,
     structure_from_dict, vasp_kbar_to_gpa,
 )
 
 SNAPSHOT = re.compile(r"^\s*Snapshot\s+\d+\s+of\s+\d+\s+of\s+", re.IGNORECASE)
-_PAIR = {"xy": "xy", "yx": "xy", "yz": "yz", "zy": "yz", "xz": "xz", "zx": "xz"}
 VASP_SHEAR = ("xy", "yz", "zx")
 SHEAR_CELL_TOL = 1e-3  # an off-diagonal lattice entry above this share of the cell's shortest axis is a shear
 SHEAR_DOMINANCE = 10.0  # a cell's one shear value is this many times the other two, and at least 1 kbar
@@ -61,42 +61,29 @@ MIN_SHEAR_MODULUS = 5.0
 
 def parse_shear_order(text: str) -> tuple[str, str, str] | None:
     """``"auto"`` -> None; three shear names (``"xy yz zx"``) -> them; anything else -> FrameError."""
-    if text.strip() == "auto":
-        return None
-    names = tuple(text.split())
-    if len(names) != 3 or len({_PAIR.get(n) for n in names} - {None}) != 3:
-        raise FrameError(f"shear_order: expected \"auto\" or the three shear components in the file's order, "
-                         f"e.g. 'xy yz zx' (VASP) or 'yz xz xy' (ASE), got {text!r}")
-    return names  # type: ignore[return-value]
+    try:
+        return shear_order_names(text)
+    except ValueError as exc:
+        raise FrameError(f"shear_order: {exc}") from None
 
 
-def cell_shear(lattice: Any) -> str | None:
-    """The plane (``"xy"``, ``"yz"``, ``"xz"``) of a cell that is an orthogonal cell sheared in that one
-    plane: exactly one off-diagonal entry of its lattice matrix (rows a, b, c) is not ~0; else None."""
+def cell_shear_strain(lattice: Any) -> tuple[str, float] | None:
+    """The plane (``"xy"``, ``"yz"``, ``"xz"``) and tensor shear strain (``off / (2 * axis)``) of a cell
+    that is an orthogonal cell sheared in that one plane: exactly one off-diagonal entry of its lattice
+    matrix (rows a, b, c) is not ~0; else None."""
     try:
         m = np.asarray(lattice, dtype=np.float64)
     except (TypeError, ValueError):  # a bad structure: its frame's own reading reports it
         return None
     if m.shape != (3, 3) or not np.isfinite(m).all() or np.abs(np.diag(m)).min() <= 0:
         return None
-    diag = np.abs(np.diag(m))
-    off = np.abs(m - np.diag(np.diag(m)))
-    big = np.argwhere(off > SHEAR_CELL_TOL * diag.min())
+    off = m - np.diag(np.diag(m))
+    big = np.argwhere(np.abs(off) > SHEAR_CELL_TOL * np.abs(np.diag(m)).min())
     if len(big) != 1:
         return None
-    i, j = sorted(int(x) for x in big[0])
-    return _PAIR["xyz"[i] + "xyz"[j]]
-
-
-def cell_shear_strain(lattice: Any) -> tuple[str, float] | None:
-    """The plane and tensor shear strain (``off / (2 * axis)``) of a cell that :func:`cell_shear` names."""
-    plane = cell_shear(lattice)
-    if plane is None:
-        return None
-    m = np.asarray(lattice, dtype=np.float64)
-    off = m - np.diag(np.diag(m))
-    i, j = np.unravel_index(int(np.argmax(np.abs(off))), off.shape)
-    return plane, float(off[i, j] / (2.0 * m[i, i]))
+    i, j = (int(x) for x in big[0])
+    a, b = sorted((i, j))
+    return SHEAR_PLANE["xyz"[a] + "xyz"[b]], float(off[i, j] / (2.0 * m[i, i]))
 
 
 def stress_shear_position(virial: Any, strain: float) -> int | None:
@@ -112,7 +99,7 @@ def stress_shear_position(virial: Any, strain: float) -> int | None:
     shear = np.abs(v[3:])
     k = int(np.argmax(shear))
     rest = np.delete(shear, k)
-    sigma = -0.1 * v[3 + k]  # GPa, ASE sign (positive = tensile)
+    sigma = float(vasp_kbar_to_gpa(v[3 + k]))  # GPa, ASE sign (positive = tensile)
     if shear[k] < 1.0 or shear[k] < SHEAR_DOMINANCE * rest.max() or sigma / (2.0 * strain) < MIN_SHEAR_MODULUS:
         return None
     return k
@@ -148,7 +135,7 @@ def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None)
     dissent = sum(sum(c.values()) - c[told[pos]] for pos, c in votes.items() if pos in told)
     agree = f"{n - dissent} of {n} singly sheared cells" if dissent else f"{n} singly sheared cells"
     if given is not None:
-        wrong = [(p, pl) for p, pl in told.items() if _PAIR[given[p]] != pl]
+        wrong = [(p, pl) for p, pl in told.items() if SHEAR_PLANE[given[p]] != pl]
         if wrong:
             p, pl = wrong[0]
             frames = where[(p, pl)]
@@ -169,7 +156,7 @@ def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None)
 
 def _complete(told: dict[int, str]) -> tuple[str, str, str]:
     """A whole shear order from the positions the cells tell; the rest in VASP's relative order."""
-    rest = [_PAIR[x] for x in VASP_SHEAR if _PAIR[x] not in told.values()]
+    rest = [SHEAR_PLANE[x] for x in VASP_SHEAR if SHEAR_PLANE[x] not in told.values()]
     return tuple(told[p] if p in told else rest.pop(0) for p in range(3))  # type: ignore[return-value]
 
 
