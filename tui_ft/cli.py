@@ -15,7 +15,8 @@ import sys
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = """\
-A terminal workbench for fine-tuning CHGNet on Matbench property tasks.
+A terminal workbench for fine-tuning CHGNet: the interatomic potential on your own
+DFT energies, forces and stresses, or one property per structure (Matbench).
 
   tui-ft                              open the dashboard
   tui-ft --preset presets/run2.toml   run a preset (or a two-stage plan) headless
