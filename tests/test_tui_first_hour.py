@@ -56,10 +56,6 @@ def hist(tmp_path, monkeypatch) -> Path:
     return root
 
 
-
-
-
-
 def started_event(run_id: str, pid: int) -> RunStarted:
     return RunStarted(
         run_id, preset_name="demo", preset={}, device="cpu", n_train=173, n_val=19, n_test=48, pid=pid, epochs=9, time=T0 + 9000

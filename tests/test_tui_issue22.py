@@ -42,10 +42,6 @@ def hist(tmp_path, monkeypatch) -> Path:
     return root
 
 
-
-
-
-
 def row_of(app, run_id: str) -> str:
     return next(ln for ln in screen_text(app).splitlines() if run_id in ln and "│" in ln)
 

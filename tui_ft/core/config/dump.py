@@ -12,8 +12,6 @@ from tui_ft.core.common.paths import data_source_path as _data_source_path
 from tui_ft.core.config.presets import Preset
 
 
-
-
 from tui_ft.core.config.fields import (  # noqa: E402
     _BARE,
     PresetError,

@@ -83,7 +83,6 @@ __all__ = [
 ]
 
 
-
 from tui_ft.core.config.fields import (  # noqa: E402
     DEMO_TARGET,
     LR_GROUPS,
@@ -128,37 +127,7 @@ from tui_ft.core.config.toml_errors import (  # noqa: E402
 # --------------------------------------------------------------------------- errors
 
 
-
-
-
-
 # --------------------------------------------------------------------------- value checks
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- schema
@@ -611,24 +580,6 @@ def _recipe_rules(optim: dict[str, Any], train: dict[str, Any]) -> list[tuple[st
 # --------------------------------------------------------------------------- pydantic errors in TOML words
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @functools.lru_cache(maxsize=None)
 def _adapter(field: str) -> TypeAdapter | None:
     sec, _, key = field.partition(".")
@@ -755,20 +706,6 @@ def is_plan_text(text: str) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- resources
-
-
-
-
 
 

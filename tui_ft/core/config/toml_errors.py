@@ -16,8 +16,6 @@ from pydantic.fields import FieldInfo
 from tui_ft.core.config.tomlfile import line_of
 
 
-
-
 from tui_ft.core.config.fields import (  # noqa: E402
     _UNIONS,
     SWEEP_KINDS,

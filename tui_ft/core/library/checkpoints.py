@@ -32,27 +32,6 @@ log = logging.getLogger("tui_ft.library")
 _REPORTED: set[tuple[str, int, int]] = set()  # sidecars already reported: (path, mtime_ns, size)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @dataclass(frozen=True)
 class CheckpointInfo:
     run_id: str
@@ -91,28 +70,6 @@ class CheckpointInfo:
     @property
     def created(self) -> float:
         return self.meta.time if self.meta.time is not None else 0.0
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 _KEY_FIELDS = ("run_id", "kind", "epoch")
