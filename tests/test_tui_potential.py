@@ -303,8 +303,13 @@ async def test_library_shows_each_targets_test_mae(hist, size):
         # the detail box says it in words, whole, at either size
         box = " ".join(ln.strip("│ ") for ln in text.splitlines() if ln.startswith("│"))
         assert "test energy 7.5 meV/atom · force 41.2 meV/Å · stress 0.123 GPa" in " ".join(box.split()), text
-        # a property checkpoint keeps its one test MAE
+        # the val column: the force MAE with its unit at the checkpoint's epoch (from the run's
+        # log), not the sidecar's unitless weighted loss
+        best = pane.items[f"{POT}@best"]
+        assert str(cells[3]) == f"F {val_metrics(best.epoch)['val_force_mae']:.4g} meV/Å" != f"{best.val_mae:.4f}"
+        # a property checkpoint keeps its one val and test MAE
         prop = f"{PROP}@best"
+        assert str(pane.table.full[prop][3]) == f"{pane.items[prop].val_mae:.4f}"
         assert str(pane.table.full[prop][4]) == f"{pane.items[prop].test_mae:.4f}"
         if size == (120, 40):  # wide enough for the column: the row shows it
             row = next(ln for ln in text.splitlines() if POT[:12] in ln and "│" in ln and "E 7.5" in ln)

@@ -8,7 +8,6 @@ from typing import Callable
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tui_ft.tui.launcher import resumable
-from tui_ft.tui.state import fmt_mae
 
 
 class TuiFtCommands(Provider):
@@ -39,7 +38,7 @@ class TuiFtCommands(Provider):
                 )
         for c in app.model.checkpoints:
             self.items.append(
-                (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val MAE {fmt_mae(c.val_mae)} eV/atom)", partial(app.continue_from, c.ref))
+                (f"Continue from {c.ref}", f"pick a preset and train from this checkpoint (val {app.model.checkpoint_val_text(c)})", partial(app.continue_from, c.ref))
             )
 
     async def discover(self) -> Hits:

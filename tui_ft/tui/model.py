@@ -27,7 +27,7 @@ from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_st
 from tui_ft.tui.potential_results import PotentialResults, read_potential_results
 from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
 from tui_ft.tui.scanner import PENDING_LIVE_S, FoundRun, PresetEntry, ScanResult, events_signature
-from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState
+from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState, fmt_mae, potential_run_cell
 
 Target = Union[Preset, Path]  # what a launch starts: a preset, or a plan file
 
@@ -315,6 +315,24 @@ class Dashboard:
         if res is None:
             res = self._potential[st.run_id] = read_potential_results(self.paths.run_log_dir(st.run_id), st.summary.predictions)
         return st.run_id, res, ""
+
+    def epoch_metrics(self, run_id: str, epoch: int | None) -> dict[str, float] | None:
+        """The named metrics of one epoch of a run (its latest pass after a resume), None when
+        the run's log has no such epoch."""
+        st = self.runs.get(run_id)
+        if st is None or epoch is None:
+            return None
+        return next((ev.named() for ev in reversed(st.summary.history) if ev.epoch == epoch), None)
+
+    def checkpoint_val_text(self, c: CheckpointInfo) -> str:
+        """A checkpoint's validation number: a potential's force (else energy) MAE with its unit
+        at the checkpoint's epoch, read from its run's log (the sidecar holds the selection
+        value, by default the unitless weighted loss); a property's MAE."""
+        if c.kind in ("best", "last"):  # swa.pt's weights are not any epoch's
+            m = self.epoch_metrics(c.run_id, c.epoch)
+            if is_potential(m):
+                return potential_run_cell(m, "val") or fmt_mae(c.val_mae)
+        return fmt_mae(c.val_mae)
 
     def test_metrics(self, run_id: str) -> dict[str, float | None] | None:
         """The named test metrics of a run's ``run_finished`` event (None: not finished, or no log)."""

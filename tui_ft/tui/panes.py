@@ -9,7 +9,6 @@ it. What needs the app (a launch, a rescan) is asked for with a message of
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -39,10 +38,10 @@ from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanReques
 from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, PathPrompt, TextScreen
 from tui_ft.tui.model import Dashboard
 from tui_ft.tui.charts import default_metric, metric_label, metric_options, short_id
-from tui_ft.core.common.metrics import METRICS, SHORT, is_potential
+from tui_ft.core.common.metrics import METRICS, is_potential
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
-from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
+from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae, potential_run_cell
 
 ERROR_LINE_STYLE = Style(reverse=True, bold=True)
 STATUS_STYLE = {
@@ -332,18 +331,6 @@ RUN_TABLE = (
     Col("preset", "preset", 30),
     Col("device", "device", 20),
 )
-
-
-def potential_run_cell(metrics: dict[str, float | None] | None, part: str) -> str | None:
-    """A potential run's number for the Runs table's "best val" / "test MAE" columns: the
-    ``part``'s force MAE (``F 41.2 meV/Å``), else its energy MAE (``E 7.5 meV/atom``), else its
-    loss (``loss 0.05``); None when the metrics have none of them."""
-    for metric in ("force_mae", "energy_mae", "loss"):
-        v = (metrics or {}).get(f"{part}_{metric}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            unit = METRICS[metric][1]
-            return f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else "")
-    return None
 
 
 def best_epoch_metrics(s) -> dict[str, float] | None:
@@ -967,7 +954,7 @@ class LibraryPane(Vertical):
                 Text(c.ref, style="" if c.kind == "best" else "dim"),
                 c.preset_name,
                 "-" if c.epoch is None else str(c.epoch),
-                fmt_mae(c.val_mae),
+                self.model.checkpoint_val_text(c),
                 potential_test_text(self.model.test_metrics(c.run_id)) or fmt_mae(c.test_mae),
                 Text(status, style=STATUS_STYLE.get(status, "yellow")),
                 fmt_time(c.created),
