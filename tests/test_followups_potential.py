@@ -122,6 +122,31 @@ def test_runs_table_shows_a_potentials_force_maes_and_a_propertys_maes(tmp_path)
     assert (prop[4], prop[5]) == (f"{st.summary.best_val_mae:.4f}", f"{st.summary.test_mae:.4f}")
 
 
+def test_cli_runs_and_checkpoints_show_a_potentials_force_maes_and_export_every_named_metric(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tui_ft import cli
+
+    root = tmp_path / "project"
+    write_history(root)
+    write_potential_run(root)
+    monkeypatch.setenv("TUI_FT_HOME", str(root))
+    assert cli.main(["runs"]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith(POT))
+    assert "F 34 meV/Å" in row and "F 41.2 meV/Å" in row  # best epoch 4's val force MAE, the test's
+    prop = next(ln for ln in out.splitlines() if ln.startswith(PROP))
+    assert "meV" not in prop
+    assert cli.main(["checkpoints"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"{POT}@best"))
+    assert "F 34 meV/Å" in row and "F 41.2 meV/Å" in row
+    assert cli.main(["runs", "--format", "json"]) == 0
+    got = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert got[POT]["test_force_mae"] == 41.2 and got[POT]["test_energy_mae"] == 7.5
+    assert got[POT]["best_val_force_mae"] == pytest.approx(34.0) and got[POT]["best_val_stress_mae"] == pytest.approx(0.21)
+    assert "test_force_mae" not in got[PROP]
+
+
 # ---------------------------------------------------------------- item 7: a plan's curve keeps its unit
 
 

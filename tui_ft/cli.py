@@ -551,10 +551,16 @@ def cmd_runs(where: str | None = None) -> int:
     if not runs:
         print(f"no runs under {paths.logs}" + (f" match {where!r}" if where else ""))
         return EXIT_OK
-    print(f"{'run':40} {'preset':22} {'status':11} {'epoch':>5} {'best_val':>9} {'test':>8} {'device':>6}")
-    for s in runs:
+    from tui_ft.core.common.metrics import headline
+
+    # a potential's cells: its force (else energy) MAE with the unit, not the weighted loss
+    rows = [(s, headline(s.best_metrics(), "val") or _fmt(s.best_val_mae), headline(s.test_metrics, "test")
+             or _fmt(s.test_mae)) for s in runs]
+    wv, wt = max([9] + [len(v) for _, v, _ in rows]), max([8] + [len(t) for _, _, t in rows])
+    print(f"{'run':40} {'preset':22} {'status':11} {'epoch':>5} {'best_val':>{wv}} {'test':>{wt}} {'device':>6}")
+    for s, val, test in rows:
         ep = "-" if s.epoch is None else str(s.epoch)
-        print(f"{s.run_id:40} {s.preset_name:22} {s.status:11} {ep:>5} {_fmt(s.best_val_mae):>9} {_fmt(s.test_mae):>8} {s.device:>6}")
+        print(f"{s.run_id:40} {s.preset_name:22} {s.status:11} {ep:>5} {val:>{wv}} {test:>{wt}} {s.device:>6}")
     return EXIT_OK
 
 
@@ -565,9 +571,20 @@ def cmd_checkpoints(preset: str | None) -> int:
     if not items:
         print("no checkpoints under checkpoints/")
         return EXIT_OK
-    print(f"{'checkpoint':46} {'preset':22} {'epoch':>5} {'val_mae':>8} {'test':>8}  parent")
-    for c in items:
-        print(f"{c.ref:46} {c.preset_name:22} {_fmt(c.epoch, 'd'):>5} {_fmt(c.val_mae):>8} {_fmt(c.test_mae):>8}  {c.parent or '-'}")
+    from tui_ft.core.common.metrics import headline
+    from tui_ft.core.library.runs import list_runs
+
+    runs = {s.run_id: s for s in list_runs(warn=_err)}
+    rows = []
+    for c in items:  # a potential's cells: its force (else energy) MAE with the unit, not the weighted loss
+        s = runs.get(c.run_id)
+        val = headline(s.epoch_metrics(c.epoch), "val") if s is not None and c.kind in ("best", "last") else None
+        test = headline(s.test_metrics, "test") if s is not None else None
+        rows.append((c, val or _fmt(c.val_mae), test or _fmt(c.test_mae)))
+    wv, wt = max([8] + [len(v) for _, v, _ in rows]), max([8] + [len(t) for _, _, t in rows])
+    print(f"{'checkpoint':46} {'preset':22} {'epoch':>5} {'val_mae':>{wv}} {'test':>{wt}}  parent")
+    for c, val, test in rows:
+        print(f"{c.ref:46} {c.preset_name:22} {_fmt(c.epoch, 'd'):>5} {val:>{wv}} {test:>{wt}}  {c.parent or '-'}")
     return EXIT_OK
 
 

@@ -407,6 +407,13 @@ def _run_row(s) -> dict:
     d["elapsed"] = s.elapsed
     d["n_epochs_logged"] = s.history.seen
     d["unit"] = next((e.unit for e in reversed(s.history) if getattr(e, "unit", "")), "")
+    # every named metric of the best epoch (best_val_force_mae, ...) and of the test
+    # (test_force_mae, ...); units as in tui_ft.core.common.metrics: meV/atom, meV/Å, GPa, μB
+    for k, v in (s.best_metrics() or {}).items():
+        if k.startswith("val_"):
+            d[f"best_{k}"] = v
+    for k, v in (s.test_metrics or {}).items():
+        d.setdefault(k, v)
     return d
 
 

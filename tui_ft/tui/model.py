@@ -22,12 +22,12 @@ from tui_ft.core.config.presets import Preset, load_preset
 from tui_ft.core.config.fields import PresetError
 from tui_ft.core.common.procs import pid_alive
 from tui_ft.core.library.runs import RunSummary
-from tui_ft.core.common.metrics import is_potential
+from tui_ft.core.common.metrics import headline, is_potential
 from tui_ft.tui.charts import Predictions, PredictionsError, RunSeries, chain_stages, read_predictions, series_from_history
 from tui_ft.tui.potential_results import PotentialResults, read_potential_results
 from tui_ft.tui.launcher import STDERR_FILE, LaunchedPlan, LaunchedRun, TextTail, tail_lines
 from tui_ft.tui.scanner import PENDING_LIVE_S, FoundRun, PresetEntry, ScanResult, events_signature
-from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState, fmt_mae, potential_run_cell
+from tui_ft.tui.state import LaunchQueue, LogLine, QueueItem, RunState, fmt_mae
 
 Target = Union[Preset, Path]  # what a launch starts: a preset, or a plan file
 
@@ -320,9 +320,7 @@ class Dashboard:
         """The named metrics of one epoch of a run (its latest pass after a resume), None when
         the run's log has no such epoch."""
         st = self.runs.get(run_id)
-        if st is None or epoch is None:
-            return None
-        return next((ev.named() for ev in reversed(st.summary.history) if ev.epoch == epoch), None)
+        return None if st is None else st.summary.epoch_metrics(epoch)
 
     def checkpoint_val_text(self, c: CheckpointInfo) -> str:
         """A checkpoint's validation number: a potential's force (else energy) MAE with its unit
@@ -331,7 +329,7 @@ class Dashboard:
         if c.kind in ("best", "last"):  # swa.pt's weights are not any epoch's
             m = self.epoch_metrics(c.run_id, c.epoch)
             if is_potential(m):
-                return potential_run_cell(m, "val") or fmt_mae(c.val_mae)
+                return headline(m, "val") or fmt_mae(c.val_mae)
         return fmt_mae(c.val_mae)
 
     def test_metrics(self, run_id: str) -> dict[str, float | None] | None:

@@ -38,10 +38,10 @@ from tui_ft.tui.messages import ContinueRequested, LaunchRequested, RescanReques
 from tui_ft.tui.modals import PREVIEW_THEME, ConfirmScreen, PathPrompt, TextScreen
 from tui_ft.tui.model import Dashboard
 from tui_ft.tui.charts import default_metric, metric_label, metric_options, short_id
-from tui_ft.core.common.metrics import METRICS, is_potential
+from tui_ft.core.common.metrics import METRICS, headline, is_potential
 from tui_ft.tui.plots import CurvePlot, CurveChart, ErrorPlot, ParityPlot
 from tui_ft.tui.scanner import PresetEntry
-from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae, potential_run_cell
+from tui_ft.tui.state import LogLine, RunState, fmt_elapsed, fmt_mae
 
 ERROR_LINE_STYLE = Style(reverse=True, bold=True)
 STATUS_STYLE = {
@@ -333,16 +333,6 @@ RUN_TABLE = (
 )
 
 
-def best_epoch_metrics(s) -> dict[str, float] | None:
-    """The named metrics of a run's best epoch (the one its best.pt holds; after a resume, its
-    latest pass), or None before its first epoch."""
-    best = s.best_epoch if s.best_epoch is not None else (s.history[-1].best_epoch if s.history else None)
-    for ev in reversed(s.history):
-        if ev.epoch == best:
-            return ev.named()
-    return None
-
-
 FLUSH_S = 0.2  # table updates are batched: a DataTable re-renders all its rows on any change
 
 
@@ -462,8 +452,8 @@ class RunsPane(Vertical):
             epoch = str(s.epoch)
         best, test = fmt_mae(s.best_val_mae), fmt_mae(s.test_mae)
         if Dashboard.is_potential_run(st):  # its selection value is a loss: show an MAE with its unit
-            best = potential_run_cell(best_epoch_metrics(s), "val") or best
-            test = potential_run_cell(st.test_metrics, "test") or test
+            best = headline(s.best_metrics(), "val") or best
+            test = headline(st.test_metrics, "test") or test
         return [
             Text("●", style="bold") if st.overlay else "",
             s.run_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import signal
 import time
@@ -20,7 +19,6 @@ from tui_ft.core.common.events import (
     RunStarted,
     describe,
 )
-from tui_ft.core.common.metrics import METRICS, SHORT
 from tui_ft.core.common.units import fmt_elapsed  # noqa: F401 - the panes import it from here
 from tui_ft.core.library.runs import RunSummary
 from tui_ft.tui.launcher import LaunchedRun
@@ -42,18 +40,6 @@ class LogLine:
 
 def fmt_mae(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def potential_run_cell(metrics: dict[str, float | None] | None, part: str) -> str | None:
-    """A potential run's number for a "val" / "test" cell: the ``part``'s force MAE
-    (``F 41.2 meV/Å``), else its energy MAE (``E 7.5 meV/atom``), else its loss
-    (``loss 0.05``); None when the metrics have none of them."""
-    for metric in ("force_mae", "energy_mae", "loss"):
-        v = (metrics or {}).get(f"{part}_{metric}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            unit = METRICS[metric][1]
-            return f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else "")
-    return None
 
 
 def event_line(ev: Event) -> LogLine | None:

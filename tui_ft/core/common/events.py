@@ -636,6 +636,16 @@ class RunSummary:
         end = self.updated if self.status not in ("running", "pending") else time.time()
         return self.elapsed_before + max(0.0, (end or self.started) - self.started)
 
+    def best_metrics(self) -> dict[str, float] | None:
+        """The named metrics of the run's best epoch (the one its best.pt holds; after a resume,
+        its latest pass), or None before its first epoch."""
+        h = self.history
+        return self.epoch_metrics(self.best_epoch if self.best_epoch is not None else (h[-1].best_epoch if h else None))
+
+    def epoch_metrics(self, epoch: int | None) -> dict[str, float] | None:
+        """The named metrics of one epoch (its latest pass after a resume), None when not logged."""
+        return None if epoch is None else next((ev.named() for ev in reversed(self.history) if ev.epoch == epoch), None)
+
     def apply(self, ev: Event) -> None:
         """Fold one event into the summary (the dashboard calls this as events arrive)."""
         if isinstance(ev, RunStarted) and self.started is not None and self.updated is not None:

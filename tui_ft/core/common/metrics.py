@@ -9,6 +9,7 @@ run's target unit, ``RunStarted.unit``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # metric -> (label, unit); "" = the run's own unit (a property's target unit) or none (a loss)
@@ -47,6 +48,18 @@ def compact(metrics: dict[str, float], part: str) -> str:
         unit = METRICS[metric][1]
         out.append(f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else ""))
     return "  ".join(out)
+
+
+def headline(metrics: dict[str, Any] | None, part: str) -> str | None:
+    """A potential's one number for a "val" / "test" cell: the ``part``'s force MAE
+    (``F 41.2 meV/Å``), else its energy MAE (``E 7.5 meV/atom``), else its loss
+    (``loss 0.05``); None when the metrics have none of them."""
+    for metric in ("force_mae", "energy_mae", "loss"):
+        v = (metrics or {}).get(f"{part}_{metric}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            unit = METRICS[metric][1]
+            return f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else "")
+    return None
 
 
 def is_potential(metrics: dict[str, Any] | None) -> bool:
