@@ -732,6 +732,8 @@ def test_task_shear_order_is_auto_unless_three_shear_names():
     assert "shear_order" not in base.to_dict()["task"]
     assert base.with_changes({"task.shear_order": "auto"}) == base
     assert base.with_changes({"task.shear_order": " xy  zx yz "}).task.shear_order == "xy zx yz"
+    assert base.with_changes({"task.shear_order": "AUTO"}) == base  # case and commas are forgiven
+    assert base.with_changes({"task.shear_order": "XY, ZX, YZ"}).task.shear_order == "xy zx yz"
     for bad in ("xy xy zx", "xx yy zz", "xy yz"):
         with pytest.raises(PresetErrors, match="task.shear_order: expected \"auto\" or the three shear components"):
             base.with_changes({"task.shear_order": bad})

@@ -75,9 +75,9 @@ SHEAR_PLANE: dict[str, str] = {"xy": "xy", "yx": "xy", "yz": "yz", "zy": "yz", "
 def shear_order_names(text: str) -> tuple[str, str, str] | None:
     """A file's order of its three shear stress components: ``"auto"`` -> None, ``"xy yz zx"`` -> the
     names; ``ValueError`` (its message for the preset and the reader) for anything else."""
-    if text.strip() == "auto":
+    if text.strip().lower() == "auto":
         return None
-    names = tuple(text.split())
+    names = tuple(text.lower().replace(",", " ").split())  # "XY, YZ, ZX" reads as "xy yz zx"
     if len(names) != 3 or len({SHEAR_PLANE.get(n) for n in names} - {None}) != 3:
         raise ValueError('expected "auto" or the three shear components in the file\'s order, '
                          f'e.g. "xy yz zx" (VASP) or "yz xz xy" (ASE), got {text!r}')
