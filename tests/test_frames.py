@@ -308,7 +308,9 @@ def test_mlearn_test_source_is_read_with_the_training_files_shear_order(tmp_path
     fs = read_frames(train, cfg)
     assert fs.read_with == {"shear_order": "xy xz yz"}
     assert read_frames(test, cfg).read_with == {"shear_order": "xy yz xz"}  # alone: VASP's for the rest
-    assert read_frames(test, cfg, like=fs).read_with == {"shear_order": "xy xz yz"}
+    followed = read_frames(test, cfg, like=fs)
+    assert followed.read_with == {"shear_order": "xy xz yz"}
+    assert "(the order told for train.json.gz; 1 singly sheared cell agrees)" in followed.notes[0], followed.notes
 
 
 def test_asedb_frame(tmp_path):

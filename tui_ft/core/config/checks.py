@@ -123,7 +123,8 @@ def potential_problems(preset) -> list[str]:
     out: list[str] = []
     try:
         fs = read_frames(preset_source(d.source), preset.task)
-        test = read_frames(preset_source(d.test_source), preset.task) if d.test_source else None
+        # as the run reads it: with the training file's options (mlearn: its shear order)
+        test = read_frames(preset_source(d.test_source), preset.task, like=fs) if d.test_source else None
     except DataError as exc:
         return [str(exc)]
     for field, msg in weight_problems(preset.task, fs) + (weight_problems(preset.task, test) if test else []):

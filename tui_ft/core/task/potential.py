@@ -81,7 +81,9 @@ def read_frames(path, cfg, *, like: FrameSet | None = None) -> FrameSet:
             return load_frames(path, fmt=kind, vasp_steps=cfg.vasp_steps)
         if kind == "mlearn":
             told = like.read_with.get("shear_order") if like is not None and like.fmt == "mlearn" else None
-            return load_frames(path, fmt=kind, shear_order=cfg.shear_order or told or "auto")
+            if not cfg.shear_order and told:
+                return load_frames(path, fmt=kind, shear_order=told, given_by=f"the order told for {like.source.name}")
+            return load_frames(path, fmt=kind, shear_order=cfg.shear_order or "auto")
         return load_frames(path, fmt=kind)
     except FrameError as exc:
         raise DataError(str(exc)) from None

@@ -105,7 +105,8 @@ def stress_shear_position(virial: Any, strain: float) -> int | None:
     return k
 
 
-def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None) -> tuple[tuple[str, ...], str]:
+def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None,
+                     given_by: str = "shear_order as given") -> tuple[tuple[str, ...], str]:
     """The shear order to read ``data`` with, and the note that says why (see the module docstring)."""
     votes: dict[int, Counter] = {0: Counter(), 1: Counter(), 2: Counter()}
     where: dict[tuple[int, str], list[int]] = {}
@@ -133,7 +134,7 @@ def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None)
         raise FrameError(f"{path}: the sheared cells do not tell the order of virial_stress's shear components "
                          f"({cases}); set [task] shear_order to the file's order")
     dissent = sum(sum(c.values()) - c[told[pos]] for pos, c in votes.items() if pos in told)
-    agree = f"{n - dissent} of {n} singly sheared cells" if dissent else f"{n} singly sheared cells"
+    agree = f"{n - dissent} of {n} singly sheared cells" if dissent else f"{n} singly sheared cell{'' if n == 1 else 's'}"
     if given is not None:
         wrong = [(p, pl) for p, pl in told.items() if SHEAR_PLANE[given[p]] != pl]
         if wrong:
@@ -144,8 +145,8 @@ def told_shear_order(data: list, path: Path, given: tuple[str, str, str] | None)
                 f"{path} frame {frames[0]}: the cell is sheared in the {pl} plane only, and its stress is at "
                 f"shear position {p + 1}, which shear_order {' '.join(given)!r} reads as {given[p]} "
                 f"({len(frames)} such frames); the file's sheared cells say {' '.join(implied)!r}")
-        return given, f"{path}: virial_stress read as xx yy zz {' '.join(given)} (shear_order as given" + (
-            f"; {agree} agree)" if n else "; no singly sheared cell to check it)")
+        return given, f"{path}: virial_stress read as xx yy zz {' '.join(given)} ({given_by}" + (
+            f"; {agree} agree{'s' if n == 1 else ''})" if n else "; no singly sheared cell to check it)")
     if not told:
         return VASP_SHEAR, (f"{path}: virial_stress read as xx yy zz {' '.join(VASP_SHEAR)} (VASP's order: no "
                             "singly sheared cell tells the file's own; set [task] shear_order if it differs)")
@@ -176,14 +177,17 @@ def _frame(entry, ident: str, where: str, order: tuple[str, ...], group_by: str,
                  stress=None if st is None else vasp_kbar_to_gpa(stress_matrix(st, order)))
 
 
-def read(path: Path, *, shear_order: str = "auto", group_by: str = "group") -> FrameSet:
+def read(path: Path, *, shear_order: str = "auto", group_by: str = "group",
+         given_by: str = "shear_order as given") -> FrameSet:
+    """``given_by``: where a given ``shear_order`` came from, for the note (a test file read
+    with its training file's order says so)."""
     given = parse_shear_order(shear_order)
     if group_by not in ("group", "trajectory"):
         raise FrameError(f"group_by: expected 'group' or 'trajectory', got {group_by!r}")
     data = read_json(path)
     if not isinstance(data, list):
         raise FrameError(f"{path}: not the mlearn layout (a list of {{structure, outputs, group}})")
-    shear, note = told_shear_order(data, path, given)
+    shear, note = told_shear_order(data, path, given, given_by)
     out = Collector(path, "mlearn")
     order = ("xx", "yy", "zz") + tuple(shear)
     for k, entry in enumerate(data):
