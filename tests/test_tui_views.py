@@ -9,7 +9,6 @@ project.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import shutil
@@ -165,6 +164,42 @@ def test_study_on_the_task_draws_the_published_numbers(project):
     make_study(paths, "full", data_source=TASK)
     refs = study_reference_lines(load_study_view("full", paths))
     assert [(lbl.split()[0], y) for lbl, y, _ in refs[1:]] == [("coGN", 0.0170), ("ALIGNN", 0.0215), ("CGCNN", 0.0337)]
+
+
+def write_potential_member(paths: Paths, run_id: str, forces: list[float], test_force: float) -> None:
+    """A potential run's events: its selection value is the weighted loss, its named metrics carry
+    the force (meV/Å) and energy (meV/atom) MAE."""
+    with EventWriter(paths.run_log_dir(run_id) / "events.jsonl") as w:
+        w.emit(RunStarted(run_id, preset_name="pot", preset={}, device="cpu", n_train=10, n_val=2, n_test=2,
+                          epochs=len(forces) - 1, time=1_000_000.0))
+        for ep, f in enumerate(forces):
+            m = {"val_loss": f / 10_000, "val_energy_mae": f / 10, "val_force_mae": f}
+            w.emit(EpochEnd(run_id, epoch=ep, train_mae=None, val_mae=m["val_loss"], lr=1e-3, seconds=1.0,
+                            best_val_mae=m["val_loss"], best_epoch=ep, metrics=m, time=1_000_010.0 + ep))
+        w.emit(RunFinished(run_id, test_mae=test_force / 10_000, best_epoch=len(forces) - 1, best_val_mae=forces[-1] / 10_000,
+                           seconds=5.0, time=1_000_100.0,
+                           test_metrics={"test_loss": test_force / 10_000, "test_energy_mae": 7.5, "test_force_mae": test_force}))
+
+
+def test_a_potential_ensemble_shows_force_maes_with_their_unit_not_the_loss(project):
+    paths = Paths(project)
+    members = {}
+    for k, (forces, test) in enumerate([([190.0, 120.0, 90.0], 95.0), ([190.0, 125.0, 92.0], 97.0)]):
+        run_id = f"pot-m{k}-20260101-000000-000{k}"
+        write_potential_member(paths, run_id, forces, test)
+        members[str(k)] = {"member": k, "kind": "preset", "run_id": run_id, "status": "finished"}
+    d = paths.logs / ".studies" / "pot"
+    d.mkdir(parents=True)
+    (d / "study.json").write_text(json.dumps({
+        "format": STUDY_FORMAT, "study": "pot", "fingerprint": "x", "axis": "member", "members": members,
+        "started": 1.0, "source": "pot.toml", "source_name": "pot", "kind": "preset", "data_source": "frames.extxyz",
+        "executor": "local", "pid": 0, "status": "finished"}), encoding="utf-8")
+    view = load_study_view("pot", paths)
+    assert view.problem is None and view.metric == "force_mae" and view.unit == "meV/Å"
+    assert fold_cells(view.folds[0])[3:5] == ("F 90 meV/Å", "F 95 meV/Å")
+    assert [c.ys for c in study_curves(view)] == [[190.0, 120.0, 90.0], [190.0, 125.0, 92.0]]
+    assert view.mean_std == pytest.approx((96.0, 1.0))
+    assert "members' test force MAE 96 ± 1 meV/Å (mean ± std, 2 of 2 members finished)" in study_summary_lines(view)
 
 
 @pytest.mark.parametrize("text, words", [

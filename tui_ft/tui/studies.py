@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from tui_ft.core.common.paths import Paths
-from tui_ft.tui.charts import PALETTE, Curve, int_ticks
+from tui_ft.tui.charts import PALETTE, Curve, int_ticks, metric_label
 from tui_ft.tui.columns import plain
 from tui_ft.tui.panes import _cursor_key, _restore_cursor
 from tui_ft.tui.plots import _Plot
@@ -65,7 +65,7 @@ class ViewPlot(_Plot):
         self.redraw()
 
     def draw_curves(self, curves: list[Curve], title: str, hlines: list[tuple[str, float, tuple[int, int, int]]] = (),
-                    legend: set[str] | None = None) -> None:
+                    legend: set[str] | None = None, ylabel: str = "val MAE (eV/atom)") -> None:
         """``legend``: the labels to name in plotext's legend (None: all of them)."""
         plt = self.plt
         plt.clear_figure()
@@ -85,7 +85,7 @@ class ViewPlot(_Plot):
             plt.xticks(int_ticks(lo, hi, max(2, self.plot_width // 10)))
         plt.title(title)
         plt.xlabel("epoch")
-        plt.ylabel("val MAE (eV/atom)")
+        plt.ylabel(ylabel)
         self.refresh()
 
 
@@ -108,8 +108,9 @@ class StudyCurves(ViewPlot):
         if not curves:
             self._blank(f"{v.name}: no fold has an epoch yet" if not v.problem else f"{v.name}: unreadable")
             return
-        self.draw_curves(curves, f"{'ensemble' if v.axis == 'member' else 'study'} {v.name}: val MAE per {v.axis}",
-                         study_reference_lines(v))
+        what = metric_label(v.metric, v.unit)  # "MAE (eV/atom)", a potential's "force MAE (meV/Å)"
+        self.draw_curves(curves, f"{'ensemble' if v.axis == 'member' else 'study'} {v.name}: val "
+                         f"{what.split(' (')[0]} per {v.axis}", study_reference_lines(v), ylabel=f"val {what}")
 
     def _draw_calibration(self, v: StudyView) -> None:
         """Mean |error| of the ensemble's mean against the members' mean std, per std decile of the

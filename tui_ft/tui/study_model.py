@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tui_ft.core.common.metrics import headline, is_potential
 from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import (
     PALETTE,
@@ -145,6 +146,10 @@ class FoldRow:
     epochs: int
     wall_s: float
     problem: str | None = None
+    # a potential's fold: its best epoch's and its test's named metrics (the cells and the mean
+    # show the force MAE in meV/Å; best_val_mae / test_mae are the unitless weighted loss)
+    val_metrics: dict[str, float] | None = None
+    test_metrics: dict[str, float] | None = None
 
 
 @dataclass
@@ -164,8 +169,32 @@ class StudyView:
     ensemble_problem: str | None = None  # why that file could not be read
 
     @property
+    def metric(self) -> str | None:
+        """The named metric a potential study's curves, cells and mean show (the force MAE, else the
+        energy MAE, else the loss); None for a property study (its MAE)."""
+        for f in self.folds:
+            for m in (f.test_metrics, f.val_metrics):
+                if is_potential(m):
+                    return next((k for k in ("force_mae", "energy_mae", "loss")
+                                 if any(n.endswith(f"_{k}") for n in m)), "loss")
+        return None
+
+    @property
+    def unit(self) -> str:
+        """The unit of what the curves and the mean show."""
+        from tui_ft.core.common.metrics import METRICS
+
+        m = self.metric
+        if m is not None:
+            return METRICS[m][1]
+        return next((c.unit for c in self.curves.values() if c.unit), None) or "eV/atom"
+
+    @property
     def finished_test_maes(self) -> list[float]:
-        return [f.test_mae for f in self.folds if f.status == "finished" and f.test_mae is not None and math.isfinite(f.test_mae)]
+        m = self.metric
+        vals = [f.test_mae if m is None else (f.test_metrics or {}).get(f"test_{m}")
+                for f in self.folds if f.status == "finished"]
+        return [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
 
     @property
     def mean_std(self) -> tuple[float, float] | None:
@@ -195,19 +224,24 @@ def published_reference() -> tuple[str, list[tuple[str, float]]]:
     return TASK, list(LEADERBOARD.get(TASK, []))
 
 
-def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float]]:
+def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float], Any]:
+    """A fold's curve (a plan's stages chained; a potential's force MAE, else energy MAE, else loss),
+    the stage boundaries, and its last run's summary."""
     from tui_ft.core.library.runs import summarize
 
-    stages = []
+    stages, last = [], None
     for rid in run_ids:
-        s = summarize(paths.run_log_dir(rid), warn=lambda _msg: None)
-        stages.append(series_from_history(rid, s.history))
+        last = summarize(paths.run_log_dir(rid), warn=lambda _msg: None)
+        named = last.best_metrics() or {}
+        metric = next((m for m in ("force_mae", "energy_mae", "loss") if f"val_{m}" in named), None) \
+            if is_potential(named) else None
+        stages.append(series_from_history(rid, last.history, metric))
     stages = [s for s in stages if s.epochs] or stages[-1:]
     if not stages:
-        return None, []
+        return None, [], last
     if len(stages) == 1:
-        return stages[0], []
-    return chain_stages(stages)
+        return stages[0], [], last
+    return (*chain_stages(stages), last)
 
 
 def load_study_view(name: str, paths: Paths) -> StudyView:
@@ -237,9 +271,13 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
             rec = {view.axis: key, **rec}
             res = fold_result(rec, paths)
             run_ids = list(res.run_ids)
+            series, bounds, last = _fold_series(paths, run_ids)
+            val_m = last.best_metrics() if last is not None else None
+            test_m = last.test_metrics if last is not None else None
             view.folds.append(FoldRow(res.fold, run_ids[-1] if run_ids else None, res.status, res.best_val_mae,
-                                      res.test_mae, res.epochs, res.wall_s))
-            series, bounds = _fold_series(paths, run_ids)
+                                      res.test_mae, res.epochs, res.wall_s,
+                                      val_metrics=val_m if is_potential(val_m) else None,
+                                      test_metrics=test_m if is_potential(test_m) else None))
             if series is not None and series.epochs:
                 view.curves[res.fold] = series
                 if bounds:
@@ -286,8 +324,8 @@ def calibration_points(view: StudyView) -> dict[str, list[tuple[float, float]]]:
 
 def fold_cells(row: FoldRow) -> tuple[str, ...]:
     """The fold table's cells: fold, run, status, best val MAE, test MAE, epochs, wall time."""
-    return (str(row.fold), row.run_id or "-", row.status, fmt_value(row.best_val_mae), fmt_value(row.test_mae),
-            str(row.epochs), fmt_wall(row.wall_s))
+    return (str(row.fold), row.run_id or "-", row.status, headline(row.val_metrics, "val") or fmt_value(row.best_val_mae),
+            headline(row.test_metrics, "test") or fmt_value(row.test_mae), str(row.epochs), fmt_wall(row.wall_s))
 
 
 def study_summary_lines(view: StudyView) -> list[str]:
@@ -303,7 +341,7 @@ def study_summary_lines(view: StudyView) -> list[str]:
     if ms is None:
         lines.append(f"test MAE: no fold finished yet ({done})")
     else:
-        lines.append(f"test MAE {ms[0]:.4f} ± {ms[1]:.4f} eV/atom (mean ± std, {done})")
+        lines.append(f"test {_what(view)} {ms[0]:.4f} ± {ms[1]:.4f} {view.unit} (mean ± std, {done})")
     task, board = published_reference()
     lines.append("")
     lines.append(f"published ({task}, Matbench v0.1):")
@@ -315,6 +353,13 @@ def study_summary_lines(view: StudyView) -> list[str]:
     return lines
 
 
+def _what(view: StudyView) -> str:
+    """``"MAE"``, or a potential study's ``"force MAE"`` (``"loss"``)."""
+    from tui_ft.core.common.metrics import METRICS
+
+    return "MAE" if view.metric is None else METRICS[view.metric][0]
+
+
 def ensemble_summary_lines(view: StudyView) -> list[str]:
     """An ensemble's text: its members' test MAE, then (once all finished) the ensemble's and the calibration."""
     from tui_ft.core.orchestrate.ensemble import ensemble_lines
@@ -322,8 +367,9 @@ def ensemble_summary_lines(view: StudyView) -> list[str]:
     lines = [f"ensemble {view.name}: {view.status}", f"preset/plan {view.source or '?'} on {view.data_source or '?'}"]
     maes, ms = view.finished_test_maes, view.mean_std
     done = f"{len(maes)} of {len(view.folds)} members finished"
-    lines.append(f"members' test MAE: none finished yet ({done})" if ms is None
-                 else f"members' test MAE {ms[0]:.4g} ± {ms[1]:.4g} (mean ± std, {done})")
+    what = _what(view)
+    lines.append(f"members' test {what}: none finished yet ({done})" if ms is None
+                 else f"members' test {what} {ms[0]:.4g} ± {ms[1]:.4g} {view.unit} (mean ± std, {done})")
     if view.ensemble is not None:
         lines.append("")
         try:
