@@ -147,6 +147,21 @@ def test_cli_runs_and_checkpoints_show_a_potentials_force_maes_and_export_every_
     assert "test_force_mae" not in got[PROP]
 
 
+def test_study_and_ensemble_tables_give_a_potential_members_force_mae_with_its_unit():
+    from tui_ft.core.orchestrate.ensemble import member_table
+    from tui_ft.core.orchestrate.study import FoldResult, fold_table
+
+    pot = FoldResult(0, "finished", ["pot-m0"], best_val_mae=0.0085, test_mae=0.0098, epochs=5, wall_s=1.0,
+                     val_metrics={"val_loss": 0.0085, "val_force_mae": 86.96, "val_energy_mae": 7.1},
+                     test_metrics={"test_loss": 0.0098, "test_force_mae": 90.94, "test_energy_mae": 7.35})
+    prop = FoldResult(1, "finished", ["prop-f1"], best_val_mae=0.0312, test_mae=0.0301, epochs=3, wall_s=1.0)
+    assert (pot.val_text, pot.test_text) == ("F 86.96 meV/Å", "F 90.94 meV/Å")
+    assert (prop.val_text, prop.test_text) == ("0.0312", "0.0301")
+    for table in (member_table([pot, prop]), fold_table([pot, prop])):
+        assert "F 86.96 meV/Å" in table[1] and "F 90.94 meV/Å" in table[1] and "0.0085" not in table[1]
+        assert "0.0312" in table[2] and "0.0301" in table[2]
+
+
 # ---------------------------------------------------------------- item 7: a plan's curve keeps its unit
 
 

@@ -46,7 +46,6 @@ from tui_ft.core.orchestrate.study import (
     FoldResult,
     Study,
     StudyError,
-    _fmt,
     mean_std,
     run_study,
 )
@@ -165,7 +164,7 @@ def member_table(results: list[FoldResult]) -> list[str]:
     lines = [f"{'member':>6}  {'run':44} {'status':11} {'best_val':>9} {'test_mae':>9} {'epochs':>6} {'wall':>8}"]
     for r in results:
         run = r.run_ids[-1] if r.run_ids else "-"
-        lines.append(f"{r.fold:>6}  {run:44} {r.status:11} {_fmt(r.best_val_mae):>9} {_fmt(r.test_mae):>9} "
+        lines.append(f"{r.fold:>6}  {run:44} {r.status:11} {r.val_text:>9} {r.test_text:>9} "
                      f"{r.epochs:>6} {r.wall_s:>7.1f}s")
     return lines
 
@@ -194,7 +193,7 @@ def _summary_md(ens: Ensemble, results: list[FoldResult], ms, summary: dict[str,
            f"{len(results)} members, member k trained with train.seed + k (the same split).", ""]
     out += ["| member | run | status | best val MAE | test MAE | epochs | wall time (s) |", "|---:|---|---|---:|---:|---:|---:|"]
     for r in results:
-        out.append(f"| {r.fold} | {', '.join(r.run_ids) or '-'} | {r.status} | {_fmt(r.best_val_mae)} | {_fmt(r.test_mae)} "
+        out.append(f"| {r.fold} | {', '.join(r.run_ids) or '-'} | {r.status} | {r.val_text} | {r.test_text} "
                    f"| {r.epochs} | {r.wall_s:.1f} |")
     out.append("")
     if ms is not None:

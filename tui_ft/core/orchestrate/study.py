@@ -315,6 +315,22 @@ class FoldResult:
     epochs: int = 0
     wall_s: float = 0.0
     predictions: Path | None = None
+    val_metrics: dict[str, float] | None = None  # the best epoch's named metrics (a potential's force MAE, ...)
+    test_metrics: dict[str, float] | None = None
+
+    @property
+    def val_text(self) -> str:
+        """The best validation number: a potential's force MAE with its unit (its best_val_mae is
+        the unitless weighted loss), a property's MAE."""
+        from tui_ft.core.common.metrics import headline
+
+        return headline(self.val_metrics, "val") or _fmt(self.best_val_mae)
+
+    @property
+    def test_text(self) -> str:
+        from tui_ft.core.common.metrics import headline
+
+        return headline(self.test_metrics, "test") or _fmt(self.test_mae)
 
 
 def _wall_seconds(run_dir: Path) -> float:
@@ -357,13 +373,15 @@ def fold_result(rec: dict[str, Any], paths: Paths) -> FoldResult:
         if done:  # the last finished stage is the plan's result (a gate may have ended it early)
             last = done[-1]
             res.best_val_mae, res.test_mae = last.best_val_mae, last.test_mae
+            res.val_metrics, res.test_metrics = last.best_metrics(), last.test_metrics
             res.predictions = paths.run_log_dir(last.run_id) / "test_predictions.csv"
         return res
     run_id = rec.get("run_id")
     if not run_id:
         return FoldResult(k, "pending", [])
     s = summarize(paths.run_log_dir(run_id))
-    res = FoldResult(k, s.status, [run_id], s.best_val_mae, s.test_mae, s.epoch or 0, _wall_seconds(paths.run_log_dir(run_id)))
+    res = FoldResult(k, s.status, [run_id], s.best_val_mae, s.test_mae, s.epoch or 0, _wall_seconds(paths.run_log_dir(run_id)),
+                     val_metrics=s.best_metrics(), test_metrics=s.test_metrics)
     if s.status == "finished":
         res.predictions = paths.run_log_dir(run_id) / "test_predictions.csv"
     return res
@@ -446,7 +464,7 @@ def fold_table(results: list[FoldResult]) -> list[str]:
     for r in results:
         run = r.run_ids[-1] if r.run_ids else "-"
         lines.append(
-            f"{r.fold:>4}  {run:44} {r.status:11} {_fmt(r.best_val_mae):>9} {_fmt(r.test_mae):>9} "
+            f"{r.fold:>4}  {run:44} {r.status:11} {r.val_text:>9} {r.test_text:>9} "
             f"{r.epochs:>6} {r.wall_s:>7.1f}s"
         )
     return lines
@@ -457,7 +475,7 @@ def _summary_md(name: str, source: str, data_source: str, results: list[FoldResu
     out += ["| fold | run | status | best val MAE | test MAE | epochs | wall time (s) |", "|---:|---|---|---:|---:|---:|---:|"]
     for r in results:
         out.append(
-            f"| {r.fold} | {', '.join(r.run_ids) or '-'} | {r.status} | {_fmt(r.best_val_mae)} | {_fmt(r.test_mae)} "
+            f"| {r.fold} | {', '.join(r.run_ids) or '-'} | {r.status} | {r.val_text} | {r.test_text} "
             f"| {r.epochs} | {r.wall_s:.1f} |"
         )
     out.append("")
@@ -666,7 +684,7 @@ class Study:
             rec["message"] = result["error"]
         self.save()
         extra = f" (exit {result.get('returncode')}; see {fold.log})" if res.status != "finished" else ""
-        self.say(f"{self.axis} {fold.fold}: {res.status}, test_mae {_fmt(res.test_mae)}, run {', '.join(res.run_ids) or '-'}{extra}")
+        self.say(f"{self.axis} {fold.fold}: {res.status}, test {res.test_text}, run {', '.join(res.run_ids) or '-'}{extra}")
 
     def results(self) -> list[FoldResult]:
         """Each requested fold's (member's) status and numbers, written back into its record."""
