@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tui_ft.core.common.metrics import headline, is_potential
+from tui_ft.core.common.metrics import headline, headline_metric
 from tui_ft.core.common.paths import Paths
 from tui_ft.tui.charts import (
     PALETTE,
@@ -146,8 +146,8 @@ class FoldRow:
     epochs: int
     wall_s: float
     problem: str | None = None
-    # a potential's fold: its best epoch's and its test's named metrics (the cells and the mean
-    # show the force MAE in meV/Å; best_val_mae / test_mae are the unitless weighted loss)
+    # its best epoch's and its test's named metrics (FoldResult's): a potential's cells and mean
+    # show its force MAE in meV/Å (its best_val_mae / test_mae are the unitless weighted loss)
     val_metrics: dict[str, float] | None = None
     test_metrics: dict[str, float] | None = None
 
@@ -173,10 +173,9 @@ class StudyView:
         """The named metric a potential study's curves, cells and mean show (the force MAE, else the
         energy MAE, else the loss); None for a property study (its MAE)."""
         for f in self.folds:
-            for m in (f.test_metrics, f.val_metrics):
-                if is_potential(m):
-                    return next((k for k in ("force_mae", "energy_mae", "loss")
-                                 if any(n.endswith(f"_{k}") for n in m)), "loss")
+            metric = headline_metric(f.test_metrics, "test") or headline_metric(f.val_metrics, "val")
+            if metric is not None:
+                return metric
         return None
 
     @property
@@ -224,24 +223,21 @@ def published_reference() -> tuple[str, list[tuple[str, float]]]:
     return TASK, list(LEADERBOARD.get(TASK, []))
 
 
-def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float], Any]:
-    """A fold's curve (a plan's stages chained; a potential's force MAE, else energy MAE, else loss),
-    the stage boundaries, and its last run's summary."""
+def _fold_series(paths: Paths, run_ids: Sequence[str]) -> tuple[RunSeries | None, list[float]]:
+    """A fold's curve (a plan's stages chained; a potential's force MAE, else energy MAE, else
+    loss: :func:`headline_metric`) and the stage boundaries."""
     from tui_ft.core.library.runs import summarize
 
-    stages, last = [], None
+    stages = []
     for rid in run_ids:
-        last = summarize(paths.run_log_dir(rid), warn=lambda _msg: None)
-        named = last.best_metrics() or {}
-        metric = next((m for m in ("force_mae", "energy_mae", "loss") if f"val_{m}" in named), None) \
-            if is_potential(named) else None
-        stages.append(series_from_history(rid, last.history, metric))
+        s = summarize(paths.run_log_dir(rid), warn=lambda _msg: None)
+        stages.append(series_from_history(rid, s.history, headline_metric(s.best_metrics(), "val")))
     stages = [s for s in stages if s.epochs] or stages[-1:]
     if not stages:
-        return None, [], last
+        return None, []
     if len(stages) == 1:
-        return stages[0], [], last
-    return (*chain_stages(stages), last)
+        return stages[0], []
+    return chain_stages(stages)
 
 
 def load_study_view(name: str, paths: Paths) -> StudyView:
@@ -271,13 +267,10 @@ def load_study_view(name: str, paths: Paths) -> StudyView:
             rec = {view.axis: key, **rec}
             res = fold_result(rec, paths)
             run_ids = list(res.run_ids)
-            series, bounds, last = _fold_series(paths, run_ids)
-            val_m = last.best_metrics() if last is not None else None
-            test_m = last.test_metrics if last is not None else None
             view.folds.append(FoldRow(res.fold, run_ids[-1] if run_ids else None, res.status, res.best_val_mae,
-                                      res.test_mae, res.epochs, res.wall_s,
-                                      val_metrics=val_m if is_potential(val_m) else None,
-                                      test_metrics=test_m if is_potential(test_m) else None))
+                                      res.test_mae, res.epochs, res.wall_s, val_metrics=res.val_metrics,
+                                      test_metrics=res.test_metrics))
+            series, bounds = _fold_series(paths, run_ids)
             if series is not None and series.epochs:
                 view.curves[res.fold] = series
                 if bounds:

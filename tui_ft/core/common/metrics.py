@@ -50,16 +50,25 @@ def compact(metrics: dict[str, float], part: str) -> str:
     return "  ".join(out)
 
 
-def headline(metrics: dict[str, Any] | None, part: str) -> str | None:
-    """A potential's one number for a "val" / "test" cell: the ``part``'s force MAE
-    (``F 41.2 meV/Å``), else its energy MAE (``E 7.5 meV/atom``), else its loss
-    (``loss 0.05``); None when the metrics have none of them."""
+def headline_metric(metrics: dict[str, Any] | None, part: str) -> str | None:
+    """The metric a potential's one number is: ``"force_mae"``, else ``"energy_mae"``, else
+    ``"loss"``, the first that ``metrics`` holds for ``part`` as a finite number; None when
+    none (a property's metrics: its ``mae``)."""
     for metric in ("force_mae", "energy_mae", "loss"):
         v = (metrics or {}).get(f"{part}_{metric}")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            unit = METRICS[metric][1]
-            return f"{SHORT[metric]} {v:.4g}" + (f" {unit}" if unit else "")
+            return metric
     return None
+
+
+def headline(metrics: dict[str, Any] | None, part: str) -> str | None:
+    """A potential's one number for a "val" / "test" cell (:func:`headline_metric`) with its
+    unit: ``F 41.2 meV/Å``, ``E 7.5 meV/atom`` or ``loss 0.05``; None when there is none."""
+    metric = headline_metric(metrics, part)
+    if metric is None:
+        return None
+    unit = METRICS[metric][1]
+    return f"{SHORT[metric]} {metrics[f'{part}_{metric}']:.4g}" + (f" {unit}" if unit else "")
 
 
 def is_potential(metrics: dict[str, Any] | None) -> bool:
