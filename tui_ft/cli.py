@@ -578,7 +578,7 @@ def cmd_checkpoints(preset: str | None) -> int:
     rows = []
     for c in items:  # a potential's cells: its force (else energy) MAE with the unit, not the weighted loss
         s = runs.get(c.run_id)
-        val = headline(s.epoch_metrics(c.epoch), "val") if s is not None and c.kind in ("best", "last") else None
+        val = headline(c.val_metrics(s), "val")
         test = headline(s.test_metrics, "test") if s is not None else None
         rows.append((c, val or _fmt(c.val_mae), test or _fmt(c.test_mae)))
     wv, wt = max([8] + [len(v) for _, v, _ in rows]), max([8] + [len(t) for _, _, t in rows])

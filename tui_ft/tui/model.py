@@ -316,21 +316,12 @@ class Dashboard:
             res = self._potential[st.run_id] = read_potential_results(self.paths.run_log_dir(st.run_id), st.summary.predictions)
         return st.run_id, res, ""
 
-    def epoch_metrics(self, run_id: str, epoch: int | None) -> dict[str, float] | None:
-        """The named metrics of one epoch of a run (its latest pass after a resume), None when
-        the run's log has no such epoch."""
-        st = self.runs.get(run_id)
-        return None if st is None else st.summary.epoch_metrics(epoch)
-
     def checkpoint_val_text(self, c: CheckpointInfo) -> str:
         """A checkpoint's validation number: a potential's force (else energy) MAE with its unit
-        at the checkpoint's epoch, read from its run's log (the sidecar holds the selection
-        value, by default the unitless weighted loss); a property's MAE."""
-        if c.kind in ("best", "last"):  # swa.pt's weights are not any epoch's
-            m = self.epoch_metrics(c.run_id, c.epoch)
-            if is_potential(m):
-                return headline(m, "val") or fmt_mae(c.val_mae)
-        return fmt_mae(c.val_mae)
+        at the checkpoint's epoch (:meth:`CheckpointInfo.val_metrics`; the sidecar holds the
+        selection value, by default the unitless weighted loss); a property's MAE."""
+        st = self.runs.get(c.run_id)
+        return headline(c.val_metrics(st.summary if st is not None else None), "val") or fmt_mae(c.val_mae)
 
     def test_metrics(self, run_id: str) -> dict[str, float | None] | None:
         """The named test metrics of a run's ``run_finished`` event (None: not finished, or no log)."""

@@ -168,18 +168,13 @@ def check_resources(
     source = preset.data.source
     root = Paths.default().root  # relative data paths are the project root's (as the run reads them)
     path = _data_source_path(source, base=root)
-    potential = preset.task.kind == "potential"
-    if path is not None and potential:
-        # frames (an MPtrj or mlearn JSON, extxyz, a VASP run or folder tree, an ASE .db): read and
-        # checked frame by frame by config.checks.preflight through the frame readers, not as a
-        # property table with a target column or a folder with id_prop.csv
-        if not path.exists():
-            errors.append(preset.error("data.source", missing_data_message(source, path)))
-        elif not path.is_dir() and not path.is_file():
-            errors.append(preset.error("data.source", f"data file {show_value(source)} is not a file ({path} is "
-                                       f"{_special_file(path)}); expected a regular data file or a folder"))
-    elif path is not None:
-        if path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
+    if path is not None:
+        if preset.task.kind == "potential" and (path.is_dir() or path.is_file()):
+            # frames (an MPtrj or mlearn JSON, extxyz, a VASP run or folder tree, an ASE .db): read and
+            # checked frame by frame by config.checks.preflight through the frame readers, not as a
+            # property table with a target column or a folder with id_prop.csv
+            pass
+        elif path.is_dir() or (path.is_file() and not path.name.lower().endswith((".json", ".json.gz"))):
             # a folder (id_prop.csv), a CSV or an ase-readable file: its format must be known and readable
             errors += _check_other_source(preset, path)
         elif not path.is_file():

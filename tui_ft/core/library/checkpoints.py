@@ -43,6 +43,14 @@ class CheckpointInfo:
     def ref(self) -> str:
         return f"{self.run_id}@{self.kind}"
 
+    def val_metrics(self, summary) -> dict[str, float] | None:
+        """The named metrics of the epoch these weights are from, read from the run's summary
+        (``RunSummary``; a potential's ``val_force_mae``, ...): the sidecar holds only the
+        selection value. None for swa.pt (its weights are no epoch's) or without the epoch."""
+        if summary is None or self.kind not in ("best", "last"):
+            return None
+        return summary.epoch_metrics(self.epoch)
+
     @property
     def preset_name(self) -> str:
         return self.meta.preset_name if self.meta.preset_name is not None else "?"
