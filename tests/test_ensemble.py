@@ -19,7 +19,7 @@ import pytest
 from conftest import module_project
 from tui_ft import cli
 from tui_ft.core.common.events import RunStarted, read_events
-from tui_ft.core.library.ensemble import calibration
+from tui_ft.core.library.ensemble import calibration, read_std_scales, std_scale
 
 
 ENS = """
@@ -114,6 +114,31 @@ def test_calibration_counts_and_ranks_as_written_out_by_hand():
     assert calibration([0.1, 0.1, 0.1], [0.2, 0.3, 0.4]).spearman is None  # constant errors: no ranking
 
 
+def test_std_scale_as_written_out_by_hand():
+    # error/std = 0.2/0.1 = 2 and 0.3/0.1 = 3; the pair with std 0 is left out: sqrt((4 + 9) / 2)
+    k, n = std_scale([0.2, -0.3, 0.5], [0.1, 0.1, 0.0])
+    assert (n, k) == (2, pytest.approx(np.sqrt(6.5)))
+    assert std_scale([0.1, 0.2], [0.0, 0.0]) == (None, 0)  # no spread anywhere: no factor
+    assert std_scale([0.0, 0.0], [0.1, 0.2]) == (None, 2)  # perfect predictions: no factor either
+
+
+def test_read_std_scales_survives_a_bad_record(tmp_path):
+    from tui_ft.core.common.paths import Paths
+
+    paths = Paths(tmp_path)
+    where = tmp_path / "logs" / ".studies" / "x"
+    assert read_std_scales("x", paths) == ({}, [])  # never evaluated: nothing, quietly
+    where.mkdir(parents=True)
+    (where / "ensemble.json").write_text('{"targets": {"energy": {"std_scale": {"factor": 2.5}}, '
+                                         '"force": {"std_scale": {"factor": -1}}, "stress": {"std_scale": "x"}}}')
+    scales, warnings = read_std_scales("x", paths)
+    assert scales == {"energy": 2.5}
+    assert len(warnings) == 1 and "targets.force.std_scale.factor must be a positive number, got -1" in warnings[0]
+    (where / "ensemble.json").write_text('{"targets": ')
+    scales, warnings = read_std_scales("x", paths)
+    assert scales == {} and "unreadable" in warnings[0] and str(where / "ensemble.json") in warnings[0]
+
+
 # --------------------------------------------------------------------------- the ensemble's runs
 
 
@@ -156,6 +181,39 @@ def test_the_ensembles_test_mae_is_the_mae_of_the_members_mean(ens):
     assert (root / "logs" / ".studies" / "ens" / "summary.md").read_text().count("| finished |") == 3
 
 
+def test_the_std_scale_is_fit_on_the_members_validation_rows(ens):
+    """ensemble.json's factor is sqrt(mean((error / std)²)) of the members' mean on their
+    validation rows (recomputed here from each member's own predictions there), and its
+    calibration_scaled is the test calibration of std times that factor."""
+    from tui_ft.core.library.predict import evaluate
+
+    root, r = ens
+    ids = _run_ids(root)
+    vals = [evaluate(root / "checkpoints" / rid / "best.pt", "demo", rows="val") for rid in ids]
+    (started,) = [e for e in read_events(root / "logs" / ids[0] / "events.jsonl") if isinstance(e, RunStarted)]
+    assert {v.rows for v in vals} == {"val"} and len(vals[0].result.rows) == started.n_val > 0
+    rows = [{x.id: x for x in v.result.rows} for v in vals]
+    keys = sorted(rows[0])
+    assert all(set(rw) == set(keys) for rw in rows)  # one split for all members
+    preds = np.array([[rw[i].prediction for rw in rows] for i in keys])
+    truth = np.array([rows[0][i].target for i in keys])
+    z = np.abs(preds.mean(axis=1) - truth) / preds.std(axis=1)
+    d = json.loads((root / "logs" / ".studies" / "ens" / "ensemble.json").read_text())["targets"]["e_form"]
+    assert d["std_scale"]["rows"] == "val" and d["std_scale"]["n"] == len(keys)
+    assert d["std_scale"]["factor"] == pytest.approx(float(np.sqrt(np.mean(z ** 2))), rel=1e-5)
+    tests = [_test_predictions(root, rid) for rid in ids]
+    t_ids = sorted(tests[0])
+    m = np.array([[t[i][0] for t in tests] for i in t_ids])
+    err = np.abs(m.mean(axis=1) - np.array([tests[0][i][1] for i in t_ids]))
+    want = calibration(err, m.std(axis=1) * d["std_scale"]["factor"])
+    assert d["calibration_scaled"]["within_1sigma"] == pytest.approx(want.within_1sigma, abs=1.01 / len(t_ids))
+    assert d["calibration_scaled"]["spearman"] == pytest.approx(d["calibration"]["spearman"], abs=1e-9)  # same ranks
+    assert f"std x {d['std_scale']['factor']:.3g} (fit on {len(keys)} validation values)" in r.stdout
+    one = _cli(root, "eval", f"{ids[0]}@best", "--data", "demo", "--rows", "val")
+    assert one.returncode == 0, one.stderr
+    assert f"on {len(keys)} structures" in one.stdout and "the checkpoint's validation rows" in one.stdout
+
+
 def test_running_it_again_keeps_the_finished_members(ens):
     root, _ = ens
     before = _run_ids(root)
@@ -187,6 +245,10 @@ def test_predict_writes_the_members_mean_and_std_and_each_member(ens, tmp_path):
     assert np.allclose([float(row["prediction"]) for row in rows], m.mean(axis=1), atol=1e-9)
     assert np.allclose([float(row["std"]) for row in rows], m.std(axis=1), atol=1e-9)
     assert (m.std(axis=1) > 0).any()
+    k = json.loads((root / "logs" / ".studies" / "ens" / "ensemble.json").read_text())["targets"]["e_form"]
+    k = k["std_scale"]["factor"]
+    assert np.allclose([float(row["std_calibrated"]) for row in rows], m.std(axis=1) * k, atol=1e-9)
+    assert f"std_calibrated = std x {k:.6g}" in out.read_text().splitlines()[0]
     single = tmp_path / "m1.csv"  # member 1's column is what its own checkpoint predicts
     assert _cli(root, "predict", f"{_run_ids(root)[1]}@best", "demo", "--out", single).returncode == 0
     one = {row["id"]: float(row["prediction"]) for row in _csv(single)}
@@ -222,6 +284,8 @@ def test_export_writes_members_chgnet_loads_and_a_manifest(ens, tmp_path):
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "tui-ft-ensemble/1" and len(manifest["members"]) == 3
+    scales = json.loads((root / "logs" / ".studies" / "ens" / "ensemble.json").read_text())["targets"]
+    assert manifest["std_scale"] == {"e_form": scales["e_form"]["std_scale"]["factor"]}
     preds = _csv_by_id(root, tmp_path)
     ds = load_source(resolve_source("demo"), "e_form")
     s = ds.structures[0]
@@ -316,10 +380,15 @@ def test_a_potential_ensemble_gives_force_components_their_std(tmp_path_factory,
             o = tmp_path / f"m{k}.csv"
             assert _cli(root, "predict", f"{rid}@best", "demo_potential", "--out", o, "--forces").returncode == 0
             each.append(ase.io.read(tmp_path / f"m{k}.extxyz", index=":"))
+        scales = json.loads((root / "logs" / ".studies" / "pens" / "ensemble.json").read_text())["targets"]
+        kf = scales["force"]["std_scale"]["factor"]
+        assert kf > 0 and scales["force"]["std_scale"]["n"] > 0 and "calibration_scaled" in scales["force"]
         for i in (0, len(mean) // 2, len(mean) - 1):
             f = np.stack([each[k][i].get_forces() for k in range(2)])
             assert np.allclose(mean[i].get_forces(), f.mean(axis=0), atol=1e-6)
             assert np.allclose(mean[i].arrays["forces_std"], f.std(axis=0), atol=1e-6)
+            # (members 1 epoch apart spread little, so kf is large: compared on the std's scale)
+            assert np.allclose(mean[i].arrays["forces_std_calibrated"] / kf, f.std(axis=0), atol=1e-6)
         ev = _cli(root, "eval", "ensemble:pens", "--format", "json")
         assert ev.returncode == 0, ev.stderr
         got = json.loads(ev.stdout)

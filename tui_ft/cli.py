@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "potential's checkpoint: frames with labels (extxyz, vasprun.xml, MPtrj/mlearn JSON, .db), "
                          "default its run's own data (its test frames); a property's checkpoint needs it")
     ev.add_argument("--target", default=None, help="target (default: the checkpoint's own)")
-    ev.add_argument("--rows", default="auto", choices=["auto", "test", "all"],
-                    help="auto (default): the checkpoint's test rows on its own data, else all rows")
+    ev.add_argument("--rows", default="auto", choices=["auto", "test", "val", "all"],
+                    help="auto (default): the checkpoint's test rows on its own data, else all rows; test / val: its "
+                         "own test / validation rows (its own data only); all: every row")
     ev.add_argument("--batch-size", type=positive_int, default=32, help="structures per forward pass (default 32)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     ev.add_argument("--format", default="table", choices=["table", "json"],

@@ -29,6 +29,16 @@ def _members(ref: str):
     return name, members
 
 
+def _scales(ref: str, name: str) -> dict[str, float]:
+    """The ensemble's std scales (its ``ensemble.json``), after saying what was wrong with them."""
+    from tui_ft.core.library.ensemble import read_std_scales
+
+    scales, warnings = read_std_scales(name)
+    for w in warnings:
+        _err(f"[warning] {ref}: {w}")
+    return scales
+
+
 def _potential(members) -> bool:
     from tui_ft.commands_io import _is_potential
 
@@ -79,6 +89,7 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
         res = _run(evaluate_potential_ensemble, name, members, data, rows=rows, batch_size=batch_size, device=device)
         if isinstance(res, int):
             return res
+        res.std_scales = _scales(ref, name)
         maes, cal = res.maes(), res.calibration()
         table = {t: {"unit": MAE_UNIT[t], "n": n, "ensemble": v,
                      "members": [mm.get(t, (None, 0))[0] for mm in res.member_maes]} for t, (v, n) in maes.items()}
@@ -91,11 +102,15 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
         res = _run(evaluate_ensemble, name, members, data, target=target, rows=rows, batch_size=batch_size, device=device)
         if isinstance(res, int):
             return res
+        res.std_scales = _scales(ref, name)
         c = res.calibration()
         cal = {res.target: c} if c else {}
         n = sum(1 for r in res.rows if r.target is not None)
         table = {res.target: {"unit": res.unit, "n": n, "ensemble": res.mae, "members": res.member_maes}} if n else {}
         scale = {res.target: 1.0}
+    from tui_ft.core.library.ensemble import scaled_calibration
+
+    cal_k = scaled_calibration(res, res.std_scales)
     for w in res.warnings:
         _err(f"[warning] {w}")
     for ident, why in res.failures:
@@ -103,7 +118,7 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
     if not table:
         _err(f"error: no labelled structures in {res.path}; no MAE")
         return EXIT_USAGE
-    which = "the members' test rows" if res.rows_kind == "test" else "all rows"
+    which = {"test": "the members' test rows", "val": "the members' validation rows"}.get(res.rows_kind, "all rows")
     if fmt == "json":
         out = {"ensemble": name, "members": [{"member": m.number, "run_id": m.run_id, "checkpoint": str(m.checkpoint)}
                                              for m in members],
@@ -112,6 +127,8 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
                        for t, d in table.items()},
                "calibration": {t: {**_scaled(c, scale.get(t, 1.0)).as_dict(), "unit": table[t]["unit"]}
                                for t, c in cal.items() if t in table},
+               "calibration_scaled": {t: {**_scaled(c, scale.get(t, 1.0)).as_dict(), "unit": table[t]["unit"],
+                                          "std_scale": res.std_scales[t]} for t, c in cal_k.items() if t in table},
                "left_out": [{"id": i, "reason": _reason(i, w)} for i, w in res.failures]}
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
@@ -123,6 +140,10 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
             print(f"{t:<8} {_f(d['ensemble']):>10} {span:>30}  {d['unit'] or ''}")
         for t, c in cal.items():
             print(f"calibration of {t}: {_cal_line(c)}")
+            if t in cal_k:
+                ck = cal_k[t]
+                print(f"  std x {res.std_scales[t]:.3g} (the ensemble's scale, fit on its validation rows): within 1σ "
+                      f"{100 * ck.within_1sigma:.1f} %, 2σ {100 * ck.within_2sigma:.1f} %")
     bad = [t for t, d in table.items() if d["ensemble"] is None or not math.isfinite(d["ensemble"])]
     if bad:
         _err(f"error: the ensemble's {', '.join(bad)} MAE is not a finite number")
@@ -186,6 +207,7 @@ def cmd_predict_ensemble(ref: str, inputs: list[str], out: str | None, *, batch_
                    batch_size=batch_size, device=device)
     if isinstance(res, int):
         return res
+    res.std_scales = _scales(ref, name)
     for w in res.warnings:
         _err(f"[warning] {w}")
     text = (format_potential_ensemble_csv(res) if potential else format_ensemble_csv(res)) if res.rows else ""

@@ -117,7 +117,7 @@ def cmd_eval(ref: str, data: str | None, target: str | None, device: str, rows: 
     if isinstance(ev, int):
         return ev
     res = ev.result
-    which = "the checkpoint's test rows" if ev.rows == "test" else "all rows"
+    which = {"test": "the checkpoint's test rows", "val": "the checkpoint's validation rows"}.get(ev.rows, "all rows")
     n = sum(1 for r in res.rows if r.target is not None)
     if n == 0:
         _err(f"error: no usable rows with a {res.target!r} target in {ev.path} ({which}: {ev.n_rows} asked, "
@@ -170,7 +170,7 @@ def _eval_potential(ref: str, path, data: str | None, device: str, rows: str, ba
     res = ev.result
     for ident, why in res.label_problems():
         _err(f"[warning] structure {ident}: label left out of its MAE: {_reason(ident, why)}")
-    which = "the run's test frames" if ev.rows == "test" else "all frames"
+    which = {"test": "the run's test frames", "val": "the run's validation frames"}.get(ev.rows, "all frames")
     maes = ev.maes()
     if not maes:
         _err(f"error: no labelled structures in {ev.path} ({which}: {ev.n_rows} asked, {len(res.failures)} left "

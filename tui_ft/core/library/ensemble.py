@@ -13,6 +13,14 @@ likewise. The calibration of that uncertainty on labelled data compares the abso
 of the mean with the std (:func:`calibration`): the Spearman rank correlation of the two
 (``scipy.stats.spearmanr``; does a larger std mean a larger error?) and the fraction of
 errors within 1σ and 2σ (a Gaussian error of that σ would give 68.3 % and 95.4 %).
+
+Members that start from one pretrained model spread too little: their raw std is several
+times smaller than the error. So ``tui-ft ensemble`` also fits one factor per target on the
+members' shared validation rows (:func:`std_scale`: σ-scaling, the maximum-likelihood factor
+for Gaussian errors; Levi et al., Sensors 22, 5540 (2022); Palmer et al., npj Comput. Mater.
+8, 115 (2022)) and keeps it in ``ensemble.json``; ``predict`` and ``eval`` on the ensemble
+then also give the std times that factor (``std_calibrated``). The factor rescales, it does
+not reorder: Spearman is the same for both.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from tui_ft.core.common.paths import Paths
 ENSEMBLE_REF = "ensemble:"
 MANIFEST_FORMAT = "tui-ft-ensemble/1"
 MANIFEST = "manifest.json"
+ENSEMBLE_FILE = "ensemble.json"  # in the ensemble's study folder: its evaluation and std scales
 GAUSS_1SIGMA, GAUSS_2SIGMA = 0.6827, 0.9545  # a normal error's share within 1σ / 2σ
 
 
@@ -146,6 +155,67 @@ def calibration(abs_err: Sequence[float], std: Sequence[float], *, n_bins: int =
                        float(e.mean()), bins)
 
 
+def std_scale(abs_err: Sequence[float], std: Sequence[float]) -> tuple[float | None, int]:
+    """``(s, n)``: the factor that gives ``error / (s · std)`` unit mean square over the ``n``
+    pairs with a finite error and a std > 0, ``s = sqrt(mean((error / std)²))`` (for Gaussian
+    errors with σ = s · std, the maximum-likelihood s); ``(None, 0)`` when no pair has."""
+    import numpy as np
+
+    e = np.abs(np.asarray(abs_err, dtype=float).reshape(-1))
+    s = np.asarray(std, dtype=float).reshape(-1)
+    if e.shape != s.shape:
+        raise ValueError(f"std_scale: {e.size} errors but {s.size} stds")
+    keep = np.isfinite(e) & np.isfinite(s) & (s > 0)
+    if not keep.any():
+        return None, 0
+    k = float(np.sqrt(np.mean((e[keep] / s[keep]) ** 2)))
+    return (k if math.isfinite(k) and k > 0 else None), int(keep.sum())
+
+
+def fit_std_scales(val_result) -> dict[str, tuple[float | None, int]]:
+    """:func:`std_scale` per target of an ensemble's result on its validation rows."""
+    return {t: std_scale(e, s) for t, (e, s) in val_result.error_pairs().items()}
+
+
+def scaled_calibration(result, scales: dict[str, float]) -> dict[str, Calibration]:
+    """The :class:`Calibration` per target of ``result`` with each std times its target's scale."""
+    import numpy as np
+
+    pairs = result.error_pairs()
+    return {t: calibration(pairs[t][0], np.asarray(pairs[t][1], dtype=float) * k)
+            for t, k in scales.items() if k and t in pairs}
+
+
+def read_std_scales(name: str, paths: Paths | None = None) -> tuple[dict[str, float], list[str]]:
+    """The std scales ``tui-ft ensemble`` fitted for ensemble ``name`` (its ``ensemble.json``):
+    ``({target: factor}, warnings)``: none when the file is missing (the ensemble was not
+    evaluated), none and a warning when it is unreadable, a warning per bad factor."""
+    import json
+
+    from tui_ft.core.orchestrate.study import study_dir
+
+    where = study_dir(name, paths or Paths.default()) / ENSEMBLE_FILE
+    try:
+        obj = json.loads(where.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {}, [f"{where}: unreadable ({type(exc).__name__}); no calibrated std"]
+    targets = obj.get("targets") if isinstance(obj, dict) else None
+    out: dict[str, float] = {}
+    bad: list[str] = []
+    for t, d in (targets.items() if isinstance(targets, dict) else ()):
+        k = (d.get("std_scale") or {}).get("factor") if isinstance(d, dict) and isinstance(d.get("std_scale"), dict) \
+            else None
+        if k is None:
+            continue
+        if isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k > 0:
+            out[str(t)] = float(k)
+        else:
+            bad.append(f"{where}: targets.{t}.std_scale.factor must be a positive number, got {k!r}; ignored")
+    return out, bad
+
+
 def _mean_std(values: list[Any]):
     import numpy as np
 
@@ -184,15 +254,24 @@ class EnsembleResult:
     member_maes: list[float | None] = field(default_factory=list)
     rows_kind: str = "all"  # "test": the members' own test rows
     path: Path | None = None
+    std_scales: dict[str, float] = field(default_factory=dict)  # target -> the factor of std_calibrated
 
     @property
     def mae(self) -> float | None:
         errs = [abs(r.error) for r in self.rows if r.error is not None]
         return sum(errs) / len(errs) if errs else None
 
-    def calibration(self) -> Calibration | None:
+    def error_pairs(self) -> dict[str, tuple[list[float], list[float]]]:
+        """``{target: (|error|, std)}`` over the labelled rows (``{}`` when none is)."""
         pairs = [(abs(r.error), r.std) for r in self.rows if r.error is not None]
-        return calibration(*zip(*pairs)) if pairs else None
+        if not pairs:
+            return {}
+        e, s = zip(*pairs)
+        return {self.target: (list(e), list(s))}
+
+    def calibration(self) -> Calibration | None:
+        pairs = self.error_pairs()
+        return calibration(*pairs[self.target]) if pairs else None
 
 
 def _common_rows(results: list[Any]) -> tuple[list[dict[str, Any]], list[str], dict[str, str]]:
@@ -251,15 +330,17 @@ def format_ensemble_csv(res: EnsembleResult) -> str:
     import io
 
     buf = io.StringIO()
+    k = res.std_scales.get(res.target)
     buf.write(f"# target: {res.target}; unit: {res.unit or '(none)'}; ensemble {res.name} of {len(res.members)} "
               f"members (runs {', '.join(m.run_id for m in res.members)}): prediction = their mean, std = their "
-              "standard deviation (ddof=0)\n")
+              "standard deviation (ddof=0)" + (f"; std_calibrated = std x {k:.6g} (fit on the members' validation "
+                                               "rows by tui-ft ensemble)" if k else "") + "\n")
     w = csv.writer(buf, lineterminator="\n")
     with_t = any(r.target is not None for r in res.rows)
-    w.writerow(["id", "prediction", "std"] + (["target", "error"] if with_t else [])
+    w.writerow(["id", "prediction", "std"] + (["std_calibrated"] if k else []) + (["target", "error"] if with_t else [])
                + [f"member_{m.number}" for m in res.members])
     for r in res.rows:
-        row = [r.id, repr(r.prediction), repr(r.std)]
+        row = [r.id, repr(r.prediction), repr(r.std)] + ([repr(r.std * k)] if k else [])
         if with_t:
             row += ["" if r.target is None else repr(r.target), "" if r.error is None else repr(r.error)]
         w.writerow(row + [repr(v) for v in r.members])
@@ -282,6 +363,7 @@ class PotentialEnsembleResult:
     member_maes: list[dict[str, tuple[float, int]]] = field(default_factory=list)
     rows_kind: str = "all"
     path: Path | None = None
+    std_scales: dict[str, float] = field(default_factory=dict)  # target -> the factor of the calibrated stds
 
     @property
     def rows(self):
@@ -300,6 +382,10 @@ class PotentialEnsembleResult:
 
     def calibration(self) -> dict[str, Calibration]:
         """Per target: energy per structure (eV/atom), force and stress per component, magmom per atom."""
+        return {t: calibration(e, s) for t, (e, s) in self.error_pairs().items()}
+
+    def error_pairs(self) -> dict[str, tuple[Any, Any]]:
+        """``{target: (|error|, std)}`` as flat arrays, units as :meth:`calibration`'s."""
         import numpy as np
 
         from tui_ft.core.data.frames import frame_problem
@@ -318,7 +404,7 @@ class PotentialEnsembleResult:
                         else np.asarray(getattr(f, label)))
                 errs.setdefault(t, []).append(np.abs(np.asarray(pred, dtype=float) - true).reshape(-1))
                 stds.setdefault(t, []).append(np.asarray(s[label], dtype=float).reshape(-1))
-        return {t: calibration(np.concatenate(errs[t]), np.concatenate(stds[t])) for t in errs}
+        return {t: (np.concatenate(errs[t]), np.concatenate(stds[t])) for t in errs}
 
 
 def _combine_potential(name: str, members: list[Member], results: list[Any]) -> PotentialEnsembleResult:
@@ -370,10 +456,13 @@ def format_potential_ensemble_csv(res: PotentialEnsembleResult) -> str:
     from tui_ft.core.library.predict import format_potential_csv
 
     lines = format_potential_csv(res.mean).splitlines()
+    k = res.std_scales.get("energy")
     head = (f"# ensemble {res.name} of {len(res.members)} members (runs {', '.join(m.run_id for m in res.members)}): "
-            "each value the members' mean; energy_std_eV_per_atom their standard deviation (ddof=0)")
-    out = [lines[0], head, lines[1] + ",energy_std_eV_per_atom"]
-    out += [f"{line},{s['energy']!r}" for line, s in zip(lines[2:], res.std)]
+            "each value the members' mean; energy_std_eV_per_atom their standard deviation (ddof=0)"
+            + (f"; energy_std_calibrated_eV_per_atom = that x {k:.6g} (fit on the members' validation frames by "
+               "tui-ft ensemble)" if k else ""))
+    out = [lines[0], head, lines[1] + ",energy_std_eV_per_atom" + (",energy_std_calibrated_eV_per_atom" if k else "")]
+    out += [f"{line},{s['energy']!r}" + (f",{s['energy'] * k!r}" if k else "") for line, s in zip(lines[2:], res.std)]
     return "\n".join(out) + "\n"
 
 
@@ -381,7 +470,8 @@ def write_potential_ensemble_extxyz(res: PotentialEnsembleResult, path: Path | s
     """The mean as extxyz (:func:`tui_ft.core.library.predict.write_potential_extxyz`), with the
     members' std per structure in ``info["energy_std"]`` (total, eV), per atom in
     ``arrays["forces_std"]`` (eV/Å) and the stress's in ``info["stress_std"]`` (eV/Å³, ASE's Voigt
-    order xx yy zz yz xz xy)."""
+    order xx yy zz yz xz xy); each also as ``..._std_calibrated`` (times its target's scale) where
+    the ensemble has one."""
     import ase.io
     from ase.stress import full_3x3_to_voigt_6_stress
     from ase.units import GPa
@@ -391,12 +481,19 @@ def write_potential_ensemble_extxyz(res: PotentialEnsembleResult, path: Path | s
 
     write_potential_extxyz(res.mean, path)  # the mean, with its SinglePointCalculator
     images = ase.io.read(path, index=":", format="extxyz")
+    ks = res.std_scales
     for atoms, row, s in zip(images, res.mean.rows, res.std):
         atoms.info["energy_std"] = float(s["energy"]) * row.n_atoms
+        if "energy" in ks:
+            atoms.info["energy_std_calibrated"] = float(s["energy"]) * row.n_atoms * ks["energy"]
         if "forces" in s:
             atoms.arrays["forces_std"] = s["forces"]
+            if "force" in ks:
+                atoms.arrays["forces_std_calibrated"] = s["forces"] * ks["force"]
         if "stress" in s:
             atoms.info["stress_std"] = full_3x3_to_voigt_6_stress(s["stress"] * GPa)
+            if "stress" in ks:
+                atoms.info["stress_std_calibrated"] = full_3x3_to_voigt_6_stress(s["stress"] * GPa * ks["stress"])
     atomic_write(path, lambda fh: ase.io.write(fh, images, format="extxyz"), binary=False)
     return Path(path)
 
@@ -443,12 +540,20 @@ def export_ensemble(name: str, members: list[Member], out_dir: Path | str, *, fo
             if say:
                 say(f"member {m.number}: {m.checkpoint} -> {f}")
         first = read_export_info(files[0])
+        scales, notes = read_std_scales(name, paths)
+        for n in notes:
+            if say:
+                say(f"[warning] {n}")
         manifest = {
             "format": MANIFEST_FORMAT, "ensemble": name, "members": entries, "target": first.get("target"),
             "unit": first.get("unit"), "output": first.get("output"),
-            "combine": "prediction = the members' mean; uncertainty = their standard deviation (numpy, ddof=0)",
+            "combine": "prediction = the members' mean; uncertainty = their standard deviation (numpy, ddof=0)"
+                       + ("; calibrated uncertainty = that times std_scale[target] (fit on the members' validation "
+                          "rows)" if scales else ""),
             "load": "chgnet.model.CHGNet.from_file(<folder>/<file>) for each member",
         }
+        if scales:
+            manifest["std_scale"] = scales
         atomic_write_json(out / MANIFEST, manifest)
     except BaseException:
         for f in written:

@@ -250,10 +250,14 @@ def training_data_warnings(meta: dict[str, Any], ds: Dataset, target: str) -> li
              "rows by default)")]
 
 
-def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> list[int] | None:
-    """The checkpoint's own test rows in ``ds`` (for ``eval``'s default), or ``None`` when ``ds``
-    is not the data the checkpoint was trained on (its ``data_sha256`` differs). With a separate
-    test file, ``ds`` and ``n_held_out`` are what ``sources.load_training_data`` returned.
+EVAL_ROWS = ("auto", "all", "test", "val")  # ``eval --rows``
+
+
+def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0, part: str = "test") -> list[int] | None:
+    """The checkpoint's own test rows in ``ds`` (for ``eval``'s default; ``part="val"``: its
+    validation rows), or ``None`` when ``ds`` is not the data the checkpoint was trained on (its
+    ``data_sha256`` differs). With a separate test file, ``ds`` and ``n_held_out`` are what
+    ``sources.load_training_data`` returned.
 
     The split is recomputed from the preset stored in the checkpoint's meta, with the
     dataset's bad rows excluded (rows whose graphs failed are reported by ``predict``).
@@ -269,7 +273,7 @@ def own_test_rows(meta: dict[str, Any], ds: Dataset, *, n_held_out: int = 0) -> 
         seed=int(d.get("seed", 0)), test_limit=int(d.get("test_limit", 0)),
         test_fraction=float(d.get("test_fraction", 0.2)), exclude=sorted(ds.bad_rows),
     )
-    return [int(r) for r in s.test]
+    return [int(r) for r in (s.val if part == "val" else s.test)]
 
 
 def write_csv(result: PredictResult, path: Path | str) -> Path:
@@ -305,7 +309,7 @@ class Evaluation:
 
     result: PredictResult
     path: Path
-    rows: str  # "test": the checkpoint's own test rows; "all": every row of the file
+    rows: str  # "test": the checkpoint's own test rows; "val": its validation rows; "all": every row of the file
     own_data: bool  # the file is the data the checkpoint was trained on
     n_rows: int  # rows asked for (scored + failed)
     warnings: list[str] = field(default_factory=list)
@@ -324,15 +328,17 @@ def evaluate(
     ``target`` defaults to the checkpoint's own. ``rows``: ``"auto"`` scores the
     checkpoint's own test rows when ``data`` is the data it was trained on (same
     content hash; read with the checkpoint's ``format``/``per_atom``/``test_source``),
-    else every row; ``"test"`` insists on the own test rows (``DataError`` otherwise);
-    ``"all"`` scores every row, with a warning when training rows are among them.
+    else every row; ``"test"`` insists on the own test rows (``DataError`` otherwise),
+    ``"val"`` on the own validation rows (the rows the best epoch was chosen on: what an
+    ensemble's std is scaled on); ``"all"`` scores every row, with a warning when training rows
+    are among them.
     """
     from tui_ft.core.data.dataset import preset_source, resolve_source
     from tui_ft.core.data.sources import load_source, load_training_data
     from tui_ft.core.library.ckptfile import load_checkpoint
 
-    if rows not in ("auto", "all", "test"):
-        raise ValueError(f"rows must be auto, all or test, got {rows!r}")
+    if rows not in EVAL_ROWS:
+        raise ValueError(f"rows must be one of {', '.join(EVAL_ROWS)}, got {rows!r}")
     payload = ckpt_or_payload if isinstance(ckpt_or_payload, dict) else load_checkpoint(ckpt_or_payload)
     meta = dict(payload.get("meta") or {})
     d = (meta.get("preset") or {}).get("data") or {}
@@ -352,10 +358,14 @@ def evaluate(
         ds, n_held = load_source(path, target, per_atom=per_atom), 0
     test_rows = own_test_rows(meta, ds, n_held_out=n_held) if target == d.get("target", target) else None
     warnings: list[str] = []
-    if rows == "test" and test_rows is None:
+    if rows in ("test", "val") and test_rows is None:
         raise DataError(f"{path}: not the data checkpoint was trained on (content differs), so it has no "
-                        "test rows there; use --rows all")
-    if rows == "all" or test_rows is None:
+                        f"{rows} rows there; use --rows all")
+    if rows == "val":
+        want, kind = own_test_rows(meta, ds, n_held_out=n_held, part="val") or [], "val"
+        if not want:
+            raise DataError(f"{path}: the checkpoint's split has no validation rows")
+    elif rows == "all" or test_rows is None:
         want = [r for r in range(len(ds))]
         kind = "all"
         if test_rows is not None:
@@ -710,7 +720,7 @@ class PotentialEvaluation:
 
     result: PotentialResult
     path: Path  # the data scored
-    rows: str  # "test": the run's own test rows; "all": every frame of the data
+    rows: str  # "test": the run's own test rows; "val": its validation rows; "all": every frame of the data
     n_rows: int  # structures asked for (scored + failed)
     warnings: list[str] = field(default_factory=list)
 
@@ -791,13 +801,13 @@ def evaluate_potential(
     """A potential checkpoint's MAE per labelled target (``tui-ft eval`` on a potential).
 
     ``data`` ``None`` or the run's own data (same path): its test rows, rebuilt from the
-    preset in the checkpoint (``rows="all"``: every frame, with a warning); other data: every
-    frame (``rows="test"`` is then a ``DataError``)."""
+    preset in the checkpoint (``rows="val"``: its validation rows; ``rows="all"``: every frame,
+    with a warning); other data: every frame (``rows="test"``/``"val"`` are then a ``DataError``)."""
     from tui_ft.core.data.dataset import preset_source, resolve_source
     from tui_ft.core.library.ckptfile import load_checkpoint
 
-    if rows not in ("auto", "all", "test"):
-        raise ValueError(f"rows must be auto, all or test, got {rows!r}")
+    if rows not in EVAL_ROWS:
+        raise ValueError(f"rows must be one of {', '.join(EVAL_ROWS)}, got {rows!r}")
     payload = ckpt_or_payload if isinstance(ckpt_or_payload, dict) else load_checkpoint(ckpt_or_payload)
     meta = dict(payload.get("meta") or {})
     model, _ = load_model(payload)
@@ -814,6 +824,10 @@ def evaluate_potential(
             warnings.append(f"--rows all: {path} is the run's training data; its training and validation frames "
                             f"are included, so these MAEs are not test MAEs (the {len(shim.splits.test)} test frames "
                             "are the default)")
+        elif rows == "val":
+            want, kind = [int(r) for r in shim.splits.val], "val"
+            if not want:
+                raise DataError(f"{path}: the run has no validation frames")
         else:
             want, kind = [int(r) for r in shim.splits.test], "test"
             if not want:
@@ -822,8 +836,8 @@ def evaluate_potential(
         items = [(task.frames[r].id, task.frames[r].structure, task.frames[r]) for r in want]
         unread: list[tuple[str, str]] = []
     else:
-        if rows == "test":
-            raise DataError(f"{path}: not the data the checkpoint was trained on, so it has no test rows there; "
+        if rows in ("test", "val"):
+            raise DataError(f"{path}: not the data the checkpoint was trained on, so it has no {rows} rows there; "
                             "use --rows all")
         items, unread = read_potential_inputs([path], format=format, reader_options=_reader_options(meta))
         kind = "all"

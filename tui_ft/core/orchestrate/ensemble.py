@@ -15,9 +15,12 @@ the ensemble is a study (:class:`tui_ft.core.orchestrate.study.Study`, axis ``me
 ``ensemble.json``
     when every member has finished: the members' and the ensemble's test MAE on their
     shared test rows and the calibration of the members' spread
-    (:func:`tui_ft.core.library.ensemble.calibration`), per target for a potential.
+    (:func:`tui_ft.core.library.ensemble.calibration`), per target for a potential; and per
+    target the factor ``std_scale`` fitted on their shared validation rows
+    (:func:`tui_ft.core.library.ensemble.std_scale`) with the test calibration of the std
+    times it (``calibration_scaled``). ``predict``/``eval`` on the ensemble use that factor.
 ``test_predictions.csv``
-    the ensemble's mean and std per test structure (a property ensemble).
+    the ensemble's mean, std and calibrated std per test structure (a property ensemble).
 ``summary.md``
     the member table and the ensemble's numbers.
 
@@ -37,6 +40,7 @@ from typing import Any
 
 from tui_ft.core.common.atomic import atomic_write_json, atomic_write_text
 from tui_ft.core.config.presets import Preset
+from tui_ft.core.library.ensemble import ENSEMBLE_FILE
 from tui_ft.core.orchestrate.study import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -49,9 +53,6 @@ from tui_ft.core.orchestrate.study import (
     mean_std,
     run_study,
 )
-
-ENSEMBLE_FILE = "ensemble.json"
-
 
 def member_name(base: str, k: int) -> str:
     return f"{base[: 64 - 4]}-m{k}"
@@ -129,14 +130,28 @@ class Ensemble(Study):
         )
         from tui_ft.core.library.predict import MAE_UNIT, is_potential
 
+        def scales_on_val(fn, *args) -> dict[str, tuple[float | None, int]]:
+            """The std scale per target, fitted on the members' validation rows ({} and a warning if they fail)."""
+            from tui_ft.core.library.ensemble import fit_std_scales
+
+            try:
+                return fit_std_scales(fn(self.name, members, *args, rows="val"))
+            except Exception as exc:  # noqa: BLE001 - the ensemble is still evaluated, without a calibrated std
+                self.say(f"[warning] ensemble {self.name}: no std scale fitted on the validation rows "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+                return {}
+
         members, warnings = members_of(self.name, self.paths)
         for w in warnings:
             self.say(f"[warning] {w}")
         last = self.loaded if isinstance(self.loaded, Preset) else self.loaded.stages[-1].preset
         out: dict[str, Any] = {"ensemble": self.name, "members": [
             {"member": m.number, "run_id": m.run_id, "checkpoint": str(m.checkpoint)} for m in members]}
+        from tui_ft.core.library.ensemble import scaled_calibration
+
         if is_potential({"preset": last.to_dict()}):
             res = evaluate_potential_ensemble(self.name, members)
+            fitted = scales_on_val(evaluate_potential_ensemble)
             cal = res.calibration()
             targets = {}
             for t, (v, n) in res.maes().items():
@@ -147,12 +162,20 @@ class Ensemble(Study):
                        calibration_units={"energy": "eV/atom", "force": "eV/Å", "stress": "GPa", "magmom": "μB"})
         else:
             res = evaluate_ensemble(self.name, members, last.data.source)
-            atomic_write_text(self.dir / "test_predictions.csv", format_ensemble_csv(res))
+            fitted = scales_on_val(evaluate_ensemble, last.data.source)
             c = res.calibration()
             out.update(kind="property", rows=res.rows_kind, target=res.target, unit=res.unit, n=len(res.rows),
                        targets={res.target: {"unit": res.unit, "n": len(res.rows), "ensemble_mae": res.mae,
                                              "member_maes": res.member_maes,
                                              "calibration": c.as_dict() if c else None}})
+        res.std_scales = {t: k for t, (k, _) in fitted.items() if k is not None}
+        scaled = scaled_calibration(res, res.std_scales)
+        for t, d in out["targets"].items():
+            if t in res.std_scales:
+                d["std_scale"] = {"factor": res.std_scales[t], "n": fitted[t][1], "rows": "val"}
+                d["calibration_scaled"] = scaled[t].as_dict() if t in scaled else None
+        if out["kind"] == "property":
+            atomic_write_text(self.dir / "test_predictions.csv", format_ensemble_csv(res))
         atomic_write_json(self.dir / ENSEMBLE_FILE, out)
         for line in ensemble_lines(out):
             print(line, flush=True)
@@ -185,6 +208,10 @@ def ensemble_lines(out: dict[str, Any]) -> list[str]:
         if c:
             lines.append(f"  calibration over {c['n']}: Spearman(std, |error|) {_num(c['spearman'], '.3f')}; within 1σ "
                          f"{100 * c['within_1sigma']:.1f} %, 2σ {100 * c['within_2sigma']:.1f} % (a Gaussian: 68.3 %, 95.4 %)")
+        k, cs = d.get("std_scale"), d.get("calibration_scaled")
+        if k and cs:
+            lines.append(f"  std x {k['factor']:.3g} (fit on {k['n']} validation values): within 1σ "
+                         f"{100 * cs['within_1sigma']:.1f} %, 2σ {100 * cs['within_2sigma']:.1f} % on the test rows")
     return lines
 
 
