@@ -72,6 +72,7 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
     from tui_ft.core.library.ensemble import (
         evaluate_ensemble,
         evaluate_potential_ensemble,
+        scaled_calibration,
     )
     from tui_ft.commands_io import _not_a_pipe
     from tui_ft.core.library.predict import MAE_UNIT
@@ -108,8 +109,6 @@ def cmd_eval_ensemble(ref: str, data: str | None, target: str | None, device: st
         n = sum(1 for r in res.rows if r.target is not None)
         table = {res.target: {"unit": res.unit, "n": n, "ensemble": res.mae, "members": res.member_maes}} if n else {}
         scale = {res.target: 1.0}
-    from tui_ft.core.library.ensemble import scaled_calibration
-
     cal_k = scaled_calibration(res, res.std_scales)
     for w in res.warnings:
         _err(f"[warning] {w}")

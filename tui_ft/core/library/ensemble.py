@@ -205,8 +205,8 @@ def read_std_scales(name: str, paths: Paths | None = None) -> tuple[dict[str, fl
     out: dict[str, float] = {}
     bad: list[str] = []
     for t, d in (targets.items() if isinstance(targets, dict) else ()):
-        k = (d.get("std_scale") or {}).get("factor") if isinstance(d, dict) and isinstance(d.get("std_scale"), dict) \
-            else None
+        scale = d.get("std_scale") if isinstance(d, dict) else None
+        k = scale.get("factor") if isinstance(scale, dict) else None
         if k is None:
             continue
         if isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k > 0:

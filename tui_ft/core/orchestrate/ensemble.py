@@ -54,6 +54,7 @@ from tui_ft.core.orchestrate.study import (
     run_study,
 )
 
+
 def member_name(base: str, k: int) -> str:
     return f"{base[: 64 - 4]}-m{k}"
 
@@ -125,15 +126,15 @@ class Ensemble(Study):
         from tui_ft.core.library.ensemble import (
             evaluate_ensemble,
             evaluate_potential_ensemble,
+            fit_std_scales,
             format_ensemble_csv,
             members_of,
+            scaled_calibration,
         )
         from tui_ft.core.library.predict import MAE_UNIT, is_potential
 
         def scales_on_val(fn, *args) -> dict[str, tuple[float | None, int]]:
             """The std scale per target, fitted on the members' validation rows ({} and a warning if they fail)."""
-            from tui_ft.core.library.ensemble import fit_std_scales
-
             try:
                 return fit_std_scales(fn(self.name, members, *args, rows="val"))
             except Exception as exc:  # noqa: BLE001 - the ensemble is still evaluated, without a calibrated std
@@ -147,8 +148,6 @@ class Ensemble(Study):
         last = self.loaded if isinstance(self.loaded, Preset) else self.loaded.stages[-1].preset
         out: dict[str, Any] = {"ensemble": self.name, "members": [
             {"member": m.number, "run_id": m.run_id, "checkpoint": str(m.checkpoint)} for m in members]}
-        from tui_ft.core.library.ensemble import scaled_calibration
-
         if is_potential({"preset": last.to_dict()}):
             res = evaluate_potential_ensemble(self.name, members)
             fitted = scales_on_val(evaluate_potential_ensemble)
