@@ -384,6 +384,7 @@ class PotentialTask(Task):
                 raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}: training diverged "
                                      f"(try a smaller optim.lr); {t._kept()}")
             t.recipe.step()  # clipping, the optimizer step, the EMA
+            t.cpu.tick()  # CPU threads for the load on the cores
             total += float(loss.detach()) * len(rows)
             n += len(rows)
             if t.ctx.on_batch is not None:
@@ -417,6 +418,7 @@ class PotentialTask(Task):
                     kept.append({k: v[i].detach().cpu().numpy() for k, v in pred.items() if k in ("e", "f", "s", "m")})
             self._accumulate(self._terms(pred, batch, t.device), loss_fn, sums, counts, lsums=lsums)
             done += len(batch)
+            t.cpu.tick()
             if progress is not None:
                 progress(done, len(mine))
         sums, counts, lsums = self._summed(t, sums, counts, lsums)

@@ -160,6 +160,7 @@ class PropertyTask(Task):
                     f"(try a smaller optim.lr); {t._kept()}"
                 )
             t.recipe.step()  # clipping, the optimizer step, the EMA
+            t.cpu.tick()  # CPU threads for the load on the cores
             abs_err += float((pred.detach() - target).abs().sum())
             n += len(idx)
             if t.ctx.on_batch is not None:

@@ -11,3 +11,10 @@ import sys
 # in the package, before any module of it loads torch.
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # ... but sleeping at once between the thousands of small operations of a batch costs more in
+    # wake-ups than it saves: libgomp spins this many rounds (some 30 µs) first. Only where
+    # tui_ft.core.train.setup.CpuThreads may adjust the thread count (no thread variable set), since
+    # it is what drops to one thread, which never waits, when another process wants the cores.
+    if sys.platform.startswith("linux") and not any(
+            os.environ.get(v, "").strip() for v in ("TUI_FT_THREADS", "OMP_NUM_THREADS")):
+        os.environ.setdefault("GOMP_SPINCOUNT", "3000")

@@ -80,6 +80,7 @@ from tui_ft.core.train.errors import Interrupted, Pruned, RunRefused, TrainingFa
 from tui_ft.core.train.forward import FullForward, HeadForward  # noqa: E402
 from tui_ft.core.train.setup import (  # noqa: E402
     GROUPS,
+    CpuThreads,
     configure_cpu,
     group_params,
     load_pretrained,
@@ -149,6 +150,7 @@ class Trainer:
         self.on_epoch: Callable[[int, float], str | None] | None = None
         self.dp: CpuDataParallel | None = None  # full mode on the CPU: batches split across threads
         self.cpu_workers = 1
+        self.cpu = CpuThreads(1)  # torch's CPU threads for the load on the cores (configure_cpu)
         self.dist = ctx.dist
         self.precision = FP32
         self.task = task_for(self.p)  # what the model is trained to predict (tui_ft.core.task)
@@ -226,6 +228,7 @@ class Trainer:
                 self.dp.close()
                 self.dp = None
             torch.set_flush_denormal(False)
+            self.cpu.close()
 
     def _best_or_none(self) -> float | None:
         return self.best_val if math.isfinite(self.best_val) else None
@@ -249,7 +252,7 @@ class Trainer:
         self._setup_pruning()
         seed_everything(self.p.train.seed)
         self.device = self.dist.device or pick_device(self.p.train.device)
-        configure_cpu(self.device)
+        self.cpu = configure_cpu(self.device, ddp=self.dist.active)  # .tick() once a batch
         if is_cuda(self.device):
             torch.cuda.reset_peak_memory_stats(self.device)
         try:

@@ -8,7 +8,8 @@ import hashlib
 import os
 import random
 import sys
-from typing import Any
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -57,10 +58,12 @@ def feature_batch_size(batch_size: int, device: str) -> int:
     return max(batch_size, 256 if is_cuda(device) else 32)
 
 
-def configure_cpu(device: str) -> None:
-    """Process-wide CPU settings for a run.
+def configure_cpu(device: str, *, ddp: bool = False) -> "CpuThreads":
+    """Process-wide CPU settings for a run; returns its :class:`CpuThreads`, to ``tick()`` once a
+    batch and ``close()`` at the end (inert unless it may change the thread count).
 
-    ``TUI_FT_THREADS=N`` sets torch's intra-op threads (default: torch's choice).
+    ``TUI_FT_THREADS=N`` sets torch's intra-op threads (default: torch's choice, then
+    :class:`CpuThreads` adjusts them to the load on the cores).
     Denormal floats are flushed to zero: CHGNet's backward pass produces subnormal
     values, whose arithmetic is slow on x86 CPUs; flushing them speeds up full-mode
     training and leaves the predictions unchanged (BENCHMARKS.md, section 1,
@@ -75,6 +78,99 @@ def configure_cpu(device: str) -> None:
         torch.set_num_threads(int(n))
     if device == "cpu":
         torch.set_flush_denormal(True)
+    if device == "cpu" and not ddp and threads_are_free() and torch.get_num_threads() > 1:
+        try:
+            return CpuThreads(torch.get_num_threads())
+        except (OSError, ValueError):  # no readable /proc/stat (not Linux): threads stay as they are
+            pass
+    return CpuThreads(1)
+
+
+THREAD_VARS = ("TUI_FT_THREADS", "OMP_NUM_THREADS")
+
+
+def threads_are_free() -> bool:
+    """Whether the thread count is left to tui-ft: neither ``TUI_FT_THREADS`` nor ``OMP_NUM_THREADS``
+    is set (either pins it), on Linux (where the load on the cores can be read)."""
+    return sys.platform.startswith("linux") and not any(os.environ.get(v, "").strip() for v in THREAD_VARS)
+
+
+def _affinity() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def busy_cpu_seconds(cpus: Sequence[int], stat: str = "/proc/stat") -> float:
+    """Seconds the given CPUs have spent busy since boot (user, nice, system, irq, softirq and steal
+    time from ``/proc/stat``; steal is time the hypervisor gave to someone else, so it counts as taken)."""
+    want = {f"cpu{c}" for c in cpus}
+    ticks = 0
+    with open(stat, encoding="ascii") as fh:
+        for line in fh:
+            name, _, rest = line.partition(" ")
+            if name in want:
+                f = [int(x) for x in rest.split()]
+                ticks += f[0] + f[1] + f[2] + sum(f[5:8])  # user nice system (idle iowait) irq softirq steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process, all its threads."""
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuThreads:
+    """torch's intra-op threads on the CPU, adjusted to what the cores have free.
+
+    Why: at batch 1 a potential's forward and double backward are thousands of small operations,
+    and OpenMP's worker threads either sleep between them (``OMP_WAIT_POLICY=PASSIVE``, set by this
+    package: waking them costs more than they save, worst on a virtual machine whose idle cores
+    halt) or spin for a while (faster when the run has the cores to itself, several times slower
+    as soon as another process wants them). So ``tui_ft.core.train`` lets them spin briefly
+    (``GOMP_SPINCOUNT``, when neither it nor a thread variable is set) and this class watches the
+    cores: every ``interval`` seconds it reads how busy the run's CPUs were apart from this process,
+    and uses the cores the others leave free (at least 1 thread; with 1 thread nothing waits).
+    Measured in BENCHMARKS.md, section 10e. The thread count changes the order of float additions,
+    so a run on a busy machine is reproducible to rounding, not bit for bit; ``TUI_FT_THREADS=N``
+    pins N threads (and turns this off) where that matters.
+    """
+
+    def __init__(self, cores: int, *, interval: float = 2.0, cpus: Sequence[int] | None = None,
+                 busy: Callable[[Sequence[int]], float] = busy_cpu_seconds,
+                 own: Callable[[], float] = own_cpu_seconds, clock: Callable[[], float] = time.monotonic):
+        self.cores = self.threads = max(1, int(cores))
+        self.active = self.cores > 1
+        self.interval = interval
+        self._cpus = list(cpus) if cpus is not None else _affinity()
+        self._busy, self._own, self._clock = busy, own, clock
+        self.changes = 0
+        if self.active:
+            self._t, self._b, self._o = clock(), busy(self._cpus), own()  # OSError where unreadable
+
+    def tick(self) -> None:
+        """Cheap unless ``interval`` has passed: then re-read the load and set the thread count."""
+        if not self.active:
+            return
+        now = self._clock()
+        if now - self._t < self.interval:
+            return
+        b, o = self._busy(self._cpus), self._own()
+        others = max(0.0, (b - self._b) - (o - self._o)) / max(now - self._t, 1e-9)  # cores others used
+        self._t, self._b, self._o = now, b, o
+        want = max(1, min(self.cores, int(self.cores - others + 0.5)))  # others at half a core or more take one
+        if want != self.threads:
+            torch.set_num_threads(want)
+            self.threads = want
+            self.changes += 1
+
+    def close(self) -> None:
+        """The thread count the run started with."""
+        if self.active and self.threads != self.cores:
+            torch.set_num_threads(self.cores)
+            self.threads = self.cores
 
 
 def seed_everything(seed: int) -> None:
