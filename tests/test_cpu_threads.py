@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tui_ft.core.train.setup import CpuThreads, busy_cpu_seconds, configure_cpu, threads_are_free
+from tui_ft.core.train.setup import (
+    CpuThreads,
+    busy_cpu_seconds,
+    configure_cpu,
+    threads_are_free,
+)
 
 
 class Fake:

@@ -9,7 +9,8 @@ import os
 import random
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
