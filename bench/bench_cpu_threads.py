@@ -54,9 +54,9 @@ def child(args) -> None:
           "data.source": str(MLEARN / f"{el}_training.json.gz"), "data.test_source": str(MLEARN / f"{el}_test.json.gz")}
     paths = Paths(Path(args.home))
     rid = new_run_id("threads", paths)
-    res = run_training(base.with_changes(ch), run_id=rid, paths=paths, emit=lambda ev: None)
-    with open(paths.run_log_dir(rid) / "events.jsonl", encoding="utf-8") as fh:
-        secs = [json.loads(line)["seconds"] for line in fh if '"epoch_end"' in line]
+    events: list = []
+    res = run_training(base.with_changes(ch), run_id=rid, paths=paths, emit=events.append)
+    secs = [ev.seconds for ev in events if ev.type == "epoch_end"]
     print(json.dumps({"status": res.status, "seconds": secs[1:]}))  # epoch 0: the untrained validation pass
 
 
@@ -65,14 +65,14 @@ def launch(args, env_extra: dict[str, str], home: Path) -> subprocess.Popen:
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--child", "--home", str(home), "--element", args.element,
            "--fraction", str(args.fraction), "--epochs", str(args.epochs)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def epoch_seconds(proc: subprocess.Popen) -> float:
-    out, _ = proc.communicate()
+    out, err = proc.communicate()
     rows = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not rows:
-        raise SystemExit(f"a run failed (exit {proc.returncode}): {out[-500:]}")
+        raise SystemExit(f"a run failed (exit {proc.returncode}): {(out + err)[-500:]}")
     return statistics.mean(json.loads(rows[-1])["seconds"])
 
 
