@@ -65,13 +65,18 @@ def launch(args, env_extra: dict[str, str], home: Path) -> subprocess.Popen:
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--child", "--home", str(home), "--element", args.element,
            "--fraction", str(args.fraction), "--epochs", str(args.epochs)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    home.mkdir(parents=True, exist_ok=True)
+    # stderr to a file, not a pipe: two runs side by side are read one after the other, and the
+    # second's stderr must not fill a pipe (and stall that run) while the first is being waited on
+    with open(home / "stderr.log", "w", encoding="utf-8") as err:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
 
 
-def epoch_seconds(proc: subprocess.Popen) -> float:
-    out, err = proc.communicate()
+def epoch_seconds(proc: subprocess.Popen, home: Path) -> float:
+    out, _ = proc.communicate()
     rows = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not rows:
+        err = (home / "stderr.log").read_text(encoding="utf-8", errors="replace")
         raise SystemExit(f"a run failed (exit {proc.returncode}): {(out + err)[-500:]}")
     return statistics.mean(json.loads(rows[-1])["seconds"])
 
@@ -97,9 +102,11 @@ def main() -> int:
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            alone = epoch_seconds(launch(args, SETTINGS[name], Path(tmp) / f"{len(results)}a"))
-            pair = [launch(args, SETTINGS[name], Path(tmp) / f"{len(results)}{k}") for k in "xy"]
-            side = statistics.mean(epoch_seconds(p) for p in pair)
+            home = Path(tmp) / f"{len(results)}a"
+            alone = epoch_seconds(launch(args, SETTINGS[name], home), home)
+            homes = [Path(tmp) / f"{len(results)}{k}" for k in "xy"]
+            pair = [launch(args, SETTINGS[name], h) for h in homes]
+            side = statistics.mean(epoch_seconds(p, h) for p, h in zip(pair, homes))
             results[name] = (alone, side)
             print(f"{name:10s} alone {alone:6.1f} s   two side by side {side:6.1f} s each", flush=True)
     print(f"\n{args.element}, {args.fraction:g} of the training frames, batch 1, {args.epochs} epochs, "
